@@ -1,0 +1,336 @@
+//! Server-side connection gauges from `pg_stat_activity` and the connection settings.
+//!
+//! One query returns one row per backend (at most `max_connections` rows) and the grouping is
+//! done here, so the same rows also yield the per-session facts the alert rules need: who sits
+//! idle in a transaction, and which open transactions hold uncommitted writes (a `backend_xid`
+//! is assigned at a transaction's first write) — the signature of an import that never
+//! committed.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::{BoxFuture, CollectError, Collector, Observations, PollContext};
+use crate::config::ActivityConfig;
+use crate::metrics::{self, Snapshot};
+
+/// Label value for application names that are not allow-listed.
+const OTHER_APPLICATION: &str = "other";
+/// Longest query text kept per session (for alert annotations).
+const QUERY_TEXT_LIMIT: i32 = 300;
+
+const ACTIVITY_SQL: &str = "
+SELECT pid,
+       coalesce(datname, '') AS datname,
+       coalesce(usename, '') AS usename,
+       coalesce(application_name, '') AS application_name,
+       coalesce(state, '') AS state,
+       coalesce(backend_type, '') AS backend_type,
+       wait_event_type,
+       extract(epoch FROM clock_timestamp() - xact_start)::float8 AS xact_age,
+       extract(epoch FROM clock_timestamp() - state_change)::float8 AS state_age,
+       backend_xid IS NOT NULL AS holds_writes,
+       left(query, $1) AS query
+  FROM pg_stat_activity
+ WHERE pid <> pg_backend_pid()";
+
+const SETTINGS_SQL: &str = "
+SELECT name, setting::bigint
+  FROM pg_settings
+ WHERE name IN ('max_connections', 'superuser_reserved_connections', 'reserved_connections')";
+
+/// A client session with an open transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// Backend process id.
+    pub pid: i32,
+    /// Database.
+    pub datname: String,
+    /// User.
+    pub usename: String,
+    /// application_name as the client set it.
+    pub application_name: String,
+    /// `active`, `idle in transaction`, ...
+    pub state: String,
+    /// Seconds since the transaction began.
+    pub xact_age_seconds: f64,
+    /// Seconds since the state last changed (for idle sessions: how long they have been idle).
+    pub state_age_seconds: f64,
+    /// The transaction has written something it has not committed.
+    pub holds_writes: bool,
+    /// The last statement, truncated.
+    pub query: String,
+}
+
+impl Session {
+    /// Idle inside an open transaction (including an aborted one).
+    pub fn idle_in_transaction(&self) -> bool {
+        self.state.starts_with("idle in transaction")
+    }
+}
+
+/// What the activity collector learnt in one poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActivityReport {
+    /// `max_connections`.
+    pub max_connections: i64,
+    /// Slots applications cannot use (superuser and pg_use_reserved_connections reserves).
+    pub reserved_connections: i64,
+    /// Client backends connected, pgvigil excluded.
+    pub client_connections: i64,
+    /// Client sessions with an open transaction.
+    pub open_transactions: Vec<Session>,
+}
+
+/// The pg_stat_activity collector.
+#[derive(Debug)]
+pub struct Activity {
+    application_names: HashSet<String>,
+}
+
+impl Activity {
+    /// A collector exporting the allow-listed application names as themselves.
+    pub fn new(config: &ActivityConfig) -> Self {
+        Activity {
+            application_names: config.application_names.iter().cloned().collect(),
+        }
+    }
+
+    async fn poll(
+        &self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, ActivityReport), CollectError> {
+        let settings = ctx.client.query(SETTINGS_SQL, &[]).await?;
+        let rows = ctx.client.query(ACTIVITY_SQL, &[&QUERY_TEXT_LIMIT]).await?;
+        let mut report = ActivityReport::default();
+        for row in settings {
+            let name: &str = row.get(0);
+            let value: i64 = row.get(1);
+            match name {
+                "max_connections" => report.max_connections = value,
+                _ => report.reserved_connections += value,
+            }
+        }
+        let rows = rows.iter().map(|row| {
+            Ok::<_, tokio_postgres::Error>(Backend {
+                pid: row.try_get(0)?,
+                datname: row.try_get(1)?,
+                usename: row.try_get(2)?,
+                application_name: row.try_get(3)?,
+                state: row.try_get(4)?,
+                backend_type: row.try_get(5)?,
+                wait_event_type: row.try_get(6)?,
+                xact_age: row.try_get(7)?,
+                state_age: row.try_get(8)?,
+                holds_writes: row.try_get(9)?,
+                query: row.try_get::<_, Option<String>>(10)?.unwrap_or_default(),
+            })
+        });
+        let backends = rows.collect::<Result<Vec<_>, _>>()?;
+        Ok(self.summarise(backends, report))
+    }
+
+    fn summarise(
+        &self,
+        backends: Vec<Backend>,
+        mut report: ActivityReport,
+    ) -> (Snapshot, ActivityReport) {
+        let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+        let mut connections: BTreeMap<[String; 4], u64> = BTreeMap::new();
+        let mut waiting: BTreeMap<[String; 2], u64> = BTreeMap::new();
+        let mut writing: BTreeMap<String, u64> = BTreeMap::new();
+        let mut oldest_xact = 0.0_f64;
+        let mut longest_idle_in_xact = 0.0_f64;
+        let mut oldest_writing = 0.0_f64;
+
+        for b in backends {
+            *by_type.entry(b.backend_type.clone()).or_default() += 1;
+            if b.backend_type != "client backend" {
+                continue;
+            }
+            report.client_connections += 1;
+            let application = if self.application_names.contains(&b.application_name) {
+                b.application_name.clone()
+            } else {
+                OTHER_APPLICATION.to_owned()
+            };
+            *connections
+                .entry([
+                    b.datname.clone(),
+                    b.usename.clone(),
+                    b.state.clone(),
+                    application,
+                ])
+                .or_default() += 1;
+            if let Some(wait) = &b.wait_event_type {
+                if b.state == "active" {
+                    *waiting
+                        .entry([b.datname.clone(), wait.clone()])
+                        .or_default() += 1;
+                }
+            }
+            let Some(xact_age) = b.xact_age else {
+                continue;
+            };
+            let xact_age = xact_age.max(0.0);
+            let state_age = b.state_age.unwrap_or(0.0).max(0.0);
+            oldest_xact = oldest_xact.max(xact_age);
+            let session = Session {
+                pid: b.pid,
+                datname: b.datname,
+                usename: b.usename,
+                application_name: b.application_name,
+                state: b.state,
+                xact_age_seconds: xact_age,
+                state_age_seconds: state_age,
+                holds_writes: b.holds_writes,
+                query: b.query,
+            };
+            if session.idle_in_transaction() {
+                longest_idle_in_xact = longest_idle_in_xact.max(state_age);
+            }
+            if session.holds_writes {
+                *writing.entry(session.datname.clone()).or_default() += 1;
+                oldest_writing = oldest_writing.max(xact_age);
+            }
+            report.open_transactions.push(session);
+        }
+
+        let mut snap = Snapshot::default();
+        snap.set(&metrics::MAX_CONNECTIONS, report.max_connections as f64);
+        snap.set(
+            &metrics::RESERVED_CONNECTIONS,
+            report.reserved_connections as f64,
+        );
+        for (backend_type, n) in by_type {
+            snap.push(&metrics::BACKENDS, vec![backend_type], n as f64);
+        }
+        for (labels, n) in connections {
+            snap.push(&metrics::CONNECTIONS, labels.to_vec(), n as f64);
+        }
+        for (labels, n) in waiting {
+            snap.push(&metrics::CONNECTIONS_WAITING, labels.to_vec(), n as f64);
+        }
+        for (datname, n) in writing {
+            snap.push(&metrics::WRITING_XACTS, vec![datname], n as f64);
+        }
+        snap.set(&metrics::OLDEST_XACT_AGE, oldest_xact);
+        snap.set(&metrics::IDLE_IN_XACT_MAX_AGE, longest_idle_in_xact);
+        snap.set(&metrics::WRITING_XACT_MAX_AGE, oldest_writing);
+        (snap, report)
+    }
+}
+
+impl Collector for Activity {
+    fn name(&self) -> &'static str {
+        "activity"
+    }
+
+    fn collect<'a>(
+        &'a mut self,
+        ctx: &'a PollContext<'a>,
+        observations: &'a mut Observations,
+    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
+        Box::pin(async move {
+            let (snapshot, report) = self.poll(ctx).await?;
+            observations.activity = Some(report);
+            Ok(snapshot)
+        })
+    }
+}
+
+/// One pg_stat_activity row.
+#[derive(Debug)]
+struct Backend {
+    pid: i32,
+    datname: String,
+    usename: String,
+    application_name: String,
+    state: String,
+    backend_type: String,
+    wait_event_type: Option<String>,
+    xact_age: Option<f64>,
+    state_age: Option<f64>,
+    holds_writes: bool,
+    query: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(state: &str, xact_age: Option<f64>, holds_writes: bool) -> Backend {
+        Backend {
+            pid: 1,
+            datname: "app".into(),
+            usename: "u".into(),
+            application_name: "importer".into(),
+            state: state.into(),
+            backend_type: "client backend".into(),
+            wait_event_type: None,
+            xact_age,
+            state_age: xact_age,
+            holds_writes,
+            query: "insert into t values (1)".into(),
+        }
+    }
+
+    #[test]
+    fn summary_counts_and_ages() {
+        let collector = Activity::new(&ActivityConfig {
+            application_names: vec!["importer".into()],
+        });
+        let mut waiting = backend("active", Some(1.0), false);
+        waiting.wait_event_type = Some("Lock".into());
+        let mut walwriter = backend("", None, false);
+        walwriter.backend_type = "walwriter".into();
+        let mut psql = backend("idle", None, false);
+        psql.application_name = "psql".into();
+        let backends = vec![
+            backend("idle in transaction", Some(42.0), true),
+            waiting,
+            walwriter,
+            psql,
+        ];
+        let report = ActivityReport {
+            max_connections: 100,
+            reserved_connections: 3,
+            ..Default::default()
+        };
+        let (snap, report) = collector.summarise(backends, report);
+        assert_eq!(report.client_connections, 3);
+        assert_eq!(report.open_transactions.len(), 2);
+        assert_eq!(snap.get(&metrics::WRITING_XACT_MAX_AGE)[0].value, 42.0);
+        assert_eq!(snap.get(&metrics::IDLE_IN_XACT_MAX_AGE)[0].value, 42.0);
+        assert_eq!(snap.get(&metrics::OLDEST_XACT_AGE)[0].value, 42.0);
+        assert_eq!(
+            snap.get(&metrics::WRITING_XACTS)[0].labels,
+            vec!["app".to_string()]
+        );
+        assert_eq!(
+            snap.get(&metrics::CONNECTIONS_WAITING)[0].labels,
+            vec!["app".to_string(), "Lock".to_string()]
+        );
+        let apps: Vec<&str> = snap
+            .get(&metrics::CONNECTIONS)
+            .iter()
+            .map(|s| s.labels[3].as_str())
+            .collect();
+        assert!(
+            apps.contains(&"importer") && apps.contains(&"other"),
+            "{apps:?}"
+        );
+        assert!(!apps.contains(&"psql"));
+        assert_eq!(snap.get(&metrics::BACKENDS).len(), 2);
+    }
+
+    #[test]
+    fn no_transactions_means_zero_ages() {
+        let collector = Activity::new(&ActivityConfig::default());
+        let (snap, report) = collector.summarise(
+            vec![backend("idle", None, false)],
+            ActivityReport::default(),
+        );
+        assert!(report.open_transactions.is_empty());
+        assert_eq!(snap.get(&metrics::WRITING_XACT_MAX_AGE)[0].value, 0.0);
+        assert!(snap.get(&metrics::WRITING_XACTS).is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! Collectors: one module per data source, each turning what the database says into a metrics
+//! [`Snapshot`] and typed [`Observations`] for the alert rules.
+//!
+//! A collector runs inside its target's poll loop ([`crate::target`]), on the target's single
+//! connection, one collector after another, so polls never overlap and the database sees at
+//! most one pgvigil query at a time. A collector that fails loses only its own series; the
+//! others go on.
+
+pub mod activity;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::config::TargetConfig;
+use crate::metrics::Snapshot;
+
+/// A boxed, sendable future, so collectors can live in one `Vec<Box<dyn Collector>>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Facts about the server learnt when the connection was opened.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150019.
+    pub version_num: i32,
+    /// `server_version`, e.g. "15.19 (Debian 15.19-0+deb12u1)".
+    pub version: String,
+    /// pgvigil's own backend, excluded from activity counts.
+    pub backend_pid: i32,
+}
+
+/// What a collector sees of its target during one poll.
+#[derive(Debug)]
+pub struct PollContext<'a> {
+    /// The target's monitoring connection.
+    pub client: &'a tokio_postgres::Client,
+    /// The target's configuration.
+    pub target: &'a TargetConfig,
+    /// The connected server.
+    pub server: &'a ServerInfo,
+}
+
+/// Typed results of one poll of a target, for the alert rules and the API.
+#[derive(Debug, Default, Clone)]
+pub struct Observations {
+    /// From pg_stat_activity; `None` when that collector failed.
+    pub activity: Option<activity::ActivityReport>,
+}
+
+/// One data source.
+pub trait Collector: Send + Sync {
+    /// Stable name: the `collector` label and the key of its snapshot.
+    fn name(&self) -> &'static str;
+
+    /// Poll once: return the metrics and fill this collector's part of `observations`.
+    fn collect<'a>(
+        &'a mut self,
+        ctx: &'a PollContext<'a>,
+        observations: &'a mut Observations,
+    ) -> BoxFuture<'a, Result<Snapshot, CollectError>>;
+}
+
+/// The collectors a target runs, in poll order.
+pub fn for_target(target: &TargetConfig) -> Vec<Box<dyn Collector>> {
+    vec![Box::new(activity::Activity::new(&target.activity))]
+}
+
+/// Why a collector could not finish a poll.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// A query failed; the text carries the SQLSTATE and the server's message.
+    #[error("{}", describe_pg_error(.0))]
+    Query(#[from] tokio_postgres::Error),
+    /// The data source is missing or not readable; the message says how to fix it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A tokio-postgres error with its cause chain and, for server errors, SQLSTATE and hint.
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} ({}): {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            s.push_str("; ");
+            s.push_str(detail);
+        }
+        if let Some(hint) = db.hint() {
+            s.push_str("; hint: ");
+            s.push_str(hint);
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

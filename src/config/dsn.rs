@@ -1,0 +1,249 @@
+//! Where a target's connection comes from, and how it is shown without its password.
+//!
+//! A DSN may come from the config, from an environment variable, or from the libpq environment
+//! (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`); a password file overrides the
+//! password. Missing pieces are filled the way libpq fills them, so a DSN like
+//! `dbname=app` behaves as it would in `psql`. The password never reaches `Debug`, logs or
+//! errors: everything user-visible goes through [`ConnectionSpec::describe`].
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+
+/// The libpq environment, captured once so tests can supply their own.
+#[derive(Debug, Clone, Default)]
+pub struct LibpqEnv {
+    /// `PGHOST`
+    pub host: Option<String>,
+    /// `PGPORT`
+    pub port: Option<String>,
+    /// `PGUSER` (else `USER`)
+    pub user: Option<String>,
+    /// `PGDATABASE`
+    pub database: Option<String>,
+    /// `PGPASSWORD`; never printed.
+    pub password: Option<String>,
+}
+
+impl LibpqEnv {
+    /// Read the process environment.
+    pub fn from_process() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        LibpqEnv {
+            host: var("PGHOST"),
+            port: var("PGPORT"),
+            user: var("PGUSER").or_else(|| var("USER")),
+            database: var("PGDATABASE"),
+            password: var("PGPASSWORD"),
+        }
+    }
+}
+
+/// How to reach one target.
+#[derive(Clone)]
+pub struct ConnectionSpec {
+    config: tokio_postgres::Config,
+    password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ConnectionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSpec")
+            .field("target", &self.describe())
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl ConnectionSpec {
+    /// Parse a DSN (URL or `key=value` form) and fill what it leaves out from `env`.
+    ///
+    /// The error never contains the DSN itself: it may hold a password.
+    pub fn parse(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
+        let config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+            format!(
+                "invalid DSN: {e}; use a URL like postgres://user@host:5432/dbname or key=value pairs like \"host=db port=5432 user=pgvigil dbname=app\""
+            )
+        })?;
+        Ok(Self::with_defaults(config, env))
+    }
+
+    /// A spec from the libpq environment alone.
+    pub fn from_env(env: &LibpqEnv) -> Self {
+        Self::with_defaults(tokio_postgres::Config::new(), env)
+    }
+
+    fn with_defaults(mut config: tokio_postgres::Config, env: &LibpqEnv) -> Self {
+        if config.get_hosts().is_empty() {
+            match env.host.as_deref() {
+                Some(hosts) => {
+                    for host in hosts.split(',') {
+                        config.host(host);
+                    }
+                }
+                // libpq's default: the local socket directory if there is one.
+                None if Path::new("/var/run/postgresql").is_dir() => {
+                    config.host_path("/var/run/postgresql");
+                }
+                None => {
+                    config.host("localhost");
+                }
+            }
+        }
+        if config.get_ports().is_empty() {
+            if let Some(port) = env.port.as_deref().and_then(|p| p.parse().ok()) {
+                config.port(port);
+            }
+        }
+        if config.get_user().is_none() {
+            config.user(env.user.as_deref().unwrap_or("postgres"));
+        }
+        if config.get_dbname().is_none() {
+            let db = env
+                .database
+                .clone()
+                .or_else(|| config.get_user().map(str::to_owned))
+                .unwrap_or_else(|| "postgres".to_owned());
+            config.dbname(&db);
+        }
+        if config.get_password().is_none() {
+            if let Some(password) = &env.password {
+                config.password(password);
+            }
+        }
+        ConnectionSpec {
+            config,
+            password_file: None,
+        }
+    }
+
+    /// Take the password from this file (read at every connect, so a rotated secret is used
+    /// without a restart).
+    pub fn set_password_file(&mut self, path: PathBuf) {
+        self.password_file = Some(path);
+    }
+
+    /// The password file, if any.
+    pub fn password_file(&self) -> Option<&Path> {
+        self.password_file.as_deref()
+    }
+
+    /// `user@host:port/dbname`, safe to log.
+    pub fn describe(&self) -> String {
+        let user = self.config.get_user().unwrap_or("?");
+        let hosts = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let db = self.config.get_dbname().unwrap_or("?");
+        format!("{user}@{hosts}:{port}/{db}")
+    }
+
+    /// The database name.
+    pub fn dbname(&self) -> &str {
+        self.config.get_dbname().unwrap_or("postgres")
+    }
+
+    /// The tokio-postgres config to connect with, with session settings applied and the
+    /// password file read now.
+    pub fn connect_config(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<tokio_postgres::Config, String> {
+        let mut config = self.config.clone();
+        config.application_name("pgvigil");
+        config.connect_timeout(connect_timeout);
+        if let Some(path) = &self.password_file {
+            config.password(read_password_file(path)?);
+        }
+        Ok(config)
+    }
+}
+
+/// Read a password file: the first line, without its line ending.
+pub(super) fn read_password_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read password_file {}: {e}; check that it exists and that pgvigil's user may read it",
+            path.display()
+        )
+    })?;
+    let password = text.lines().next().unwrap_or("").to_owned();
+    if password.is_empty() {
+        return Err(format!(
+            "password_file {} is empty; put the password on its first line",
+            path.display()
+        ));
+    }
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> LibpqEnv {
+        LibpqEnv {
+            host: Some("db.example".into()),
+            port: Some("6543".into()),
+            user: Some("monitor".into()),
+            database: None,
+            password: Some("envsecret".into()),
+        }
+    }
+
+    #[test]
+    fn describe_never_shows_the_password() {
+        let spec =
+            ConnectionSpec::parse("postgres://app:hunter2@10.0.0.5:5433/shop", &env()).unwrap();
+        assert_eq!(spec.describe(), "app@10.0.0.5:5433/shop");
+        let debug = format!("{spec:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn missing_parts_come_from_the_libpq_environment() {
+        let spec = ConnectionSpec::parse("dbname=shop", &env()).unwrap();
+        assert_eq!(spec.describe(), "monitor@db.example:6543/shop");
+        let spec = ConnectionSpec::from_env(&env());
+        // libpq: the database defaults to the user name.
+        assert_eq!(spec.describe(), "monitor@db.example:6543/monitor");
+        let cfg = spec.connect_config(Duration::from_secs(1)).unwrap();
+        assert_eq!(cfg.get_password(), Some(&b"envsecret"[..]));
+        assert_eq!(cfg.get_application_name(), Some("pgvigil"));
+    }
+
+    #[test]
+    fn invalid_dsn_error_does_not_echo_the_dsn() {
+        let err =
+            ConnectionSpec::parse("postgres://u:topsecret@host:notaport/db", &env()).unwrap_err();
+        assert!(!err.contains("topsecret"), "{err}");
+        assert!(err.starts_with("invalid DSN"), "{err}");
+    }
+
+    #[test]
+    fn password_file_first_line_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let mut spec = ConnectionSpec::parse("host=h user=u dbname=d", &env()).unwrap();
+        spec.set_password_file(path.clone());
+        let cfg = spec.connect_config(Duration::from_secs(1)).unwrap();
+        assert_eq!(cfg.get_password(), Some(&b"s3cret"[..]));
+        std::fs::write(&path, "").unwrap();
+        assert!(
+            spec.connect_config(Duration::from_secs(1))
+                .unwrap_err()
+                .contains("is empty")
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! Configuration: TOML in, a validated [`Config`] out.
+//!
+//! Loading is two-stage, like ripgrep's flags: [`raw`] mirrors the file (unknown keys are
+//! errors, spans kept), and [`Config::parse`] validates it into rich types, so every later
+//! stage can trust what it gets. Every error names `FILE:LINE:COL`, what is wrong, and the fix.
+//! Every key, with its default, is documented in `config/pgvigil.example.toml`.
+
+mod dsn;
+mod error;
+mod raw;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+pub use dsn::{ConnectionSpec, LibpqEnv};
+pub use error::ConfigError;
+pub use raw::LogFormat;
+use raw::{HumanDuration, RawConfig, RawTarget};
+
+/// Default address of the HTTP server. 9961 stays clear of postgres_exporter (9187),
+/// pgbouncer_exporter (9127) and pg_exporter (9630).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9961";
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+    /// OpenTelemetry export of pgvigil's own spans.
+    pub telemetry: TelemetryConfig,
+    /// The databases to watch.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where `/metrics`, the API and the status page are served.
+    pub listen: SocketAddr,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    /// An `EnvFilter` directive such as `info` or `pgvigil=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// Export spans over OTLP (needs the `otel` cargo feature).
+    pub otlp_enabled: bool,
+    /// OTLP/gRPC endpoint.
+    pub otlp_endpoint: String,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+}
+
+/// One `[[targets]]` entry: a database pgvigil watches over its own connection.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Unique name; the `target` label of every series.
+    pub name: String,
+    /// How to connect.
+    pub connection: ConnectionSpec,
+    /// Time between the starts of two polls.
+    pub poll_interval: Duration,
+    /// Give up a connection attempt after this long.
+    pub connect_timeout: Duration,
+    /// `statement_timeout` of the monitoring session.
+    pub statement_timeout: Duration,
+    /// `lock_timeout` of the monitoring session: a poll never queues behind a lock for long.
+    pub lock_timeout: Duration,
+    /// Upper bound of the exponential reconnect backoff.
+    pub reconnect_max_backoff: Duration,
+    /// `[targets.activity]`
+    pub activity: ActivityConfig,
+}
+
+/// `[targets.activity]`: the pg_stat_activity collector.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityConfig {
+    /// application_name values exported as themselves; all others become `other`, which keeps
+    /// the label bounded.
+    pub application_names: Vec<String>,
+}
+
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text, &LibpqEnv::from_process())
+    }
+
+    /// Validate config text; `path` is only used in error messages, `env` fills DSN gaps.
+    pub fn parse(path: &Path, text: &str, env: &LibpqEnv) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
+        Validator { path, text, env }.config(raw)
+    }
+
+    /// The configuration used when no file is given: one target named `default`, from
+    /// `DATABASE_URL` or else the libpq environment (the local server by default).
+    pub fn from_environment() -> Result<Config, ConfigError> {
+        let database_url = std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty());
+        Config::from_environment_with(database_url.as_deref(), &LibpqEnv::from_process())
+    }
+
+    /// [`Config::from_environment`] with the environment passed in.
+    pub fn from_environment_with(
+        database_url: Option<&str>,
+        env: &LibpqEnv,
+    ) -> Result<Config, ConfigError> {
+        let connection = match database_url {
+            Some(url) => ConnectionSpec::parse(url, env)
+                .map_err(|e| ConfigError::Environment(format!("DATABASE_URL: {e}")))?,
+            None => ConnectionSpec::from_env(env),
+        };
+        Ok(Config {
+            server: ServerConfig {
+                listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            },
+            logging: LoggingConfig {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
+            telemetry: TelemetryConfig::default(),
+            targets: vec![TargetConfig::new("default", connection)],
+        })
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_enabled: false,
+            otlp_endpoint: "http://localhost:4317".into(),
+            service_name: "pgvigil".into(),
+        }
+    }
+}
+
+impl TargetConfig {
+    /// A target with every setting at its default.
+    pub fn new(name: &str, connection: ConnectionSpec) -> Self {
+        TargetConfig {
+            name: name.to_owned(),
+            connection,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
+            activity: ActivityConfig::default(),
+        }
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    env: &'a LibpqEnv,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.text, Some(spanned.span()), message)
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen = match &raw.server.listen {
+            None => DEFAULT_LISTEN.parse().expect("valid default"),
+            Some(listen) => listen.get_ref().parse().map_err(|_| {
+                self.err(
+                    listen,
+                    format!(
+                        "invalid listen address \"{}\"; write host:port, e.g. \"0.0.0.0:9961\" or \"127.0.0.1:9961\"",
+                        listen.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let level = match &raw.logging.level {
+            None => "info".to_owned(),
+            Some(level) => {
+                tracing_subscriber::EnvFilter::try_new(level.get_ref()).map_err(|e| {
+                    self.err(
+                        level,
+                        format!(
+                            "invalid log level \"{}\" ({e}); use error, warn, info, debug or trace, or a directive like \"pgvigil=debug,info\"",
+                            level.get_ref()
+                        ),
+                    )
+                })?;
+                level.get_ref().clone()
+            }
+        };
+        let mut telemetry = TelemetryConfig::default();
+        if let Some(enabled) = &raw.telemetry.otlp_enabled {
+            if *enabled.get_ref() && !cfg!(feature = "otel") {
+                return Err(self.err(
+                    enabled,
+                    "otlp_enabled = true, but this pgvigil was built without OpenTelemetry; rebuild with `cargo build --features otel` or set otlp_enabled = false",
+                ));
+            }
+            telemetry.otlp_enabled = *enabled.get_ref();
+        }
+        if let Some(endpoint) = raw.telemetry.otlp_endpoint {
+            telemetry.otlp_endpoint = endpoint;
+        }
+        if let Some(service_name) = raw.telemetry.service_name {
+            telemetry.service_name = service_name;
+        }
+
+        if raw.targets.is_empty() {
+            return Err(ConfigError::at(
+                self.path,
+                self.text,
+                None,
+                "no [[targets]] defined; add one with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
+            ));
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut targets = Vec::with_capacity(raw.targets.len());
+        for target in raw.targets {
+            let name = target.get_ref().name.clone();
+            if let Some(first) = seen.get(name.get_ref()) {
+                let (line, _) = error::line_column(self.text, *first);
+                return Err(self.err(
+                    &name,
+                    format!(
+                        "duplicate target name \"{}\" (first used on line {line}); every target needs a unique name, it becomes the `target` label",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            seen.insert(name.get_ref().clone(), name.span().start);
+            targets.push(self.target(target)?);
+        }
+
+        Ok(Config {
+            server: ServerConfig { listen },
+            logging: LoggingConfig {
+                level,
+                format: raw.logging.format.unwrap_or_default(),
+            },
+            telemetry,
+            targets,
+        })
+    }
+
+    fn target(&self, spanned: Spanned<RawTarget>) -> Result<TargetConfig, ConfigError> {
+        let span = spanned.span();
+        let raw = spanned.into_inner();
+        let name = raw.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(self.err(
+                &raw.name,
+                format!(
+                    "invalid target name \"{name}\"; use letters, digits, '_', '-' or '.' (it becomes a label value and part of URLs)"
+                ),
+            ));
+        }
+        let mut connection = match (&raw.dsn, &raw.dsn_env) {
+            (Some(dsn), None) => {
+                ConnectionSpec::parse(dsn.get_ref(), self.env).map_err(|e| self.err(dsn, e))?
+            }
+            (None, Some(var)) => {
+                let value = std::env::var(var.get_ref()).map_err(|_| {
+                    self.err(
+                        var,
+                        format!(
+                            "environment variable {} (named by dsn_env) is not set; export it, or use dsn = \"...\" instead",
+                            var.get_ref()
+                        ),
+                    )
+                })?;
+                ConnectionSpec::parse(&value, self.env).map_err(|e| {
+                    self.err(var, format!("environment variable {}: {e}", var.get_ref()))
+                })?
+            }
+            (Some(dsn), Some(_)) => {
+                return Err(self.err(
+                    dsn,
+                    format!("target \"{name}\" sets both dsn and dsn_env; keep exactly one"),
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::at(
+                    self.path,
+                    self.text,
+                    Some(span),
+                    format!(
+                        "target \"{name}\" has no connection; add dsn = \"postgres://user@host:5432/db\" or dsn_env = \"VARIABLE\""
+                    ),
+                ));
+            }
+        };
+        if let Some(file) = &raw.password_file {
+            let path = PathBuf::from(file.get_ref());
+            dsn::read_password_file(&path).map_err(|e| self.err(file, e))?;
+            connection.set_password_file(path);
+        }
+
+        let mut target = TargetConfig::new(name, connection);
+        let duration = |value: &Option<Spanned<HumanDuration>>,
+                        key: &str,
+                        default: Duration,
+                        min: Duration|
+         -> Result<Duration, ConfigError> {
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            let d = value.get_ref().0;
+            if d < min {
+                return Err(self.err(
+                    value,
+                    format!(
+                        "{key} = \"{}\" is too short; use at least {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(min)
+                    ),
+                ));
+            }
+            Ok(d)
+        };
+        target.poll_interval = duration(
+            &raw.poll_interval,
+            "poll_interval",
+            DEFAULT_POLL_INTERVAL,
+            MIN_POLL_INTERVAL,
+        )?;
+        target.connect_timeout = duration(
+            &raw.connect_timeout,
+            "connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+            Duration::from_millis(100),
+        )?;
+        target.statement_timeout = duration(
+            &raw.statement_timeout,
+            "statement_timeout",
+            DEFAULT_STATEMENT_TIMEOUT,
+            Duration::from_millis(100),
+        )?;
+        target.lock_timeout = duration(
+            &raw.lock_timeout,
+            "lock_timeout",
+            DEFAULT_LOCK_TIMEOUT,
+            Duration::from_millis(10),
+        )?;
+        target.reconnect_max_backoff = duration(
+            &raw.reconnect_max_backoff,
+            "reconnect_max_backoff",
+            DEFAULT_RECONNECT_MAX_BACKOFF,
+            Duration::from_millis(100),
+        )?;
+        target.activity.application_names = raw.activity.application_names;
+        Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("pgvigil.toml"), text, &LibpqEnv::default())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_target_gets_defaults() {
+        let cfg = parse("[[targets]]\nname = \"main\"\ndsn = \"postgres://u@h/db\"\n").unwrap();
+        let t = &cfg.targets[0];
+        assert_eq!(t.poll_interval, Duration::from_secs(15));
+        assert_eq!(t.lock_timeout, Duration::from_secs(1));
+        assert_eq!(cfg.server.listen.port(), 9961);
+        assert_eq!(t.connection.describe(), "u@h:5432/db");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let cfg =
+            parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"1m 30s\"\n")
+                .unwrap();
+        assert_eq!(cfg.targets[0].poll_interval, Duration::from_secs(90));
+        let err = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"fast\"\n")
+            .unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:4:17: invalid duration \"fast\""),
+            "{err}"
+        );
+        let err =
+            parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = 15\n").unwrap_err();
+        assert!(err.contains("has no unit"), "{err}");
+        let err = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"1ms\"\n")
+            .unwrap_err();
+        assert!(err.contains("too short"), "{err}");
+    }
+
+    #[test]
+    fn each_class_of_mistake_has_its_own_message() {
+        let err = parse("[[targets]\n").unwrap_err();
+        assert!(err.starts_with("pgvigil.toml:1:"), "{err}");
+        let err = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npol_interval = \"1s\"\n")
+            .unwrap_err();
+        assert!(
+            err.starts_with(
+                "pgvigil.toml:4:1: unknown key `pol_interval`; did you mean `poll_interval`?"
+            ),
+            "{err}"
+        );
+        let err = parse("[[targets]]\ndsn = \"host=h\"\n").unwrap_err();
+        assert!(err.contains("missing required key `name`"), "{err}");
+        let err = parse("[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n").unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:5:8: duplicate target name \"a\" (first used on line 2)"),
+            "{err}"
+        );
+        let err = parse("[[targets]]\nname = \"a\"\n").unwrap_err();
+        assert!(err.contains("has no connection"), "{err}");
+        let err = parse(
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\npassword_file = \"/nonexistent/pw\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:4:17: cannot read password_file /nonexistent/pw"),
+            "{err}"
+        );
+        let err =
+            parse("[server]\nlisten = \"nope\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n")
+                .unwrap_err();
+        assert!(err.contains("invalid listen address"), "{err}");
+        let err =
+            parse("[logging]\nformat = \"jsno\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n")
+                .unwrap_err();
+        assert!(err.contains("did you mean `json`"), "{err}");
+        let err = parse("").unwrap_err();
+        assert!(err.contains("no [[targets]]"), "{err}");
+    }
+
+    #[test]
+    fn errors_never_contain_the_password() {
+        let err = parse("[[targets]]\nname = \"a\"\ndsn = \"postgres://u:pa55word@h:bad/db\"\n")
+            .unwrap_err();
+        assert!(!err.contains("pa55word"), "{err}");
+        let cfg =
+            parse("[[targets]]\nname = \"a\"\ndsn = \"postgres://u:pa55word@h/db\"\n").unwrap();
+        assert!(!format!("{cfg:?}").contains("pa55word"));
+    }
+
+    #[test]
+    fn environment_config_prefers_database_url() {
+        let env = LibpqEnv {
+            host: Some("envhost".into()),
+            user: Some("me".into()),
+            ..LibpqEnv::default()
+        };
+        let cfg = Config::from_environment_with(Some("postgres://app@dbhost/shop"), &env).unwrap();
+        assert_eq!(cfg.targets[0].connection.describe(), "app@dbhost:5432/shop");
+        let cfg = Config::from_environment_with(None, &env).unwrap();
+        assert_eq!(cfg.targets[0].connection.describe(), "me@envhost:5432/me");
+        assert_eq!(cfg.targets[0].name, "default");
+    }
+}

@@ -1,0 +1,109 @@
+//! The config file exactly as written: serde types that reject unknown keys and keep the spans
+//! that validation errors point at. [`super::Config`] is what the rest of pgvigil sees.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) server: RawServer,
+    #[serde(default)]
+    pub(crate) logging: RawLogging,
+    #[serde(default)]
+    pub(crate) telemetry: RawTelemetry,
+    #[serde(default)]
+    pub(crate) targets: Vec<Spanned<RawTarget>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogging {
+    pub(crate) level: Option<Spanned<String>>,
+    pub(crate) format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub(crate) otlp_enabled: Option<Spanned<bool>>,
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) service_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub(crate) name: Spanned<String>,
+    pub(crate) dsn: Option<Spanned<String>>,
+    pub(crate) dsn_env: Option<Spanned<String>>,
+    pub(crate) password_file: Option<Spanned<String>>,
+    pub(crate) poll_interval: Option<Spanned<HumanDuration>>,
+    pub(crate) connect_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) statement_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) lock_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub(crate) activity: RawActivity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawActivity {
+    #[serde(default)]
+    pub(crate) application_names: Vec<String>,
+}
+
+/// A duration written the way people write them: `"15s"`, `"2m 30s"`, `"500ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HumanDuration(pub(crate) Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration string such as \"15s\", \"2m\" or \"500ms\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(v).map(HumanDuration).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration \"{v}\" ({e}); write a number with a unit, e.g. \"15s\", \"2m\", \"500ms\""
+                    ))
+                })
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "a bare number ({v}) has no unit; write a duration string such as \"{v}s\" or \"{v}ms\""
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "a bare number ({v}) has no unit; write a duration string such as \"{v}s\""
+                )))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}

@@ -1,0 +1,233 @@
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets` and the status page.
+//!
+//! Every handler reads in-memory state only; none waits on a database, so a scrape stays fast
+//! while a target is slow, locked or gone.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::Shared;
+use crate::exposition;
+
+type Body = Full<Bytes>;
+
+/// Accept connections until `shutdown`, then let in-flight requests finish.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&req, &shared)) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            // A client that hangs up mid-request is routine for a scrape endpoint.
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are supported\n",
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => metrics(req, shared),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if shared.status.ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: some targets have not been polled yet\n",
+                )
+            }
+        }
+        "/api/v1/targets" => json(&shared.status.targets()),
+        "/" => html(status_page(shared)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /healthz, /readyz, /api/v1/targets or /\n",
+        ),
+    }
+}
+
+fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let (body, content_type) = if exposition::wants_openmetrics(accept) {
+        (
+            shared.metrics.encode_openmetrics(),
+            exposition::OPENMETRICS_CONTENT_TYPE,
+        )
+    } else {
+        (
+            shared.metrics.encode_classic(),
+            exposition::CLASSIC_CONTENT_TYPE,
+        )
+    };
+    respond(StatusCode::OK, content_type, body)
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(e) => {
+            warn!(error = %e, "cannot serialise API response");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        }
+    }
+}
+
+fn html(body: String) -> Response<Body> {
+    respond(StatusCode::OK, "text/html; charset=utf-8", body)
+}
+
+/// Escape text for HTML element content and attribute values.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn status_page(shared: &Shared) -> String {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgvigil</title>\
+         <meta http-equiv=\"refresh\" content=\"10\">\
+         <style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
+         table{border-collapse:collapse;margin-bottom:2em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
+         .up{color:#080}.down{color:#b00;font-weight:bold}.starting{color:#888}code{font-size:90%}</style>\
+         </head><body><h1>pgvigil</h1>",
+    );
+    page.push_str("<h2>Targets</h2><table><tr><th>target</th><th>connection</th><th>state</th><th>server</th><th>last poll</th><th>last error</th></tr>");
+    for t in shared.status.targets() {
+        let state = match t.state {
+            crate::status::TargetState::Up => "up",
+            crate::status::TargetState::Down => "down",
+            crate::status::TargetState::Starting => "starting",
+        };
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td><code>{}</code></td><td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&t.name),
+            escape(&t.connection),
+            escape(t.server_version.as_deref().unwrap_or("")),
+            escape(t.last_poll.as_deref().unwrap_or("never")),
+            escape(t.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    page.push_str("</table>");
+
+    page.push_str("<h2>Open transactions holding uncommitted writes</h2>");
+    let mut rows = String::new();
+    for (target, obs) in shared.latest_observations() {
+        let Some(activity) = &obs.activity else {
+            continue;
+        };
+        for s in activity.open_transactions.iter().filter(|s| s.holds_writes) {
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}s</td><td><code>{}</code></td></tr>",
+                escape(&target),
+                s.pid,
+                escape(&s.datname),
+                escape(&s.usename),
+                escape(&s.application_name),
+                escape(&s.state),
+                s.xact_age_seconds,
+                escape(&s.query),
+            );
+        }
+    }
+    if rows.is_empty() {
+        page.push_str("<p>None.</p>");
+    } else {
+        page.push_str("<table><tr><th>target</th><th>pid</th><th>database</th><th>user</th><th>application</th><th>state</th><th>open for</th><th>last statement</th></tr>");
+        page.push_str(&rows);
+        page.push_str("</table>");
+    }
+    page.push_str("<p><a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/targets\">/api/v1/targets</a></p></body></html>");
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_handles_markup() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The `pgvigil` command: parse arguments, load the config, set up telemetry, call
+//! [`pgvigil::run`] until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use pgvigil::Config;
+
+/// Exit status for an unusable configuration (distinct from runtime failures).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "PostgreSQL observability sidecar: metrics, alerts and import-integrity checks"
+)]
+struct Cli {
+    /// Config file (TOML). Without one, pgvigil watches the database named by DATABASE_URL or
+    /// the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE).
+    #[arg(long, short, env = "PGVIGIL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+
+    /// Listen address for /metrics and the API (host:port), overriding [server] listen.
+    #[arg(long, env = "PGVIGIL_LISTEN", global = true)]
+    listen: Option<std::net::SocketAddr>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate a config file and exit: 0 if it is valid, 2 with FILE:LINE:COL and the fix if not.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Run) | None => {
+            let config = match load(cli.config.as_deref()) {
+                Ok(mut config) => {
+                    if let Some(listen) = cli.listen {
+                        config.server.listen = listen;
+                    }
+                    config
+                }
+                Err(e) => {
+                    eprintln!("pgvigil: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgvigil: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+            println!(
+                "{}: ok ({} target{}: {})",
+                file.display(),
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, pgvigil::config::ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::from_environment(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let _telemetry = pgvigil::telemetry::init(&config.logging, &config.telemetry)?;
+        pgvigil::run(config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what systemd, Docker and Kubernetes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,648 @@
+//! Every metric pgvigil exports, defined once: name, help, type and label names.
+//!
+//! Two kinds of series live here:
+//!
+//! * **Snapshot metrics** describe the database. A collector fills a [`Snapshot`] during a poll
+//!   and publishes it whole to the [`SnapshotStore`]; `/metrics` encodes the latest published
+//!   snapshots through a [`Collector`] and therefore never waits on a database, never shows a
+//!   half-finished poll, and drops series that a poll no longer reports (a dropped table, a
+//!   database that went away) instead of repeating stale values.
+//! * **Process metrics** describe pgvigil itself (`pgvigil_up`, poll durations, errors). They are
+//!   ordinary `prometheus-client` families held in [`Metrics`].
+//!
+//! Both use the [`MetricDef`] constants below, and [`ALL`] lists every one of them: the README's
+//! metrics reference and the dashboard/rule checks are tested against that list.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The Prometheus type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A monotonically increasing value; its name ends in `_total`.
+    Counter,
+    /// A distribution with `_bucket`, `_sum` and `_count` series.
+    Histogram,
+}
+
+/// One exported metric: what Prometheus sees.
+#[derive(Debug)]
+pub struct MetricDef {
+    /// Full exported name (counters include `_total`).
+    pub name: &'static str,
+    /// HELP text.
+    pub help: &'static str,
+    /// Prometheus type.
+    pub kind: Kind,
+    /// Label names, in order.
+    pub labels: &'static [&'static str],
+}
+
+impl MetricDef {
+    /// The family name as `prometheus-client` wants it: counters without `_total`, which the
+    /// encoder appends.
+    pub fn family_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Counter => self.name.strip_suffix("_total").unwrap_or(self.name),
+            _ => self.name,
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        match self.kind {
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Counter => MetricType::Counter,
+            Kind::Histogram => MetricType::Histogram,
+        }
+    }
+}
+
+macro_rules! metric {
+    ($ident:ident, $kind:ident, $name:literal, [$($label:literal),*], $help:literal) => {
+        #[doc = concat!("`", $name, "`: ", $help)]
+        pub const $ident: MetricDef = MetricDef {
+            name: $name,
+            help: $help,
+            kind: Kind::$kind,
+            labels: &[$($label),*],
+        };
+    };
+}
+
+// --- pgvigil itself -------------------------------------------------------------------------
+
+metric!(
+    BUILD_INFO,
+    Gauge,
+    "pgvigil_build_info",
+    ["version"],
+    "pgvigil build information; always 1."
+);
+metric!(
+    UP,
+    Gauge,
+    "pgvigil_up",
+    ["target"],
+    "1 if pgvigil's last connection attempt or poll of the target succeeded, 0 otherwise."
+);
+metric!(
+    POLL_DURATION,
+    Histogram,
+    "pgvigil_poll_duration_seconds",
+    ["target", "collector"],
+    "Time one collector took to poll its target."
+);
+metric!(
+    POLL_ERRORS,
+    Counter,
+    "pgvigil_poll_errors_total",
+    ["target", "collector"],
+    "Polls of a collector that failed."
+);
+metric!(
+    LAST_SUCCESS,
+    Gauge,
+    "pgvigil_last_successful_poll_timestamp_seconds",
+    ["target", "collector"],
+    "Unix time of the collector's last successful poll."
+);
+metric!(
+    CONNECT_ATTEMPTS,
+    Counter,
+    "pgvigil_connection_attempts_total",
+    ["target", "result"],
+    "Attempts to open the monitoring connection to the target, by result (success, failure)."
+);
+
+// --- server: pg_stat_activity and settings ------------------------------------------------
+
+metric!(
+    POSTGRES_INFO,
+    Gauge,
+    "pgvigil_postgres_info",
+    ["target", "server_version"],
+    "PostgreSQL server version of the target; always 1."
+);
+metric!(
+    CONNECTIONS,
+    Gauge,
+    "pgvigil_connections",
+    ["target", "datname", "usename", "state", "application_name"],
+    "Client connections by database, user, state and application_name (allow-listed names, all others as other)."
+);
+metric!(
+    BACKENDS,
+    Gauge,
+    "pgvigil_backends",
+    ["target", "backend_type"],
+    "Server processes by backend_type (client backend, autovacuum worker, walsender, ...)."
+);
+metric!(
+    CONNECTIONS_WAITING,
+    Gauge,
+    "pgvigil_connections_waiting",
+    ["target", "datname", "wait_event_type"],
+    "Active client connections currently waiting, by wait_event_type (Lock, LWLock, IO, ...)."
+);
+metric!(
+    MAX_CONNECTIONS,
+    Gauge,
+    "pgvigil_connections_max",
+    ["target"],
+    "The server's max_connections setting."
+);
+metric!(
+    RESERVED_CONNECTIONS,
+    Gauge,
+    "pgvigil_connections_reserved",
+    ["target"],
+    "Connection slots reserved for superusers and pg_use_reserved_connections (not usable by applications)."
+);
+metric!(
+    OLDEST_XACT_AGE,
+    Gauge,
+    "pgvigil_oldest_transaction_age_seconds",
+    ["target"],
+    "Age of the oldest open transaction of any client connection (0 when none)."
+);
+metric!(
+    IDLE_IN_XACT_MAX_AGE,
+    Gauge,
+    "pgvigil_idle_in_transaction_max_age_seconds",
+    ["target"],
+    "How long the longest idle-in-transaction client session has sat idle (0 when none)."
+);
+metric!(
+    WRITING_XACTS,
+    Gauge,
+    "pgvigil_transactions_with_writes",
+    ["target", "datname"],
+    "Open transactions that hold uncommitted writes (backend_xid assigned), by database."
+);
+metric!(
+    WRITING_XACT_MAX_AGE,
+    Gauge,
+    "pgvigil_transactions_with_writes_max_age_seconds",
+    ["target"],
+    "Age of the oldest open transaction holding uncommitted writes (0 when none): an import that never committed."
+);
+
+/// Every metric pgvigil can export. Order is the order of the README reference.
+pub const ALL: &[&MetricDef] = &[
+    &BUILD_INFO,
+    &UP,
+    &POLL_DURATION,
+    &POLL_ERRORS,
+    &LAST_SUCCESS,
+    &CONNECT_ATTEMPTS,
+    &POSTGRES_INFO,
+    &CONNECTIONS,
+    &BACKENDS,
+    &CONNECTIONS_WAITING,
+    &MAX_CONNECTIONS,
+    &RESERVED_CONNECTIONS,
+    &OLDEST_XACT_AGE,
+    &IDLE_IN_XACT_MAX_AGE,
+    &WRITING_XACTS,
+    &WRITING_XACT_MAX_AGE,
+];
+
+/// Look a metric up by its exported name (including `_total`; histogram series suffixes are
+/// resolved to their family).
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    ALL.iter()
+        .copied()
+        .find(|def| def.name == name)
+        .or_else(|| {
+            ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                ALL.iter()
+                    .copied()
+                    .find(|def| def.name == base && def.kind == Kind::Histogram)
+            })
+        })
+}
+
+/// Buckets for poll durations: a healthy poll takes milliseconds, a stuck one hits the
+/// statement timeout (seconds).
+const POLL_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectorLabels {
+    target: String,
+    collector: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    target: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+type PollHistograms = Family<CollectorLabels, Histogram, fn() -> Histogram>;
+
+/// The process metrics plus the store of snapshot metrics, and the registry that encodes both.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    store: Arc<SnapshotStore>,
+    up: Family<TargetLabels, Gauge>,
+    poll_duration: PollHistograms,
+    poll_errors: Family<CollectorLabels, Counter>,
+    last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
+    connect_attempts: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create the registry with every process metric registered and the snapshot collector
+    /// attached.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let store = Arc::new(SnapshotStore::default());
+
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        register(&mut registry, &BUILD_INFO, build_info);
+        let up = Family::default();
+        register(&mut registry, &UP, up.clone());
+        let poll_duration: PollHistograms =
+            Family::new_with_constructor(|| Histogram::new(POLL_BUCKETS));
+        register(&mut registry, &POLL_DURATION, poll_duration.clone());
+        let poll_errors = Family::default();
+        register(&mut registry, &POLL_ERRORS, poll_errors.clone());
+        let last_success = Family::default();
+        register(&mut registry, &LAST_SUCCESS, last_success.clone());
+        let connect_attempts = Family::default();
+        register(&mut registry, &CONNECT_ATTEMPTS, connect_attempts.clone());
+
+        registry.register_collector(Box::new(SnapshotCollector(store.clone())));
+
+        Metrics {
+            registry,
+            store,
+            up,
+            poll_duration,
+            poll_errors,
+            last_success,
+            connect_attempts,
+        }
+    }
+
+    /// The store collectors publish their snapshots to.
+    pub fn store(&self) -> &Arc<SnapshotStore> {
+        &self.store
+    }
+
+    /// Record whether a target is reachable and pollable.
+    pub fn set_up(&self, target: &str, up: bool) {
+        self.up
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Record one connection attempt.
+    pub fn connect_attempt(&self, target: &str, ok: bool) {
+        self.connect_attempts
+            .get_or_create(&ResultLabels {
+                target: target.to_owned(),
+                result: if ok { "success" } else { "failure" },
+            })
+            .inc();
+    }
+
+    /// Record the outcome of one collector poll.
+    pub fn poll_finished(&self, target: &str, collector: &str, seconds: f64, ok: bool) {
+        let labels = CollectorLabels {
+            target: target.to_owned(),
+            collector: collector.to_owned(),
+        };
+        self.poll_duration.get_or_create(&labels).observe(seconds);
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            self.last_success.get_or_create(&labels).set(now);
+        } else {
+            self.poll_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Encode everything in the OpenMetrics text format.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Encode everything in the classic Prometheus text format (0.0.4), for clients that do not
+    /// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+    pub fn encode_classic(&self) -> String {
+        crate::exposition::openmetrics_to_classic(&self.encode_openmetrics())
+    }
+}
+
+fn register<M>(registry: &mut Registry, def: &MetricDef, metric: M)
+where
+    M: prometheus_client::registry::Metric,
+{
+    // The registry appends the final period itself.
+    registry.register(def.family_name(), def.help.trim_end_matches('.'), metric);
+}
+
+/// One series: label values (in the order of the metric's `labels`, after `target`) and a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Label values for the metric's labels other than `target`.
+    pub labels: Vec<String>,
+    /// The sample value.
+    pub value: f64,
+}
+
+/// The metrics one collector produced in one poll of one target.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    series: HashMap<&'static str, Vec<Series>>,
+}
+
+impl Snapshot {
+    /// Add a sample. `labels` are the values for `def.labels` without the leading `target`.
+    pub fn push(&mut self, def: &'static MetricDef, labels: Vec<String>, value: f64) {
+        debug_assert_eq!(
+            def.labels.first(),
+            Some(&"target"),
+            "snapshot metric {} must carry a target label",
+            def.name
+        );
+        debug_assert_eq!(
+            labels.len() + 1,
+            def.labels.len(),
+            "wrong label count for {}",
+            def.name
+        );
+        debug_assert!(def.kind != Kind::Histogram, "snapshots hold no histograms");
+        self.series
+            .entry(def.name)
+            .or_default()
+            .push(Series { labels, value });
+    }
+
+    /// Add a sample with no labels besides `target`.
+    pub fn set(&mut self, def: &'static MetricDef, value: f64) {
+        self.push(def, Vec::new(), value);
+    }
+
+    /// The series recorded for one metric.
+    pub fn get(&self, def: &MetricDef) -> &[Series] {
+        self.series.get(def.name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Number of series in the snapshot.
+    pub fn len(&self) -> usize {
+        self.series.values().map(Vec::len).sum()
+    }
+
+    /// Whether the snapshot holds no series.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The latest snapshot of every (target, collector) pair.
+#[derive(Debug, Default)]
+pub struct SnapshotStore {
+    // A std RwLock: it is never held across an await, and scrapes only read.
+    inner: RwLock<BTreeMap<String, BTreeMap<&'static str, Arc<Snapshot>>>>,
+}
+
+impl SnapshotStore {
+    /// Replace the snapshot a collector published for a target.
+    pub fn publish(&self, target: &str, collector: &'static str, snapshot: Snapshot) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner
+            .entry(target.to_owned())
+            .or_default()
+            .insert(collector, Arc::new(snapshot));
+    }
+
+    /// Drop what a collector last published (it failed; stale values would mislead).
+    pub fn retract(&self, target: &str, collector: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(by_collector) = inner.get_mut(target) {
+            by_collector.remove(collector);
+        }
+    }
+
+    /// Drop everything published for a target (it is down).
+    pub fn clear_target(&self, target: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.remove(target);
+    }
+
+    /// The latest snapshot of one collector for one target.
+    pub fn latest(&self, target: &str, collector: &str) -> Option<Arc<Snapshot>> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.get(target)?.get(collector).cloned()
+    }
+
+    fn all(&self) -> Vec<(String, Arc<Snapshot>)> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner
+            .iter()
+            .flat_map(|(target, by_collector)| {
+                by_collector
+                    .values()
+                    .map(move |snap| (target.clone(), snap.clone()))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Arc<SnapshotStore>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // Copy the Arcs out so the lock is not held while encoding.
+        let snapshots = self.0.all();
+        for def in ALL.iter().copied() {
+            if def.labels.first() != Some(&"target") || is_process_metric(def) {
+                continue;
+            }
+            let mut present = snapshots
+                .iter()
+                .filter(|(_, snap)| !snap.get(def).is_empty())
+                .peekable();
+            if present.peek().is_none() {
+                continue;
+            }
+            let mut family =
+                encoder.encode_descriptor(def.family_name(), def.help, None, def.metric_type())?;
+            for (target, snap) in present {
+                for series in snap.get(def) {
+                    let labels: Vec<(&str, &str)> = std::iter::once(("target", target.as_str()))
+                        .chain(
+                            def.labels[1..]
+                                .iter()
+                                .copied()
+                                .zip(series.labels.iter().map(String::as_str)),
+                        )
+                        .collect();
+                    let encoder = family.encode_family(&labels)?;
+                    match def.kind {
+                        Kind::Counter => ConstCounter::new(series.value).encode(encoder)?,
+                        _ => ConstGauge::new(series.value).encode(encoder)?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Metrics held as process families in [`Metrics`] rather than published in snapshots.
+fn is_process_metric(def: &MetricDef) -> bool {
+    [
+        &BUILD_INFO,
+        &UP,
+        &POLL_DURATION,
+        &POLL_ERRORS,
+        &LAST_SUCCESS,
+        &CONNECT_ATTEMPTS,
+    ]
+    .iter()
+    .any(|d| d.name == def.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let mut seen = std::collections::HashSet::new();
+        for def in ALL {
+            assert!(def.name.starts_with("pgvigil_"), "{}", def.name);
+            assert!(seen.insert(def.name), "{} defined twice", def.name);
+            assert_eq!(
+                def.kind == Kind::Counter,
+                def.name.ends_with("_total"),
+                "{}: _total is for counters only",
+                def.name
+            );
+            assert!(!def.name.ends_with("_milliseconds"), "{}", def.name);
+            if def.name != BUILD_INFO.name {
+                assert_eq!(def.labels.first(), Some(&"target"), "{}", def.name);
+            }
+            assert!(def.help.len() > 10, "{} needs a real help text", def.name);
+            // HELP is written unescaped by the encoder: keep it to characters both text formats
+            // read the same way.
+            assert!(
+                !def.help.contains(['"', '\\', '\n']),
+                "{}: help must not contain quotes, backslashes or newlines",
+                def.name
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_series_are_encoded_with_target_and_replaced_whole() {
+        let metrics = Metrics::new();
+        let mut snap = Snapshot::default();
+        snap.set(&MAX_CONNECTIONS, 100.0);
+        snap.push(&WRITING_XACTS, vec!["app".into()], 2.0);
+        metrics.store().publish("main", "activity", snap);
+        let text = metrics.encode_openmetrics();
+        assert!(
+            text.contains("pgvigil_connections_max{target=\"main\"} 100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgvigil_transactions_with_writes{target=\"main\",datname=\"app\"} 2"),
+            "{text}"
+        );
+
+        let mut snap = Snapshot::default();
+        snap.set(&MAX_CONNECTIONS, 50.0);
+        metrics.store().publish("main", "activity", snap);
+        let text = metrics.encode_openmetrics();
+        assert!(
+            text.contains("pgvigil_connections_max{target=\"main\"} 50"),
+            "{text}"
+        );
+        assert!(!text.contains("pgvigil_transactions_with_writes"), "{text}");
+
+        metrics.store().clear_target("main");
+        assert!(
+            !metrics
+                .encode_openmetrics()
+                .contains("pgvigil_connections_max")
+        );
+    }
+
+    #[test]
+    fn process_metrics_are_registered_under_their_defined_names() {
+        let metrics = Metrics::new();
+        metrics.set_up("main", true);
+        metrics.poll_finished("main", "activity", 0.002, false);
+        metrics.connect_attempt("main", true);
+        let text = metrics.encode_classic();
+        for def in [&UP, &POLL_ERRORS, &CONNECT_ATTEMPTS, &BUILD_INFO] {
+            assert!(
+                text.contains(&format!("# TYPE {} ", def.name)),
+                "{} missing in\n{text}",
+                def.name
+            );
+        }
+        assert!(
+            text.contains("pgvigil_poll_duration_seconds_bucket{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn find_resolves_histogram_series() {
+        assert_eq!(
+            find("pgvigil_poll_duration_seconds_bucket").map(|d| d.name),
+            Some(POLL_DURATION.name)
+        );
+        assert!(find("pgvigil_nope").is_none());
+    }
+}

@@ -1,0 +1,108 @@
+//! What the daemon knows about each target right now: state, last poll, last error. Written by
+//! the target tasks, read by `/api/v1/targets`, `/readyz` and the status page.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Connection state of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetState {
+    /// No connection attempt has finished yet.
+    Starting,
+    /// Connected, last poll attempt finished.
+    Up,
+    /// Unreachable or its connection failed; reconnecting with backoff.
+    Down,
+}
+
+/// Per-collector outcome of the last poll.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectorStatus {
+    /// Seconds the last poll took.
+    pub last_duration_seconds: f64,
+    /// When it last succeeded (RFC 3339).
+    pub last_success: Option<String>,
+    /// The error of the last poll, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// One target as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    /// Target name.
+    pub name: String,
+    /// `user@host:port/db` (never the password).
+    pub connection: String,
+    /// Current state.
+    pub state: TargetState,
+    /// `server_version` of the connected server.
+    pub server_version: Option<String>,
+    /// When the last poll (or connection attempt) finished (RFC 3339).
+    pub last_poll: Option<String>,
+    /// When a poll last succeeded completely (RFC 3339).
+    pub last_success: Option<String>,
+    /// The last connection or poll error.
+    pub last_error: Option<String>,
+    /// Failed connection attempts since the target was last up.
+    pub consecutive_failures: u32,
+    /// By collector name.
+    pub collectors: BTreeMap<String, CollectorStatus>,
+}
+
+/// The status of every target.
+#[derive(Debug, Default)]
+pub struct Status {
+    // A std lock: held only for short copies, never across an await.
+    targets: RwLock<BTreeMap<String, TargetStatus>>,
+}
+
+/// RFC 3339 timestamp of now, to the second.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Status {
+    /// Register a target before its task starts.
+    pub fn add_target(&self, name: &str, connection: String) {
+        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        targets.insert(
+            name.to_owned(),
+            TargetStatus {
+                name: name.to_owned(),
+                connection,
+                state: TargetState::Starting,
+                server_version: None,
+                last_poll: None,
+                last_success: None,
+                last_error: None,
+                consecutive_failures: 0,
+                collectors: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Change one target's status.
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut TargetStatus)) {
+        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(status) = targets.get_mut(name) {
+            f(status);
+        }
+    }
+
+    /// A copy of every target's status.
+    pub fn targets(&self) -> Vec<TargetStatus> {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        targets.values().cloned().collect()
+    }
+
+    /// Every target has finished its first connection attempt or poll, so `pgvigil_up` means
+    /// something.
+    pub fn ready(&self) -> bool {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        targets.values().all(|t| t.state != TargetState::Starting)
+    }
+}

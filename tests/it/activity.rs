@@ -1,0 +1,210 @@
+//! Server-side connection gauges from pg_stat_activity.
+
+use std::time::Duration;
+
+use pgvigil_testkit::TestCluster;
+
+use crate::support::{Daemon, connect, one_target};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn uncommitted_insert_shows_as_open_transaction_with_writes() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("activity");
+    cluster.psql(&db, "CREATE TABLE contacts (id int, email text)");
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
+
+    let app = connect(&format!("{} application_name=importer", cluster.dsn(&db))).await;
+    app.batch_execute("BEGIN; INSERT INTO contacts SELECT g, 'x' FROM generate_series(1, 300) g")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let m = daemon
+        .wait_for("the open writing transaction", WAIT, |m| {
+            let writing = m.value(
+                "pgvigil_transactions_with_writes",
+                &[("target", "main"), ("datname", &db)],
+            )?;
+            (writing == 1.0).then(|| m.clone())
+        })
+        .await;
+    let age = m
+        .value(
+            "pgvigil_transactions_with_writes_max_age_seconds",
+            &[("target", "main")],
+        )
+        .unwrap();
+    assert!(age >= 1.0, "writing transaction age {age}");
+    let idle = m
+        .value(
+            "pgvigil_idle_in_transaction_max_age_seconds",
+            &[("target", "main")],
+        )
+        .unwrap();
+    assert!(idle >= 1.0, "idle in transaction age {idle}");
+    assert!(
+        m.value(
+            "pgvigil_oldest_transaction_age_seconds",
+            &[("target", "main")]
+        )
+        .unwrap()
+            >= age
+    );
+    // application_name is not allow-listed, so it is exported as "other".
+    assert_eq!(
+        m.value(
+            "pgvigil_connections",
+            &[
+                ("datname", &db),
+                ("state", "idle in transaction"),
+                ("application_name", "other")
+            ]
+        ),
+        Some(1.0)
+    );
+    // pgvigil's own backend is not counted.
+    assert_eq!(
+        m.sum("pgvigil_connections", &[("application_name", "pgvigil")]),
+        0.0
+    );
+
+    // The status page names the session.
+    let (_, page) = daemon.get("/").await;
+    assert!(page.contains("INSERT INTO contacts"), "{page}");
+
+    app.batch_execute("COMMIT").await.unwrap();
+    daemon
+        .wait_for("the transaction to be gone", WAIT, |m| {
+            let none = m
+                .value(
+                    "pgvigil_transactions_with_writes",
+                    &[("target", "main"), ("datname", &db)],
+                )
+                .is_none();
+            let age = m.value(
+                "pgvigil_transactions_with_writes_max_age_seconds",
+                &[("target", "main")],
+            )?;
+            (none && age == 0.0).then_some(())
+        })
+        .await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn connections_by_state_follow_sessions_and_allow_listed_names() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("states");
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn(&db),
+        "[targets.activity]\napplication_names = [\"billing\"]",
+    ))
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(&format!("{} application_name=billing", cluster.dsn(&db))).await);
+    }
+    let reading = connect(&cluster.dsn(&db)).await;
+    reading.batch_execute("BEGIN; SELECT 1").await.unwrap();
+
+    let m = daemon
+        .wait_for("three idle billing sessions", WAIT, |m| {
+            let idle = m.value(
+                "pgvigil_connections",
+                &[
+                    ("datname", &db),
+                    ("state", "idle"),
+                    ("application_name", "billing"),
+                ],
+            )?;
+            (idle == 3.0).then(|| m.clone())
+        })
+        .await;
+    // A read-only transaction is open but holds no writes.
+    assert_eq!(
+        m.value(
+            "pgvigil_connections",
+            &[("datname", &db), ("state", "idle in transaction")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("pgvigil_transactions_with_writes", &[("datname", &db)]),
+        None
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_transactions_with_writes_max_age_seconds",
+            &[("target", "main")]
+        ),
+        Some(0.0)
+    );
+    let max = m
+        .value("pgvigil_connections_max", &[("target", "main")])
+        .unwrap();
+    let expected_max: f64 = cluster
+        .psql("postgres", "SHOW max_connections")
+        .parse()
+        .unwrap();
+    assert_eq!(max, expected_max);
+    let reserved = m
+        .value("pgvigil_connections_reserved", &[("target", "main")])
+        .unwrap();
+    let expected_reserved: f64 = cluster
+        .psql(
+            "postgres",
+            "SELECT sum(setting::int) FROM pg_settings WHERE name IN ('superuser_reserved_connections', 'reserved_connections')",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(reserved, expected_reserved);
+    assert!(
+        m.value("pgvigil_backends", &[("backend_type", "client backend")])
+            .unwrap()
+            >= 4.0
+    );
+
+    drop(clients);
+    daemon
+        .wait_for("the billing sessions to go", WAIT, |m| {
+            m.value(
+                "pgvigil_connections",
+                &[("datname", &db), ("application_name", "billing")],
+            )
+            .is_none()
+            .then_some(())
+        })
+        .await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_waiting_on_a_lock_are_counted_by_wait_type() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("waits");
+    cluster.psql(&db, "CREATE TABLE t (id int)");
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
+    let holder = connect(&cluster.dsn(&db)).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waiter = connect(&cluster.dsn(&db)).await;
+    let blocked = tokio::spawn(async move { waiter.batch_execute("SELECT count(*) FROM t").await });
+
+    daemon
+        .wait_for("a session waiting on a Lock", WAIT, |m| {
+            let n = m.value(
+                "pgvigil_connections_waiting",
+                &[("datname", &db), ("wait_event_type", "Lock")],
+            )?;
+            (n == 1.0).then_some(())
+        })
+        .await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    blocked.await.unwrap().unwrap();
+    daemon.stop().await;
+}

@@ -1,0 +1,155 @@
+//! The command line: check-config on the shipped and on broken configs, and no-config mode.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use pgvigil_testkit::{TestCluster, free_port, wait_until};
+
+use crate::support::{Metrics, http_get, pgvigil_bin};
+
+fn check_config(path: &Path) -> Output {
+    Command::new(pgvigil_bin())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config/pgvigil.example.toml", "config/pgvigil.minimal.toml"] {
+        let out = check_config(&root.join(file));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn example_config_documents_every_key_the_parser_accepts() {
+    // Every key of every table in the example must be one the parser knows (check-config
+    // passes), and every key the parser knows must be in the example: misspell one and it is
+    // rejected as unknown, which proves the key is real.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("config/pgvigil.example.toml")).unwrap();
+    for key in [
+        "listen",
+        "level",
+        "format",
+        "otlp_enabled",
+        "otlp_endpoint",
+        "service_name",
+        "name",
+        "dsn",
+        "dsn_env",
+        "password_file",
+        "poll_interval",
+        "connect_timeout",
+        "statement_timeout",
+        "lock_timeout",
+        "reconnect_max_backoff",
+        "application_names",
+    ] {
+        assert!(
+            example.contains(&format!("{key} = ")),
+            "config/pgvigil.example.toml does not document `{key}`"
+        );
+    }
+}
+
+#[test]
+fn broken_configs_exit_2_with_file_line_column_and_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("syntax", "[[targets]\nname = \"a\"\n", ":1:"),
+        (
+            "unknown key",
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\npoll_intervall = \"5s\"\n",
+            ":4:1: unknown key `poll_intervall`; did you mean `poll_interval`?",
+        ),
+        (
+            "bad duration",
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\npoll_interval = \"soon\"\n",
+            ":4:17: invalid duration \"soon\"",
+        ),
+        (
+            "missing name",
+            "[[targets]]\ndsn = \"host=h\"\n",
+            ":1:1: missing required key `name`",
+        ),
+        (
+            "duplicate names",
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n\n[[targets]]\nname = \"a\"\ndsn = \"host=h2\"\n",
+            ":6:8: duplicate target name \"a\" (first used on line 2)",
+        ),
+        (
+            "unreadable password file",
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\npassword_file = \"/nonexistent/secret\"\n",
+            ":4:17: cannot read password_file /nonexistent/secret",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        let path = dir.path().join(format!("{}.toml", what.replace(' ', "_")));
+        std::fs::write(&path, text).unwrap();
+        let out = check_config(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        let prefix = path.display().to_string();
+        assert!(stderr.starts_with(&prefix), "{what}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected {expected:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn without_a_config_it_watches_the_database_from_the_environment() {
+    let cluster = TestCluster::start();
+    let port = free_port();
+    let mut child = Command::new(pgvigil_bin())
+        .env_remove("PGVIGIL_CONFIG")
+        .env("DATABASE_URL", cluster.url("postgres"))
+        .env("PGVIGIL_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let up = wait_until(
+        "pgvigil_up from the environment target",
+        Duration::from_secs(20),
+        || {
+            let body = runtime.block_on(async {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(_) => http_get(addr, "/metrics", None).await.1,
+                    Err(_) => String::new(),
+                }
+            });
+            Metrics::parse(&body)
+                .value("pgvigil_up", &[("target", "default")])
+                .filter(|v| *v == 1.0)
+        },
+    );
+    assert_eq!(up, 1.0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn version_flag_prints_the_version() {
+    let out = Command::new(pgvigil_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("pgvigil {}", env!("CARGO_PKG_VERSION"))
+    );
+}

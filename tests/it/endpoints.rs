@@ -1,0 +1,140 @@
+//! The HTTP endpoints, and the exposition checked by the real promtool.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pgvigil_testkit::{TestCluster, find_program};
+
+use crate::support::{Daemon, connect, http_get, one_target};
+
+#[tokio::test]
+async fn promtool_accepts_the_metrics_and_prometheus_gets_openmetrics() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("promtool");
+    cluster.psql(&db, "CREATE TABLE t (id int)");
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
+    // A writing transaction and a waiting session, so every activity series is present.
+    let writer = connect(&cluster.dsn(&db)).await;
+    writer
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    daemon
+        .wait_for("the writing transaction", Duration::from_secs(15), |m| {
+            m.value("pgvigil_transactions_with_writes", &[("datname", &db)])
+                .map(|_| ())
+        })
+        .await;
+
+    let (status, classic) = http_get(daemon.addr, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(!classic.contains("# EOF"));
+    let mut promtool = Command::new(find_program("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(classic.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{classic}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (status, om) = http_get(
+        daemon.addr,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(
+        om.contains("# TYPE pgvigil_connection_attempts counter"),
+        "{om}"
+    );
+    writer.batch_execute("ROLLBACK").await.unwrap();
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn every_exported_metric_is_defined_in_metrics_rs() {
+    let cluster = TestCluster::start();
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn("postgres"), "")).await;
+    let m = daemon
+        .wait_for("a poll", Duration::from_secs(15), |m| {
+            m.value("pgvigil_connections_max", &[]).map(|_| m.clone())
+        })
+        .await;
+    for (name, labels, _) in &m.samples {
+        let def = pgvigil::metrics::find(name)
+            .unwrap_or_else(|| panic!("{name} is exported but not defined in src/metrics.rs"));
+        let mut expected: Vec<&str> = def.labels.to_vec();
+        if name.ends_with("_bucket") {
+            expected.push("le");
+        }
+        let mut got: Vec<&str> = labels.keys().map(String::as_str).collect();
+        expected.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, expected, "labels of {name}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_api_and_status_page() {
+    let cluster = TestCluster::start();
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn("postgres"), "")).await;
+    let (status, body) = daemon.get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    daemon
+        .wait_for("first poll", Duration::from_secs(15), |m| {
+            m.value("pgvigil_up", &[("target", "main")])
+                .filter(|v| *v == 1.0)
+        })
+        .await;
+    let (status, _) = daemon.get("/readyz").await;
+    assert_eq!(status, 200);
+
+    let (status, body) = daemon.get("/api/v1/targets").await;
+    assert_eq!(status, 200);
+    let targets: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = &targets[0];
+    assert_eq!(t["name"], "main");
+    assert_eq!(t["state"], "up");
+    assert!(
+        t["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with(char::is_numeric),
+        "{t}"
+    );
+    assert!(t["last_poll"].as_str().is_some(), "{t}");
+    assert_eq!(t["last_error"], serde_json::Value::Null);
+    assert!(
+        t["collectors"]["activity"]["last_duration_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+
+    let (status, page) = daemon.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<td>main</td>") && page.contains("class=\"up\""),
+        "{page}"
+    );
+    let (status, _) = daemon.get("/nope").await;
+    assert_eq!(status, 404);
+    daemon.stop().await;
+}

@@ -1,0 +1,12 @@
+//! pgvigil's integration tests: one binary, against real PostgreSQL clusters started by
+//! `pgvigil-testkit` (or the server named by `PGVIGIL_TEST_DSN`). No mocks of Postgres.
+
+// Test helpers are shared across modules of this one binary; `pub(crate)` everywhere would
+// add noise without protecting anything.
+#![allow(unreachable_pub)]
+
+mod activity;
+mod cli;
+mod endpoints;
+mod lifecycle;
+mod support;

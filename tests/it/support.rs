@@ -1,0 +1,234 @@
+//! Shared helpers: an in-process daemon on port 0, a tiny HTTP client, and a parser for the
+//! metrics text so tests assert on values rather than on substrings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pgvigil::Config;
+use pgvigil::config::LibpqEnv;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A pgvigil daemon running inside the test process.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), pgvigil::RunError>>>,
+}
+
+impl Daemon {
+    /// Start a daemon from config text (TOML).
+    pub async fn start(toml: &str) -> Daemon {
+        let config = Config::parse(Path::new("test.toml"), toml, &LibpqEnv::default())
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+        Daemon::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> Daemon {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(pgvigil::serve(config, listener, async {
+            let _ = rx.await;
+        }));
+        Daemon {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// GET a path; returns (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path, None).await
+    }
+
+    /// The classic-format metrics text.
+    pub async fn metrics(&self) -> Metrics {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    /// Poll /metrics until `check` returns Some, or panic after `timeout`.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Metrics) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            let metrics = self.metrics().await;
+            if let Some(v) = check(&metrics) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let text = last.map(|m: Metrics| m.text).unwrap_or_default();
+                panic!("timed out after {timeout:?} waiting for {what}; last metrics:\n{text}");
+            }
+            last = Some(metrics);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stop the daemon and wait for it; returns how long shutdown took.
+    pub async fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close) — enough for our own server.
+pub async fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{accept}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// Parsed classic-format exposition.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub text: String,
+    pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (name_labels, value) = line.rsplit_once(' ').expect("sample line");
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').unwrap())),
+                None => (name_labels, BTreeMap::new()),
+            };
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or(f64::NAN),
+            };
+            samples.push((name.to_owned(), labels, value));
+        }
+        Metrics {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// Value of the single series of `name` whose labels include `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self.matching(name, labels).map(|(_, v)| v).collect();
+        assert!(
+            matching.len() <= 1,
+            "{name}{labels:?} matches {} series",
+            matching.len()
+        );
+        matching.first().copied()
+    }
+
+    /// Sum over all series of `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels).map(|(_, v)| v).sum()
+    }
+
+    pub fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, f64)> + 'a {
+        self.samples
+            .iter()
+            .filter(move |(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, l, v)| (l, *v))
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'));
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(c) => value.push(c),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim_start_matches(',').to_owned(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// A TOML config with one target on `dsn`, polling fast.
+pub fn one_target(name: &str, dsn: &str, extra: &str) -> String {
+    format!(
+        "[[targets]]\nname = \"{name}\"\ndsn = \"{dsn}\"\npoll_interval = \"200ms\"\nreconnect_max_backoff = \"1s\"\n{extra}\n"
+    )
+}
+
+/// A tokio-postgres client for the test's own sessions.
+pub async fn connect(dsn: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {dsn}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Path of the pgvigil binary built for these tests.
+pub fn pgvigil_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgvigil")
+}
