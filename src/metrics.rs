@@ -235,6 +235,26 @@ pub fn find(name: &str) -> Option<&'static MetricDef> {
         })
 }
 
+/// The README's metrics reference: a Markdown table of [`ALL`]. A test keeps the README's copy
+/// identical (run it with `PGVIGIL_BLESS=1` to rewrite the README after adding a metric).
+pub fn reference_markdown() -> String {
+    let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+    for def in ALL {
+        let kind = match def.kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        };
+        out.push_str(&format!(
+            "| `{}` | {kind} | {} | {} |\n",
+            def.name,
+            def.labels.join(", "),
+            def.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 /// Buckets for poll durations: a healthy poll takes milliseconds, a stuck one hits the
 /// statement timeout (seconds).
 const POLL_BUCKETS: [f64; 12] = [
@@ -635,6 +655,32 @@ mod tests {
             text.contains("pgvigil_poll_duration_seconds_bucket{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn readme_metrics_reference_is_current() {
+        const START: &str = "<!-- metrics-reference:start -->\n";
+        const END: &str = "<!-- metrics-reference:end -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let start = readme
+            .find(START)
+            .expect("README lacks the metrics-reference start marker")
+            + START.len();
+        let end = readme
+            .find(END)
+            .expect("README lacks the metrics-reference end marker");
+        let expected = reference_markdown();
+        if readme[start..end] != expected {
+            if std::env::var_os("PGVIGIL_BLESS").is_some() {
+                let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+                std::fs::write(path, updated).expect("rewrite README.md");
+                return;
+            }
+            panic!(
+                "README.md's metrics reference is out of date with src/metrics.rs; rerun this test with PGVIGIL_BLESS=1 to rewrite it"
+            );
+        }
     }
 
     #[test]
