@@ -12,6 +12,7 @@
 //!   schedule, reconnecting with backoff.
 //! * [`collect`]: one module per data source (`activity`, ...), each producing a metrics
 //!   snapshot and typed observations.
+//! * [`alert`]: rules over observations, the alert lifecycle, delivery sinks.
 //! * [`metrics`]: every exported metric defined once, the snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-target state for the API and the status page.
@@ -21,6 +22,7 @@
 //! Collection is decoupled from scraping: `/metrics` serves the latest published snapshots
 //! and never waits on a database.
 
+pub mod alert;
 pub mod collect;
 pub mod config;
 pub mod exposition;

@@ -184,6 +184,7 @@ impl Poller {
             s.consecutive_failures += 1;
             failures = s.consecutive_failures;
         });
+        self.shared.observe(&target.name, Observations::default());
         let now = Instant::now();
         if self
             .last_down_log
@@ -214,7 +215,10 @@ impl Poller {
             target,
             server: &session.server,
         };
-        let mut observations = Observations::default();
+        let mut observations = Observations {
+            up: true,
+            ..Observations::default()
+        };
         let mut all_ok = true;
         // A network stall is not a statement: bound each collector on the client side too.
         let limit = target.statement_timeout * 2 + Duration::from_secs(1);

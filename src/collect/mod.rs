@@ -42,6 +42,9 @@ pub struct PollContext<'a> {
 /// Typed results of one poll of a target, for the alert rules and the API.
 #[derive(Debug, Default, Clone)]
 pub struct Observations {
+    /// Whether the target was reachable and polled. When it is not, every other field is
+    /// `None`.
+    pub up: bool,
     /// From pg_stat_activity; `None` when that collector failed.
     pub activity: Option<activity::ActivityReport>,
 }

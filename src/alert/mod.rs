@@ -1,0 +1,103 @@
+//! Alerts, evaluated where the data is.
+//!
+//! The pipeline: after every poll of a target, each [`Rule`] looks at the target's
+//! [`Observations`] and says which [`Condition`]s hold now; the engine turns conditions into
+//! alerts with a lifecycle (pending → firing after the rule's `for` → resolved), deduplicated
+//! by label set, persisted across restarts, and delivered by sinks (Alertmanager, webhook, log).
+//!
+//! Rules are small and pure: all they know is the observations of one poll. Everything about
+//! time, state and delivery belongs to the engine. Each rule lives in its own file under
+//! [`rules`] and is listed once in [`rules::RULES`].
+
+pub mod rules;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::collect::Observations;
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; nobody needs to act now.
+    Info,
+    /// Needs attention during working hours.
+    Warning,
+    /// Page someone.
+    Critical,
+}
+
+impl Severity {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One instance of an alert that a rule finds true in the current poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Condition {
+    /// Labels besides `alertname`, `severity` and `target`, which the engine adds. Keep them
+    /// bounded: `datname`, `table`, `import_id`, `queryid`, `pool`, `instance` — never values
+    /// that change from poll to poll, or the alert would flap.
+    pub labels: BTreeMap<String, String>,
+    /// The details: `summary` and `description` at least, and the numbers that explain the
+    /// alert (`expected`, `actual`, `missing`, ...). The engine adds `runbook_url`.
+    pub annotations: BTreeMap<String, String>,
+    /// Overrides the rule's configured severity (e.g. a critical threshold was crossed).
+    pub severity: Option<Severity>,
+}
+
+impl Condition {
+    /// A condition with a summary and description.
+    pub fn new(summary: impl Into<String>, description: impl Into<String>) -> Self {
+        let mut c = Condition::default();
+        c.annotations.insert("summary".into(), summary.into());
+        c.annotations
+            .insert("description".into(), description.into());
+        c
+    }
+
+    /// Add a label.
+    pub fn label(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.labels.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Add an annotation.
+    pub fn annotation(mut self, name: &str, value: impl ToString) -> Self {
+        self.annotations.insert(name.to_owned(), value.to_string());
+        self
+    }
+
+    /// Override the severity.
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = Some(severity);
+        self
+    }
+}
+
+/// What a rule concluded from one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evaluation {
+    /// The data the rule needs is missing this time (its collector failed, or the target is
+    /// down): alerts of this rule keep their state; unknown is not resolved.
+    Unknown,
+    /// These conditions hold now; an alert of this rule that is not among them resolves.
+    Holds(Vec<Condition>),
+}
+
+/// One alerting rule, configured for one target.
+pub trait Rule: Send + Sync + std::fmt::Debug {
+    /// The `alertname` label, e.g. `IdleInTransaction`.
+    fn alertname(&self) -> &'static str;
+
+    /// Look at one poll of `target`.
+    fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation;
+}
