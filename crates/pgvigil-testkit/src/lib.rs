@@ -57,8 +57,10 @@
 //! // Hand `cluster.dsn(&db)` or `cluster.url(&db)` to the code under test.
 //! ```
 
+mod cache;
 mod cluster;
 mod conninfo;
+mod postmaster;
 mod private;
 mod programs;
 mod util;
