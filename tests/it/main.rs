@@ -7,6 +7,7 @@
 
 mod activity;
 mod cli;
+mod deploy;
 mod endpoints;
 mod lifecycle;
 mod support;
