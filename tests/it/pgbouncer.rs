@@ -344,3 +344,20 @@ async fn a_postgres_server_in_place_of_pgbouncer_is_down_with_a_hint() {
     assert_eq!(m.value("pgvigil_up", &[("target", "wrong")]), Some(0.0));
     daemon.stop().await;
 }
+
+#[test]
+fn pool_rules_are_registered_with_runbooks_and_build_with_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in [
+        "PoolClientsWaiting",
+        "PoolMaxWaitHigh",
+        "PoolSaturated",
+        "PoolClientConnectionsNearLimit",
+    ] {
+        assert_eq!(rule(name).alertname(), name);
+        let runbook = root.join(format!("docs/runbooks/{name}.md"));
+        let text = std::fs::read_to_string(&runbook)
+            .unwrap_or_else(|e| panic!("{}: {e}", runbook.display()));
+        assert!(text.starts_with(&format!("# {name}\n")), "{}", runbook.display());
+    }
+}
