@@ -147,6 +147,9 @@ async fn waiting_clients_raise_the_gauge_and_pool_clients_waiting_fires_then_res
         ],
     );
     assert!(servers <= 2.0, "{servers} active servers over pool_size 2");
+    let (_, page) = daemon.get("/").await;
+    assert!(page.contains("<h2>PgBouncer pools</h2>"), "{page}");
+    assert!(page.contains(&format!("<td>{db}</td>")), "{page}");
     assert_eq!(
         m.value(
             "pgvigil_pgbouncer_pool_size",
@@ -358,6 +361,10 @@ fn pool_rules_are_registered_with_runbooks_and_build_with_defaults() {
         let runbook = root.join(format!("docs/runbooks/{name}.md"));
         let text = std::fs::read_to_string(&runbook)
             .unwrap_or_else(|e| panic!("{}: {e}", runbook.display()));
-        assert!(text.starts_with(&format!("# {name}\n")), "{}", runbook.display());
+        assert!(
+            text.starts_with(&format!("# {name}\n")),
+            "{}",
+            runbook.display()
+        );
     }
 }
