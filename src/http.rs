@@ -159,6 +159,39 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
+/// PgBouncer pools from the latest polls: clients against servers against the pool's limit.
+fn pgbouncer_pools(shared: &Shared, page: &mut String) {
+    let mut rows = String::new();
+    for (target, obs) in shared.latest_observations() {
+        let Some(report) = &obs.pgbouncer else {
+            continue;
+        };
+        for p in report.pools.iter().flatten() {
+            let size = report
+                .pool_size(&p.datname)
+                .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            let class = if p.clients_waiting > 0 { "down" } else { "up" };
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{} / {size}</td><td>{}</td><td>{:.1}s</td></tr>",
+                escape(&target),
+                escape(&p.datname),
+                escape(&p.usename),
+                p.clients_active,
+                p.clients_waiting,
+                p.servers_active,
+                p.servers_idle,
+                p.max_wait_seconds,
+            );
+        }
+    }
+    if !rows.is_empty() {
+        page.push_str("<h2>PgBouncer pools</h2><table><tr><th>instance</th><th>datname</th><th>usename</th><th>clients active</th><th>clients waiting</th><th>servers active / pool_size</th><th>servers idle</th><th>max wait</th></tr>");
+        page.push_str(&rows);
+        page.push_str("</table>");
+    }
+}
+
 fn status_page(shared: &Shared) -> String {
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgvigil</title>\
@@ -180,12 +213,16 @@ fn status_page(shared: &Shared) -> String {
             "<tr><td>{}</td><td><code>{}</code></td><td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&t.name),
             escape(&t.connection),
-            escape(t.server_version.as_deref().unwrap_or("")),
+            escape(&match (t.kind, t.server_version.as_deref()) {
+                (crate::status::SourceKind::Pgbouncer, Some(v)) => format!("PgBouncer {v}"),
+                (_, v) => v.unwrap_or("").to_owned(),
+            }),
             escape(t.last_poll.as_deref().unwrap_or("never")),
             escape(t.last_error.as_deref().unwrap_or("")),
         );
     }
     page.push_str("</table>");
+    pgbouncer_pools(shared, &mut page);
 
     page.push_str("<h2>Open transactions holding uncommitted writes</h2>");
     let mut rows = String::new();

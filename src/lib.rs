@@ -10,6 +10,9 @@
 //! * [`config`]: TOML in, validated [`Config`] out; errors carry `FILE:LINE:COL` and the fix.
 //! * `target` (private): one task per target holding its connection, polling collectors on
 //!   schedule, reconnecting with backoff.
+//! * `bouncer` (private): the same for each PgBouncer admin console (`[[pgbouncers]]`).
+//! * `poll` (private): what both loops share: schedule, backoff, `pgvigil_up`, status,
+//!   publishing each collector's snapshot.
 //! * [`collect`]: one module per data source (`activity`, ...), each producing a metrics
 //!   snapshot and typed observations.
 //! * [`alert`]: rules over observations, the alert lifecycle, delivery sinks.
@@ -23,11 +26,13 @@
 //! and never waits on a database.
 
 pub mod alert;
+mod bouncer;
 pub mod collect;
 pub mod config;
 pub mod exposition;
 mod http;
 pub mod metrics;
+mod poll;
 pub mod status;
 mod target;
 pub mod telemetry;
@@ -83,6 +88,14 @@ impl Shared {
                 .add_target(&target.name, target.connection.describe());
             shared.metrics.set_up(&target.name, false);
         }
+        for bouncer in &config.pgbouncers {
+            shared.status.add_source(
+                &bouncer.name,
+                bouncer.connection.describe(),
+                status::SourceKind::Pgbouncer,
+            );
+            shared.metrics.set_up(&bouncer.name, false);
+        }
         shared
     }
 
@@ -130,6 +143,14 @@ pub async fn serve(
     for target in config.targets {
         tracker.spawn(target::run(
             Arc::new(target),
+            shared.clone(),
+            token.clone(),
+            tracker.clone(),
+        ));
+    }
+    for bouncer in config.pgbouncers {
+        tracker.spawn(bouncer::run(
+            Arc::new(bouncer),
             shared.clone(),
             token.clone(),
             tracker.clone(),

@@ -72,7 +72,13 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
-            let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+            // PgBouncer instances are targets too (their name is the `target` label).
+            let names: Vec<&str> = config
+                .targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .chain(config.pgbouncers.iter().map(|b| b.name.as_str()))
+                .collect();
             println!(
                 "{}: ok ({} target{}: {})",
                 file.display(),

@@ -19,6 +19,16 @@ pub enum TargetState {
     Down,
 }
 
+/// What kind of server a target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A PostgreSQL server (`[[targets]]`).
+    Postgres,
+    /// A PgBouncer admin console (`[[pgbouncers]]`).
+    Pgbouncer,
+}
+
 /// Per-collector outcome of the last poll.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectorStatus {
@@ -37,6 +47,8 @@ pub struct TargetStatus {
     pub name: String,
     /// `user@host:port/db` (never the password).
     pub connection: String,
+    /// PostgreSQL or PgBouncer.
+    pub kind: SourceKind,
     /// Current state.
     pub state: TargetState,
     /// `server_version` of the connected server.
@@ -68,12 +80,18 @@ pub fn now_rfc3339() -> String {
 impl Status {
     /// Register a target before its task starts.
     pub fn add_target(&self, name: &str, connection: String) {
+        self.add_source(name, connection, SourceKind::Postgres);
+    }
+
+    /// Register a target of any kind before its task starts.
+    pub fn add_source(&self, name: &str, connection: String, kind: SourceKind) {
         let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
         targets.insert(
             name.to_owned(),
             TargetStatus {
                 name: name.to_owned(),
                 connection,
+                kind,
                 state: TargetState::Starting,
                 server_version: None,
                 last_poll: None,

@@ -7,6 +7,7 @@
 //! others go on.
 
 pub mod activity;
+pub mod pgbouncer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +48,9 @@ pub struct Observations {
     pub up: bool,
     /// From pg_stat_activity; `None` when that collector failed.
     pub activity: Option<activity::ActivityReport>,
+    /// From a PgBouncer admin console (only for `[[pgbouncers]]` entries); a part is `None`
+    /// when its collector failed.
+    pub pgbouncer: Option<pgbouncer::PgbouncerReport>,
 }
 
 /// One data source.

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
+/// PgBouncer's admin console database.
+const ADMIN_DATABASE: &str = "pgbouncer";
+
 /// The libpq environment, captured once so tests can supply their own.
 #[derive(Debug, Clone, Default)]
 pub struct LibpqEnv {
@@ -67,6 +70,29 @@ impl ConnectionSpec {
                 "invalid DSN: {e}; use a URL like postgres://user@host:5432/dbname or key=value pairs like \"host=db port=5432 user=pgvigil dbname=app\""
             )
         })?;
+        Ok(Self::with_defaults(config, env))
+    }
+
+    /// Parse the DSN of a PgBouncer admin console: the database is always `pgbouncer`, the
+    /// special database PgBouncer answers `SHOW` commands in, so a DSN that leaves it out gets
+    /// it, whatever `PGDATABASE` says, and one that names another database is an error.
+    pub fn parse_admin(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
+        let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+            format!(
+                "invalid DSN: {e}; use a URL like postgres://user@host:6432/pgbouncer or key=value pairs like \"host=bouncer port=6432 user=pgvigil dbname=pgbouncer\""
+            )
+        })?;
+        match config.get_dbname() {
+            None => {
+                config.dbname(ADMIN_DATABASE);
+            }
+            Some(ADMIN_DATABASE) => {}
+            Some(other) => {
+                return Err(format!(
+                    "database \"{other}\" is not PgBouncer's admin console; pgvigil reads PgBouncer's SHOW commands from the special database \"{ADMIN_DATABASE}\", so write .../{ADMIN_DATABASE} or dbname={ADMIN_DATABASE} (or leave the database out)"
+                ));
+            }
+        }
         Ok(Self::with_defaults(config, env))
     }
 
@@ -220,6 +246,18 @@ mod tests {
         let cfg = spec.connect_config(Duration::from_secs(1)).unwrap();
         assert_eq!(cfg.get_password(), Some(&b"envsecret"[..]));
         assert_eq!(cfg.get_application_name(), Some("pgvigil"));
+    }
+
+    #[test]
+    fn admin_console_dsn_defaults_to_the_pgbouncer_database() {
+        let spec = ConnectionSpec::parse_admin("host=b port=6432", &env()).unwrap();
+        assert_eq!(spec.describe(), "monitor@b:6432/pgbouncer");
+        let mut env = env();
+        env.database = Some("app".into());
+        let spec = ConnectionSpec::parse_admin("postgres://u@b:6432", &env).unwrap();
+        assert_eq!(spec.dbname(), "pgbouncer");
+        let err = ConnectionSpec::parse_admin("postgres://u@b:6432/app", &env).unwrap_err();
+        assert!(err.contains("not PgBouncer's admin console"), "{err}");
     }
 
     #[test]

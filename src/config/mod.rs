@@ -7,6 +7,7 @@
 
 mod dsn;
 mod error;
+mod pgbouncer;
 mod raw;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use toml::Spanned;
 
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
+pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
 use raw::{HumanDuration, RawConfig, RawTarget};
 
@@ -36,6 +38,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The databases to watch.
     pub targets: Vec<TargetConfig>,
+    /// The PgBouncer instances to watch (`[[pgbouncers]]`); their names share the `target`
+    /// label with the targets.
+    pub pgbouncers: Vec<PgbouncerConfig>,
 }
 
 /// `[server]`
@@ -145,6 +150,7 @@ impl Config {
             },
             telemetry: TelemetryConfig::default(),
             targets: vec![TargetConfig::new("default", connection)],
+            pgbouncers: Vec::new(),
         })
     }
 }
@@ -231,12 +237,12 @@ impl Validator<'_> {
             telemetry.service_name = service_name;
         }
 
-        if raw.targets.is_empty() {
+        if raw.targets.is_empty() && raw.pgbouncers.is_empty() {
             return Err(ConfigError::at(
                 self.path,
                 self.text,
                 None,
-                "no [[targets]] defined; add one with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
+                "no [[targets]] or [[pgbouncers]] defined; add a target with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
             ));
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -257,6 +263,8 @@ impl Validator<'_> {
             targets.push(self.target(target)?);
         }
 
+        let pgbouncers = self.pgbouncers(raw.pgbouncers, &seen)?;
+
         Ok(Config {
             server: ServerConfig { listen },
             logging: LoggingConfig {
@@ -265,6 +273,7 @@ impl Validator<'_> {
             },
             telemetry,
             targets,
+            pgbouncers,
         })
     }
 
@@ -284,68 +293,18 @@ impl Validator<'_> {
                 ),
             ));
         }
-        let mut connection = match (&raw.dsn, &raw.dsn_env) {
-            (Some(dsn), None) => {
-                ConnectionSpec::parse(dsn.get_ref(), self.env).map_err(|e| self.err(dsn, e))?
-            }
-            (None, Some(var)) => {
-                let value = std::env::var(var.get_ref()).map_err(|_| {
-                    self.err(
-                        var,
-                        format!(
-                            "environment variable {} (named by dsn_env) is not set; export it, or use dsn = \"...\" instead",
-                            var.get_ref()
-                        ),
-                    )
-                })?;
-                ConnectionSpec::parse(&value, self.env).map_err(|e| {
-                    self.err(var, format!("environment variable {}: {e}", var.get_ref()))
-                })?
-            }
-            (Some(dsn), Some(_)) => {
-                return Err(self.err(
-                    dsn,
-                    format!("target \"{name}\" sets both dsn and dsn_env; keep exactly one"),
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::at(
-                    self.path,
-                    self.text,
-                    Some(span),
-                    format!(
-                        "target \"{name}\" has no connection; add dsn = \"postgres://user@host:5432/db\" or dsn_env = \"VARIABLE\""
-                    ),
-                ));
-            }
-        };
-        if let Some(file) = &raw.password_file {
-            let path = PathBuf::from(file.get_ref());
-            dsn::read_password_file(&path).map_err(|e| self.err(file, e))?;
-            connection.set_password_file(path);
-        }
+        let connection = self.connection(
+            name,
+            span,
+            &raw.dsn,
+            &raw.dsn_env,
+            &raw.password_file,
+            ConnectionSpec::parse,
+        )?;
 
         let mut target = TargetConfig::new(name, connection);
-        let duration = |value: &Option<Spanned<HumanDuration>>,
-                        key: &str,
-                        default: Duration,
-                        min: Duration|
-         -> Result<Duration, ConfigError> {
-            let Some(value) = value else {
-                return Ok(default);
-            };
-            let d = value.get_ref().0;
-            if d < min {
-                return Err(self.err(
-                    value,
-                    format!(
-                        "{key} = \"{}\" is too short; use at least {}",
-                        humantime::format_duration(d),
-                        humantime::format_duration(min)
-                    ),
-                ));
-            }
-            Ok(d)
+        let duration = |value: &Option<Spanned<HumanDuration>>, key: &str, default, min| {
+            self.duration(value, key, default, min)
         };
         target.poll_interval = duration(
             &raw.poll_interval,
@@ -379,6 +338,86 @@ impl Validator<'_> {
         )?;
         target.activity.application_names = raw.activity.application_names;
         Ok(target)
+    }
+}
+
+impl Validator<'_> {
+    /// A connection from exactly one of `dsn` / `dsn_env`, plus an optional password file.
+    /// `parse` turns the DSN text into a spec (targets and PgBouncer admin consoles default
+    /// differently).
+    fn connection(
+        &self,
+        name: &str,
+        span: std::ops::Range<usize>,
+        dsn: &Option<Spanned<String>>,
+        dsn_env: &Option<Spanned<String>>,
+        password_file: &Option<Spanned<String>>,
+        parse: fn(&str, &LibpqEnv) -> Result<ConnectionSpec, String>,
+    ) -> Result<ConnectionSpec, ConfigError> {
+        let mut connection = match (dsn, dsn_env) {
+            (Some(dsn), None) => parse(dsn.get_ref(), self.env).map_err(|e| self.err(dsn, e))?,
+            (None, Some(var)) => {
+                let value = std::env::var(var.get_ref()).map_err(|_| {
+                    self.err(
+                        var,
+                        format!(
+                            "environment variable {} (named by dsn_env) is not set; export it, or use dsn = \"...\" instead",
+                            var.get_ref()
+                        ),
+                    )
+                })?;
+                parse(&value, self.env).map_err(|e| {
+                    self.err(var, format!("environment variable {}: {e}", var.get_ref()))
+                })?
+            }
+            (Some(dsn), Some(_)) => {
+                return Err(self.err(
+                    dsn,
+                    format!("target \"{name}\" sets both dsn and dsn_env; keep exactly one"),
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::at(
+                    self.path,
+                    self.text,
+                    Some(span),
+                    format!(
+                        "target \"{name}\" has no connection; add dsn = \"postgres://user@host:5432/db\" or dsn_env = \"VARIABLE\""
+                    ),
+                ));
+            }
+        };
+        if let Some(file) = password_file {
+            let path = PathBuf::from(file.get_ref());
+            dsn::read_password_file(&path).map_err(|e| self.err(file, e))?;
+            connection.set_password_file(path);
+        }
+        Ok(connection)
+    }
+
+    /// An optional duration with a default and a lower bound.
+    fn duration(
+        &self,
+        value: &Option<Spanned<HumanDuration>>,
+        key: &str,
+        default: Duration,
+        min: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let d = value.get_ref().0;
+        if d < min {
+            return Err(self.err(
+                value,
+                format!(
+                    "{key} = \"{}\" is too short; use at least {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(min)
+                ),
+            ));
+        }
+        Ok(d)
     }
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct RawConfig {
     pub(crate) telemetry: RawTelemetry,
     #[serde(default)]
     pub(crate) targets: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    pub(crate) pgbouncers: Vec<Spanned<RawPgbouncer>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +74,20 @@ pub(crate) struct RawTarget {
 pub(crate) struct RawActivity {
     #[serde(default)]
     pub(crate) application_names: Vec<String>,
+}
+
+/// `[[pgbouncers]]`: a PgBouncer admin console.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPgbouncer {
+    pub(crate) name: Spanned<String>,
+    pub(crate) dsn: Option<Spanned<String>>,
+    pub(crate) dsn_env: Option<Spanned<String>>,
+    pub(crate) password_file: Option<Spanned<String>>,
+    pub(crate) poll_interval: Option<Spanned<HumanDuration>>,
+    pub(crate) connect_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) statement_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
 }
 
 /// A duration written the way people write them: `"15s"`, `"2m 30s"`, `"500ms"`.

@@ -10,4 +10,5 @@ mod cli;
 mod deploy;
 mod endpoints;
 mod lifecycle;
+mod pgbouncer;
 mod support;

@@ -4,7 +4,8 @@
 //! pgvigil's integration tests talk to a real PostgreSQL with `pg_stat_statements` preloaded (see
 //! `DESIGN.md`, "Tests"). [`TestCluster::start`] gives each test its own server, or reuses the one
 //! named by `PGVIGIL_TEST_DSN`; [`find_program`], [`free_port`] and [`wait_until`] help with the
-//! other real programs (PgBouncer, Prometheus, Alertmanager) that tests run.
+//! other real programs (PgBouncer, Prometheus, Alertmanager) that tests run, and
+//! [`TestPgbouncer`] puts a real PgBouncer in front of a cluster.
 //!
 //! This crate is used only as a dev-dependency and depends on `std` alone: it drives PostgreSQL
 //! through its own command-line tools (`initdb`, `pg_ctl`, `psql`), never through a Rust client,
@@ -60,11 +61,13 @@
 mod cache;
 mod cluster;
 mod conninfo;
+mod pgbouncer;
 mod postmaster;
 mod private;
 mod programs;
 mod util;
 
 pub use cluster::{PSQL_APPLICATION_NAME, TestCluster};
+pub use pgbouncer::TestPgbouncer;
 pub use programs::find_program;
 pub use util::{free_port, wait_until};

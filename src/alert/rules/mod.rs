@@ -8,6 +8,12 @@
 //! Every rule has a runbook at `docs/runbooks/<AlertName>.md` (a test checks it exists), linked
 //! from the alert's `runbook_url`.
 
+// PgBouncer pools.
+mod pool_client_connections_near_limit;
+mod pool_clients_waiting;
+mod pool_max_wait_high;
+mod pool_saturated;
+
 use std::time::Duration;
 
 use super::{Rule, Severity};
@@ -29,9 +35,54 @@ pub struct RuleSpec {
 }
 
 /// Every rule pgvigil knows.
-pub const RULES: &[RuleSpec] = &[];
+pub const RULES: &[RuleSpec] = &[
+    // PgBouncer pools.
+    pool_clients_waiting::SPEC,
+    pool_max_wait_high::SPEC,
+    pool_saturated::SPEC,
+    pool_client_connections_near_limit::SPEC,
+];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
 pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
     T::deserialize(toml::Value::Table(table.clone())).map_err(|e| e.to_string())
+}
+
+/// Observations for the PgBouncer rules' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::collect::Observations;
+    use crate::collect::pgbouncer::{Database, PgbouncerReport, Pool};
+
+    /// A pool of `datname`/`app` with `servers_active` server connections.
+    pub(crate) fn pool(datname: &str, servers_active: i64) -> Pool {
+        Pool {
+            datname: datname.into(),
+            usename: "app".into(),
+            servers_active,
+            pool_mode: "session".into(),
+            ..Pool::default()
+        }
+    }
+
+    /// A polled PgBouncer with these pools, each database with pool_size 2.
+    pub(crate) fn bouncer(pools: Vec<Pool>) -> Observations {
+        let databases = pools
+            .iter()
+            .map(|p| Database {
+                name: p.datname.clone(),
+                pool_size: 2,
+                ..Database::default()
+            })
+            .collect();
+        Observations {
+            up: true,
+            pgbouncer: Some(PgbouncerReport {
+                pools: Some(pools),
+                databases: Some(databases),
+                ..PgbouncerReport::default()
+            }),
+            ..Observations::default()
+        }
+    }
 }
