@@ -226,6 +226,7 @@ impl Poller {
             let name = collector.name();
             let span = info_span!("poll", target = %target.name, collector = name);
             let started = Instant::now();
+            let limit = collector.time_limit(limit);
             let result = timeout(limit, collector.collect(&ctx, &mut observations))
                 .instrument(span)
                 .await;
