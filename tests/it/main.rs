@@ -8,5 +8,6 @@
 mod activity;
 mod cli;
 mod endpoints;
+mod imports;
 mod lifecycle;
 mod support;

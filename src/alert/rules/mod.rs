@@ -8,6 +8,15 @@
 //! Every rule has a runbook at `docs/runbooks/<AlertName>.md` (a test checks it exists), linked
 //! from the alert's `runbook_url`.
 
+// --- the data-loss guard's rules ---
+mod import_common;
+pub mod import_reported_mismatch;
+pub mod import_rolled_back;
+pub mod import_row_shortfall;
+pub mod import_stalled;
+pub mod rolled_back_inserts;
+pub mod table_rows_dropped;
+
 use std::time::Duration;
 
 use super::{Rule, Severity};
@@ -29,7 +38,15 @@ pub struct RuleSpec {
 }
 
 /// Every rule pgvigil knows.
-pub const RULES: &[RuleSpec] = &[];
+pub const RULES: &[RuleSpec] = &[
+    // the data-loss guard
+    import_row_shortfall::SPEC,
+    import_reported_mismatch::SPEC,
+    import_stalled::SPEC,
+    import_rolled_back::SPEC,
+    table_rows_dropped::SPEC,
+    rolled_back_inserts::SPEC,
+];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
 pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
