@@ -227,7 +227,7 @@ metric!(
     Gauge,
     "pgvigil_table_size_bytes",
     ["target", "table"],
-    "Total size of a table including indexes and TOAST (pg_total_relation_size)."
+    "Size of a table with its indexes and TOAST, from relpages as of its last vacuum or analyze (taken without locking the table)."
 );
 metric!(
     TABLE_INSERTED,

@@ -246,14 +246,22 @@ impl Validator<'_> {
         QualifiedName::parse(value.get_ref()).map_err(|e| self.err(value, format!("{what}: {e}")))
     }
 
-    fn positive(&self, value: &Option<Spanned<i64>>, key: &str, default: usize) -> Result<usize, ConfigError> {
+    fn positive(
+        &self,
+        value: &Option<Spanned<i64>>,
+        key: &str,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
         match value {
             None => Ok(default),
             Some(v) => match usize::try_from(*v.get_ref()) {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(self.err(
                     v,
-                    format!("{key} = {} must be a positive number, e.g. {default}", v.get_ref()),
+                    format!(
+                        "{key} = {} must be a positive number, e.g. {default}",
+                        v.get_ref()
+                    ),
                 )),
             },
         }
@@ -286,13 +294,24 @@ impl Validator<'_> {
         let d = TablesConfig::default();
         let mut pattern = |p: &Spanned<String>| {
             if p.get_ref().is_empty() {
-                Err(self.err(p, "an empty pattern matches nothing; write e.g. \"public.*\""))
+                Err(self.err(
+                    p,
+                    "an empty pattern matches nothing; write e.g. \"public.*\"",
+                ))
             } else {
                 Ok(p.get_ref().clone())
             }
         };
-        let include = raw.include.iter().map(&mut pattern).collect::<Result<_, _>>()?;
-        let exclude = raw.exclude.iter().map(&mut pattern).collect::<Result<_, _>>()?;
+        let include = raw
+            .include
+            .iter()
+            .map(&mut pattern)
+            .collect::<Result<_, _>>()?;
+        let exclude = raw
+            .exclude
+            .iter()
+            .map(&mut pattern)
+            .collect::<Result<_, _>>()?;
         let exact_count_tables = raw
             .exact_count_tables
             .iter()
@@ -356,9 +375,8 @@ impl Validator<'_> {
         let d = AuditColumns::default();
         let required = |v: Option<Spanned<String>>, key: &str, default: Ident| match v {
             None => Ok(default),
-            Some(v) => Ident::new(v.get_ref()).map_err(|e| {
-                self.err(&v, format!("columns.{key}: {e}; this column is required"))
-            }),
+            Some(v) => Ident::new(v.get_ref())
+                .map_err(|e| self.err(&v, format!("columns.{key}: {e}; this column is required"))),
         };
         // "" says the app's table has no such column.
         let optional = |v: Option<Spanned<String>>, key: &str, default: Option<Ident>| match v {
@@ -394,10 +412,7 @@ mod tests {
     #[test]
     fn identifiers_are_quoted_never_spliced() {
         let name = QualifiedName::parse("crm.Contacts\"; DROP TABLE x; --").unwrap();
-        assert_eq!(
-            name.quoted(),
-            "\"crm\".\"Contacts\"\"; DROP TABLE x; --\""
-        );
+        assert_eq!(name.quoted(), "\"crm\".\"Contacts\"\"; DROP TABLE x; --\"");
         assert!(QualifiedName::parse("a.b.c").is_err());
         assert!(QualifiedName::parse("").is_err());
         assert!(Ident::new(&"x".repeat(64)).is_err());

@@ -12,7 +12,8 @@ use tokio_postgres::Client;
 
 use crate::support::{Daemon, Poller, conditions, connect, one_target};
 
-const CONTACTS: &str = "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);
+const CONTACTS: &str =
+    "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);
                         CREATE INDEX ON contacts (import_id);";
 
 async fn setup(prefix: &str) -> (TestCluster, String, Client) {
@@ -126,10 +127,7 @@ async fn forgotten_commit_and_three_percent_import_are_shortfalls_with_exact_num
     let obs = p.poll().await;
     let v = verdict(&obs, &forgot);
     assert_eq!(v.verdict, Verdict::Shortfall);
-    assert_eq!(
-        (v.committed_rows, v.missing_rows),
-        (Some(0), Some(10_000))
-    );
+    assert_eq!((v.committed_rows, v.missing_rows), (Some(0), Some(10_000)));
     assert_eq!(v.xact_id, Some(xid));
     assert_eq!(v.xact_status, Some(XactStatus::Aborted));
     let v = verdict(&obs, &partial);
@@ -155,7 +153,10 @@ async fn forgotten_commit_and_three_percent_import_are_shortfalls_with_exact_num
     let confirmed = cluster.psql(&db, ann(c, "sql"));
     assert_eq!(confirmed, "300");
     assert!(ann(c, "summary").contains("9700 of 10000"), "{c:#?}");
-    let c = fired.iter().find(|c| c.labels["import_id"] == forgot).unwrap();
+    let c = fired
+        .iter()
+        .find(|c| c.labels["import_id"] == forgot)
+        .unwrap();
     assert!(ann(c, "reason").contains("ABORTED"), "{c:#?}");
     // The app reported what it expected, so this is a shortfall, not a reported mismatch.
     assert!(conditions("ImportReportedMismatch", &obs).is_empty());
@@ -258,7 +259,10 @@ async fn running_import_is_never_a_shortfall_but_is_shown_at_risk() {
         let v = verdict(&obs, &id.to_string());
         assert_eq!(v.verdict, Verdict::Running);
         let risk = v.at_risk.as_ref().expect("at risk");
-        assert!(v.reason.as_deref().unwrap().starts_with("at risk"), "{v:#?}");
+        assert!(
+            v.reason.as_deref().unwrap().starts_with("at risk"),
+            "{v:#?}"
+        );
         assert!(risk.pid > 0);
         assert!(conditions("ImportRowShortfall", &obs).is_empty());
     }
@@ -301,8 +305,14 @@ async fn stalled_and_rolled_back_running_imports_alert() {
     let obs = p.poll().await;
     let fired = conditions("ImportStalled", &obs);
     assert_eq!(fired.len(), 1, "{fired:#?}");
-    assert_eq!(fired[0].labels["import_id"], stalled.import_id().to_string());
-    assert!(ann(&fired[0], "reason").contains("no heartbeat for 6"), "{fired:#?}");
+    assert_eq!(
+        fired[0].labels["import_id"],
+        stalled.import_id().to_string()
+    );
+    assert!(
+        ann(&fired[0], "reason").contains("no heartbeat for 6"),
+        "{fired:#?}"
+    );
 
     let fired = conditions("ImportRolledBack", &obs);
     assert_eq!(fired.len(), 1, "{fired:#?}");
@@ -447,9 +457,19 @@ async fn daemon_serves_verdicts_on_the_api_the_status_page_and_metrics() {
         m.value("pgvigil_import_verdicts", &[("verdict", "shortfall")]),
         Some(1.0)
     );
-    assert_eq!(m.value("pgvigil_import_verdicts", &[("verdict", "ok")]), Some(1.0));
-    assert_eq!(m.value("pgvigil_imports", &[("status", "committed")]), Some(2.0));
-    assert!(m.value("pgvigil_import_checks_total", &[("result", "shortfall")]).unwrap() >= 1.0);
+    assert_eq!(
+        m.value("pgvigil_import_verdicts", &[("verdict", "ok")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("pgvigil_imports", &[("status", "committed")]),
+        Some(2.0)
+    );
+    assert!(
+        m.value("pgvigil_import_checks_total", &[("result", "shortfall")])
+            .unwrap()
+            >= 1.0
+    );
     assert!(
         m.value(
             "pgvigil_import_last_verified_timestamp_seconds",
@@ -473,10 +493,16 @@ async fn daemon_serves_verdicts_on_the_api_the_status_page_and_metrics() {
     assert_eq!(v["verdict"], "shortfall");
     assert_eq!(v["missing_rows"], 9_700);
     assert_eq!(v["committed_rows"], 300);
-    let v = imports.iter().find(|v| v["import_id"] == ok.as_str()).unwrap();
+    let v = imports
+        .iter()
+        .find(|v| v["import_id"] == ok.as_str())
+        .unwrap();
     assert_eq!(v["verdict"], "ok");
 
     let (_, page) = daemon.get("/").await;
-    assert!(page.contains(&partial) && page.contains("shortfall"), "{page}");
+    assert!(
+        page.contains(&partial) && page.contains("shortfall"),
+        "{page}"
+    );
     daemon.stop().await;
 }

@@ -11,3 +11,4 @@ mod endpoints;
 mod imports;
 mod lifecycle;
 mod support;
+mod tables;

@@ -248,8 +248,7 @@ impl Poller {
         dsn: &str,
         configure: impl FnOnce(&mut pgvigil::config::TargetConfig),
     ) -> Poller {
-        let connection =
-            pgvigil::config::ConnectionSpec::parse(dsn, &LibpqEnv::default()).unwrap();
+        let connection = pgvigil::config::ConnectionSpec::parse(dsn, &LibpqEnv::default()).unwrap();
         let mut target = pgvigil::config::TargetConfig::new("main", connection);
         configure(&mut target);
         let client = connect(dsn).await;

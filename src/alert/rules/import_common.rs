@@ -1,9 +1,9 @@
 //! What the four import rules share: labels and the numbers in the annotations.
 
 use crate::alert::Condition;
+use crate::collect::Observations;
 use crate::collect::imports::ImportsReport;
 use crate::collect::imports::reconcile::{ImportVerdict, Verdict};
-use crate::collect::Observations;
 
 /// The imports report, or `None` (→ `Evaluation::Unknown`) when it is missing.
 pub(super) fn report(observations: &Observations) -> Option<&ImportsReport> {
@@ -22,7 +22,8 @@ pub(super) fn with_verdict<'a>(
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_else(|| "unknown".to_owned())
+    v.map(|v| v.to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// A condition for one import: labels `datname`, `table`, `import_id`; every number as an

@@ -41,7 +41,9 @@ SELECT l.relation, a.pid,
    AND a.state LIKE 'idle in transaction%' AND a.backend_xid IS NOT NULL";
 
 /// The audit tables named `import_audit` in the database.
-pub(super) async fn discover(client: &Client) -> Result<Vec<AuditTableConfig>, tokio_postgres::Error> {
+pub(super) async fn discover(
+    client: &Client,
+) -> Result<Vec<AuditTableConfig>, tokio_postgres::Error> {
     let rows = client.query(DISCOVER_SQL, &[]).await?;
     let mut found = Vec::new();
     for row in rows {
@@ -221,19 +223,16 @@ pub(super) async fn count_rows(
         column.quoted(),
         id_type.type_name
     );
-    let row = client
-        .query_one(&sql, &[&import_id])
-        .await
-        .map_err(|e| {
-            let mut s = describe_pg_error(&e);
-            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-                s.push_str(&format!(
-                    "; grant pgvigil's role SELECT on {} (see deploy/sql/monitoring_role.sql)",
-                    target.qualified
-                ));
-            }
-            s
-        })?;
+    let row = client.query_one(&sql, &[&import_id]).await.map_err(|e| {
+        let mut s = describe_pg_error(&e);
+        if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+            s.push_str(&format!(
+                "; grant pgvigil's role SELECT on {} (see deploy/sql/monitoring_role.sql)",
+                target.qualified
+            ));
+        }
+        s
+    })?;
     row.try_get(0).map_err(|e| e.to_string())
 }
 
@@ -251,7 +250,10 @@ pub(super) fn confirm_sql(target: &str, column: &str, import_id: &str) -> String
 /// `pg_xact_status` of a transaction; `None` when the server no longer knows or refuses.
 pub(super) async fn xact_status(client: &Client, xact_id: u64) -> Option<String> {
     client
-        .query_one("SELECT pg_xact_status($1::text::xid8)", &[&xact_id.to_string()])
+        .query_one(
+            "SELECT pg_xact_status($1::text::xid8)",
+            &[&xact_id.to_string()],
+        )
         .await
         .ok()?
         .try_get(0)
@@ -308,17 +310,18 @@ impl RawRow {
                 "unknown status {status_text:?}; expected pending, running, committed, failed or cancelled"
             )
         })?;
-        let count = |v: &Option<String>, name: &str, required: bool| -> Result<Option<i64>, String> {
-            match v {
-                None if required => Err(format!("{name} is NULL")),
-                None => Ok(None),
-                Some(s) => match s.trim().parse::<i64>() {
-                    Ok(n) if n < 0 => Err(format!("{name} is negative ({n})")),
-                    Ok(n) => Ok(Some(n)),
-                    Err(_) => Err(format!("{name} {s:?} is not a whole number")),
-                },
-            }
-        };
+        let count =
+            |v: &Option<String>, name: &str, required: bool| -> Result<Option<i64>, String> {
+                match v {
+                    None if required => Err(format!("{name} is NULL")),
+                    None => Ok(None),
+                    Some(s) => match s.trim().parse::<i64>() {
+                        Ok(n) if n < 0 => Err(format!("{name} is negative ({n})")),
+                        Ok(n) => Ok(Some(n)),
+                        Err(_) => Err(format!("{name} {s:?} is not a whole number")),
+                    },
+                }
+            };
         let expected_rows = count(&self.expected_rows, "expected_rows", true)?.unwrap_or(0);
         let rejected_rows = count(&self.rejected_rows, "rejected_rows", false)?.unwrap_or(0);
         let skipped_rows = count(&self.skipped_rows, "skipped_rows", false)?.unwrap_or(0);
@@ -424,7 +427,9 @@ mod tests {
             let err = raw.validate("import_audit", "contacts".into()).unwrap_err();
             assert!(err.contains(reason), "{err:?} should contain {reason:?}");
         }
-        let ok = row().validate("import_audit", "public.contacts".into()).unwrap();
+        let ok = row()
+            .validate("import_audit", "public.contacts".into())
+            .unwrap();
         assert_eq!(ok.expected_net(), 100);
         assert_eq!(ok.id_column, "import_id");
     }

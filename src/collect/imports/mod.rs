@@ -95,8 +95,7 @@ impl Imports {
         let now = Instant::now();
         let mut seen = HashSet::new();
         let mut targets: HashMap<String, Result<Option<Target>, String>> = HashMap::new();
-        let mut columns: HashMap<(u32, String), Result<Option<IdColumn>, String>> =
-            HashMap::new();
+        let mut columns: HashMap<(u32, String), Result<Option<IdColumn>, String>> = HashMap::new();
         let window = self.config.recheck_window.as_secs_f64();
         let limit = i64::try_from(self.config.max_imports).unwrap_or(i64::MAX);
 
@@ -116,7 +115,15 @@ impl Imports {
                 let (id, status) = raw.id_and_status();
                 seen.insert((name.clone(), id.clone()));
                 let checked = self
-                    .check(ctx, &name, &raw, &mut targets, &mut columns, &mut at_risk, now)
+                    .check(
+                        ctx,
+                        &name,
+                        &raw,
+                        &mut targets,
+                        &mut columns,
+                        &mut at_risk,
+                        now,
+                    )
                     .await;
                 let verdict = match checked {
                     Ok(v) => v,
@@ -209,8 +216,14 @@ impl Imports {
         }
         let counting = self.reconciler.needs_count(&record, now);
         if counting {
-            match audit::count_rows(client, &target, &record.id_column, &column, &record.import_id)
-                .await
+            match audit::count_rows(
+                client,
+                &target,
+                &record.id_column,
+                &column,
+                &record.import_id,
+            )
+            .await
             {
                 Ok(n) => facts.committed_rows = Some(n),
                 Err(e) => {
@@ -248,14 +261,22 @@ impl Imports {
 
     fn snapshot(&self, report: &ImportsReport) -> Snapshot {
         let mut snap = Snapshot::default();
-        snap.set(&metrics::IMPORT_AUDIT_TABLES, report.audit_tables.len() as f64);
+        snap.set(
+            &metrics::IMPORT_AUDIT_TABLES,
+            report.audit_tables.len() as f64,
+        );
         for (result, n) in &self.checks {
-            snap.push(&metrics::IMPORT_CHECKS, vec![(*result).to_owned()], *n as f64);
+            snap.push(
+                &metrics::IMPORT_CHECKS,
+                vec![(*result).to_owned()],
+                *n as f64,
+            );
         }
-        let mut by_status: BTreeMap<&str, u64> = ["pending", "running", "committed", "failed", "cancelled"]
-            .into_iter()
-            .map(|s| (s, 0))
-            .collect();
+        let mut by_status: BTreeMap<&str, u64> =
+            ["pending", "running", "committed", "failed", "cancelled"]
+                .into_iter()
+                .map(|s| (s, 0))
+                .collect();
         let mut by_verdict: BTreeMap<&str, u64> =
             Verdict::ALL.iter().map(|v| (v.as_str(), 0)).collect();
         let mut missing: BTreeMap<&str, i64> = BTreeMap::new();
@@ -275,10 +296,18 @@ impl Imports {
             snap.push(&metrics::IMPORTS, vec![status.to_owned()], n as f64);
         }
         for (verdict, n) in by_verdict {
-            snap.push(&metrics::IMPORT_VERDICTS, vec![verdict.to_owned()], n as f64);
+            snap.push(
+                &metrics::IMPORT_VERDICTS,
+                vec![verdict.to_owned()],
+                n as f64,
+            );
         }
         for (table, n) in missing {
-            snap.push(&metrics::IMPORT_MISSING_ROWS, vec![table.to_owned()], n as f64);
+            snap.push(
+                &metrics::IMPORT_MISSING_ROWS,
+                vec![table.to_owned()],
+                n as f64,
+            );
         }
         for (table, at) in &self.last_verified {
             snap.push(&metrics::IMPORT_LAST_VERIFIED, vec![table.clone()], *at);

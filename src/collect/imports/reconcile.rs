@@ -631,7 +631,10 @@ mod tests {
         rec.rejected_rows = 7;
         rec.skipped_rows = 3;
         rec.reported_rows = Some(990);
-        assert_eq!(r.judge(&rec, counted(990), Instant::now()).verdict, Verdict::Ok);
+        assert_eq!(
+            r.judge(&rec, counted(990), Instant::now()).verdict,
+            Verdict::Ok
+        );
     }
 
     #[test]
@@ -668,7 +671,10 @@ mod tests {
         );
         let later = t0 + Duration::from_secs(61);
         assert!(r.needs_count(&rec, later));
-        assert_eq!(r.judge(&rec, counted(40), later).verdict, Verdict::Confirming);
+        assert_eq!(
+            r.judge(&rec, counted(40), later).verdict,
+            Verdict::Confirming
+        );
         // A discrepancy is counted every poll until it resolves.
         assert!(r.needs_count(&rec, later));
         let v = r.judge(&rec, counted(40), later);

@@ -116,7 +116,13 @@ mod tests {
 
     #[test]
     fn mass_delete() {
-        let ch = TableChange::between("t", 15.0, c(10_000, 0, 10_000, 0), c(1_000, 9_000, 10_000, 9_000)).unwrap();
+        let ch = TableChange::between(
+            "t",
+            15.0,
+            c(10_000, 0, 10_000, 0),
+            c(1_000, 9_000, 10_000, 9_000),
+        )
+        .unwrap();
         assert_eq!(ch.lost(), 9_000);
         assert_eq!(ch.lost_ratio(), 0.9);
         assert_eq!(ch.drop_cause(), "DELETE");
@@ -125,18 +131,21 @@ mod tests {
 
     #[test]
     fn truncate_counts_no_deletes() {
-        let ch = TableChange::between("t", 15.0, c(5_000, 10, 5_000, 0), c(0, 0, 5_000, 0)).unwrap();
+        let ch =
+            TableChange::between("t", 15.0, c(5_000, 10, 5_000, 0), c(0, 0, 5_000, 0)).unwrap();
         assert_eq!(ch.lost(), 5_000);
         assert_eq!(ch.drop_cause(), "TRUNCATE");
     }
 
     #[test]
     fn rolled_back_insert() {
-        let ch = TableChange::between("t", 15.0, c(100, 0, 100, 0), c(100, 10_000, 10_100, 0)).unwrap();
+        let ch =
+            TableChange::between("t", 15.0, c(100, 0, 100, 0), c(100, 10_000, 10_100, 0)).unwrap();
         assert_eq!(ch.rolled_back_inserts(), 10_000);
         assert_eq!(ch.lost(), 0);
         // A committed insert is not rolled back.
-        let ch = TableChange::between("t", 15.0, c(100, 0, 100, 0), c(10_100, 0, 10_100, 0)).unwrap();
+        let ch =
+            TableChange::between("t", 15.0, c(100, 0, 100, 0), c(10_100, 0, 10_100, 0)).unwrap();
         assert_eq!(ch.rolled_back_inserts(), 0);
     }
 

@@ -133,7 +133,11 @@ impl ExactCounter {
 
 /// `count(*)` of `quoted` (an already quoted name) under its own statement timeout. Returns the
 /// server-quoted `schema.table` with the count.
-async fn count(client: &Client, quoted: &str, timeout: Duration) -> Result<(String, ExactCount), String> {
+async fn count(
+    client: &Client,
+    quoted: &str,
+    timeout: Duration,
+) -> Result<(String, ExactCount), String> {
     let started = Instant::now();
     client
         .batch_execute(&format!(

@@ -2,7 +2,9 @@
 //! the per-interval changes that reveal lost rows.
 //!
 //! Estimates come from one query over `pg_stat_user_tables` and `pg_class`: no table is
-//! scanned. Tables are filtered by `include`/`exclude` globs over `schema.table` and capped at
+//! scanned or even locked. Sizes come from `relpages` (as of the last vacuum or analyze) rather
+//! than `pg_total_relation_size`, which takes a lock on every table and would make the whole
+//! query queue behind one `ALTER TABLE` or `TRUNCATE`. Tables are filtered by `include`/`exclude` globs over `schema.table` and capped at
 //! `max_tables`, largest first; `pgvigil_tables_omitted` says how many the cap cut off.
 //! Exact counts ([`exact`]) run on their own schedule under their own timeout.
 //! [`changes`] compares each table with the previous poll: a mass `DELETE`, a `TRUNCATE` and a
@@ -30,13 +32,17 @@ const TABLES_SQL: &str = "
 SELECT format('%I.%I', s.schemaname, s.relname),
        s.schemaname::text, s.relname::text,
        s.n_live_tup, s.n_dead_tup, c.reltuples::float8,
-       coalesce(pg_total_relation_size(s.relid), 0),
+       ((c.relpages::int8 + coalesce(t.relpages, 0)
+         + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                      WHERE x.indrelid = s.relid), 0))
+        * current_setting('block_size')::int8)::int8,
        s.n_tup_ins, s.n_tup_upd, s.n_tup_del,
        extract(epoch FROM s.last_vacuum)::float8,
        extract(epoch FROM s.last_autovacuum)::float8,
        extract(epoch FROM s.last_analyze)::float8,
        extract(epoch FROM s.last_autoanalyze)::float8
   FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+  LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
  ORDER BY 7 DESC, 1";
 
 /// One table's statistics.
@@ -50,7 +56,7 @@ pub struct TableStats {
     pub dead_rows: i64,
     /// `reltuples`.
     pub reltuples: f64,
-    /// `pg_total_relation_size`.
+    /// Table, TOAST and index pages × block size, as of the last vacuum or analyze.
     pub size_bytes: i64,
     /// The last exact count, for allow-listed tables.
     pub exact_rows: Option<i64>,
@@ -195,7 +201,11 @@ impl Tables {
             stats.exact_rows = self.exact.results.get(&stats.table).map(|c| c.rows);
         }
         for (table, c) in &self.exact.results {
-            snap.push(&metrics::TABLE_EXACT_ROWS, vec![table.clone()], c.rows as f64);
+            snap.push(
+                &metrics::TABLE_EXACT_ROWS,
+                vec![table.clone()],
+                c.rows as f64,
+            );
             snap.push(
                 &metrics::TABLE_EXACT_COUNT_TIMESTAMP,
                 vec![table.clone()],
@@ -210,7 +220,11 @@ impl Tables {
         if !self.config.exact_count_tables.is_empty() {
             for result in ["ok", "error", "skipped"] {
                 let n = self.exact.outcomes.get(result).copied().unwrap_or(0);
-                snap.push(&metrics::TABLE_EXACT_COUNTS, vec![result.to_owned()], n as f64);
+                snap.push(
+                    &metrics::TABLE_EXACT_COUNTS,
+                    vec![result.to_owned()],
+                    n as f64,
+                );
             }
         }
         snap.set(&metrics::TABLES_EXPORTED, report.tables.len() as f64);
