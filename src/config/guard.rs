@@ -408,6 +408,60 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, LibpqEnv};
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::parse(
+            std::path::Path::new("pgvigil.toml"),
+            &format!("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n{extra}"),
+            &LibpqEnv::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn guard_sections_parse_with_defaults_and_mappings() {
+        let cfg = parse("").unwrap();
+        let t = &cfg.targets[0];
+        assert_eq!(t.tables.max_tables, 300);
+        assert!(t.imports.audit_tables.is_empty());
+        assert_eq!(t.imports.grace_period, Duration::from_secs(10));
+
+        let cfg = parse(
+            "[targets.tables]\nexact_count_tables = [\"crm.contacts\"]\n\
+             [targets.imports]\ngrace_period = \"2s\"\n\
+             [[targets.imports.audit_tables]]\ntable = \"etl.batches\"\n\
+             [targets.imports.audit_tables.columns]\nimport_id = \"batch\"\nxact_id = \"\"\n",
+        )
+        .unwrap();
+        let t = &cfg.targets[0];
+        assert_eq!(
+            t.tables.exact_count_tables[0].quoted(),
+            "\"crm\".\"contacts\""
+        );
+        let audit = &t.imports.audit_tables[0];
+        assert_eq!(audit.table.to_string(), "etl.batches");
+        assert_eq!(audit.columns.import_id.as_str(), "batch");
+        assert_eq!(audit.columns.xact_id, None);
+        assert_eq!(audit.columns.status.as_str(), "status");
+    }
+
+    #[test]
+    fn guard_mistakes_are_located_and_explained() {
+        let err = parse("[targets.tables]\nmax_tables = 0\n").unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:5:14: max_tables = 0 must be a positive"),
+            "{err}"
+        );
+        let err = parse("[targets.imports]\n[[targets.imports.audit_tables]]\ntable = \"a.b.c\"\n")
+            .unwrap_err();
+        assert!(err.contains("write \"table\" or \"schema.table\""), "{err}");
+        let err = parse("[[targets.imports.audit_tables]]\ntable = \"t\"\n[targets.imports.audit_tables.columns]\nimport_idd = \"x\"\n")
+            .unwrap_err();
+        assert!(err.contains("did you mean `import_id`"), "{err}");
+        let err = parse("[targets.imports]\ngrace_period = \"1ms\"\n").unwrap_err();
+        assert!(err.contains("too short"), "{err}");
+    }
 
     #[test]
     fn identifiers_are_quoted_never_spliced() {
