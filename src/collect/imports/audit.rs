@@ -436,9 +436,11 @@ mod tests {
 
     #[test]
     fn mapped_columns_are_quoted_and_missing_ones_are_null() {
-        let mut columns = AuditColumns::default();
-        columns.import_id = Ident::new("Batch Id").unwrap();
-        columns.xact_id = None;
+        let columns = AuditColumns {
+            import_id: Ident::new("Batch Id").unwrap(),
+            xact_id: None,
+            ..AuditColumns::default()
+        };
         let table = AuditTableConfig {
             table: QualifiedName::parse("etl.batches").unwrap(),
             columns,

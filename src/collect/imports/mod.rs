@@ -320,9 +320,10 @@ fn audit_table_problem(source: &AuditTableConfig, e: &tokio_postgres::Error) -> 
     use tokio_postgres::error::SqlState;
     let table = &source.table;
     let fix = match e.code() {
-        Some(c) if *c == SqlState::UNDEFINED_TABLE => format!(
+        Some(c) if *c == SqlState::UNDEFINED_TABLE => {
             "create it (deploy/sql/import_audit.sql) or fix `table` in [[targets.imports.audit_tables]]"
-        ),
+                .to_owned()
+        }
         Some(c) if *c == SqlState::UNDEFINED_COLUMN => {
             "map the app's column names with [targets.imports.audit_tables.columns]".to_owned()
         }
