@@ -506,3 +506,58 @@ async fn daemon_serves_verdicts_on_the_api_the_status_page_and_metrics() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn shipped_ddl_and_least_privilege_role_are_enough() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("grants");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |f: &str| std::fs::read_to_string(root.join("deploy/sql").join(f)).unwrap();
+    cluster.psql(&db, CONTACTS);
+    cluster.psql(&db, &read("import_audit.sql"));
+    cluster.psql(&db, &read("monitoring_role.sql"));
+    cluster.psql(&db, "GRANT SELECT ON contacts TO pgvigil");
+    let dsn = cluster.dsn(&db);
+    let audit = connect(&dsn).await;
+    let ok = import_correctly(&dsn, &audit, "good.csv", 700).await;
+    let short = import_partially(&dsn, &audit, 700, 70).await;
+
+    let monitoring_dsn = format!(
+        "{} user=pgvigil password=change-me",
+        dsn.split_whitespace()
+            .filter(|kv| !kv.starts_with("user=") && !kv.starts_with("password="))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut p = Poller::new(&monitoring_dsn, |t| {
+        t.imports.grace_period = Duration::ZERO;
+        t.tables.exact_count_tables =
+            vec![pgvigil::config::QualifiedName::parse("contacts").unwrap()];
+    })
+    .await;
+    p.poll().await;
+    let obs = p.poll().await;
+    assert_eq!(verdict(&obs, &ok).verdict, Verdict::Ok);
+    let v = verdict(&obs, &short);
+    assert_eq!(v.verdict, Verdict::Shortfall);
+    assert_eq!(v.missing_rows, Some(630));
+    let contacts = obs
+        .tables
+        .as_ref()
+        .unwrap()
+        .tables
+        .iter()
+        .find(|t| t.table == "public.contacts")
+        .unwrap();
+    assert_eq!(contacts.exact_rows, Some(770));
+    // The role cannot write, even by mistake.
+    let err = p
+        .client
+        .batch_execute("INSERT INTO contacts (email) VALUES ('x')")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("read-only") || err.code().is_some(),
+        "{err}"
+    );
+}

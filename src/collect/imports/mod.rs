@@ -206,15 +206,19 @@ impl Imports {
         }
 
         let mut facts = Facts::default();
+        let counting = self.reconciler.needs_count(&record, now);
+        // A verified import's transaction is not asked about again: one query per import that
+        // is still open to doubt, not per import in the window.
+        let in_doubt = matches!(record.status, AuditStatus::Pending | AuditStatus::Running)
+            || (record.status == AuditStatus::Committed && counting);
         if let Some(xid) = record.xact_id {
-            if record.status != AuditStatus::Failed && record.status != AuditStatus::Cancelled {
+            if in_doubt {
                 facts.xact_status = audit::xact_status(client, xid)
                     .await
                     .as_deref()
                     .and_then(reconcile::XactStatus::parse);
             }
         }
-        let counting = self.reconciler.needs_count(&record, now);
         if counting {
             match audit::count_rows(
                 client,
