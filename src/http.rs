@@ -88,10 +88,11 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
             }
         }
         "/api/v1/targets" => json(&shared.status.targets()),
+        "/api/v1/imports" => json(&imports_api(shared)),
         "/" => html(status_page(shared)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics, /healthz, /readyz, /api/v1/targets or /\n",
+            "not found; try /metrics, /healthz, /readyz, /api/v1/targets, /api/v1/imports or /\n",
         ),
     }
 }
@@ -252,8 +253,73 @@ fn status_page(shared: &Shared) -> String {
         page.push_str(&rows);
         page.push_str("</table>");
     }
+    imports_section(&mut page, shared);
     page.push_str("<p><a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/targets\">/api/v1/targets</a></p></body></html>");
     page
+}
+
+/// `/api/v1/imports`: every target's latest import verdicts, with their numbers.
+fn imports_api(shared: &Shared) -> serde_json::Value {
+    let mut targets = serde_json::Map::new();
+    for (target, obs) in shared.latest_observations() {
+        let value = match &obs.imports {
+            Some(report) => serde_json::to_value(report).unwrap_or_default(),
+            None => serde_json::Value::Null,
+        };
+        targets.insert(target, value);
+    }
+    serde_json::json!({ "targets": targets })
+}
+
+/// The status page's imports section: problems first, then each import's verdict.
+fn imports_section(page: &mut String, shared: &Shared) {
+    use crate::collect::imports::reconcile::Verdict;
+    page.push_str("<h2>Imports</h2>");
+    let mut rows = String::new();
+    let mut problems = String::new();
+    for (target, obs) in shared.latest_observations() {
+        let Some(report) = &obs.imports else {
+            continue;
+        };
+        for p in &report.problems {
+            let _ = write!(problems, "<li>{}: {}</li>", escape(&target), escape(p));
+        }
+        for v in &report.imports {
+            let class = match v.verdict {
+                Verdict::Ok | Verdict::Running | Verdict::Failed => "up",
+                Verdict::Confirming | Verdict::Unknown => "starting",
+                _ => "down",
+            };
+            let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&target),
+                escape(&v.import_id),
+                escape(v.target_table.as_deref().unwrap_or("")),
+                escape(v.source_name.as_deref().unwrap_or("")),
+                escape(&v.status),
+                v.verdict.as_str(),
+                num(v.expected_rows),
+                num(v.rejected_rows.zip(v.skipped_rows).map(|(r, s)| r + s)),
+                num(v.committed_rows),
+                num(v.missing_rows),
+                num(v.reported_rows),
+                escape(v.reason.as_deref().unwrap_or("")),
+            );
+        }
+    }
+    if !problems.is_empty() {
+        let _ = write!(page, "<ul class=\"down\">{problems}</ul>");
+    }
+    if rows.is_empty() {
+        page.push_str("<p>No imports recorded in the audit tables.</p>");
+    } else {
+        page.push_str("<table><tr><th>target</th><th>import</th><th>table</th><th>source</th><th>audit status</th><th>verdict</th><th>expected</th><th>rejected+skipped</th><th>committed</th><th>missing</th><th>reported</th><th>why</th></tr>");
+        page.push_str(&rows);
+        page.push_str("</table>");
+    }
+    page.push_str("<p><a href=\"/api/v1/imports\">/api/v1/imports</a></p>");
 }
 
 #[cfg(test)]

@@ -351,6 +351,152 @@ metric!(
     "Where a PgBouncer database points: the server database name, host and port; always 1."
 );
 
+// --- tables: estimates, exact counts (collector "tables") ---------------------------------
+
+metric!(
+    TABLE_LIVE_ROWS,
+    Gauge,
+    "pgvigil_table_live_rows",
+    ["target", "table"],
+    "Estimated live rows of a table (pg_stat_user_tables.n_live_tup)."
+);
+metric!(
+    TABLE_DEAD_ROWS,
+    Gauge,
+    "pgvigil_table_dead_rows",
+    ["target", "table"],
+    "Estimated dead rows of a table (n_dead_tup): deleted, updated or rolled back, not yet vacuumed."
+);
+metric!(
+    TABLE_RELTUPLES,
+    Gauge,
+    "pgvigil_table_reltuples",
+    ["target", "table"],
+    "The planner's row estimate of a table (pg_class.reltuples) as of its last vacuum or analyze; -1 if never."
+);
+metric!(
+    TABLE_SIZE,
+    Gauge,
+    "pgvigil_table_size_bytes",
+    ["target", "table"],
+    "Size of a table with its indexes and TOAST, from relpages as of its last vacuum or analyze (taken without locking the table)."
+);
+metric!(
+    TABLE_INSERTED,
+    Counter,
+    "pgvigil_table_rows_inserted_total",
+    ["target", "table"],
+    "Rows inserted into a table, including inserts later rolled back (n_tup_ins)."
+);
+metric!(
+    TABLE_UPDATED,
+    Counter,
+    "pgvigil_table_rows_updated_total",
+    ["target", "table"],
+    "Rows updated in a table (n_tup_upd)."
+);
+metric!(
+    TABLE_DELETED,
+    Counter,
+    "pgvigil_table_rows_deleted_total",
+    ["target", "table"],
+    "Rows deleted from a table (n_tup_del); TRUNCATE is not counted here."
+);
+metric!(
+    TABLE_LAST_MAINTENANCE,
+    Gauge,
+    "pgvigil_table_last_maintenance_timestamp_seconds",
+    ["target", "table", "operation"],
+    "Unix time of a table's last vacuum, autovacuum, analyze or autoanalyze (operation label); absent if never."
+);
+metric!(
+    TABLES_EXPORTED,
+    Gauge,
+    "pgvigil_tables_exported",
+    ["target"],
+    "User tables whose statistics are exported after the include and exclude filters and the max_tables cap."
+);
+metric!(
+    TABLES_OMITTED,
+    Gauge,
+    "pgvigil_tables_omitted",
+    ["target"],
+    "User tables matching the filters but cut off by max_tables (the smallest ones); raise max_tables to see them."
+);
+metric!(
+    TABLE_EXACT_ROWS,
+    Gauge,
+    "pgvigil_table_exact_rows",
+    ["target", "table"],
+    "Rows of an allow-listed table by an exact count(*), as of the last successful count."
+);
+metric!(
+    TABLE_EXACT_COUNT_TIMESTAMP,
+    Gauge,
+    "pgvigil_table_exact_count_timestamp_seconds",
+    ["target", "table"],
+    "Unix time of the last successful exact count of an allow-listed table."
+);
+metric!(
+    TABLE_EXACT_COUNT_DURATION,
+    Gauge,
+    "pgvigil_table_exact_count_duration_seconds",
+    ["target", "table"],
+    "How long the last exact count of an allow-listed table took."
+);
+metric!(
+    TABLE_EXACT_COUNTS,
+    Counter,
+    "pgvigil_table_exact_counts_total",
+    ["target", "result"],
+    "Exact counts by result: ok, error (timeout, permission), skipped (over budget or a run would overlap)."
+);
+
+// --- imports: audit-table reconciliation (collector "imports") ----------------------------
+
+metric!(
+    IMPORT_AUDIT_TABLES,
+    Gauge,
+    "pgvigil_import_audit_tables",
+    ["target"],
+    "Import audit tables being read (configured, or found by the name import_audit); 0 means no import is checked."
+);
+metric!(
+    IMPORT_CHECKS,
+    Counter,
+    "pgvigil_import_checks_total",
+    ["target", "result"],
+    "Reconciliations of committed imports against their target tables, by verdict (ok, shortfall, surplus, mismatch, confirming, unknown, invalid)."
+);
+metric!(
+    IMPORTS,
+    Gauge,
+    "pgvigil_imports",
+    ["target", "status"],
+    "Imports in the audit tables that are running or finished within the re-check window, by audit status."
+);
+metric!(
+    IMPORT_VERDICTS,
+    Gauge,
+    "pgvigil_import_verdicts",
+    ["target", "verdict"],
+    "Imports by pgvigil's current verdict (ok, shortfall, surplus, mismatch, stalled, aborted, invalid, running, confirming, failed, unknown)."
+);
+metric!(
+    IMPORT_MISSING_ROWS,
+    Gauge,
+    "pgvigil_import_missing_rows",
+    ["target", "table"],
+    "Rows missing from a target table over its confirmed import shortfalls: expected minus rejected minus skipped minus committed."
+);
+metric!(
+    IMPORT_LAST_VERIFIED,
+    Gauge,
+    "pgvigil_import_last_verified_timestamp_seconds",
+    ["target", "table"],
+    "Unix time an import into the table was last counted and found complete."
+);
+
 /// Every metric pgvigil can export. Order is the order of the README reference.
 pub const ALL: &[&MetricDef] = &[
     &BUILD_INFO,
@@ -391,6 +537,28 @@ pub const ALL: &[&MetricDef] = &[
     &PGBOUNCER_DB_PAUSED,
     &PGBOUNCER_DB_DISABLED,
     &PGBOUNCER_DB_INFO,
+    // tables
+    &TABLE_LIVE_ROWS,
+    &TABLE_DEAD_ROWS,
+    &TABLE_RELTUPLES,
+    &TABLE_SIZE,
+    &TABLE_INSERTED,
+    &TABLE_UPDATED,
+    &TABLE_DELETED,
+    &TABLE_LAST_MAINTENANCE,
+    &TABLES_EXPORTED,
+    &TABLES_OMITTED,
+    &TABLE_EXACT_ROWS,
+    &TABLE_EXACT_COUNT_TIMESTAMP,
+    &TABLE_EXACT_COUNT_DURATION,
+    &TABLE_EXACT_COUNTS,
+    // imports
+    &IMPORT_AUDIT_TABLES,
+    &IMPORT_CHECKS,
+    &IMPORTS,
+    &IMPORT_VERDICTS,
+    &IMPORT_MISSING_ROWS,
+    &IMPORT_LAST_VERIFIED,
 ];
 
 /// Look a metric up by its exported name (including `_total`; histogram series suffixes are

@@ -206,6 +206,11 @@ pub(crate) trait Collects<Ctx: ?Sized>: Send {
     /// The `collector` label and snapshot key.
     fn name(&self) -> &'static str;
 
+    /// The longest one poll of this collector may take, given the source's default limit.
+    fn time_limit(&self, default: Duration) -> Duration {
+        default
+    }
+
     /// Poll once.
     fn collect<'a>(
         &'a mut self,
@@ -242,6 +247,7 @@ impl Recorder {
         for collector in collectors.iter_mut() {
             let collector_name = collector.name();
             let span = info_span!("poll", target = %name, collector = collector_name);
+            let limit = collector.time_limit(limit);
             let started = Instant::now();
             let result = timeout(limit, collector.collect(ctx, &mut observations))
                 .instrument(span)

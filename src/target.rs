@@ -3,6 +3,7 @@
 //! says how a PostgreSQL session is opened and which collectors run on it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
@@ -114,6 +115,10 @@ impl Source for Target {
 impl<'c> Collects<PollContext<'c>> for Box<dyn Collector> {
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    fn time_limit(&self, default: Duration) -> Duration {
+        (**self).time_limit(default)
     }
 
     fn collect<'a>(

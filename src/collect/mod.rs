@@ -7,7 +7,9 @@
 //! others go on.
 
 pub mod activity;
+pub mod imports;
 pub mod pgbouncer;
+pub mod tables;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,12 +53,23 @@ pub struct Observations {
     /// From a PgBouncer admin console (only for `[[pgbouncers]]` entries); a part is `None`
     /// when its collector failed.
     pub pgbouncer: Option<pgbouncer::PgbouncerReport>,
+    /// Table statistics and their changes since the previous poll; `None` when that collector
+    /// failed or is disabled.
+    pub tables: Option<tables::TablesReport>,
+    /// Import verdicts; `None` when that collector failed or is disabled.
+    pub imports: Option<imports::ImportsReport>,
 }
 
 /// One data source.
 pub trait Collector: Send + Sync {
     /// Stable name: the `collector` label and the key of its snapshot.
     fn name(&self) -> &'static str;
+
+    /// The longest one poll of this collector may take, given the target's default limit
+    /// (collectors that run their own longer statements extend it).
+    fn time_limit(&self, default: std::time::Duration) -> std::time::Duration {
+        default
+    }
 
     /// Poll once: return the metrics and fill this collector's part of `observations`.
     fn collect<'a>(
@@ -68,7 +81,16 @@ pub trait Collector: Send + Sync {
 
 /// The collectors a target runs, in poll order.
 pub fn for_target(target: &TargetConfig) -> Vec<Box<dyn Collector>> {
-    vec![Box::new(activity::Activity::new(&target.activity))]
+    let mut collectors: Vec<Box<dyn Collector>> =
+        vec![Box::new(activity::Activity::new(&target.activity))];
+    // The data-loss guard: table statistics, then import reconciliation.
+    if target.tables.enabled {
+        collectors.push(Box::new(tables::Tables::new(&target.tables)));
+    }
+    if target.imports.enabled {
+        collectors.push(Box::new(imports::Imports::new(&target.imports)));
+    }
+    collectors
 }
 
 /// Why a collector could not finish a poll.

@@ -7,6 +7,7 @@
 
 mod dsn;
 mod error;
+mod guard;
 mod pgbouncer;
 mod raw;
 
@@ -19,6 +20,9 @@ use toml::Spanned;
 
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
+pub use guard::{
+    AuditColumns, AuditTableConfig, Ident, ImportsConfig, QualifiedName, TablesConfig,
+};
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
 use raw::{HumanDuration, RawConfig, RawTarget};
@@ -89,6 +93,10 @@ pub struct TargetConfig {
     pub reconnect_max_backoff: Duration,
     /// `[targets.activity]`
     pub activity: ActivityConfig,
+    /// `[targets.tables]`
+    pub tables: TablesConfig,
+    /// `[targets.imports]`
+    pub imports: ImportsConfig,
 }
 
 /// `[targets.activity]`: the pg_stat_activity collector.
@@ -177,6 +185,8 @@ impl TargetConfig {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             activity: ActivityConfig::default(),
+            tables: TablesConfig::default(),
+            imports: ImportsConfig::default(),
         }
     }
 }
@@ -337,6 +347,8 @@ impl Validator<'_> {
             Duration::from_millis(100),
         )?;
         target.activity.application_names = raw.activity.application_names;
+        target.tables = self.tables(raw.tables)?;
+        target.imports = self.imports(raw.imports)?;
         Ok(target)
     }
 }

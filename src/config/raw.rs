@@ -67,6 +67,10 @@ pub(crate) struct RawTarget {
     pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub(crate) activity: RawActivity,
+    #[serde(default)]
+    pub(crate) tables: RawTables,
+    #[serde(default)]
+    pub(crate) imports: RawImports,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +92,66 @@ pub(crate) struct RawPgbouncer {
     pub(crate) connect_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) statement_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
+}
+
+// --- tables and imports (the data-loss guard) ------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTables {
+    pub(crate) enabled: Option<bool>,
+    #[serde(default)]
+    pub(crate) include: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) exclude: Vec<Spanned<String>>,
+    pub(crate) max_tables: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) exact_count_tables: Vec<Spanned<String>>,
+    pub(crate) exact_count_interval: Option<Spanned<HumanDuration>>,
+    pub(crate) exact_count_timeout: Option<Spanned<HumanDuration>>,
+    pub(crate) exact_count_budget: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImports {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) grace_period: Option<Spanned<HumanDuration>>,
+    pub(crate) recheck_window: Option<Spanned<HumanDuration>>,
+    pub(crate) recheck_interval: Option<Spanned<HumanDuration>>,
+    pub(crate) stall_after: Option<Spanned<HumanDuration>>,
+    pub(crate) max_duration: Option<Spanned<HumanDuration>>,
+    pub(crate) max_imports: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) audit_tables: Vec<Spanned<RawAuditTable>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuditTable {
+    pub(crate) table: Spanned<String>,
+    #[serde(default)]
+    pub(crate) columns: RawAuditColumns,
+}
+
+/// Column names of an audit table, for apps that keep their own schema. Unset = DESIGN.md's name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuditColumns {
+    pub(crate) import_id: Option<Spanned<String>>,
+    pub(crate) target_table: Option<Spanned<String>>,
+    pub(crate) id_column: Option<Spanned<String>>,
+    pub(crate) source_name: Option<Spanned<String>>,
+    pub(crate) expected_rows: Option<Spanned<String>>,
+    pub(crate) rejected_rows: Option<Spanned<String>>,
+    pub(crate) skipped_rows: Option<Spanned<String>>,
+    pub(crate) reported_rows: Option<Spanned<String>>,
+    pub(crate) xact_id: Option<Spanned<String>>,
+    pub(crate) status: Option<Spanned<String>>,
+    pub(crate) created_at: Option<Spanned<String>>,
+    pub(crate) heartbeat_at: Option<Spanned<String>>,
+    pub(crate) finished_at: Option<Spanned<String>>,
+    pub(crate) error_message: Option<Spanned<String>>,
 }
 
 /// A duration written the way people write them: `"15s"`, `"2m 30s"`, `"500ms"`.

@@ -9,6 +9,8 @@ mod activity;
 mod cli;
 mod deploy;
 mod endpoints;
+mod imports;
 mod lifecycle;
 mod pgbouncer;
 mod support;
+mod tables;

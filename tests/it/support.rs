@@ -232,3 +232,91 @@ pub async fn connect(dsn: &str) -> tokio_postgres::Client {
 pub fn pgvigil_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgvigil")
 }
+
+/// Drives collectors directly on a connection of its own, one poll per call, so tests can put
+/// database events exactly between polls and evaluate alert rules on what the collectors saw.
+pub struct Poller {
+    pub client: tokio_postgres::Client,
+    pub target: pgvigil::config::TargetConfig,
+    server: pgvigil::collect::ServerInfo,
+    collectors: Vec<Box<dyn pgvigil::collect::Collector>>,
+}
+
+impl Poller {
+    /// Collectors for `target` (name "main"), configured by `configure`.
+    pub async fn new(
+        dsn: &str,
+        configure: impl FnOnce(&mut pgvigil::config::TargetConfig),
+    ) -> Poller {
+        let connection = pgvigil::config::ConnectionSpec::parse(dsn, &LibpqEnv::default()).unwrap();
+        let mut target = pgvigil::config::TargetConfig::new("main", connection);
+        configure(&mut target);
+        let client = connect(dsn).await;
+        client
+            .batch_execute("SET statement_timeout = 5000; SET lock_timeout = 1000")
+            .await
+            .unwrap();
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        let server = pgvigil::collect::ServerInfo {
+            version_num: row.get(0),
+            version: row.get(1),
+            backend_pid: row.get(2),
+        };
+        Poller {
+            collectors: pgvigil::collect::for_target(&target),
+            client,
+            target,
+            server,
+        }
+    }
+
+    /// Poll every collector once; panics if one fails.
+    pub async fn poll(&mut self) -> pgvigil::collect::Observations {
+        let ctx = pgvigil::collect::PollContext {
+            client: &self.client,
+            target: &self.target,
+            server: &self.server,
+        };
+        let mut observations = pgvigil::collect::Observations {
+            up: true,
+            ..Default::default()
+        };
+        for c in &mut self.collectors {
+            if let Err(e) = c.collect(&ctx, &mut observations).await {
+                panic!("collector {} failed: {e}", c.name());
+            }
+        }
+        observations
+    }
+}
+
+/// Evaluate the rule `alertname` (default parameters) on one poll's observations.
+pub fn conditions(
+    alertname: &str,
+    observations: &pgvigil::collect::Observations,
+) -> Vec<pgvigil::alert::Condition> {
+    evaluate_with(alertname, &toml::Table::new(), observations)
+}
+
+/// Evaluate the rule `alertname` with parameters on one poll's observations.
+pub fn evaluate_with(
+    alertname: &str,
+    params: &toml::Table,
+    observations: &pgvigil::collect::Observations,
+) -> Vec<pgvigil::alert::Condition> {
+    let spec = pgvigil::alert::rules::RULES
+        .iter()
+        .find(|s| s.alertname == alertname)
+        .unwrap_or_else(|| panic!("no rule {alertname}"));
+    let rule = (spec.build)(params).unwrap();
+    match rule.evaluate("main", observations) {
+        pgvigil::alert::Evaluation::Holds(c) => c,
+        pgvigil::alert::Evaluation::Unknown => panic!("{alertname} evaluated to Unknown"),
+    }
+}

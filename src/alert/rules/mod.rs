@@ -13,6 +13,14 @@ mod pool_client_connections_near_limit;
 mod pool_clients_waiting;
 mod pool_max_wait_high;
 mod pool_saturated;
+// --- the data-loss guard's rules ---
+mod import_common;
+pub mod import_reported_mismatch;
+pub mod import_rolled_back;
+pub mod import_row_shortfall;
+pub mod import_stalled;
+pub mod rolled_back_inserts;
+pub mod table_rows_dropped;
 
 use std::time::Duration;
 
@@ -41,6 +49,13 @@ pub const RULES: &[RuleSpec] = &[
     pool_max_wait_high::SPEC,
     pool_saturated::SPEC,
     pool_client_connections_near_limit::SPEC,
+    // the data-loss guard
+    import_row_shortfall::SPEC,
+    import_reported_mismatch::SPEC,
+    import_stalled::SPEC,
+    import_rolled_back::SPEC,
+    table_rows_dropped::SPEC,
+    rolled_back_inserts::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.

@@ -1,0 +1,80 @@
+//! What the four import rules share: labels and the numbers in the annotations.
+
+use crate::alert::Condition;
+use crate::collect::Observations;
+use crate::collect::imports::ImportsReport;
+use crate::collect::imports::reconcile::{ImportVerdict, Verdict};
+
+/// The imports report, or `None` (→ `Evaluation::Unknown`) when it is missing.
+pub(super) fn report(observations: &Observations) -> Option<&ImportsReport> {
+    observations.imports.as_ref()
+}
+
+/// The verdicts of one kind.
+pub(super) fn with_verdict<'a>(
+    report: &'a ImportsReport,
+    verdicts: &'a [Verdict],
+) -> impl Iterator<Item = &'a ImportVerdict> + 'a {
+    report
+        .imports
+        .iter()
+        .filter(move |v| verdicts.contains(&v.verdict))
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A condition for one import: labels `datname`, `table`, `import_id`; every number as an
+/// annotation.
+pub(super) fn condition(
+    report: &ImportsReport,
+    v: &ImportVerdict,
+    summary: String,
+    description: String,
+) -> Condition {
+    let table = v.target_table.clone().unwrap_or_default();
+    let mut c = Condition::new(summary, description)
+        .label("datname", report.datname.clone())
+        .label("table", table.clone())
+        .label("import_id", v.import_id.clone())
+        .annotation("import_id", &v.import_id)
+        .annotation("audit_table", &v.audit_table)
+        .annotation("table", table)
+        .annotation("source", opt(v.source_name.clone()))
+        .annotation("status", &v.status)
+        .annotation("verdict", v.verdict.as_str())
+        .annotation("expected", opt(v.expected_rows))
+        .annotation("rejected", opt(v.rejected_rows))
+        .annotation("skipped", opt(v.skipped_rows))
+        .annotation("committed", opt(v.committed_rows))
+        .annotation("missing", v.missing_rows.unwrap_or(0))
+        .annotation("reported", opt(v.reported_rows));
+    if let Some(ratio) = v.committed_ratio() {
+        c = c.annotation("ratio", format!("{ratio:.4}"));
+    }
+    if let Some(xid) = v.xact_id {
+        c = c.annotation("xact_id", xid);
+    }
+    if let Some(status) = v.xact_status {
+        c = c.annotation("xact_status", status.as_str());
+    }
+    if let Some(reason) = &v.reason {
+        c = c.annotation("reason", reason);
+    }
+    if let Some(sql) = &v.confirm_sql {
+        c = c.annotation("sql", sql);
+    }
+    c
+}
+
+/// `import 1b4e… of contacts.csv into public.contacts`.
+pub(super) fn describe(v: &ImportVerdict) -> String {
+    format!(
+        "import {} of {} into {}",
+        v.import_id,
+        v.source_name.as_deref().unwrap_or("(no source)"),
+        v.target_table.as_deref().unwrap_or("(unknown table)")
+    )
+}

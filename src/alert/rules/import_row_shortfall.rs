@@ -1,0 +1,94 @@
+//! `ImportRowShortfall`: a committed import has fewer rows in its target table than it should.
+
+use serde::Deserialize;
+
+use super::{RuleSpec, import_common as common};
+use crate::alert::{Evaluation, Rule, Severity};
+use crate::collect::Observations;
+use crate::collect::imports::reconcile::Verdict;
+
+/// The rule's registration.
+pub(super) const SPEC: RuleSpec = RuleSpec {
+    alertname: "ImportRowShortfall",
+    default_severity: Severity::Critical,
+    default_for: std::time::Duration::ZERO,
+    fires_when: "a committed import has fewer rows in its target table than expected − rejected − skipped (confirmed by a second poll after `grace_period`); params `min_missing_rows` (1), `min_missing_ratio` (0.0)",
+    build,
+};
+
+/// Parameters of `[alerts.rules.ImportRowShortfall]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Ignore shortfalls of fewer rows than this.
+    pub min_missing_rows: i64,
+    /// Ignore shortfalls smaller than this share of the expected rows (0..1).
+    pub min_missing_ratio: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_missing_rows: 1,
+            min_missing_ratio: 0.0,
+        }
+    }
+}
+
+fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
+    let params: Params = super::params(table)?;
+    if params.min_missing_rows < 1 {
+        return Err("min_missing_rows must be at least 1".into());
+    }
+    if !(0.0..1.0).contains(&params.min_missing_ratio) {
+        return Err("min_missing_ratio must be between 0 and 1, e.g. 0.01 for 1%".into());
+    }
+    Ok(Box::new(ImportRowShortfall { params }))
+}
+
+/// The rule.
+#[derive(Debug)]
+pub struct ImportRowShortfall {
+    params: Params,
+}
+
+impl Rule for ImportRowShortfall {
+    fn alertname(&self) -> &'static str {
+        SPEC.alertname
+    }
+
+    fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
+        let Some(report) = common::report(observations) else {
+            return Evaluation::Unknown;
+        };
+        let conditions = common::with_verdict(report, &[Verdict::Shortfall])
+            .filter(|v| {
+                let missing = v.missing_rows.unwrap_or(0);
+                let ratio = 1.0 - v.committed_ratio().unwrap_or(0.0);
+                missing >= self.params.min_missing_rows && ratio >= self.params.min_missing_ratio
+            })
+            .map(|v| {
+                let missing = v.missing_rows.unwrap_or(0);
+                let expected = v.expected_rows.unwrap_or(0)
+                    - v.rejected_rows.unwrap_or(0)
+                    - v.skipped_rows.unwrap_or(0);
+                let pct = 100.0 * (1.0 - v.committed_ratio().unwrap_or(0.0));
+                common::condition(
+                    report,
+                    v,
+                    format!(
+                        "Import lost {missing} of {expected} rows ({pct:.1}%) in {} on {target}",
+                        v.target_table.as_deref().unwrap_or("?")
+                    ),
+                    format!(
+                        "{} is marked committed, but only {} of the {expected} expected rows are in the table: {missing} rows are missing. {}",
+                        common::describe(v),
+                        v.committed_rows.unwrap_or(0),
+                        v.reason.as_deref().unwrap_or("")
+                    ),
+                )
+            })
+            .collect();
+        Evaluation::Holds(conditions)
+    }
+}

@@ -1,0 +1,370 @@
+//! Import reconciliation: for every import an application records in an audit table, count the
+//! rows actually committed in its target table and say whether they are all there.
+//!
+//! * [`audit`] reads audit rows through the configured column mapping and looks up what the
+//!   checks need (target table, id column and its index, row counts, `pg_xact_status`).
+//! * [`reconcile`] is the pure verdict logic, with the grace period, the confirming second poll
+//!   and the re-check window.
+//!
+//! With no `[[targets.imports.audit_tables]]` configured, a table named `import_audit` in
+//! DESIGN.md's shape is found and watched. A broken audit table or a garbage row is reported
+//! (logged once, shown in the report and on the status page) and never stops the other checks.
+
+pub mod audit;
+pub mod reconcile;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tracing::warn;
+
+use self::audit::{IdColumn, RawRow, Target};
+use self::reconcile::{AuditStatus, Facts, ImportVerdict, Policy, Reconciler, Verdict};
+use super::{BoxFuture, CollectError, Collector, Observations, PollContext, describe_pg_error};
+use crate::config::{AuditTableConfig, ImportsConfig};
+use crate::metrics::{self, Snapshot};
+
+/// What the imports collector learnt in one poll.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImportsReport {
+    /// The database the imports live in (the `datname` alert label).
+    pub datname: String,
+    /// The audit tables read.
+    pub audit_tables: Vec<String>,
+    /// Every import the audit tables returned, newest first within each table.
+    pub imports: Vec<ImportVerdict>,
+    /// Audit tables that could not be read, and why.
+    pub problems: Vec<String>,
+}
+
+/// The imports collector.
+#[derive(Debug)]
+pub struct Imports {
+    config: ImportsConfig,
+    reconciler: Reconciler,
+    /// Verdict counts since start (a counter).
+    checks: BTreeMap<&'static str, u64>,
+    /// Unix time of the last complete import per target table.
+    last_verified: BTreeMap<String, f64>,
+    /// Problems already logged, so each is logged once.
+    logged: HashSet<String>,
+}
+
+impl Imports {
+    /// A collector for one target's `[targets.imports]`.
+    pub fn new(config: &ImportsConfig) -> Self {
+        Imports {
+            reconciler: Reconciler::new(Policy {
+                grace_period: config.grace_period,
+                recheck_interval: config.recheck_interval,
+                stall_after: config.stall_after,
+                max_duration: config.max_duration,
+            }),
+            config: config.clone(),
+            checks: BTreeMap::new(),
+            last_verified: BTreeMap::new(),
+            logged: HashSet::new(),
+        }
+    }
+
+    fn warn_once(&mut self, target: &str, message: String) {
+        if self.logged.insert(message.clone()) {
+            warn!(target = %target, "imports: {message}");
+        }
+    }
+
+    async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<ImportsReport, CollectError> {
+        let client = ctx.client;
+        let target_name = &ctx.target.name;
+        let datname: String = client
+            .query_one("SELECT current_database()::text", &[])
+            .await?
+            .try_get(0)?;
+        let sources = if self.config.audit_tables.is_empty() {
+            audit::discover(client).await?
+        } else {
+            self.config.audit_tables.clone()
+        };
+        let mut report = ImportsReport {
+            datname,
+            ..ImportsReport::default()
+        };
+        // One lock query per poll; only needed when something could be at risk.
+        let mut at_risk = None;
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        let mut targets: HashMap<String, Result<Option<Target>, String>> = HashMap::new();
+        let mut columns: HashMap<(u32, String), Result<Option<IdColumn>, String>> = HashMap::new();
+        let window = self.config.recheck_window.as_secs_f64();
+        let limit = i64::try_from(self.config.max_imports).unwrap_or(i64::MAX);
+
+        for source in sources {
+            let name = source.table.to_string();
+            let rows = match audit::read(client, &source, window, limit).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let problem = audit_table_problem(&source, &e);
+                    self.warn_once(target_name, problem.clone());
+                    report.problems.push(problem);
+                    continue;
+                }
+            };
+            report.audit_tables.push(name.clone());
+            for raw in rows {
+                let (id, status) = raw.id_and_status();
+                seen.insert((name.clone(), id.clone()));
+                let checked = self
+                    .check(
+                        ctx,
+                        &name,
+                        &raw,
+                        &mut targets,
+                        &mut columns,
+                        &mut at_risk,
+                        now,
+                    )
+                    .await;
+                let verdict = match checked {
+                    Ok(v) => v,
+                    Err(reason) => {
+                        if self.reconciler.first_invalid(&name, &id) {
+                            warn!(
+                                target = %target_name,
+                                audit_table = %name,
+                                import_id = %id,
+                                "imports: invalid audit row: {reason}"
+                            );
+                            *self.checks.entry(Verdict::Invalid.as_str()).or_default() += 1;
+                        }
+                        ImportVerdict::invalid(&name, &id, &status, reason)
+                    }
+                };
+                report.imports.push(verdict);
+            }
+        }
+        self.reconciler.retain(&seen);
+        Ok(report)
+    }
+
+    /// Resolve, count and judge one audit row; `Err` is the reason it is invalid.
+    #[allow(clippy::too_many_arguments)]
+    async fn check(
+        &mut self,
+        ctx: &PollContext<'_>,
+        audit_table: &str,
+        raw: &RawRow,
+        targets: &mut HashMap<String, Result<Option<Target>, String>>,
+        columns: &mut HashMap<(u32, String), Result<Option<IdColumn>, String>>,
+        at_risk: &mut Option<HashMap<u32, reconcile::AtRisk>>,
+        now: Instant,
+    ) -> Result<ImportVerdict, String> {
+        let client = ctx.client;
+        let table_name = raw
+            .target_table
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or("the target table is NULL or empty")?;
+        if !targets.contains_key(&table_name) {
+            let resolved = audit::resolve_table(client, &table_name).await;
+            targets.insert(table_name.clone(), resolved);
+        }
+        let target = match &targets[&table_name] {
+            Ok(Some(t)) => t.clone(),
+            Ok(None) => return Err(format!("the target table {table_name} does not exist")),
+            Err(e) => return Err(format!("the target table {table_name:?} is unusable: {e}")),
+        };
+        let record = raw.validate(audit_table, target.qualified.clone())?;
+        let column_key = (target.oid, record.id_column.clone());
+        if !columns.contains_key(&column_key) {
+            let info = audit::id_column(client, target.oid, &record.id_column).await;
+            columns.insert(column_key.clone(), info);
+        }
+        let column = match &columns[&column_key] {
+            Ok(Some(c)) => c.clone(),
+            Ok(None) => {
+                return Err(format!(
+                    "the target table {} has no column {:?} to count the import's rows by",
+                    target.qualified, record.id_column
+                ));
+            }
+            Err(e) => return Err(format!("cannot inspect {}: {e}", target.qualified)),
+        };
+        if !column.indexed {
+            self.warn_once(
+                &ctx.target.name,
+                format!(
+                    "{}.{} has no index, so every import check scans the whole table; create one: CREATE INDEX ON {} ({})",
+                    target.qualified,
+                    record.id_column,
+                    target.qualified,
+                    crate::config::Ident::new(&record.id_column)
+                        .map(|i| i.quoted())
+                        .unwrap_or_default()
+                ),
+            );
+        }
+
+        let mut facts = Facts::default();
+        let counting = self.reconciler.needs_count(&record, now);
+        // A verified import's transaction is not asked about again: one query per import that
+        // is still open to doubt, not per import in the window.
+        let in_doubt = matches!(record.status, AuditStatus::Pending | AuditStatus::Running)
+            || (record.status == AuditStatus::Committed && counting);
+        if let Some(xid) = record.xact_id {
+            if in_doubt {
+                facts.xact_status = audit::xact_status(client, xid)
+                    .await
+                    .as_deref()
+                    .and_then(reconcile::XactStatus::parse);
+            }
+        }
+        if counting {
+            match audit::count_rows(
+                client,
+                &target,
+                &record.id_column,
+                &column,
+                &record.import_id,
+            )
+            .await
+            {
+                Ok(n) => facts.committed_rows = Some(n),
+                Err(e) => {
+                    self.warn_once(
+                        &ctx.target.name,
+                        format!("cannot count the rows of {}: {e}", target.qualified),
+                    );
+                    facts.count_error = Some(e);
+                }
+            }
+        }
+        if at_risk.is_none() {
+            *at_risk = Some(audit::at_risk(client).await.unwrap_or_else(|e| {
+                warn!(target = %ctx.target.name, "imports: cannot read pg_locks: {}", describe_pg_error(&e));
+                HashMap::new()
+            }));
+        }
+        facts.at_risk = at_risk.as_ref().and_then(|m| m.get(&target.oid).cloned());
+
+        let mut verdict = self.reconciler.judge(&record, facts, now);
+        verdict.confirm_sql = Some(audit::confirm_sql(
+            &target.qualified,
+            &record.id_column,
+            &record.import_id,
+        ));
+        if counting {
+            *self.checks.entry(verdict.verdict.as_str()).or_default() += 1;
+            if verdict.verdict == Verdict::Ok {
+                self.last_verified
+                    .insert(target.qualified.clone(), unix_now());
+            }
+        }
+        Ok(verdict)
+    }
+
+    fn snapshot(&self, report: &ImportsReport) -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.set(
+            &metrics::IMPORT_AUDIT_TABLES,
+            report.audit_tables.len() as f64,
+        );
+        for (result, n) in &self.checks {
+            snap.push(
+                &metrics::IMPORT_CHECKS,
+                vec![(*result).to_owned()],
+                *n as f64,
+            );
+        }
+        let mut by_status: BTreeMap<&str, u64> =
+            ["pending", "running", "committed", "failed", "cancelled"]
+                .into_iter()
+                .map(|s| (s, 0))
+                .collect();
+        let mut by_verdict: BTreeMap<&str, u64> =
+            Verdict::ALL.iter().map(|v| (v.as_str(), 0)).collect();
+        let mut missing: BTreeMap<&str, i64> = BTreeMap::new();
+        for v in &report.imports {
+            if let Some(n) = by_status.get_mut(v.status.as_str()) {
+                *n += 1;
+            }
+            *by_verdict.entry(v.verdict.as_str()).or_default() += 1;
+            if let Some(table) = v.target_table.as_deref() {
+                let sum = missing.entry(table).or_default();
+                if v.verdict == Verdict::Shortfall {
+                    *sum += v.missing_rows.unwrap_or(0);
+                }
+            }
+        }
+        for (status, n) in by_status {
+            snap.push(&metrics::IMPORTS, vec![status.to_owned()], n as f64);
+        }
+        for (verdict, n) in by_verdict {
+            snap.push(
+                &metrics::IMPORT_VERDICTS,
+                vec![verdict.to_owned()],
+                n as f64,
+            );
+        }
+        for (table, n) in missing {
+            snap.push(
+                &metrics::IMPORT_MISSING_ROWS,
+                vec![table.to_owned()],
+                n as f64,
+            );
+        }
+        for (table, at) in &self.last_verified {
+            snap.push(&metrics::IMPORT_LAST_VERIFIED, vec![table.clone()], *at);
+        }
+        snap
+    }
+}
+
+fn audit_table_problem(source: &AuditTableConfig, e: &tokio_postgres::Error) -> String {
+    use tokio_postgres::error::SqlState;
+    let table = &source.table;
+    let fix = match e.code() {
+        Some(c) if *c == SqlState::UNDEFINED_TABLE => {
+            "create it (deploy/sql/import_audit.sql) or fix `table` in [[targets.imports.audit_tables]]"
+                .to_owned()
+        }
+        Some(c) if *c == SqlState::UNDEFINED_COLUMN => {
+            "map the app's column names with [targets.imports.audit_tables.columns]".to_owned()
+        }
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => format!(
+            "GRANT SELECT ON {} TO the pgvigil role (deploy/sql/monitoring_role.sql)",
+            table.quoted()
+        ),
+        _ => "check the audit table's definition against DESIGN.md".to_owned(),
+    };
+    format!(
+        "cannot read the audit table {table}: {}; {fix}",
+        describe_pg_error(e)
+    )
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+impl Collector for Imports {
+    fn name(&self) -> &'static str {
+        "imports"
+    }
+
+    fn collect<'a>(
+        &'a mut self,
+        ctx: &'a PollContext<'a>,
+        observations: &'a mut Observations,
+    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
+        Box::pin(async move {
+            let report = self.poll(ctx).await?;
+            let snapshot = self.snapshot(&report);
+            observations.imports = Some(report);
+            Ok(snapshot)
+        })
+    }
+}

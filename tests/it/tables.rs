@@ -1,0 +1,239 @@
+//! Table statistics against real PostgreSQL: a mass DELETE, a TRUNCATE and a rolled-back bulk
+//! insert are each recognised as what they are; exact counts and the table cap are exported.
+
+use std::time::Duration;
+
+use pgvigil::collect::Observations;
+use pgvigil_testkit::TestCluster;
+
+use crate::support::{Daemon, Poller, conditions, one_target};
+
+/// Poll until `alertname` holds (statistics reach the collector when the writing session
+/// reports them; `psql` exits right after, which flushes them).
+async fn poll_until_fired(
+    p: &mut Poller,
+    alertname: &str,
+) -> (Observations, Vec<pgvigil::alert::Condition>) {
+    for _ in 0..50 {
+        let obs = p.poll().await;
+        let fired = conditions(alertname, &obs);
+        if !fired.is_empty() {
+            return (obs, fired);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{alertname} never fired");
+}
+
+fn ann<'a>(c: &'a pgvigil::alert::Condition, key: &str) -> &'a str {
+    &c.annotations[key]
+}
+
+async fn setup(
+    prefix: &str,
+    configure: impl FnOnce(&mut pgvigil::config::TargetConfig),
+) -> (TestCluster, String, Poller) {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database(prefix);
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (id int, email text);
+         INSERT INTO contacts SELECT g, 'x' FROM generate_series(1, 10000) g;
+         CREATE TABLE small (id int); INSERT INTO small SELECT generate_series(1, 100);",
+    );
+    let p = Poller::new(&cluster.dsn(&db), configure).await;
+    (cluster, db, p)
+}
+
+#[tokio::test]
+async fn mass_delete_is_a_drop_caused_by_delete() {
+    let (cluster, db, mut p) = setup("delete", |_| {}).await;
+    let baseline = p.poll().await;
+    assert!(conditions("TableRowsDropped", &baseline).is_empty());
+    cluster.psql(
+        &db,
+        "DELETE FROM contacts WHERE id > 1000; DELETE FROM small",
+    );
+    let (obs, fired) = poll_until_fired(&mut p, "TableRowsDropped").await;
+    // `small` lost everything too, but is under the 1000-row floor.
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    let c = &fired[0];
+    assert_eq!(c.labels["table"], "public.contacts");
+    assert_eq!(c.labels["datname"], db);
+    assert_eq!(ann(c, "rows_before"), "10000");
+    assert_eq!(ann(c, "rows_after"), "1000");
+    assert_eq!(ann(c, "lost"), "9000");
+    assert_eq!(ann(c, "deleted"), "9000");
+    assert_eq!(ann(c, "cause"), "DELETE");
+    assert!(conditions("RolledBackInserts", &obs).is_empty());
+    // The next interval has no new loss: the alert resolves.
+    let obs = p.poll().await;
+    assert!(conditions("TableRowsDropped", &obs).is_empty());
+}
+
+#[tokio::test]
+async fn truncate_is_a_drop_without_deletes_confirmed_by_an_exact_count() {
+    let (cluster, db, mut p) = setup("truncate", |t| {
+        t.tables.exact_count_tables =
+            vec![pgvigil::config::QualifiedName::parse("contacts").unwrap()];
+    })
+    .await;
+    let first = p.poll().await;
+    let contacts = first
+        .tables
+        .as_ref()
+        .unwrap()
+        .tables
+        .iter()
+        .find(|t| t.table == "public.contacts")
+        .unwrap();
+    assert_eq!(contacts.exact_rows, Some(10_000));
+    cluster.psql(&db, "TRUNCATE contacts");
+    let (_, fired) = poll_until_fired(&mut p, "TableRowsDropped").await;
+    let c = &fired[0];
+    assert_eq!(ann(c, "cause"), "TRUNCATE");
+    assert_eq!(ann(c, "deleted"), "0");
+    assert_eq!(ann(c, "lost"), "10000");
+    assert_eq!(ann(c, "exact_count"), "0");
+}
+
+#[tokio::test]
+async fn rolled_back_bulk_insert_is_recognised() {
+    let (cluster, db, mut p) = setup("rollback", |_| {}).await;
+    p.poll().await;
+    cluster.psql(
+        &db,
+        "BEGIN; INSERT INTO contacts SELECT g, 'y' FROM generate_series(1, 5000) g; ROLLBACK;",
+    );
+    let (obs, fired) = poll_until_fired(&mut p, "RolledBackInserts").await;
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    let c = &fired[0];
+    assert_eq!(c.labels["table"], "public.contacts");
+    assert_eq!(ann(c, "inserted"), "5000");
+    assert_eq!(ann(c, "rolled_back"), "5000");
+    assert_eq!(ann(c, "live_after"), "10000");
+    assert!(conditions("TableRowsDropped", &obs).is_empty());
+
+    // A committed bulk insert is not a rollback.
+    cluster.psql(
+        &db,
+        "INSERT INTO contacts SELECT g, 'z' FROM generate_series(1, 5000) g",
+    );
+    for _ in 0..5 {
+        let obs = p.poll().await;
+        assert!(conditions("RolledBackInserts", &obs).is_empty());
+        assert!(conditions("TableRowsDropped", &obs).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn estimates_exact_counts_and_the_cap_are_exported() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("tables");
+    cluster.psql(
+        &db,
+        "CREATE TABLE big (id int); INSERT INTO big SELECT generate_series(1, 20000);
+         CREATE TABLE mid (id int); INSERT INTO mid SELECT generate_series(1, 2000);
+         CREATE TABLE tiny (id int); INSERT INTO tiny VALUES (1);
+         CREATE TABLE skip_me (id int);",
+    );
+    cluster.psql(&db, "ANALYZE");
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn(&db),
+        "[targets.tables]\nexclude = [\"public.skip_*\"]\nmax_tables = 2\nexact_count_tables = [\"public.mid\"]\nexact_count_interval = \"1h\"",
+    ))
+    .await;
+    let m = daemon
+        .wait_for("table statistics", Duration::from_secs(20), |m| {
+            m.value("pgvigil_table_exact_rows", &[("table", "public.mid")])
+                .map(|_| m.clone())
+        })
+        .await;
+    assert_eq!(
+        m.value("pgvigil_table_exact_rows", &[("table", "public.mid")]),
+        Some(2000.0)
+    );
+    assert_eq!(
+        m.value("pgvigil_table_live_rows", &[("table", "public.big")]),
+        Some(20000.0)
+    );
+    assert_eq!(
+        m.value("pgvigil_table_reltuples", &[("table", "public.big")]),
+        Some(20000.0)
+    );
+    assert!(
+        m.value("pgvigil_table_size_bytes", &[("table", "public.big")])
+            .unwrap()
+            > 500_000.0
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_table_rows_inserted_total",
+            &[("table", "public.mid")]
+        ),
+        Some(2000.0)
+    );
+    assert!(
+        m.value(
+            "pgvigil_table_last_maintenance_timestamp_seconds",
+            &[("table", "public.big"), ("operation", "analyze")]
+        )
+        .is_some()
+    );
+    // Two largest kept, `tiny` cut off by the cap, `skip_me` excluded.
+    assert_eq!(m.value("pgvigil_tables_exported", &[]), Some(2.0));
+    assert_eq!(m.value("pgvigil_tables_omitted", &[]), Some(1.0));
+    assert!(
+        m.value("pgvigil_table_live_rows", &[("table", "public.tiny")])
+            .is_none()
+    );
+    assert!(!m.text.contains("skip_me"));
+    // One exact round per hour: later polls skip nothing and repeat nothing.
+    assert_eq!(
+        m.value("pgvigil_table_exact_counts_total", &[("result", "ok")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("pgvigil_table_exact_counts_total", &[("result", "skipped")]),
+        Some(0.0)
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn exact_count_over_its_timeout_is_an_error_and_the_session_stays_usable() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("timeout");
+    cluster.psql(
+        &db,
+        "CREATE TABLE locked (id int); INSERT INTO locked VALUES (1);",
+    );
+    let holder = crate::support::connect(&cluster.dsn(&db)).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut p = Poller::new(&cluster.dsn(&db), |t| {
+        t.tables.exact_count_tables =
+            vec![pgvigil::config::QualifiedName::parse("locked").unwrap()];
+        t.tables.exact_count_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // lock_timeout (1s) would also end it; the count's own 300ms timeout comes first. Either
+    // way the poll finishes, the count is an error, and the imports collector still ran.
+    let obs = p.poll().await;
+    assert!(obs.imports.is_some());
+    let exact: Option<i64> = obs
+        .tables
+        .as_ref()
+        .unwrap()
+        .tables
+        .iter()
+        .find(|t| t.table == "public.locked")
+        .and_then(|t| t.exact_rows);
+    assert_eq!(exact, None);
+    let row = p.client.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}
