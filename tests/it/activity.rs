@@ -111,17 +111,26 @@ async fn connections_by_state_follow_sessions_and_allow_listed_names() {
     reading.batch_execute("BEGIN; SELECT 1").await.unwrap();
 
     let m = daemon
-        .wait_for("three idle billing sessions", WAIT, |m| {
-            let idle = m.value(
-                "pgvigil_connections",
-                &[
-                    ("datname", &db),
-                    ("state", "idle"),
-                    ("application_name", "billing"),
-                ],
-            )?;
-            (idle == 3.0).then(|| m.clone())
-        })
+        .wait_for(
+            "three idle billing sessions and the open transaction",
+            WAIT,
+            |m| {
+                let idle = m.value(
+                    "pgvigil_connections",
+                    &[
+                        ("datname", &db),
+                        ("state", "idle"),
+                        ("application_name", "billing"),
+                    ],
+                )?;
+                // A poll taken before the BEGIN reached the server would not show it yet.
+                let in_xact = m.sum(
+                    "pgvigil_connections",
+                    &[("datname", &db), ("state", "idle in transaction")],
+                );
+                (idle == 3.0 && in_xact == 1.0).then(|| m.clone())
+            },
+        )
         .await;
     // A read-only transaction is open but holds no writes.
     assert_eq!(
