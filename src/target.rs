@@ -184,7 +184,13 @@ impl Poller {
             s.consecutive_failures += 1;
             failures = s.consecutive_failures;
         });
-        self.shared.observe(&target.name, Observations::default());
+        self.shared.observe(
+            &target.name,
+            Observations {
+                down_reason: Some(error.to_owned()),
+                ..Observations::default()
+            },
+        );
         let now = Instant::now();
         if self
             .last_down_log

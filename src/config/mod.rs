@@ -5,6 +5,7 @@
 //! stage can trust what it gets. Every error names `FILE:LINE:COL`, what is wrong, and the fix.
 //! Every key, with its default, is documented in `config/pgvigil.example.toml`.
 
+mod alerts;
 mod dsn;
 mod error;
 mod raw;
@@ -16,6 +17,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+pub use alerts::{
+    AlertsConfig, DEFAULT_RESEND_INTERVAL, DEFAULT_RUNBOOK_BASE_URL, HttpAuth, HttpSinkConfig,
+    read_secret,
+};
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
 pub use raw::LogFormat;
@@ -36,6 +41,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The databases to watch.
     pub targets: Vec<TargetConfig>,
+    /// `[alerts]`: sinks and alert state (the rules are per target).
+    pub alerts: AlertsConfig,
 }
 
 /// `[server]`
@@ -84,6 +91,8 @@ pub struct TargetConfig {
     pub reconnect_max_backoff: Duration,
     /// `[targets.activity]`
     pub activity: ActivityConfig,
+    /// The enabled alert rules: `[alerts.rules.*]` overlaid with `[targets.alerts.*]`.
+    pub alerts: Vec<crate::alert::ConfiguredRule>,
 }
 
 /// `[targets.activity]`: the pg_stat_activity collector.
@@ -145,6 +154,7 @@ impl Config {
             },
             telemetry: TelemetryConfig::default(),
             targets: vec![TargetConfig::new("default", connection)],
+            alerts: AlertsConfig::default(),
         })
     }
 }
@@ -171,6 +181,7 @@ impl TargetConfig {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             activity: ActivityConfig::default(),
+            alerts: alerts::default_rules(),
         }
     }
 }
@@ -239,6 +250,7 @@ impl Validator<'_> {
                 "no [[targets]] defined; add one with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
             ));
         }
+        self.global_rules(&raw.alerts.rules)?;
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut targets = Vec::with_capacity(raw.targets.len());
         for target in raw.targets {
@@ -254,8 +266,9 @@ impl Validator<'_> {
                 ));
             }
             seen.insert(name.get_ref().clone(), name.span().start);
-            targets.push(self.target(target)?);
+            targets.push(self.target(target, &raw.alerts.rules)?);
         }
+        let alerts = self.alerts(raw.alerts)?;
 
         Ok(Config {
             server: ServerConfig { listen },
@@ -265,10 +278,15 @@ impl Validator<'_> {
             },
             telemetry,
             targets,
+            alerts,
         })
     }
 
-    fn target(&self, spanned: Spanned<RawTarget>) -> Result<TargetConfig, ConfigError> {
+    fn target(
+        &self,
+        spanned: Spanned<RawTarget>,
+        global_rules: &alerts::RawRuleTables,
+    ) -> Result<TargetConfig, ConfigError> {
         let span = spanned.span();
         let raw = spanned.into_inner();
         let name = raw.name.get_ref();
@@ -378,6 +396,7 @@ impl Validator<'_> {
             Duration::from_millis(100),
         )?;
         target.activity.application_names = raw.activity.application_names;
+        target.alerts = self.target_rules(global_rules, &raw.alerts)?;
         Ok(target)
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct RawConfig {
     pub(crate) telemetry: RawTelemetry,
     #[serde(default)]
     pub(crate) targets: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    pub(crate) alerts: super::alerts::RawAlerts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +67,8 @@ pub(crate) struct RawTarget {
     pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub(crate) activity: RawActivity,
+    #[serde(default)]
+    pub(crate) alerts: super::alerts::RawRuleTables,
 }
 
 #[derive(Debug, Default, Deserialize)]
