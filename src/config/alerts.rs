@@ -451,3 +451,155 @@ fn common(spec: &RuleSpec, params: &mut toml::Table) -> Result<Common, String> {
         for_,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, LibpqEnv};
+
+    const TARGET: &str = "[[targets]]\nname = \"main\"\ndsn = \"host=h\"\n";
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("pgvigil.toml"), text, &LibpqEnv::default())
+            .map_err(|e| e.to_string())
+    }
+
+    fn rule<'a>(cfg: &'a Config, name: &str) -> Option<&'a crate::alert::ConfiguredRule> {
+        cfg.targets[0].alerts.iter().find(|r| r.alertname == name)
+    }
+
+    #[test]
+    fn every_rule_is_on_by_default_with_the_log_sink() {
+        let cfg = parse(TARGET).unwrap();
+        assert_eq!(
+            cfg.targets[0].alerts.len(),
+            crate::alert::rules::RULES.len()
+        );
+        assert!(cfg.alerts.log);
+        assert!(cfg.alerts.alertmanagers.is_empty());
+        assert_eq!(
+            cfg.alerts.runbook_url("IdleInTransaction"),
+            "https://github.com/pgvigil/pgvigil/blob/main/docs/runbooks/IdleInTransaction.md"
+        );
+    }
+
+    #[test]
+    fn global_settings_and_per_target_overrides_merge() {
+        let text = format!(
+            "[alerts.rules.ConnectionsNearLimit]\nseverity = \"critical\"\nfor = \"30s\"\nwarning_ratio = 0.5\n\
+             [alerts.rules.LongRunningTransaction]\nenabled = false\n\
+             {TARGET}[targets.alerts.ConnectionsNearLimit]\nfor = \"10s\"\n\
+             [[targets]]\nname = \"b\"\ndsn = \"host=h\"\n[targets.alerts.LongRunningTransaction]\nenabled = true\n"
+        );
+        let cfg = parse(&text).unwrap();
+        let c = rule(&cfg, "ConnectionsNearLimit").unwrap();
+        assert_eq!(c.severity, crate::alert::Severity::Critical);
+        assert_eq!(c.for_, std::time::Duration::from_secs(10));
+        assert!(
+            c.rule
+                .describe_params()
+                .contains(&("warning_ratio", "0.5".into()))
+        );
+        assert!(rule(&cfg, "LongRunningTransaction").is_none());
+        assert!(
+            cfg.targets[1]
+                .alerts
+                .iter()
+                .any(|r| r.alertname == "LongRunningTransaction")
+        );
+    }
+
+    #[test]
+    fn bad_rule_config_is_a_located_error_with_the_fix() {
+        let cases = [
+            (
+                "[alerts.rules.IdleInTransactoin]\nmax_idle = \"1m\"\n".to_owned(),
+                "pgvigil.toml:1:15: unknown alert rule `IdleInTransactoin`; did you mean `IdleInTransaction`?",
+            ),
+            (
+                format!("{TARGET}[targets.alerts.ConectionsNearLimit]\nwarning_ratio = 0.5\n"),
+                "pgvigil.toml:4:17: unknown alert rule `ConectionsNearLimit`; did you mean `ConnectionsNearLimit`?",
+            ),
+            (
+                "[alerts.rules.ConnectionsNearLimit]\nwarning_ratio = -0.5\n".to_owned(),
+                "[ConnectionsNearLimit] warning_ratio = -0.5 is out of range",
+            ),
+            (
+                "[alerts.rules.IdleInTransaction]\nmax_idel = \"1m\"\n".to_owned(),
+                "unknown key `max_idel`; did you mean `max_idle`?",
+            ),
+            (
+                "[alerts.rules.IdleInTransaction]\nseverity = \"page\"\n".to_owned(),
+                "severity = \"page\" is not a severity",
+            ),
+            (
+                "[alerts.rules.IdleInTransaction]\nfor = 5\n".to_owned(),
+                "for = 5 has no unit",
+            ),
+            (
+                format!("{TARGET}[targets.alerts.ConnectionsNearLimit]\ncritical_ratio = 0.5\n"),
+                "pgvigil.toml:4:1: [ConnectionsNearLimit] critical_ratio (0.5) is below warning_ratio",
+            ),
+            (
+                "[[alerts.alertmanager]]\nurls = [\"https://am:9093\"]\n".to_owned(),
+                "uses https",
+            ),
+            (
+                "[[alerts.alertmanager]]\ntimeout = \"1s\"\n".to_owned(),
+                "has no receiver",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"http://x\"\nbearer_token_file = \"/nonexistent/token\"\n"
+                    .to_owned(),
+                "bearer_token_file: cannot read /nonexistent/token",
+            ),
+            (
+                "[alerts]\nresend_interval = \"10ms\"\n".to_owned(),
+                "resend_interval is too short",
+            ),
+        ];
+        for (text, needle) in cases {
+            let text = if text.contains("[[targets]]") {
+                text
+            } else {
+                format!("{text}{TARGET}")
+            };
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "expected {needle:?} in {err:?}\n{text}"
+            );
+            assert!(err.starts_with("pgvigil.toml:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn sinks_parse_with_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let text = format!(
+            "[alerts]\nstate_dir = \"/tmp/x\"\nexternal_url = \"http://pgvigil:9961/\"\n[alerts.log]\nenabled = false\n\
+             [[alerts.alertmanager]]\nurls = [\"http://a:9093\", \"http://b:9093/\"]\nbasic_auth_user = \"u\"\nbasic_auth_password_file = \"{}\"\n\
+             [[alerts.webhook]]\nurl = \"http://hook/x\"\ntimeout = \"2s\"\n{TARGET}",
+            pw.display()
+        );
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.alerts.alertmanagers.len(), 2);
+        assert!(matches!(
+            cfg.alerts.alertmanagers[1].auth,
+            crate::config::HttpAuth::Basic { .. }
+        ));
+        assert_eq!(
+            cfg.alerts.webhooks[0].timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert!(!cfg.alerts.log);
+        assert_eq!(
+            cfg.alerts.external_url.as_deref(),
+            Some("http://pgvigil:9961")
+        );
+        assert!(!format!("{cfg:?}").contains("secret"));
+    }
+}

@@ -6,7 +6,9 @@
 #![allow(unreachable_pub)]
 
 mod activity;
+mod alerting;
 mod cli;
 mod endpoints;
 mod lifecycle;
 mod support;
+mod support_alerting;
