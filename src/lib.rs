@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! * [`config`]: TOML in, validated [`Config`] out; errors carry `FILE:LINE:COL` and the fix.
-//! * [`target`] (private): one task per target holding its connection, polling collectors on
+//! * `target` (private): one task per target holding its connection, polling collectors on
 //!   schedule, reconnecting with backoff.
 //! * [`collect`]: one module per data source (`activity`, ...), each producing a metrics
 //!   snapshot and typed observations.
@@ -16,7 +16,7 @@
 //! * [`metrics`]: every exported metric defined once, the snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-target state for the API and the status page.
-//! * [`http`] (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
+//! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
 //!   `/api/v1/alerts`, status page.
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
 //!

@@ -14,7 +14,7 @@
 //! * [`rules`]: the rules, one file each, and the registry [`rules::RULES`].
 //! * [`state`]: the pure lifecycle state machine ([`state::AlertBook`]), time passed in.
 //! * [`persist`]: the state file, written atomically.
-//! * [`engine`] (crate-private): the task that feeds observations through the rules and the
+//! * `engine` (crate-private): the task that feeds observations through the rules and the
 //!   book, persists, and hands notifications to the sinks.
 //! * [`sink`]: delivery to Alertmanager, webhooks and the log.
 //!

@@ -1,7 +1,7 @@
 //! Collectors: one module per data source, each turning what the database says into a metrics
 //! [`Snapshot`] and typed [`Observations`] for the alert rules.
 //!
-//! A collector runs inside its target's poll loop ([`crate::target`]), on the target's single
+//! A collector runs inside its target's poll loop (`crate::target`), on the target's single
 //! connection, one collector after another, so polls never overlap and the database sees at
 //! most one pgvigil query at a time. A collector that fails loses only its own series; the
 //! others go on.

@@ -1,6 +1,6 @@
 //! Configuration: TOML in, a validated [`Config`] out.
 //!
-//! Loading is two-stage, like ripgrep's flags: [`raw`] mirrors the file (unknown keys are
+//! Loading is two-stage, like ripgrep's flags: `raw` mirrors the file (unknown keys are
 //! errors, spans kept), and [`Config::parse`] validates it into rich types, so every later
 //! stage can trust what it gets. Every error names `FILE:LINE:COL`, what is wrong, and the fix.
 //! Every key, with its default, is documented in `config/pgvigil.example.toml`.
