@@ -389,3 +389,55 @@ async fn an_unwritable_state_dir_is_reported_and_alerting_goes_on() {
     let (_, page) = daemon.get("/").await;
     assert!(page.contains("state_dir"), "{page}");
 }
+
+#[tokio::test]
+async fn a_hanging_receiver_delays_neither_polling_nor_other_receivers_nor_shutdown() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("alert_slow");
+    let am = Alertmanager::start().await;
+    // Accepts connections and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut streams = Vec::new();
+        while let Ok((stream, _)) = hole.accept().await {
+            streams.push(stream);
+        }
+    });
+    let config = format!(
+        "{}[targets.alerts.IdleInTransaction]\nmax_idle = \"0s\"\n\
+         [[alerts.webhook]]\nurl = \"http://{hole_addr}/hook\"\ntimeout = \"60s\"\n\
+         [[alerts.alertmanager]]\nurl = \"{}\"\n",
+        one_target("main", &cluster.dsn(&db), ""),
+        am.url()
+    );
+    let daemon = Daemon::start(&config).await;
+    let _writer = idle_writer(&cluster.dsn(&db)).await;
+    let labels = [("alertname", "IdleInTransaction"), ("datname", db.as_str())];
+    wait_async(
+        "the alert in Alertmanager despite the hanging webhook",
+        WAIT,
+        || async { am.find(&labels).await.into_iter().next() },
+    )
+    .await;
+    let polls = |m: &crate::support::Metrics| {
+        m.sum("pgvigil_poll_duration_seconds_count", &[("target", "main")])
+    };
+    let before = polls(&daemon.metrics().await);
+    daemon
+        .wait_for("polling to go on", WAIT, |m| {
+            (polls(m) >= before + 5.0).then_some(())
+        })
+        .await;
+    let m = daemon.metrics().await;
+    assert_eq!(
+        m.sum(
+            "pgvigil_notifications_total",
+            &[("sink", "webhook"), ("result", "sent")]
+        ),
+        0.0
+    );
+    let took = daemon.stop().await;
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    held.abort();
+}
