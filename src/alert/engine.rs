@@ -157,6 +157,7 @@ pub(crate) fn spawn(
     let engine = Engine {
         rules,
         store,
+        queue_full: vec![false; sinks.len()],
         sinks,
         shared,
         book: AlertBook::default(),
@@ -172,6 +173,8 @@ struct Engine {
     rules: HashMap<String, Vec<ConfiguredRule>>,
     store: Option<StateStore>,
     sinks: Vec<(&'static str, mpsc::Sender<Notification>)>,
+    /// Per sink: whether its full queue was reported (once until it has room again).
+    queue_full: Vec<bool>,
     shared: Arc<Shared>,
     book: AlertBook,
     persist_error: Option<String>,
@@ -278,7 +281,7 @@ impl Engine {
         events
     }
 
-    fn dispatch(&self, events: &[Event]) {
+    fn dispatch(&mut self, events: &[Event]) {
         let valid_for = self.alerts.resend_interval * VALID_FOR_RESENDS;
         for event in events {
             if self.alerts.log && log_event(event) {
@@ -298,13 +301,18 @@ impl Engine {
                 valid_until: event.at + valid_for,
                 generator_url: self.alerts.external_url.as_ref().map(|u| format!("{u}/")),
             };
-            for (sink, queue) in &self.sinks {
-                if queue.try_send(notification.clone()).is_err() {
-                    self.shared.metrics.notification(sink, "dropped", 1);
+            for ((sink, queue), reported) in self.sinks.iter().zip(&mut self.queue_full) {
+                if queue.try_send(notification.clone()).is_ok() {
+                    *reported = false;
+                    continue;
+                }
+                self.shared.metrics.notification(sink, "dropped", 1);
+                if !*reported {
                     warn!(
                         sink,
-                        "alert sink queue is full; dropped a notification (the receiver is too slow or down)"
+                        "alert sink queue is full; dropping notifications until it has room (the receiver is too slow or down)"
                     );
+                    *reported = true;
                 }
             }
         }
