@@ -89,10 +89,11 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
         }
         "/api/v1/targets" => json(&shared.status.targets()),
         "/api/v1/imports" => json(&imports_api(shared)),
+        "/api/v1/alerts" => json(&shared.alerts.view()),
         "/" => html(status_page(shared)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics, /healthz, /readyz, /api/v1/targets, /api/v1/imports or /\n",
+            "not found; try /metrics, /healthz, /readyz, /api/v1/targets, /api/v1/alerts, /api/v1/imports or /\n",
         ),
     }
 }
@@ -225,6 +226,8 @@ fn status_page(shared: &Shared) -> String {
     page.push_str("</table>");
     pgbouncer_pools(shared, &mut page);
 
+    alerts_section(&mut page, &shared.alerts.view());
+
     page.push_str("<h2>Open transactions holding uncommitted writes</h2>");
     let mut rows = String::new();
     for (target, obs) in shared.latest_observations() {
@@ -254,7 +257,7 @@ fn status_page(shared: &Shared) -> String {
         page.push_str("</table>");
     }
     imports_section(&mut page, shared);
-    page.push_str("<p><a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/targets\">/api/v1/targets</a></p></body></html>");
+    page.push_str("<p><a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/targets\">/api/v1/targets</a> · <a href=\"/api/v1/alerts\">/api/v1/alerts</a> · <a href=\"/api/v1/imports\">/api/v1/imports</a></p></body></html>");
     page
 }
 
@@ -320,6 +323,86 @@ fn imports_section(page: &mut String, shared: &Shared) {
         page.push_str("</table>");
     }
     page.push_str("<p><a href=\"/api/v1/imports\">/api/v1/imports</a></p>");
+}
+
+/// The alerts part of the status page: firing and pending alerts with their annotations, then
+/// recent resolutions.
+fn alerts_section(page: &mut String, view: &crate::alert::engine::AlertsView) {
+    page.push_str("<h2>Alerts</h2>");
+    if let Some(error) = &view.state_error {
+        let _ = write!(page, "<p class=\"down\">{}</p>", escape(error));
+    }
+    if view.active.is_empty() {
+        page.push_str("<p>None firing or pending.</p>");
+    } else {
+        page.push_str("<table><tr><th>state</th><th>alert</th><th>labels</th><th>since</th><th>details</th></tr>");
+        // Firing before pending, then by name.
+        let mut active: Vec<_> = view.active.iter().collect();
+        active.sort_by_key(|a| (a.state != "firing", a.labels.get("alertname").cloned()));
+        for a in active {
+            let class = if a.state == "firing" {
+                "down"
+            } else {
+                "starting"
+            };
+            let _ = write!(
+                page,
+                "<tr><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.state,
+                escape(a.labels.get("alertname").map_or("", String::as_str)),
+                labels_html(&a.labels),
+                escape(a.firing_since.as_deref().unwrap_or(&a.active_since)),
+                annotations_html(&a.annotations),
+            );
+        }
+        page.push_str("</table>");
+    }
+    if !view.resolved.is_empty() {
+        page.push_str("<h3>Recently resolved</h3><table><tr><th>alert</th><th>labels</th><th>firing since</th><th>resolved</th><th>summary</th></tr>");
+        for r in view.resolved.iter().take(20) {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(r.labels.get("alertname").map_or("", String::as_str)),
+                labels_html(&r.labels),
+                escape(r.firing_since.as_deref().unwrap_or("")),
+                escape(&r.resolved_at),
+                escape(r.annotations.get("summary").map_or("", String::as_str)),
+            );
+        }
+        page.push_str("</table>");
+    }
+}
+
+fn labels_html(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "alertname")
+        .map(|(k, v)| format!("<code>{}={}</code>", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn annotations_html(annotations: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    if let Some(summary) = annotations.get("summary") {
+        let _ = write!(out, "<b>{}</b><br>", escape(summary));
+    }
+    if let Some(description) = annotations.get("description") {
+        let _ = write!(out, "{}<br>", escape(description));
+    }
+    if let Some(url) = annotations.get("runbook_url") {
+        let _ = write!(out, "<a href=\"{}\">runbook</a> ", escape(url));
+    }
+    let rest: Vec<String> = annotations
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "summary" | "description" | "runbook_url"))
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect();
+    if !rest.is_empty() {
+        let _ = write!(out, "<small>{}</small>", rest.join(" · "));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! * [`metrics`]: every exported metric defined once, the snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-target state for the API and the status page.
-//! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, status page.
+//! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
+//!   `/api/v1/alerts`, status page.
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
 //!
 //! Collection is decoupled from scraping: `/metrics` serves the latest published snapshots
@@ -73,14 +74,16 @@ pub(crate) struct Shared {
     pub(crate) metrics: metrics::Metrics,
     pub(crate) status: status::Status,
     observations: RwLock<BTreeMap<String, Arc<collect::Observations>>>,
+    pub(crate) alerts: alert::engine::AlertHub,
 }
 
 impl Shared {
-    fn new(config: &Config) -> Self {
+    fn new(config: &Config, alerts: alert::engine::AlertHub) -> Self {
         let shared = Shared {
             metrics: metrics::Metrics::new(),
             status: status::Status::default(),
             observations: RwLock::default(),
+            alerts,
         };
         for target in &config.targets {
             shared
@@ -99,10 +102,17 @@ impl Shared {
         shared
     }
 
-    /// Accept the observations of a finished poll.
+    /// Accept the observations of a finished poll (or of a failed connection attempt) and
+    /// hand them to the alert engine without waiting for it.
     pub(crate) fn observe(&self, target: &str, observations: collect::Observations) {
-        let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
-        latest.insert(target.to_owned(), Arc::new(observations));
+        let observations = Arc::new(observations);
+        {
+            let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
+            latest.insert(target.to_owned(), observations.clone());
+        }
+        if !self.alerts.offer(target, observations) {
+            self.metrics.alert_observations_dropped(target);
+        }
     }
 
     /// The latest observations of every target.
@@ -133,9 +143,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let shared = Arc::new(Shared::new(&config));
+    let (alert_hub, alert_inbox) = alert::engine::AlertHub::new();
+    let shared = Arc::new(Shared::new(&config, alert_hub));
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    alert::engine::spawn(&config, shared.clone(), alert_inbox, &tracker, &token);
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, targets = config.targets.len(), "pgvigil listening");
     }

@@ -497,6 +497,32 @@ metric!(
     "Unix time an import into the table was last counted and found complete."
 );
 
+// --- alerting (src/alert/) ---------------------------------------------------------------
+// Process metrics about pgvigil's own alert engine: they describe pgvigil, not one target,
+// so the first two carry no `target` label (see PROCESS_WIDE).
+
+metric!(
+    NOTIFICATIONS,
+    Counter,
+    "pgvigil_notifications_total",
+    ["sink", "result"],
+    "Alert notifications by sink (alertmanager, webhook, log) and result: sent, failed (an attempt that will be retried) or dropped (queue full)."
+);
+metric!(
+    ALERTS,
+    Gauge,
+    "pgvigil_alerts",
+    ["alertname", "severity", "state"],
+    "Alerts pgvigil currently holds, by alertname, severity and state (pending, firing)."
+);
+metric!(
+    ALERT_OBSERVATIONS_DROPPED,
+    Counter,
+    "pgvigil_alert_observations_dropped_total",
+    ["target"],
+    "Polls the alert engine could not evaluate because its queue was full; polling never waits for alerting."
+);
+
 /// Every metric pgvigil can export. Order is the order of the README reference.
 pub const ALL: &[&MetricDef] = &[
     &BUILD_INFO,
@@ -559,7 +585,15 @@ pub const ALL: &[&MetricDef] = &[
     &IMPORT_VERDICTS,
     &IMPORT_MISSING_ROWS,
     &IMPORT_LAST_VERIFIED,
+    // alerting
+    &NOTIFICATIONS,
+    &ALERTS,
+    &ALERT_OBSERVATIONS_DROPPED,
 ];
+
+/// Process metrics that describe the whole daemon rather than one target, and so carry no
+/// `target` label. Keep this list short: everything about a database carries `target`.
+pub const PROCESS_WIDE: &[&MetricDef] = &[&BUILD_INFO, &NOTIFICATIONS, &ALERTS];
 
 /// Look a metric up by its exported name (including `_total`; histogram series suffixes are
 /// resolved to their family).
@@ -625,6 +659,19 @@ struct VersionLabels {
     version: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkResultLabels {
+    sink: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    alertname: String,
+    severity: &'static str,
+    state: &'static str,
+}
+
 type PollHistograms = Family<CollectorLabels, Histogram, fn() -> Histogram>;
 
 /// The process metrics plus the store of snapshot metrics, and the registry that encodes both.
@@ -637,6 +684,10 @@ pub struct Metrics {
     poll_errors: Family<CollectorLabels, Counter>,
     last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
     connect_attempts: Family<ResultLabels, Counter>,
+    // alerting
+    notifications: Family<SinkResultLabels, Counter>,
+    alerts: Family<AlertLabels, Gauge>,
+    alert_observations_dropped: Family<TargetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -671,6 +722,18 @@ impl Metrics {
         let connect_attempts = Family::default();
         register(&mut registry, &CONNECT_ATTEMPTS, connect_attempts.clone());
 
+        // alerting
+        let notifications = Family::default();
+        register(&mut registry, &NOTIFICATIONS, notifications.clone());
+        let alerts = Family::default();
+        register(&mut registry, &ALERTS, alerts.clone());
+        let alert_observations_dropped = Family::default();
+        register(
+            &mut registry,
+            &ALERT_OBSERVATIONS_DROPPED,
+            alert_observations_dropped.clone(),
+        );
+
         registry.register_collector(Box::new(SnapshotCollector(store.clone())));
 
         Metrics {
@@ -681,6 +744,9 @@ impl Metrics {
             poll_errors,
             last_success,
             connect_attempts,
+            notifications,
+            alerts,
+            alert_observations_dropped,
         }
     }
 
@@ -724,6 +790,33 @@ impl Metrics {
         } else {
             self.poll_errors.get_or_create(&labels).inc();
         }
+    }
+
+    /// Count one alert notification outcome (`result`: sent, failed, dropped).
+    pub fn notification(&self, sink: &'static str, result: &'static str, n: u64) {
+        self.notifications
+            .get_or_create(&SinkResultLabels { sink, result })
+            .inc_by(n);
+    }
+
+    /// Set how many alerts of one name, severity and state pgvigil holds.
+    pub fn set_alerts(&self, alertname: &str, severity: &'static str, state: &'static str, n: i64) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                alertname: alertname.to_owned(),
+                severity,
+                state,
+            })
+            .set(n);
+    }
+
+    /// Count a poll whose observations the alert engine had no room for.
+    pub fn alert_observations_dropped(&self, target: &str) {
+        self.alert_observations_dropped
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .inc();
     }
 
     /// Encode everything in the OpenMetrics text format.
@@ -908,6 +1001,10 @@ fn is_process_metric(def: &MetricDef) -> bool {
         &POLL_ERRORS,
         &LAST_SUCCESS,
         &CONNECT_ATTEMPTS,
+        // alerting
+        &NOTIFICATIONS,
+        &ALERTS,
+        &ALERT_OBSERVATIONS_DROPPED,
     ]
     .iter()
     .any(|d| d.name == def.name)
@@ -930,7 +1027,14 @@ mod tests {
                 def.name
             );
             assert!(!def.name.ends_with("_milliseconds"), "{}", def.name);
-            if def.name != BUILD_INFO.name {
+            if PROCESS_WIDE.iter().any(|d| d.name == def.name) {
+                assert!(
+                    is_process_metric(def),
+                    "{} has no target: process only",
+                    def.name
+                );
+                assert!(!def.labels.contains(&"target"), "{}", def.name);
+            } else {
                 assert_eq!(def.labels.first(), Some(&"target"), "{}", def.name);
             }
             assert!(def.help.len() > 10, "{} needs a real help text", def.name);

@@ -179,7 +179,13 @@ impl<T: Send + Sync + 'static> LoopState<T> {
             s.consecutive_failures += 1;
             failures = s.consecutive_failures;
         });
-        shared.observe(&schedule.name, Observations::default());
+        shared.observe(
+            &schedule.name,
+            Observations {
+                down_reason: Some(error.to_owned()),
+                ..Observations::default()
+            },
+        );
         let now = Instant::now();
         if self
             .last_down_log

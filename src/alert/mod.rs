@@ -9,9 +9,33 @@
 //! time, state and delivery belongs to the engine. Each rule lives in its own file under
 //! [`rules`] and is listed once in [`rules::RULES`].
 
+//! # Layout
+//!
+//! * [`rules`]: the rules, one file each, and the registry [`rules::RULES`].
+//! * [`state`]: the pure lifecycle state machine ([`state::AlertBook`]), time passed in.
+//! * [`persist`]: the state file, written atomically.
+//! * `engine` (crate-private): the task that feeds observations through the rules and the
+//!   book, persists, and hands notifications to the sinks.
+//! * [`sink`]: delivery to Alertmanager, webhooks and the log.
+//!
+//! # Alert identity and severity
+//!
+//! An alert is identified by `alertname`, `target` and the rule's labels — **not** by
+//! `severity`. When a condition escalates (ConnectionsNearLimit goes from warning to critical)
+//! it stays the same alert in pgvigil (its `startsAt` is kept on the status page). Alertmanager,
+//! however, identifies alerts by their whole label set, severity included, so pgvigil tells it
+//! that the warning instance resolved and a critical instance started: routes and inhibitions
+//! on `severity` then work as they do for Prometheus rules.
+
+pub(crate) mod engine;
+pub mod persist;
 pub mod rules;
+pub mod sink;
+pub mod state;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -100,4 +124,23 @@ pub trait Rule: Send + Sync + std::fmt::Debug {
 
     /// Look at one poll of `target`.
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation;
+
+    /// The rule's parameters as configured, `(key, value as TOML)`, for the README's rules
+    /// reference and the status page. Rules without parameters keep the default.
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// A rule as configured for one target: the common settings resolved, the rule built.
+#[derive(Debug, Clone)]
+pub struct ConfiguredRule {
+    /// The rule's `alertname`.
+    pub alertname: &'static str,
+    /// Severity unless a condition overrides it.
+    pub severity: Severity,
+    /// How long a condition must hold before its alert fires.
+    pub for_: Duration,
+    /// The built rule.
+    pub rule: Arc<dyn Rule>,
 }

@@ -48,6 +48,8 @@ pub struct Observations {
     /// Whether the target was reachable and polled. When it is not, every other field is
     /// `None`.
     pub up: bool,
+    /// Why the target is down (the connection or poll error), when `up` is false.
+    pub down_reason: Option<String>,
     /// From pg_stat_activity; `None` when that collector failed.
     pub activity: Option<activity::ActivityReport>,
     /// From a PgBouncer admin console (only for `[[pgbouncers]]` entries); a part is `None`

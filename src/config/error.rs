@@ -68,7 +68,7 @@ pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
 
 /// serde says "unknown field `pol_interval`, expected one of `name`, `dsn`, ...". Operators
 /// want to hear which key they probably meant.
-fn improve_message(message: &str) -> String {
+pub(crate) fn improve_message(message: &str) -> String {
     let message = message.trim();
     for (prefix, what) in [("unknown field ", "key"), ("unknown variant ", "value")] {
         let Some(rest) = message.strip_prefix(prefix) else {

@@ -5,6 +5,7 @@
 //! stage can trust what it gets. Every error names `FILE:LINE:COL`, what is wrong, and the fix.
 //! Every key, with its default, is documented in `config/pgvigil.example.toml`.
 
+mod alerts;
 mod dsn;
 mod error;
 mod guard;
@@ -18,6 +19,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+pub use alerts::{
+    AlertsConfig, DEFAULT_RESEND_INTERVAL, DEFAULT_RUNBOOK_BASE_URL, HttpAuth, HttpSinkConfig,
+    read_secret,
+};
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
 pub use guard::{
@@ -45,6 +50,8 @@ pub struct Config {
     /// The PgBouncer instances to watch (`[[pgbouncers]]`); their names share the `target`
     /// label with the targets.
     pub pgbouncers: Vec<PgbouncerConfig>,
+    /// `[alerts]`: sinks and alert state (the rules are per target).
+    pub alerts: AlertsConfig,
 }
 
 /// `[server]`
@@ -97,6 +104,8 @@ pub struct TargetConfig {
     pub tables: TablesConfig,
     /// `[targets.imports]`
     pub imports: ImportsConfig,
+    /// The enabled alert rules: `[alerts.rules.*]` overlaid with `[targets.alerts.*]`.
+    pub alerts: Vec<crate::alert::ConfiguredRule>,
 }
 
 /// `[targets.activity]`: the pg_stat_activity collector.
@@ -159,6 +168,7 @@ impl Config {
             telemetry: TelemetryConfig::default(),
             targets: vec![TargetConfig::new("default", connection)],
             pgbouncers: Vec::new(),
+            alerts: AlertsConfig::default(),
         })
     }
 }
@@ -187,6 +197,7 @@ impl TargetConfig {
             activity: ActivityConfig::default(),
             tables: TablesConfig::default(),
             imports: ImportsConfig::default(),
+            alerts: alerts::default_rules(),
         }
     }
 }
@@ -255,6 +266,7 @@ impl Validator<'_> {
                 "no [[targets]] or [[pgbouncers]] defined; add a target with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
             ));
         }
+        self.global_rules(&raw.alerts.rules)?;
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut targets = Vec::with_capacity(raw.targets.len());
         for target in raw.targets {
@@ -270,10 +282,10 @@ impl Validator<'_> {
                 ));
             }
             seen.insert(name.get_ref().clone(), name.span().start);
-            targets.push(self.target(target)?);
+            targets.push(self.target(target, &raw.alerts.rules)?);
         }
-
-        let pgbouncers = self.pgbouncers(raw.pgbouncers, &seen)?;
+        let pgbouncers = self.pgbouncers(raw.pgbouncers, &seen, &raw.alerts.rules)?;
+        let alerts = self.alerts(raw.alerts)?;
 
         Ok(Config {
             server: ServerConfig { listen },
@@ -284,10 +296,15 @@ impl Validator<'_> {
             telemetry,
             targets,
             pgbouncers,
+            alerts,
         })
     }
 
-    fn target(&self, spanned: Spanned<RawTarget>) -> Result<TargetConfig, ConfigError> {
+    fn target(
+        &self,
+        spanned: Spanned<RawTarget>,
+        global_rules: &alerts::RawRuleTables,
+    ) -> Result<TargetConfig, ConfigError> {
         let span = spanned.span();
         let raw = spanned.into_inner();
         let name = raw.name.get_ref();
@@ -349,6 +366,7 @@ impl Validator<'_> {
         target.activity.application_names = raw.activity.application_names;
         target.tables = self.tables(raw.tables)?;
         target.imports = self.imports(raw.imports)?;
+        target.alerts = self.target_rules(global_rules, &raw.alerts)?;
         Ok(target)
     }
 }

@@ -31,6 +31,9 @@ pub struct PgbouncerConfig {
     pub statement_timeout: Duration,
     /// Upper bound of the exponential reconnect backoff.
     pub reconnect_max_backoff: Duration,
+    /// The enabled alert rules: `[alerts.rules.*]` overlaid with `[pgbouncers.alerts.*]`.
+    /// Rules about other sources see no data of theirs here and stay silent.
+    pub alerts: Vec<crate::alert::ConfiguredRule>,
 }
 
 impl PgbouncerConfig {
@@ -43,6 +46,7 @@ impl PgbouncerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
+            alerts: super::alerts::default_rules(),
         }
     }
 }
@@ -54,6 +58,7 @@ impl Validator<'_> {
         &self,
         raw: Vec<Spanned<RawPgbouncer>>,
         targets: &HashMap<String, usize>,
+        global_rules: &super::alerts::RawRuleTables,
     ) -> Result<Vec<PgbouncerConfig>, ConfigError> {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
@@ -76,12 +81,16 @@ impl Validator<'_> {
                 return Err(taken("another [[pgbouncers]] entry", *first));
             }
             seen.insert(name.get_ref().clone(), name.span().start);
-            out.push(self.pgbouncer(entry)?);
+            out.push(self.pgbouncer(entry, global_rules)?);
         }
         Ok(out)
     }
 
-    fn pgbouncer(&self, spanned: Spanned<RawPgbouncer>) -> Result<PgbouncerConfig, ConfigError> {
+    fn pgbouncer(
+        &self,
+        spanned: Spanned<RawPgbouncer>,
+        global_rules: &super::alerts::RawRuleTables,
+    ) -> Result<PgbouncerConfig, ConfigError> {
         let span = spanned.span();
         let raw = spanned.into_inner();
         let name = raw.name.get_ref();
@@ -130,6 +139,7 @@ impl Validator<'_> {
             DEFAULT_RECONNECT_MAX_BACKOFF,
             Duration::from_millis(100),
         )?;
+        bouncer.alerts = self.target_rules(global_rules, &raw.alerts)?;
         Ok(bouncer)
     }
 }

@@ -19,6 +19,8 @@ pub(crate) struct RawConfig {
     pub(crate) targets: Vec<Spanned<RawTarget>>,
     #[serde(default)]
     pub(crate) pgbouncers: Vec<Spanned<RawPgbouncer>>,
+    #[serde(default)]
+    pub(crate) alerts: super::alerts::RawAlerts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +73,8 @@ pub(crate) struct RawTarget {
     pub(crate) tables: RawTables,
     #[serde(default)]
     pub(crate) imports: RawImports,
+    #[serde(default)]
+    pub(crate) alerts: super::alerts::RawRuleTables,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +96,8 @@ pub(crate) struct RawPgbouncer {
     pub(crate) connect_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) statement_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub(crate) alerts: super::alerts::RawRuleTables,
 }
 
 // --- tables and imports (the data-loss guard) ------------------------------------------------

@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 mod activity;
+mod alerting;
 mod cli;
 mod deploy;
 mod endpoints;
@@ -13,4 +14,5 @@ mod imports;
 mod lifecycle;
 mod pgbouncer;
 mod support;
+mod support_alerting;
 mod tables;

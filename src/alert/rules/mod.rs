@@ -8,12 +8,16 @@
 //! Every rule has a runbook at `docs/runbooks/<AlertName>.md` (a test checks it exists), linked
 //! from the alert's `runbook_url`.
 
+mod connections_near_limit;
+mod idle_in_transaction;
+mod long_running_transaction;
+mod target_down;
 // PgBouncer pools.
 mod pool_client_connections_near_limit;
 mod pool_clients_waiting;
 mod pool_max_wait_high;
 mod pool_saturated;
-// --- the data-loss guard's rules ---
+// The data-loss guard.
 mod import_common;
 pub mod import_reported_mismatch;
 pub mod import_rolled_back;
@@ -44,12 +48,16 @@ pub struct RuleSpec {
 
 /// Every rule pgvigil knows.
 pub const RULES: &[RuleSpec] = &[
+    target_down::SPEC,
+    connections_near_limit::SPEC,
+    idle_in_transaction::SPEC,
+    long_running_transaction::SPEC,
     // PgBouncer pools.
     pool_clients_waiting::SPEC,
     pool_max_wait_high::SPEC,
     pool_saturated::SPEC,
     pool_client_connections_near_limit::SPEC,
-    // the data-loss guard
+    // The data-loss guard.
     import_row_shortfall::SPEC,
     import_reported_mismatch::SPEC,
     import_stalled::SPEC,
@@ -61,6 +69,54 @@ pub const RULES: &[RuleSpec] = &[
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
 pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
     T::deserialize(toml::Value::Table(table.clone())).map_err(|e| e.to_string())
+}
+
+/// Look a rule up by its `alertname`.
+pub fn find(alertname: &str) -> Option<&'static RuleSpec> {
+    RULES.iter().find(|spec| spec.alertname == alertname)
+}
+
+/// A duration for an annotation: whole seconds, human-readable (`5m 3s`).
+pub fn human_seconds(seconds: f64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds.max(0.0).round() as u64)).to_string()
+}
+
+/// The README's rules reference: a Markdown table of [`RULES`] with each rule's defaults and
+/// parameters (from the rule's own `build` on an empty table, so the table cannot drift). A
+/// test keeps the README's copy identical (`PGVIGIL_BLESS=1` rewrites it).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "| alert | default severity | default `for` | parameters (defaults) | fires when |\n|---|---|---|---|---|\n",
+    );
+    for spec in RULES {
+        out.push_str(&format!(
+            "| [`{name}`](docs/runbooks/{name}.md) | {} | {} | {} | {} |\n",
+            spec.default_severity.as_str(),
+            humantime::format_duration(spec.default_for),
+            defaults_of(spec),
+            spec.fires_when.replace('|', "\\|"),
+            name = spec.alertname,
+        ));
+    }
+    out
+}
+
+fn defaults_of(spec: &RuleSpec) -> String {
+    match (spec.build)(&toml::Table::new()) {
+        Ok(rule) => {
+            let params = rule.describe_params();
+            if params.is_empty() {
+                "none".to_owned()
+            } else {
+                params
+                    .iter()
+                    .map(|(k, v)| format!("`{k}` = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        }
+        Err(e) => format!("(cannot build with defaults: {e})"),
+    }
 }
 
 /// Observations for the PgBouncer rules' unit tests.
@@ -98,6 +154,80 @@ pub(crate) mod testing {
                 ..PgbouncerReport::default()
             }),
             ..Observations::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_builds_with_defaults_and_has_a_runbook() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks");
+        for spec in RULES {
+            let rule = (spec.build)(&toml::Table::new()).expect(spec.alertname);
+            assert_eq!(rule.alertname(), spec.alertname);
+            let path = format!("{dir}/{}.md", spec.alertname);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|_| panic!("{} has no runbook at {path}", spec.alertname));
+            for section in ["## Meaning", "## Confirm", "## Act"] {
+                assert!(text.contains(section), "{path} lacks {section}");
+            }
+        }
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let alertname = name.strip_suffix(".md").unwrap_or(&name);
+            assert!(
+                find(alertname).is_some(),
+                "docs/runbooks/{name} belongs to no rule in RULES"
+            );
+        }
+    }
+
+    #[test]
+    fn alertnames_are_unique_camel_case() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in RULES {
+            assert!(seen.insert(spec.alertname), "{} twice", spec.alertname);
+            assert!(spec.alertname.chars().all(|c| c.is_ascii_alphanumeric()));
+            assert!(spec.alertname.starts_with(|c: char| c.is_ascii_uppercase()));
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_are_rejected_by_every_rule() {
+        let mut table = toml::Table::new();
+        table.insert("no_such_key".into(), toml::Value::Integer(1));
+        for spec in RULES {
+            let err = (spec.build)(&table).expect_err(spec.alertname);
+            assert!(err.contains("no_such_key"), "{}: {err}", spec.alertname);
+        }
+    }
+
+    #[test]
+    fn readme_rules_reference_is_current() {
+        const START: &str = "<!-- rules-reference:start -->\n";
+        const END: &str = "<!-- rules-reference:end -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let start = readme
+            .find(START)
+            .expect("README lacks the rules-reference start marker")
+            + START.len();
+        let end = readme
+            .find(END)
+            .expect("README lacks the rules-reference end marker");
+        let expected = reference_markdown();
+        if readme[start..end] != expected {
+            if std::env::var_os("PGVIGIL_BLESS").is_some() {
+                let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+                std::fs::write(path, updated).expect("rewrite README.md");
+                return;
+            }
+            panic!(
+                "README.md's rules reference is out of date with src/alert/rules/; rerun this test with PGVIGIL_BLESS=1 to rewrite it"
+            );
         }
     }
 }

@@ -1,0 +1,391 @@
+//! The alert engine task: observations in, notifications out.
+//!
+//! Target tasks hand every poll's observations to [`AlertHub::offer`], which never waits: the
+//! channel is bounded and a full channel drops the poll (counted in
+//! `pgvigil_alert_observations_dropped_total`; the next poll is evaluated instead). The engine
+//! runs the target's rules, feeds the [`AlertBook`], persists it when something changed,
+//! publishes the view the HTTP API reads, and hands notifications to the sinks' bounded queues.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use super::persist::StateStore;
+use super::sink::http::{Format, HttpSink};
+use super::sink::{Notification, log::log_event, payload::rfc3339};
+use super::state::{AlertBook, Event, EventKind, Labels, RuleSettings};
+use super::{ConfiguredRule, Evaluation};
+use crate::Shared;
+use crate::collect::Observations;
+use crate::config::{AlertsConfig, Config};
+
+/// Polls waiting for the engine; beyond this they are dropped.
+const INBOX_CAPACITY: usize = 256;
+/// Notifications waiting for one sink task; beyond this they are dropped.
+const SINK_QUEUE_CAPACITY: usize = 1024;
+/// How often the engine looks for firing alerts due to be re-sent.
+const RESEND_CHECK: Duration = Duration::from_secs(1);
+/// A firing alert tells Alertmanager it is valid for this many resend intervals, so that
+/// Alertmanager resolves it by itself if pgvigil goes away (Prometheus uses 4 as well).
+const VALID_FOR_RESENDS: u32 = 4;
+/// The alert that means "the target is down"; while it is, every other rule is on hold.
+const TARGET_DOWN: &str = "PgvigilTargetDown";
+
+type Inbound = (String, Arc<Observations>);
+
+/// The engine's door, shared with the target tasks and the HTTP server.
+#[derive(Debug)]
+pub(crate) struct AlertHub {
+    tx: mpsc::Sender<Inbound>,
+    view: RwLock<AlertsView>,
+}
+
+/// The receiving end, handed to [`spawn`].
+#[derive(Debug)]
+pub(crate) struct Inbox(mpsc::Receiver<Inbound>);
+
+impl AlertHub {
+    pub(crate) fn new() -> (AlertHub, Inbox) {
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let hub = AlertHub {
+            tx,
+            view: RwLock::default(),
+        };
+        (hub, Inbox(rx))
+    }
+
+    /// Queue a poll for evaluation without waiting; false when the queue is full.
+    pub(crate) fn offer(&self, target: &str, observations: Arc<Observations>) -> bool {
+        match self.tx.try_send((target.to_owned(), observations)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            // The engine has stopped (shutdown): nothing to do.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        }
+    }
+
+    /// What `/api/v1/alerts` and the status page show.
+    pub(crate) fn view(&self) -> AlertsView {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn publish(&self, view: AlertsView) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
+/// The alerts as the API shows them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct AlertsView {
+    /// Pending and firing alerts.
+    pub(crate) active: Vec<ActiveAlertView>,
+    /// Recent resolutions, newest first.
+    pub(crate) resolved: Vec<ResolvedAlertView>,
+    /// The state file, if state is persisted.
+    pub(crate) state_file: Option<String>,
+    /// Why the state file could not be read or written, if it could not.
+    pub(crate) state_error: Option<String>,
+}
+
+/// One pending or firing alert.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ActiveAlertView {
+    /// `pending` or `firing`.
+    pub(crate) state: &'static str,
+    /// All labels, `severity` included.
+    pub(crate) labels: Labels,
+    /// The details.
+    pub(crate) annotations: Labels,
+    /// When the condition was first seen (RFC 3339).
+    pub(crate) active_since: String,
+    /// When it started firing (RFC 3339).
+    pub(crate) firing_since: Option<String>,
+}
+
+/// One resolved alert.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ResolvedAlertView {
+    /// All labels, `severity` included.
+    pub(crate) labels: Labels,
+    /// The details as last seen firing.
+    pub(crate) annotations: Labels,
+    /// When it started firing (RFC 3339).
+    pub(crate) firing_since: Option<String>,
+    /// When it resolved (RFC 3339).
+    pub(crate) resolved_at: String,
+}
+
+/// Start the engine and its sinks on `tracker`; they stop when `shutdown` is cancelled.
+pub(crate) fn spawn(
+    config: &Config,
+    shared: Arc<Shared>,
+    inbox: Inbox,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let alerts = config.alerts.clone();
+    let mut sinks = Vec::new();
+    for (format, list) in [
+        (Format::AlertmanagerV2, &alerts.alertmanagers),
+        (Format::Webhook, &alerts.webhooks),
+    ] {
+        for sink_config in list {
+            let (tx, rx) = mpsc::channel(SINK_QUEUE_CAPACITY);
+            let sink = HttpSink::new(
+                format,
+                sink_config.clone(),
+                alerts.external_url.clone(),
+                shared.clone(),
+            );
+            tracker.spawn(sink.run(rx, shutdown.clone()));
+            sinks.push((format.sink_name(), tx));
+        }
+    }
+    let rules = config
+        .targets
+        .iter()
+        .map(|t| (t.name.clone(), t.alerts.clone()))
+        .chain(
+            config
+                .pgbouncers
+                .iter()
+                .map(|b| (b.name.clone(), b.alerts.clone())),
+        )
+        .collect();
+    let store = alerts.state_dir.as_deref().map(StateStore::new);
+    let engine = Engine {
+        rules,
+        store,
+        queue_full: vec![false; sinks.len()],
+        sinks,
+        shared,
+        book: AlertBook::default(),
+        persist_error: None,
+        gauges: BTreeSet::new(),
+        alerts,
+    };
+    tracker.spawn(engine.run(inbox, shutdown.clone()));
+}
+
+struct Engine {
+    alerts: AlertsConfig,
+    rules: HashMap<String, Vec<ConfiguredRule>>,
+    store: Option<StateStore>,
+    sinks: Vec<(&'static str, mpsc::Sender<Notification>)>,
+    /// Per sink: whether its full queue was reported (once until it has room again).
+    queue_full: Vec<bool>,
+    shared: Arc<Shared>,
+    book: AlertBook,
+    persist_error: Option<String>,
+    /// Every (alertname, severity, state) ever exported, so vanished ones are set to 0.
+    gauges: BTreeSet<(String, &'static str, &'static str)>,
+}
+
+impl Engine {
+    async fn run(mut self, mut inbox: Inbox, shutdown: CancellationToken) {
+        self.restore();
+        let mut tick = tokio::time::interval(RESEND_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let events = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                inbound = inbox.0.recv() => match inbound {
+                    Some((target, observations)) => self.evaluate(&target, &observations),
+                    None => break,
+                },
+                _ = tick.tick() => self.book.resend_due(self.alerts.resend_interval, SystemTime::now()),
+            };
+            self.dispatch(&events);
+            // Re-sends only update `last_sent`; persisting them too keeps a restart from
+            // re-sending everything at once.
+            if !events.is_empty() {
+                self.persist();
+            }
+            self.publish();
+        }
+        self.persist();
+    }
+
+    fn restore(&mut self) {
+        if let Some(store) = &self.store {
+            let (book, err) = store.load();
+            self.book = book;
+            if let Some(err) = err {
+                error!("{err}");
+                self.persist_error = Some(err.to_string());
+            }
+            let restored = self.book.active().count();
+            if restored > 0 {
+                info!(
+                    restored,
+                    file = %store.path().display(),
+                    "restored pending and firing alerts"
+                );
+            }
+        } else {
+            info!(
+                "alert state is kept in memory only; set [alerts] state_dir so a restart neither forgets firing alerts nor re-sends them"
+            );
+        }
+        // Alerts of targets or rules no longer configured would never resolve otherwise.
+        let rules = &self.rules;
+        let events = self.book.retain(
+            |target, alertname| {
+                rules
+                    .get(target)
+                    .is_some_and(|r| r.iter().any(|r| r.alertname == alertname))
+            },
+            SystemTime::now(),
+        );
+        self.dispatch(&events);
+        self.persist();
+        self.publish();
+    }
+
+    fn evaluate(&mut self, target: &str, observations: &Observations) -> Vec<Event> {
+        let Some(rules) = self.rules.get(target) else {
+            return Vec::new();
+        };
+        let now = SystemTime::now();
+        let mut events = Vec::new();
+        for configured in rules {
+            let evaluation = if !observations.up && configured.alertname != TARGET_DOWN {
+                Evaluation::Unknown
+            } else {
+                let rule = &configured.rule;
+                // A bug in one rule must not take alerting down with it.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    rule.evaluate(target, observations)
+                })) {
+                    Ok(evaluation) => evaluation,
+                    Err(_) => {
+                        error!(
+                            target,
+                            alertname = configured.alertname,
+                            "alert rule panicked; treating its data as unknown"
+                        );
+                        Evaluation::Unknown
+                    }
+                }
+            };
+            let runbook_url = self.alerts.runbook_url(configured.alertname);
+            let settings = RuleSettings {
+                alertname: configured.alertname,
+                severity: configured.severity,
+                for_: configured.for_,
+                runbook_url: Some(&runbook_url),
+            };
+            events.extend(self.book.apply(target, &settings, evaluation, now));
+        }
+        events
+    }
+
+    fn dispatch(&mut self, events: &[Event]) {
+        let valid_for = self.alerts.resend_interval * VALID_FOR_RESENDS;
+        for event in events {
+            if self.alerts.log && log_event(event) {
+                self.shared.metrics.notification("log", "sent", 1);
+            }
+            let resolved_at = match event.kind {
+                EventKind::Firing | EventKind::Resend => None,
+                EventKind::Resolved => Some(event.at),
+                EventKind::Pending | EventKind::Cleared => continue,
+            };
+            let alert = &event.alert;
+            let notification = Notification {
+                labels: alert.full_labels(),
+                annotations: alert.annotations.clone(),
+                starts_at: alert.fired_at.unwrap_or(alert.active_since),
+                resolved_at,
+                valid_until: event.at + valid_for,
+                generator_url: self.alerts.external_url.as_ref().map(|u| format!("{u}/")),
+            };
+            for ((sink, queue), reported) in self.sinks.iter().zip(&mut self.queue_full) {
+                if queue.try_send(notification.clone()).is_ok() {
+                    *reported = false;
+                    continue;
+                }
+                self.shared.metrics.notification(sink, "dropped", 1);
+                if !*reported {
+                    warn!(
+                        sink,
+                        "alert sink queue is full; dropping notifications until it has room (the receiver is too slow or down)"
+                    );
+                    *reported = true;
+                }
+            }
+        }
+    }
+
+    fn persist(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        match store.save(&self.book) {
+            Ok(()) => {
+                if self.persist_error.take().is_some() {
+                    info!(file = %store.path().display(), "alert state file written again");
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                // Once per distinct problem, not at every change.
+                if self.persist_error.as_deref() != Some(message.as_str()) {
+                    error!("{message}");
+                    self.persist_error = Some(message);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut counts: BTreeMap<(String, &'static str, &'static str), i64> = BTreeMap::new();
+        let active: Vec<ActiveAlertView> = self
+            .book
+            .active()
+            .map(|a| {
+                let name = a.labels.get("alertname").cloned().unwrap_or_default();
+                *counts
+                    .entry((name, a.severity.as_str(), a.state.as_str()))
+                    .or_default() += 1;
+                ActiveAlertView {
+                    state: a.state.as_str(),
+                    labels: a.full_labels(),
+                    annotations: a.annotations.clone(),
+                    active_since: rfc3339(a.active_since),
+                    firing_since: a.fired_at.map(rfc3339),
+                }
+            })
+            .collect();
+        for key in counts.keys() {
+            self.gauges.insert(key.clone());
+        }
+        for key in &self.gauges {
+            let n = counts.get(key).copied().unwrap_or(0);
+            self.shared.metrics.set_alerts(&key.0, key.1, key.2, n);
+        }
+        let resolved = self
+            .book
+            .resolved()
+            .map(|r| ResolvedAlertView {
+                labels: r.alert.full_labels(),
+                annotations: r.alert.annotations.clone(),
+                firing_since: r.alert.fired_at.map(rfc3339),
+                resolved_at: rfc3339(r.resolved_at),
+            })
+            .collect();
+        self.shared.alerts.publish(AlertsView {
+            active,
+            resolved,
+            state_file: self.store.as_ref().map(|s| s.path().display().to_string()),
+            state_error: self.persist_error.clone(),
+        });
+    }
+}

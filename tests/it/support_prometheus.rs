@@ -1,0 +1,128 @@
+//! A real Prometheus (Debian's package) for tests: scrapes given addresses every second, loads
+//! rule files, and answers PromQL through its HTTP API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pgvigil_testkit::{find_program, free_port, wait_until};
+
+use crate::support::http_get;
+
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    /// Start Prometheus scraping `targets` (job `pgvigil`) every second.
+    pub fn start(targets: &[SocketAddr], rule_files: &[&Path]) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let targets = targets
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rules = rule_files
+            .iter()
+            .map(|p| format!("  - \"{}\"\n", p.display()))
+            .collect::<String>();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}scrape_configs:\n  - job_name: pgvigil\n    static_configs:\n      - targets: [{targets}]\n"
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = dir.path().join("prometheus.log");
+        let child = Command::new(find_program("prometheus"))
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let prometheus = Prometheus {
+            child,
+            addr,
+            _dir: dir,
+            log,
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        wait_until("Prometheus to be ready", Duration::from_secs(30), || {
+            runtime
+                .block_on(async {
+                    match tokio::net::TcpStream::connect(addr).await {
+                        Ok(_) => Some(http_get(addr, "/-/ready", None).await.0),
+                        Err(_) => None,
+                    }
+                })
+                .filter(|status| *status == 200)
+        });
+        prometheus
+    }
+
+    /// Evaluate an instant query; Ok(result array) or Err(Prometheus' error).
+    pub async fn query(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+        let (status, body) =
+            http_get(self.addr, &format!("/api/v1/query?query={}", encode(expr)), None).await;
+        let json: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
+        if json["status"] != "success" {
+            return Err(format!("{}: {}", json["errorType"], json["error"]));
+        }
+        Ok(json["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Wait until `expr` returns at least one series.
+    pub async fn wait_for_data(&self, expr: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(result) = self.query(expr).await {
+                if !result.is_empty() {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no data for {expr} after {timeout:?}; Prometheus log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The alerts Prometheus currently has pending or firing.
+    pub async fn alerts(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http_get(self.addr, "/api/v1/alerts", None).await;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["data"]["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encode a query parameter value.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
