@@ -280,6 +280,7 @@ impl Engine {
                 alertname: configured.alertname,
                 severity: configured.severity,
                 for_: configured.for_,
+                keep_firing_for: configured.keep_firing_for,
                 runbook_url: Some(&runbook_url),
             };
             events.extend(self.book.apply(target, &settings, evaluation, now));

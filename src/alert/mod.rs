@@ -141,6 +141,8 @@ pub struct ConfiguredRule {
     pub severity: Severity,
     /// How long a condition must hold before its alert fires.
     pub for_: Duration,
+    /// How long a firing alert stays firing after its condition was last seen.
+    pub keep_firing_for: Duration,
     /// The built rule.
     pub rule: Arc<dyn Rule>,
 }

@@ -157,6 +157,7 @@ mod tests {
             alertname: "PgvigilTargetDown",
             severity: Severity::Critical,
             for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
             runbook_url: None,
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);

@@ -59,6 +59,9 @@ pub struct Alert {
     /// When the last firing notification was handed to the sinks.
     #[serde(default, with = "humantime_serde")]
     pub last_sent: Option<SystemTime>,
+    /// When a poll last found the condition true (for `keep_firing_for`).
+    #[serde(default, with = "humantime_serde")]
+    pub last_seen: Option<SystemTime>,
 }
 
 impl Alert {
@@ -122,6 +125,8 @@ pub struct RuleSettings<'a> {
     pub severity: Severity,
     /// How long a condition must hold before it fires.
     pub for_: Duration,
+    /// How long a firing alert outlives its condition.
+    pub keep_firing_for: Duration,
     /// Added as the `runbook_url` annotation unless the rule set one.
     pub runbook_url: Option<&'a str>,
 }
@@ -190,6 +195,12 @@ impl AlertBook {
             .filter(|(k, a)| {
                 a.target_and_name() == (target, rule.alertname) && !current.contains_key(*k)
             })
+            .filter(|(_, a)| {
+                // An event seen by one poll keeps firing for a while after it was last seen.
+                let seen = a.last_seen.unwrap_or(a.active_since);
+                a.state != AlertState::Firing
+                    || now.duration_since(seen).unwrap_or_default() >= rule.keep_firing_for
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
@@ -209,6 +220,7 @@ impl AlertBook {
                         active_since: now,
                         fired_at: None,
                         last_sent: None,
+                        last_seen: Some(now),
                     };
                     events.push(Event {
                         kind: EventKind::Pending,
@@ -219,6 +231,7 @@ impl AlertBook {
                 }
                 Some(alert) => {
                     alert.annotations = annotations;
+                    alert.last_seen = Some(now);
                     if alert.severity != severity {
                         if alert.state == AlertState::Firing {
                             // Alertmanager knows the alert by its labels, severity included:
@@ -346,8 +359,41 @@ mod tests {
             alertname: "IdleInTransaction",
             severity: Severity::Warning,
             for_: Duration::from_secs(for_secs),
+            keep_firing_for: Duration::ZERO,
             runbook_url: Some("https://example/IdleInTransaction.md"),
         }
+    }
+
+    #[test]
+    fn keep_firing_for_holds_an_event_alert_after_its_condition_clears() {
+        let mut book = AlertBook::default();
+        let rule = RuleSettings {
+            keep_firing_for: Duration::from_secs(600),
+            ..rule(0)
+        };
+        assert_eq!(
+            kinds(&book.apply("main", &rule, holds(&["app"]), t(0))),
+            [EventKind::Pending, EventKind::Firing]
+        );
+        // The next poll no longer sees it: still firing, nothing sent.
+        assert!(book.apply("main", &rule, holds(&[]), t(15)).is_empty());
+        assert!(book.apply("main", &rule, holds(&[]), t(599)).is_empty());
+        assert_eq!(book.active().count(), 1);
+        // Ten minutes after it was last seen it resolves.
+        assert_eq!(
+            kinds(&book.apply("main", &rule, holds(&[]), t(600))),
+            [EventKind::Resolved]
+        );
+        // A pending alert is not held: it never fired.
+        let rule = RuleSettings {
+            keep_firing_for: Duration::from_secs(600),
+            ..self::rule(60)
+        };
+        book.apply("main", &rule, holds(&["app"]), t(700));
+        assert_eq!(
+            kinds(&book.apply("main", &rule, holds(&[]), t(715))),
+            [EventKind::Cleared]
+        );
     }
 
     fn holds(datnames: &[&str]) -> Evaluation {

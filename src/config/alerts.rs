@@ -153,6 +153,7 @@ struct Common {
     enabled: bool,
     severity: Severity,
     for_: Duration,
+    keep_firing_for: Duration,
 }
 
 impl Validator<'_> {
@@ -402,6 +403,7 @@ fn configure(
         alertname: spec.alertname,
         severity: common.severity,
         for_: common.for_,
+        keep_firing_for: common.keep_firing_for,
         rule: Arc::from(rule),
     }))
 }
@@ -434,22 +436,30 @@ fn common(spec: &RuleSpec, params: &mut toml::Table) -> Result<Common, String> {
             ));
         }
     };
-    let for_ = match params.remove("for") {
-        None => spec.default_for,
-        Some(toml::Value::String(s)) => humantime::parse_duration(&s).map_err(|e| {
-            format!("for = \"{s}\" is not a duration ({e}); write e.g. for = \"5m\"")
-        })?,
-        Some(v) => {
-            return Err(format!(
-                "for = {v} has no unit; write a duration string such as for = \"5m\""
-            ));
-        }
-    };
+    let for_ = duration_key(params, "for", spec.default_for)?;
+    let keep_firing_for = duration_key(params, "keep_firing_for", spec.default_keep_firing_for)?;
     Ok(Common {
         enabled,
         severity,
         for_,
+        keep_firing_for,
     })
+}
+
+fn duration_key(
+    params: &mut toml::Table,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    match params.remove(key) {
+        None => Ok(default),
+        Some(toml::Value::String(s)) => humantime::parse_duration(&s).map_err(|e| {
+            format!("{key} = \"{s}\" is not a duration ({e}); write e.g. {key} = \"5m\"")
+        }),
+        Some(v) => Err(format!(
+            "{key} = {v} has no unit; write a duration string such as {key} = \"5m\""
+        )),
+    }
 }
 
 #[cfg(test)]

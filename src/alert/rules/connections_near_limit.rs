@@ -12,6 +12,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "ConnectionsNearLimit",
     default_severity: Severity::Warning,
     default_for: Duration::from_secs(120),
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "client connections / (max_connections - reserved slots) reaches `warning_ratio`; severity critical from `critical_ratio`",
     build,
 };

@@ -20,6 +20,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "IdleInTransaction",
     default_severity: Severity::Warning,
     default_for: Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "a session has sat idle in a transaction holding uncommitted writes longer than `max_idle` (any idle transaction if `only_with_writes = false`); one alert per database",
     build,
 };

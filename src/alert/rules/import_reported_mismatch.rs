@@ -13,6 +13,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "ImportReportedMismatch",
     default_severity: Severity::Warning,
     default_for: std::time::Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "a committed import's rows match the expectation but not the app's reported count (mismatch), or exceed the expectation (surplus); param `include_surplus` (true)",
     build,
 };

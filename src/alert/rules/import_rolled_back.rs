@@ -10,6 +10,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "ImportRolledBack",
     default_severity: Severity::Warning,
     default_for: std::time::Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "a running import's recorded transaction (`xact_id`) has aborted (`pg_xact_status`) while its audit row still says running",
     build,
 };

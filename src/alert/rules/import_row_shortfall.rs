@@ -12,6 +12,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "ImportRowShortfall",
     default_severity: Severity::Critical,
     default_for: std::time::Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "a committed import has fewer rows in its target table than expected − rejected − skipped (confirmed by a second poll after `grace_period`); params `min_missing_rows` (1), `min_missing_ratio` (0.0)",
     build,
 };

@@ -10,6 +10,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "ImportStalled",
     default_severity: Severity::Warning,
     default_for: std::time::Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "a running import has not heartbeated for `[targets.imports] stall_after` (5m) or has run longer than `max_duration` (6h)",
     build,
 };

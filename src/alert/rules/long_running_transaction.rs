@@ -16,6 +16,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "LongRunningTransaction",
     default_severity: Severity::Warning,
     default_for: Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "a client transaction has been open longer than `max_age` (sessions whose application_name is in `ignore_application_names` excepted); one alert per database",
     build,
 };

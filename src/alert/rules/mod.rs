@@ -39,6 +39,11 @@ pub struct RuleSpec {
     pub default_severity: Severity,
     /// How long a condition must hold before the alert fires, unless configured otherwise.
     pub default_for: Duration,
+    /// How long an alert stays firing after its condition was last seen, unless configured
+    /// otherwise. Zero for states that persist (a shortfall stays a shortfall); longer for
+    /// events a single poll sees (a mass DELETE in one interval), so the notification survives
+    /// Alertmanager's grouping delay and the on-call engineer still sees it.
+    pub default_keep_firing_for: Duration,
     /// One line for the README: when the rule fires.
     pub fires_when: &'static str,
     /// Build the rule from its own parameters (the merged table minus `enabled`, `severity`,
@@ -86,13 +91,14 @@ pub fn human_seconds(seconds: f64) -> String {
 /// test keeps the README's copy identical (`PGVIGIL_BLESS=1` rewrites it).
 pub fn reference_markdown() -> String {
     let mut out = String::from(
-        "| alert | default severity | default `for` | parameters (defaults) | fires when |\n|---|---|---|---|---|\n",
+        "| alert | default severity | default `for` | default `keep_firing_for` | parameters (defaults) | fires when |\n|---|---|---|---|---|---|\n",
     );
     for spec in RULES {
         out.push_str(&format!(
-            "| [`{name}`](docs/runbooks/{name}.md) | {} | {} | {} | {} |\n",
+            "| [`{name}`](docs/runbooks/{name}.md) | {} | {} | {} | {} | {} |\n",
             spec.default_severity.as_str(),
             humantime::format_duration(spec.default_for),
+            humantime::format_duration(spec.default_keep_firing_for),
             defaults_of(spec),
             spec.fires_when.replace('|', "\\|"),
             name = spec.alertname,

@@ -14,6 +14,7 @@ pub(crate) const SPEC: RuleSpec = RuleSpec {
     alertname: "PoolClientConnectionsNearLimit",
     default_severity: Severity::Warning,
     default_for: Duration::from_secs(300),
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "client connections to a PgBouncer instance reach `ratio` (default 0.9) of max_client_conn for `for` (5m); critical from `critical_ratio` (0.98)",
     build,
 };

@@ -13,6 +13,7 @@ pub(crate) const SPEC: RuleSpec = RuleSpec {
     alertname: "PoolClientsWaiting",
     default_severity: Severity::Warning,
     default_for: Duration::from_secs(60),
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "clients of a PgBouncer pool wait for a server connection (at least `min_waiting`, default 1) for longer than `for` (1m)",
     build,
 };

@@ -14,6 +14,7 @@ pub(crate) const SPEC: RuleSpec = RuleSpec {
     default_severity: Severity::Critical,
     // The measured wait already is a duration: no further `for` is needed by default.
     default_for: Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "the oldest client waiting in a PgBouncer pool has waited longer than `max_wait` (default 10s)",
     build,
 };

@@ -13,6 +13,7 @@ pub(crate) const SPEC: RuleSpec = RuleSpec {
     alertname: "PoolSaturated",
     default_severity: Severity::Warning,
     default_for: Duration::from_secs(300),
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "a PgBouncer pool's active server connections reach `ratio` (default 1.0) of its pool_size for `for` (5m)",
     build,
 };

@@ -13,6 +13,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "RolledBackInserts",
     default_severity: Severity::Warning,
     default_for: std::time::Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::from_secs(3600),
     fires_when: "at least `min_rows` (1000) rows inserted into a table in one poll interval were rolled back (inserts without a rise in live rows, with a matching rise in dead rows)",
     build,
 };

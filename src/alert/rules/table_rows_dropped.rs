@@ -12,6 +12,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "TableRowsDropped",
     default_severity: Severity::Critical,
     default_for: std::time::Duration::ZERO,
+    default_keep_firing_for: std::time::Duration::from_secs(3600),
     fires_when: "a table lost at least `min_ratio` (0.5) of its rows in one poll interval, ignoring tables below `min_rows` (1000) rows",
     build,
 };

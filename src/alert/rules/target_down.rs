@@ -12,6 +12,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "PgvigilTargetDown",
     default_severity: Severity::Critical,
     default_for: Duration::from_secs(60),
+    default_keep_firing_for: std::time::Duration::ZERO,
     fires_when: "pgvigil cannot connect to or poll the target (every other alert of the target is then on hold)",
     build,
 };
