@@ -5,6 +5,7 @@
 //! Polls run one after another in this task, so they can never overlap: if a poll overruns the
 //! interval, the next one starts when it ends rather than queueing up behind it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Shared;
-use crate::collect::{self, Collector, Observations, PollContext, ServerInfo, describe_pg_error};
+use crate::collect::{
+    self, CollectError, Collector, Observations, PollContext, ServerInfo, describe_pg_error,
+};
 use crate::config::TargetConfig;
 use crate::status::{CollectorStatus, TargetState, now_rfc3339};
 
@@ -36,6 +39,7 @@ pub(crate) async fn run(
         backoff: Backoff::new(INITIAL_BACKOFF, target.reconnect_max_backoff),
         session: None,
         last_down_log: None,
+        last_errors: HashMap::new(),
         target,
         shared,
         tracker,
@@ -75,6 +79,8 @@ struct Poller {
     session: Option<Session>,
     backoff: Backoff,
     last_down_log: Option<Instant>,
+    /// Each failing collector's last error, so a repeated one is logged once.
+    last_errors: HashMap<&'static str, String>,
 }
 
 impl Poller {
@@ -230,22 +236,35 @@ impl Poller {
                 .instrument(span)
                 .await;
             let seconds = started.elapsed().as_secs_f64();
-            let result = match result {
-                Ok(Ok(snapshot)) => Ok(snapshot),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "no answer within {}; the connection will be reopened",
-                    humantime::format_duration(limit)
-                )),
+            // A degraded collector still publishes the series that say what is wrong.
+            let (snapshot, result) = match result {
+                Ok(Ok(snapshot)) => (Some(snapshot), Ok(())),
+                Ok(Err(CollectError::Degraded { message, snapshot })) => {
+                    (Some(*snapshot), Err(message))
+                }
+                Ok(Err(e)) => (None, Err(e.to_string())),
+                Err(_) => (
+                    None,
+                    Err(format!(
+                        "no answer within {}; the connection will be reopened",
+                        humantime::format_duration(limit)
+                    )),
+                ),
             };
             let ok = result.is_ok();
             self.shared
                 .metrics
                 .poll_finished(&target.name, name, seconds, ok);
             let store = self.shared.metrics.store();
+            match snapshot {
+                Some(snapshot) => store.publish(&target.name, name, snapshot),
+                None => store.retract(&target.name, name),
+            }
             let status = match result {
-                Ok(snapshot) => {
-                    store.publish(&target.name, name, snapshot);
+                Ok(()) => {
+                    if self.last_errors.remove(name).is_some() {
+                        info!(target = %target.name, collector = name, "poll succeeded again");
+                    }
                     CollectorStatus {
                         last_duration_seconds: seconds,
                         last_success: Some(now_rfc3339()),
@@ -254,8 +273,13 @@ impl Poller {
                 }
                 Err(error) => {
                     all_ok = false;
-                    store.retract(&target.name, name);
-                    warn!(target = %target.name, collector = name, "poll failed: {error}");
+                    // The same error every poll is logged once; a different one again.
+                    if self.last_errors.get(name) == Some(&error) {
+                        debug!(target = %target.name, collector = name, "poll failed again: {error}");
+                    } else {
+                        warn!(target = %target.name, collector = name, "poll failed: {error}");
+                        self.last_errors.insert(name, error.clone());
+                    }
                     CollectorStatus {
                         last_duration_seconds: seconds,
                         last_success: None,

@@ -7,6 +7,7 @@
 //! others go on.
 
 pub mod activity;
+pub mod statements;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +48,9 @@ pub struct Observations {
     pub up: bool,
     /// From pg_stat_activity; `None` when that collector failed.
     pub activity: Option<activity::ActivityReport>,
+    /// From pg_stat_statements; `None` when that collector failed, is unavailable or is
+    /// disabled.
+    pub statements: Option<statements::StatementsReport>,
 }
 
 /// One data source.
@@ -64,7 +68,12 @@ pub trait Collector: Send + Sync {
 
 /// The collectors a target runs, in poll order.
 pub fn for_target(target: &TargetConfig) -> Vec<Box<dyn Collector>> {
-    vec![Box::new(activity::Activity::new(&target.activity))]
+    let mut collectors: Vec<Box<dyn Collector>> =
+        vec![Box::new(activity::Activity::new(&target.activity))];
+    if target.statements.enabled {
+        collectors.push(Box::new(statements::Statements::new(&target.statements)));
+    }
+    collectors
 }
 
 /// Why a collector could not finish a poll.
@@ -76,6 +85,17 @@ pub enum CollectError {
     /// The data source is missing or not readable; the message says how to fix it.
     #[error("{0}")]
     Unavailable(String),
+    /// The data source cannot be read (an extension is missing, a grant is lacking): `message`
+    /// names the cause and the fix, and `snapshot` — published in place of the collector's
+    /// usual series — says so in metrics (e.g. `pgvigil_statements_available 0`). The poll
+    /// loop logs a repeated message once, not every poll.
+    #[error("{message}")]
+    Degraded {
+        /// What is wrong and how to fix it.
+        message: String,
+        /// The series to publish meanwhile.
+        snapshot: Box<Snapshot>,
+    },
 }
 
 /// A tokio-postgres error with its cause chain and, for server errors, SQLSTATE and hint.

@@ -84,6 +84,8 @@ pub struct TargetConfig {
     pub reconnect_max_backoff: Duration,
     /// `[targets.activity]`
     pub activity: ActivityConfig,
+    /// `[targets.statements]`
+    pub statements: StatementsConfig,
 }
 
 /// `[targets.activity]`: the pg_stat_activity collector.
@@ -92,6 +94,36 @@ pub struct ActivityConfig {
     /// application_name values exported as themselves; all others become `other`, which keeps
     /// the label bounded.
     pub application_names: Vec<String>,
+}
+
+/// `[targets.statements]`: the pg_stat_statements collector.
+#[derive(Debug, Clone)]
+pub struct StatementsConfig {
+    /// Collect pg_stat_statements at all.
+    pub enabled: bool,
+    /// Statements exported individually; the rest are summed into `queryid="other"`.
+    pub top_k: usize,
+    /// Window of the execution-time ranking that picks the top-K.
+    pub rank_window: Duration,
+    /// Query texts are cut to this many characters.
+    pub query_text_length: usize,
+    /// Window of each statement's latency baseline (the SlowQuery regression check).
+    pub baseline_window: Duration,
+    /// Intervals with calls a statement needs before its baseline is used.
+    pub baseline_min_samples: u32,
+}
+
+impl Default for StatementsConfig {
+    fn default() -> Self {
+        StatementsConfig {
+            enabled: true,
+            top_k: 100,
+            rank_window: Duration::from_secs(15 * 60),
+            query_text_length: 200,
+            baseline_window: Duration::from_secs(60 * 60),
+            baseline_min_samples: 5,
+        }
+    }
 }
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
@@ -171,6 +203,7 @@ impl TargetConfig {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             activity: ActivityConfig::default(),
+            statements: StatementsConfig::default(),
         }
     }
 }
@@ -378,7 +411,81 @@ impl Validator<'_> {
             Duration::from_millis(100),
         )?;
         target.activity.application_names = raw.activity.application_names;
+        target.statements = self.statements(raw.statements, &duration)?;
         Ok(target)
+    }
+}
+
+impl Validator<'_> {
+    fn statements(
+        &self,
+        raw: raw::RawStatements,
+        duration: &dyn Fn(
+            &Option<Spanned<HumanDuration>>,
+            &str,
+            Duration,
+            Duration,
+        ) -> Result<Duration, ConfigError>,
+    ) -> Result<StatementsConfig, ConfigError> {
+        let defaults = StatementsConfig::default();
+        let int = |value: &Option<Spanned<i64>>,
+                   key: &str,
+                   default: usize,
+                   range: std::ops::RangeInclusive<i64>,
+                   why: &str|
+         -> Result<usize, ConfigError> {
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            let v = *value.get_ref();
+            if !range.contains(&v) {
+                return Err(self.err(
+                    value,
+                    format!(
+                        "{key} = {v} is out of range; use {} to {} ({why})",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+            Ok(v as usize)
+        };
+        Ok(StatementsConfig {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            top_k: int(
+                &raw.top_k,
+                "top_k",
+                defaults.top_k,
+                1..=10_000,
+                "each exported statement is a series per metric",
+            )?,
+            rank_window: duration(
+                &raw.rank_window,
+                "rank_window",
+                defaults.rank_window,
+                Duration::from_secs(1),
+            )?,
+            query_text_length: int(
+                &raw.query_text_length,
+                "query_text_length",
+                defaults.query_text_length,
+                16..=10_000,
+                "characters of query text kept per statement",
+            )?,
+            baseline_window: duration(
+                &raw.baseline_window,
+                "baseline_window",
+                defaults.baseline_window,
+                Duration::from_secs(1),
+            )?,
+            baseline_min_samples: int(
+                &raw.baseline_min_samples,
+                "baseline_min_samples",
+                defaults.baseline_min_samples as usize,
+                1..=crate::collect::statements::BASELINE_WARMUP as i64,
+                "intervals with calls before a statement's baseline is trusted",
+            )? as u32,
+        })
     }
 }
 

@@ -65,6 +65,8 @@ pub(crate) struct RawTarget {
     pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub(crate) activity: RawActivity,
+    #[serde(default)]
+    pub(crate) statements: RawStatements,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +74,17 @@ pub(crate) struct RawTarget {
 pub(crate) struct RawActivity {
     #[serde(default)]
     pub(crate) application_names: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStatements {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) top_k: Option<Spanned<i64>>,
+    pub(crate) rank_window: Option<Spanned<HumanDuration>>,
+    pub(crate) query_text_length: Option<Spanned<i64>>,
+    pub(crate) baseline_window: Option<Spanned<HumanDuration>>,
+    pub(crate) baseline_min_samples: Option<Spanned<i64>>,
 }
 
 /// A duration written the way people write them: `"15s"`, `"2m 30s"`, `"500ms"`.
