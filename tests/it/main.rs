@@ -9,4 +9,5 @@ mod activity;
 mod cli;
 mod endpoints;
 mod lifecycle;
+mod statements;
 mod support;

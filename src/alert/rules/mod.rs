@@ -8,6 +8,8 @@
 //! Every rule has a runbook at `docs/runbooks/<AlertName>.md` (a test checks it exists), linked
 //! from the alert's `runbook_url`.
 
+pub mod slow_query;
+
 use std::time::Duration;
 
 use super::{Rule, Severity};
@@ -29,7 +31,9 @@ pub struct RuleSpec {
 }
 
 /// Every rule pgvigil knows.
-pub const RULES: &[RuleSpec] = &[];
+pub const RULES: &[RuleSpec] = &[
+    slow_query::SPEC,
+];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
 pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {

@@ -53,16 +53,20 @@ impl Baseline {
     fn current(&self) -> f64 {
         let n = self.samples as usize;
         if n < WARMUP {
-            let mut sorted = self.warmup;
-            let s = &mut sorted[..n];
-            s.sort_by(f64::total_cmp);
-            if n % 2 == 1 {
-                s[n / 2]
-            } else {
-                (s[n / 2 - 1] + s[n / 2]) / 2.0
-            }
+            self.warmup_median(n)
         } else {
             self.log_mean.exp()
+        }
+    }
+
+    fn warmup_median(&self, n: usize) -> f64 {
+        let mut sorted = self.warmup;
+        let s = &mut sorted[..n];
+        s.sort_by(f64::total_cmp);
+        if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
         }
     }
 }
@@ -96,7 +100,7 @@ impl Baselines {
             b.warmup[n] = mean;
             b.samples += 1;
             if b.samples as usize == WARMUP {
-                b.log_mean = b.current().ln();
+                b.log_mean = b.warmup_median(WARMUP).ln();
             }
         } else {
             let dt = (now - b.last_sample).max(0.0);
