@@ -7,8 +7,11 @@
 //! (`score ← score · e^(-Δt/window) + Δexec`), so one burst fades and steady load counts. Up to
 //! K statements with the highest scores are *members*. Membership is sticky: a non-member
 //! replaces the weakest member only when its score exceeds that member's by the factor
-//! [`HYSTERESIS`]. Statements of similar cost therefore do not swap places from poll to poll, and
-//! the exported series stay the same set.
+//! [`HYSTERESIS`] and by [`MIN_SWAP_SHARE`] of the target's total score. Statements of similar cost therefore do not swap places from poll to poll, and
+//! the exported series stay the same set. (Among thousands of statements that each cost
+//! next to nothing, a single slow call — a scheduling hiccup — really does make one the heavier,
+//! and the last places of the top-K follow such bursts; the places held by the statements that
+//! carry the load do not move.)
 //!
 //! # Counters that never go down
 //!
@@ -32,6 +35,10 @@ use super::delta::{Counter, Counters, Key};
 
 /// How much higher than the weakest member's score a challenger's must be to take its place.
 pub const HYSTERESIS: f64 = 1.5;
+/// ... and by at least this share of all statements' scores together: swapping one statement
+/// that is a negligible part of the load for another is churn that tells nobody anything, and
+/// among thousands of near-identical tiny statements one scheduling hiccup would trigger it.
+pub const MIN_SWAP_SHARE: f64 = 0.001;
 /// Scores below this (seconds) are forgotten, which bounds memory for one-off statements.
 const FORGET_BELOW: f64 = 1e-9;
 
@@ -95,6 +102,7 @@ impl TopK {
 
     fn rebalance(&mut self) -> Changes {
         let mut changes = Changes::default();
+        let min_gain = self.scores.values().sum::<f64>() * MIN_SWAP_SHARE;
         let score = |scores: &HashMap<Key, f64>, key: &Key| scores.get(key).copied().unwrap_or(0.0);
         // Best challengers first; only the best k can ever get in.
         let mut challengers: Vec<(f64, Key)> = self
@@ -130,7 +138,9 @@ impl TopK {
                 let Some((challenger_score, _)) = challengers.peek() else {
                     break;
                 };
-                if *challenger_score <= weak_score * HYSTERESIS {
+                if *challenger_score <= weak_score * HYSTERESIS
+                    || *challenger_score - weak_score <= min_gain
+                {
                     break;
                 }
                 let (_, key) = challengers.next().expect("peeked");
