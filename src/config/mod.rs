@@ -416,16 +416,15 @@ impl Validator<'_> {
     }
 }
 
+/// Validates one optional duration key: (value, key, default, minimum).
+type DurationCheck<'a> = dyn Fn(&Option<Spanned<HumanDuration>>, &str, Duration, Duration) -> Result<Duration, ConfigError>
+    + 'a;
+
 impl Validator<'_> {
     fn statements(
         &self,
         raw: raw::RawStatements,
-        duration: &dyn Fn(
-            &Option<Spanned<HumanDuration>>,
-            &str,
-            Duration,
-            Duration,
-        ) -> Result<Duration, ConfigError>,
+        duration: &DurationCheck<'_>,
     ) -> Result<StatementsConfig, ConfigError> {
         let defaults = StatementsConfig::default();
         let int = |value: &Option<Spanned<i64>>,
@@ -567,6 +566,35 @@ mod tests {
         assert!(err.contains("did you mean `json`"), "{err}");
         let err = parse("").unwrap_err();
         assert!(err.contains("no [[targets]]"), "{err}");
+    }
+
+    #[test]
+    fn statements_settings_have_defaults_and_bounds() {
+        let cfg = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n").unwrap();
+        let s = &cfg.targets[0].statements;
+        assert!(s.enabled);
+        assert_eq!((s.top_k, s.query_text_length), (100, 200));
+        let cfg = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.statements]\ntop_k = 5\nrank_window = \"2m\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.targets[0].statements.top_k, 5);
+        assert_eq!(
+            cfg.targets[0].statements.rank_window,
+            Duration::from_secs(120)
+        );
+        let err =
+            parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.statements]\ntop_k = 0\n")
+                .unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:5:9: top_k = 0 is out of range; use 1 to 10000"),
+            "{err}"
+        );
+        let err = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.statements]\nbaseline_min_samples = 9\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("use 1 to 8"), "{err}");
     }
 
     #[test]

@@ -53,6 +53,12 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "lock_timeout",
         "reconnect_max_backoff",
         "application_names",
+        "enabled",
+        "top_k",
+        "rank_window",
+        "query_text_length",
+        "baseline_window",
+        "baseline_min_samples",
     ] {
         assert!(
             example.contains(&format!("{key} = ")),

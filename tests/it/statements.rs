@@ -128,14 +128,23 @@ async fn thousands_of_statements_export_a_stable_bounded_top_k_that_adds_up() {
         );
         // Top-K plus other equals the per-database totals.
         let exported = m.sum("pgvigil_statement_calls_total", &[("target", "main")]);
-        let by_db = m.sum("pgvigil_database_statement_calls_total", &[("target", "main")]);
+        let by_db = m.sum(
+            "pgvigil_database_statement_calls_total",
+            &[("target", "main")],
+        );
         assert_eq!(exported, by_db, "calls");
-        let exported = m.sum("pgvigil_statement_exec_seconds_total", &[("target", "main")]);
+        let exported = m.sum(
+            "pgvigil_statement_exec_seconds_total",
+            &[("target", "main")],
+        );
         let by_db = m.sum(
             "pgvigil_database_statement_exec_seconds_total",
             &[("target", "main")],
         );
-        assert!((exported - by_db).abs() <= 1e-9 * by_db.max(1.0), "{exported} vs {by_db}");
+        assert!(
+            (exported - by_db).abs() <= 1e-9 * by_db.max(1.0),
+            "{exported} vs {by_db}"
+        );
         assert!(
             m.value(
                 "pgvigil_database_statement_calls_total",
@@ -321,7 +330,8 @@ async fn lookup_workload(
 }
 
 async fn lookup_queryid(cluster: &TestCluster, db: &str) -> String {
-    let sql = "SELECT queryid FROM pg_stat_statements WHERE query = 'SELECT v FROM t WHERE id = $1'";
+    let sql =
+        "SELECT queryid FROM pg_stat_statements WHERE query = 'SELECT v FROM t WHERE id = $1'";
     let cluster_dsn = cluster.dsn(db);
     let client = connect(&cluster_dsn).await;
     // Wait until the workload's first lookup has been recorded.
@@ -370,7 +380,10 @@ async fn dropping_an_index_fires_slow_query_for_that_statement_only() {
         let (_, o) = h.poll().await;
         let c = conditions(&rule, &o);
         for alert in &c {
-            assert_eq!(alert["queryid"], queryid, "a statement that did not regress: {alert:?}");
+            assert_eq!(
+                alert["queryid"], queryid,
+                "a statement that did not regress: {alert:?}"
+            );
         }
         if let Some(alert) = c.into_iter().next() {
             fired = Some(alert);
@@ -385,7 +398,10 @@ async fn dropping_an_index_fires_slow_query_for_that_statement_only() {
     assert_eq!(alert["query"], "SELECT v FROM t WHERE id = $1");
     let mean: f64 = alert["mean_seconds"].parse().unwrap();
     let baseline: f64 = alert["baseline_seconds"].parse().unwrap();
-    assert!(mean >= 5.0 * baseline && mean - baseline >= 0.001, "{alert:?}");
+    assert!(
+        mean >= 5.0 * baseline && mean - baseline >= 0.001,
+        "{alert:?}"
+    );
     assert!(alert["calls"].parse::<f64>().unwrap() >= 10.0, "{alert:?}");
 }
 
@@ -426,12 +442,18 @@ async fn a_reset_mid_run_gives_no_negative_or_spiked_values_and_no_alert() {
             .map(|s| s.calls)
             .sum::<f64>();
         let ran = done - start_calls.unwrap() + 1;
-        assert!(counted <= ran as f64, "poll {poll}: counted {counted} > ran {ran}");
+        assert!(
+            counted <= ran as f64,
+            "poll {poll}: counted {counted} > ran {ran}"
+        );
         for s in &report.statements {
             assert!(s.calls > 0.0 && s.mean_seconds >= 0.0, "{s:?}");
         }
         // Every exported counter is monotonic.
-        for def in metrics::ALL.iter().filter(|d| d.kind == metrics::Kind::Counter) {
+        for def in metrics::ALL
+            .iter()
+            .filter(|d| d.kind == metrics::Kind::Counter)
+        {
             for series in snap.get(def) {
                 assert!(series.value >= 0.0, "{} {:?}", def.name, series);
                 let key = (def.name, series.labels.clone());
@@ -451,11 +473,15 @@ async fn a_reset_mid_run_gives_no_negative_or_spiked_values_and_no_alert() {
     task.await.unwrap();
     assert!(saw_reset, "the reset was not detected");
     assert!(
-        counted > 0.0 && counted >= 0.5 * (calls.load(Ordering::Relaxed) - start_calls.unwrap()) as f64,
+        counted > 0.0
+            && counted >= 0.5 * (calls.load(Ordering::Relaxed) - start_calls.unwrap()) as f64,
         "counted {counted} of {} lookups",
         calls.load(Ordering::Relaxed) - start_calls.unwrap()
     );
-    assert_eq!(last[&("pgvigil_statements_resets_total", vec!["all".into()])], 1.0);
+    assert_eq!(
+        last[&("pgvigil_statements_resets_total", vec!["all".into()])],
+        1.0
+    );
 }
 
 /// The columns of `pg_stat_statements(showtext)` in each extension version, as the
@@ -528,7 +554,10 @@ fn columns(dialect: Dialect) -> Vec<(&'static str, &'static str)> {
         ]);
     }
     if dialect >= Dialect::V1_10 {
-        c.extend([("jit_functions", "bigint"), ("jit_generation_time", "float8")]);
+        c.extend([
+            ("jit_functions", "bigint"),
+            ("jit_generation_time", "float8"),
+        ]);
     }
     if dialect >= Dialect::V1_11 {
         c.extend([
@@ -623,7 +652,11 @@ async fn the_sql_of_every_extension_version_reads_a_view_of_that_shape() {
         assert_eq!(c[Counter::TempBlocksWritten], 6.0);
         assert_eq!(c[Counter::BlockReadSeconds], 0.25, "{dialect:?}");
         assert_eq!(c[Counter::BlockWriteSeconds], 0.125, "{dialect:?}");
-        let wal = if dialect >= Dialect::V1_8 { 4096.0 } else { 0.0 };
+        let wal = if dialect >= Dialect::V1_8 {
+            4096.0
+        } else {
+            0.0
+        };
         assert_eq!(c[Counter::WalBytes], wal, "{dialect:?}");
         let since = (dialect >= Dialect::V1_11).then_some(1_704_067_200.0);
         assert_eq!(row.stats_since, since, "{dialect:?}");

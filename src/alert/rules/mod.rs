@@ -31,9 +31,7 @@ pub struct RuleSpec {
 }
 
 /// Every rule pgvigil knows.
-pub const RULES: &[RuleSpec] = &[
-    slow_query::SPEC,
-];
+pub const RULES: &[RuleSpec] = &[slow_query::SPEC];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
 pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {

@@ -72,9 +72,7 @@ fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
         return Err("min_calls = 0 would judge statements nobody ran; use at least 1".into());
     }
     if params.mean_threshold.is_zero() {
-        return Err(
-            "mean_threshold = 0 makes every statement slow; use e.g. \"1s\"".into(),
-        );
+        return Err("mean_threshold = 0 makes every statement slow; use e.g. \"1s\"".into());
     }
     Ok(Box::new(SlowQuery { params }))
 }
@@ -193,7 +191,11 @@ fn condition(slow: &SlowStatement<'_>) -> Condition {
     };
     let description = format!(
         "{} calls by {} in the last interval took {} on average (baseline {}). Query: {}",
-        s.calls, s.usename, seconds(s.mean_seconds), baseline, query
+        s.calls,
+        s.usename,
+        seconds(s.mean_seconds),
+        baseline,
+        query
     );
     let mut c = Condition::new(summary, description)
         .label("datname", s.datname.to_string())

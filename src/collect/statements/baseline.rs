@@ -159,7 +159,11 @@ mod tests {
     #[test]
     fn usable_after_min_samples_and_robust_to_a_cold_first_interval() {
         let mut b = Baselines::new(Duration::from_secs(3600), 5);
-        let seen = feed(&mut b, &[0.010, 0.0002, 0.0002, 0.0002, 0.0002, 0.0002], 0.0);
+        let seen = feed(
+            &mut b,
+            &[0.010, 0.0002, 0.0002, 0.0002, 0.0002, 0.0002],
+            0.0,
+        );
         assert!(seen[..5].iter().all(Option::is_none), "{seen:?}");
         // Median of [10ms, 0.2ms × 4] is 0.2 ms.
         assert!((seen[5].unwrap() - 0.0002).abs() < 1e-12, "{seen:?}");

@@ -329,7 +329,12 @@ mod tests {
     #[test]
     fn evictions_are_counted_and_vanished_entries_forgotten() {
         let mut t = DeltaTracker::default();
-        deltas(&mut t, &[row(1, 1.0, 1.0), row(2, 1.0, 1.0)], 1, Some((5.0, None)));
+        deltas(
+            &mut t,
+            &[row(1, 1.0, 1.0), row(2, 1.0, 1.0)],
+            1,
+            Some((5.0, None)),
+        );
         let (_, e) = deltas(&mut t, &[row(2, 1.0, 1.0)], 2, Some((7.0, None)));
         assert_eq!(e.evicted, 2.0);
         assert!(!e.reset);

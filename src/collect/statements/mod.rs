@@ -54,6 +54,11 @@ const NOTABLE_RATIO: f64 = 2.0;
 const NOTABLE_INCREASE: f64 = 0.0005;
 /// See [`NOTABLE_RATIO`].
 const NOTABLE_MEAN: f64 = 0.1;
+/// ... provided it had at least this many calls in the interval: reading texts makes the server
+/// read its whole text file, so it is not done for every rarely run statement that had one slow
+/// call. (SlowQuery's default `min_calls` is higher; with a lower one, an alert may say "text not
+/// fetched".)
+const NOTABLE_MIN_CALLS: f64 = 5.0;
 /// Texts fetched for notable statements per poll, at most (members are always fetched).
 const NOTABLE_TEXT_LIMIT: usize = 100;
 
@@ -236,9 +241,9 @@ impl Statements {
         self.last_poll = Some(now);
         self.generation += 1;
         let mut deltas: Vec<(Key, Counters)> = Vec::new();
-        let events = self
-            .deltas
-            .apply(&rows, self.generation, info, |key, d| deltas.push((key, *d)));
+        let events = self.deltas.apply(&rows, self.generation, info, |key, d| {
+            deltas.push((key, *d))
+        });
         self.dealloc_total += events.evicted;
         self.resets_all += f64::from(u8::from(events.reset));
         self.resets_entry += events.entries_reset as f64;
@@ -261,8 +266,9 @@ impl Statements {
             let mean = d[Counter::ExecSeconds] / calls;
             let (baseline, samples) = self.baselines.observe(*key, mean, now);
             let looks_slow = mean >= NOTABLE_MEAN
-                || baseline.is_some_and(|b| mean >= b * NOTABLE_RATIO && mean - b >= NOTABLE_INCREASE);
-            if looks_slow && !self.texts.contains_key(&key.queryid) {
+                || baseline
+                    .is_some_and(|b| mean >= b * NOTABLE_RATIO && mean - b >= NOTABLE_INCREASE);
+            if looks_slow && calls >= NOTABLE_MIN_CALLS && !self.texts.contains_key(&key.queryid) {
                 notable.push(key.queryid);
             }
             report.statements.push(StatementInterval {
@@ -279,7 +285,8 @@ impl Statements {
         }
         self.baselines.prune(now);
         notable.truncate(NOTABLE_TEXT_LIMIT);
-        self.fetch_texts(ctx.client, dialect, &schema, notable).await;
+        self.fetch_texts(ctx.client, dialect, &schema, notable)
+            .await;
         for s in &mut report.statements {
             s.query = self.texts.get(&s.queryid).cloned();
         }
@@ -293,7 +300,11 @@ impl Statements {
         if dialect.has_info_view() {
             snap.set(&metrics::STATEMENTS_DEALLOCATIONS, self.dealloc_total);
         }
-        snap.push(&metrics::STATEMENTS_RESETS, vec!["all".into()], self.resets_all);
+        snap.push(
+            &metrics::STATEMENTS_RESETS,
+            vec!["all".into()],
+            self.resets_all,
+        );
         snap.push(
             &metrics::STATEMENTS_RESETS,
             vec!["entry".into()],
@@ -325,7 +336,12 @@ impl Statements {
                 }
             }
         }
-        let other = vec![String::new(), String::new(), OTHER.to_owned(), String::new()];
+        let other = vec![
+            String::new(),
+            String::new(),
+            OTHER.to_owned(),
+            String::new(),
+        ];
         push_counters(snap, &other, self.topk.other());
         for (dbid, counters) in self.topk.databases() {
             let datname = vec![self.database_name(*dbid).to_string()];
@@ -369,9 +385,10 @@ impl Statements {
         match client.query(&dialect.texts_sql(schema), &[&wanted]).await {
             Ok(rows) => {
                 for row in rows {
-                    let (Ok(queryid), Ok(Some(text))) =
-                        (row.try_get::<_, i64>(0), row.try_get::<_, Option<String>>(1))
-                    else {
+                    let (Ok(queryid), Ok(Some(text))) = (
+                        row.try_get::<_, i64>(0),
+                        row.try_get::<_, Option<String>>(1),
+                    ) else {
                         continue;
                     };
                     let text = sql::normalise_query_text(&text, self.config.query_text_length);
@@ -526,11 +543,7 @@ fn push_counters(snap: &mut Snapshot, labels: &[String], counters: &Counters) {
 }
 
 async fn detect(client: &tokio_postgres::Client) -> Result<Detected, CollectError> {
-    let row = client
-        .query_one(sql::DETECT_SQL,
-            &[],
-        )
-        .await?;
+    let row = client.query_one(sql::DETECT_SQL, &[]).await?;
     let extversion: Option<String> = row.try_get(0)?;
     Ok(Detected {
         dialect: extversion.as_deref().and_then(Dialect::from_extversion),

@@ -230,7 +230,10 @@ mod tests {
         assert!(!sql.contains("total_exec_time"), "{sql}");
         assert!(!sql.contains("wal_bytes"), "{sql}");
         assert!(sql.contains("true AS toplevel"), "{sql}");
-        assert!(sql.contains("\"public\".pg_stat_statements(false)"), "{sql}");
+        assert!(
+            sql.contains("\"public\".pg_stat_statements(false)"),
+            "{sql}"
+        );
         assert!(Dialect::V1_7.info_sql("public").is_none());
     }
 
@@ -252,7 +255,10 @@ mod tests {
             assert!(sql.contains("(blk_read_time) / 1000.0"), "{sql}");
             assert!(sql.contains("NULL::float8\n"), "{sql}");
             let info = d.info_sql("public").unwrap();
-            assert!(info.contains("\"public\".pg_stat_statements_info"), "{info}");
+            assert!(
+                info.contains("\"public\".pg_stat_statements_info"),
+                "{info}"
+            );
         }
     }
 
@@ -293,7 +299,10 @@ mod tests {
     #[test]
     fn schema_names_are_quoted() {
         let sql = Dialect::V1_10.texts_sql("we\"ird");
-        assert!(sql.contains("\"we\"\"ird\".pg_stat_statements(true)"), "{sql}");
+        assert!(
+            sql.contains("\"we\"\"ird\".pg_stat_statements(true)"),
+            "{sql}"
+        );
     }
 
     #[test]

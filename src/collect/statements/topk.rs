@@ -111,7 +111,8 @@ impl TopK {
             .filter(|(key, s)| **s > 0.0 && !self.members.contains_key(key))
             .map(|(key, s)| (*s, *key))
             .collect();
-        let by_score_desc = |a: &(f64, Key), b: &(f64, Key)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let by_score_desc =
+            |a: &(f64, Key), b: &(f64, Key)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if challengers.len() > self.k && self.k > 0 {
             challengers.select_nth_unstable_by(self.k - 1, by_score_desc);
             challengers.truncate(self.k);
@@ -216,7 +217,9 @@ mod tests {
     #[test]
     fn bounded_to_k_and_totals_add_up() {
         let mut t = TopK::new(10, Duration::from_secs(60));
-        let deltas: Vec<_> = (0..1000).map(|q| (key(q), delta(1.0, q as f64 * 1e-3))).collect();
+        let deltas: Vec<_> = (0..1000)
+            .map(|q| (key(q), delta(1.0, q as f64 * 1e-3)))
+            .collect();
         t.update(&deltas, 15.0);
         assert_eq!(t.members().count(), 10);
         // The ten most expensive.
@@ -249,7 +252,9 @@ mod tests {
     #[test]
     fn a_clearly_heavier_statement_takes_the_weakest_place_and_other_never_drops() {
         let mut t = TopK::new(3, Duration::from_secs(30));
-        let base: Vec<_> = (0..5).map(|q| (key(q), delta(1.0, 0.01 * (q + 1) as f64))).collect();
+        let base: Vec<_> = (0..5)
+            .map(|q| (key(q), delta(1.0, 0.01 * (q + 1) as f64)))
+            .collect();
         t.update(&base, 1.0);
         let mut last_other = t.other()[Counter::Calls];
         let mut joined = Vec::new();
@@ -259,7 +264,10 @@ mod tests {
             let changes = t.update(&deltas, 1.0);
             joined.extend(changes.joined);
             let other = t.other()[Counter::Calls];
-            assert!(other >= last_other, "other went down: {last_other} -> {other}");
+            assert!(
+                other >= last_other,
+                "other went down: {last_other} -> {other}"
+            );
             last_other = other;
             let (exported, by_db) = totals(&t);
             assert_eq!(exported, by_db);
