@@ -24,7 +24,7 @@ use super::delta::{Counter, Counters};
 
 /// Finds the extension, its version and schema, and whether the library is loaded:
 /// `pg_stat_statements.max` is only defined when it was preloaded. Always one row.
-pub(crate) const DETECT_SQL: &str = "
+pub const DETECT_SQL: &str = "
 SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'),
        (SELECT n.nspname::text
           FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
@@ -35,9 +35,9 @@ SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')";
 
 /// Database and role names, refreshed when an unknown oid shows up.
-pub(crate) const DATABASES_SQL: &str = "SELECT oid, datname::text FROM pg_database";
+pub const DATABASES_SQL: &str = "SELECT oid, datname::text FROM pg_database";
 /// See [`DATABASES_SQL`].
-pub(crate) const ROLES_SQL: &str = "SELECT oid, rolname::text FROM pg_roles";
+pub const ROLES_SQL: &str = "SELECT oid, rolname::text FROM pg_roles";
 
 /// The shape of pg_stat_statements in one extension version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
