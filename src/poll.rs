@@ -74,7 +74,11 @@ pub(crate) async fn run<S: Source>(
         backoff: Backoff::new(INITIAL_BACKOFF, schedule.reconnect_max_backoff),
         last_down_log: None,
         session: None,
-        recorder: Recorder { schedule, shared },
+        recorder: Recorder {
+            schedule,
+            shared,
+            last_errors: Default::default(),
+        },
     };
     let mut next = Instant::now();
     loop {
@@ -230,6 +234,9 @@ pub(crate) trait Collects<Ctx: ?Sized>: Send {
 pub(crate) struct Recorder {
     schedule: Schedule,
     shared: Arc<Shared>,
+    /// Each failing collector's last error, so one repeated every poll is logged once. A std
+    /// mutex: never held across an await.
+    last_errors: std::sync::Mutex<std::collections::HashMap<&'static str, String>>,
 }
 
 impl Recorder {
@@ -259,10 +266,15 @@ impl Recorder {
                 .instrument(span)
                 .await;
             let seconds = started.elapsed().as_secs_f64();
-            let (result, timed_out) = match result {
-                Ok(Ok(snapshot)) => (Ok(snapshot), false),
-                Ok(Err(e)) => (Err(e.to_string()), false),
+            // A degraded collector still publishes the series that say what is wrong.
+            let (snapshot, result, timed_out) = match result {
+                Ok(Ok(snapshot)) => (Some(snapshot), Ok(()), false),
+                Ok(Err(CollectError::Degraded { message, snapshot })) => {
+                    (Some(*snapshot), Err(message), false)
+                }
+                Ok(Err(e)) => (None, Err(e.to_string()), false),
                 Err(_) => (
+                    None,
                     Err(format!(
                         "no answer within {}; the connection will be reopened",
                         humantime::format_duration(limit)
@@ -271,7 +283,7 @@ impl Recorder {
                 ),
             };
             all_ok &= result.is_ok();
-            self.record(collector_name, seconds, result);
+            self.record(collector_name, seconds, snapshot, result);
             if timed_out {
                 // Do not run the remaining collectors on a connection in an unknown state.
                 return Err(format!(
@@ -287,16 +299,29 @@ impl Recorder {
     }
 
     /// Publish or retract one collector's snapshot and update its status.
-    fn record(&self, collector: &'static str, seconds: f64, result: Result<Snapshot, String>) {
+    fn record(
+        &self,
+        collector: &'static str,
+        seconds: f64,
+        snapshot: Option<Snapshot>,
+        result: Result<(), String>,
+    ) {
         let name = &self.schedule.name;
         let shared = &self.shared;
         shared
             .metrics
             .poll_finished(name, collector, seconds, result.is_ok());
         let store = shared.metrics.store();
+        match snapshot {
+            Some(snapshot) => store.publish(name, collector, snapshot),
+            None => store.retract(name, collector),
+        }
+        let mut last_errors = self.last_errors.lock().unwrap_or_else(|e| e.into_inner());
         let status = match result {
-            Ok(snapshot) => {
-                store.publish(name, collector, snapshot);
+            Ok(()) => {
+                if last_errors.remove(collector).is_some() {
+                    info!(target = %name, collector, "poll succeeded again");
+                }
                 CollectorStatus {
                     last_duration_seconds: seconds,
                     last_success: Some(now_rfc3339()),
@@ -304,8 +329,13 @@ impl Recorder {
                 }
             }
             Err(error) => {
-                store.retract(name, collector);
-                warn!(target = %name, collector, "poll failed: {error}");
+                // The same error every poll is logged once; a different one again.
+                if last_errors.get(collector) == Some(&error) {
+                    debug!(target = %name, collector, "poll failed again: {error}");
+                } else {
+                    warn!(target = %name, collector, "poll failed: {error}");
+                    last_errors.insert(collector, error.clone());
+                }
                 CollectorStatus {
                     last_duration_seconds: seconds,
                     last_success: None,
@@ -313,6 +343,7 @@ impl Recorder {
                 }
             }
         };
+        drop(last_errors);
         shared.status.update(name, |s| {
             let previous = s.collectors.remove(collector);
             let mut status = status;

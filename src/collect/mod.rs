@@ -9,6 +9,7 @@
 pub mod activity;
 pub mod imports;
 pub mod pgbouncer;
+pub mod statements;
 pub mod tables;
 
 use std::future::Future;
@@ -60,6 +61,9 @@ pub struct Observations {
     pub tables: Option<tables::TablesReport>,
     /// Import verdicts; `None` when that collector failed or is disabled.
     pub imports: Option<imports::ImportsReport>,
+    /// From pg_stat_statements; `None` when that collector failed, is unavailable or is
+    /// disabled.
+    pub statements: Option<statements::StatementsReport>,
 }
 
 /// One data source.
@@ -85,6 +89,9 @@ pub trait Collector: Send + Sync {
 pub fn for_target(target: &TargetConfig) -> Vec<Box<dyn Collector>> {
     let mut collectors: Vec<Box<dyn Collector>> =
         vec![Box::new(activity::Activity::new(&target.activity))];
+    if target.statements.enabled {
+        collectors.push(Box::new(statements::Statements::new(&target.statements)));
+    }
     // The data-loss guard: table statistics, then import reconciliation.
     if target.tables.enabled {
         collectors.push(Box::new(tables::Tables::new(&target.tables)));
@@ -104,6 +111,17 @@ pub enum CollectError {
     /// The data source is missing or not readable; the message says how to fix it.
     #[error("{0}")]
     Unavailable(String),
+    /// The data source cannot be read (an extension is missing, a grant is lacking): `message`
+    /// names the cause and the fix, and `snapshot` — published in place of the collector's
+    /// usual series — says so in metrics (e.g. `pgvigil_statements_available 0`). The poll
+    /// loop logs a repeated message once, not every poll.
+    #[error("{message}")]
+    Degraded {
+        /// What is wrong and how to fix it.
+        message: String,
+        /// The series to publish meanwhile.
+        snapshot: Box<Snapshot>,
+    },
 }
 
 /// A tokio-postgres error with its cause chain and, for server errors, SQLSTATE and hint.

@@ -106,6 +106,8 @@ pub struct TargetConfig {
     pub imports: ImportsConfig,
     /// The enabled alert rules: `[alerts.rules.*]` overlaid with `[targets.alerts.*]`.
     pub alerts: Vec<crate::alert::ConfiguredRule>,
+    /// `[targets.statements]`
+    pub statements: StatementsConfig,
 }
 
 /// `[targets.activity]`: the pg_stat_activity collector.
@@ -114,6 +116,36 @@ pub struct ActivityConfig {
     /// application_name values exported as themselves; all others become `other`, which keeps
     /// the label bounded.
     pub application_names: Vec<String>,
+}
+
+/// `[targets.statements]`: the pg_stat_statements collector.
+#[derive(Debug, Clone)]
+pub struct StatementsConfig {
+    /// Collect pg_stat_statements at all.
+    pub enabled: bool,
+    /// Statements exported individually; the rest are summed into `queryid="other"`.
+    pub top_k: usize,
+    /// Window of the execution-time ranking that picks the top-K.
+    pub rank_window: Duration,
+    /// Query texts are cut to this many characters.
+    pub query_text_length: usize,
+    /// Window of each statement's latency baseline (the SlowQuery regression check).
+    pub baseline_window: Duration,
+    /// Intervals with calls a statement needs before its baseline is used.
+    pub baseline_min_samples: u32,
+}
+
+impl Default for StatementsConfig {
+    fn default() -> Self {
+        StatementsConfig {
+            enabled: true,
+            top_k: 100,
+            rank_window: Duration::from_secs(15 * 60),
+            query_text_length: 200,
+            baseline_window: Duration::from_secs(60 * 60),
+            baseline_min_samples: 5,
+        }
+    }
 }
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
@@ -198,6 +230,7 @@ impl TargetConfig {
             tables: TablesConfig::default(),
             imports: ImportsConfig::default(),
             alerts: alerts::default_rules(),
+            statements: StatementsConfig::default(),
         }
     }
 }
@@ -367,6 +400,7 @@ impl Validator<'_> {
         target.tables = self.tables(raw.tables)?;
         target.imports = self.imports(raw.imports)?;
         target.alerts = self.target_rules(global_rules, &raw.alerts)?;
+        target.statements = self.statements(raw.statements, &duration)?;
         Ok(target)
     }
 }
@@ -451,6 +485,78 @@ impl Validator<'_> {
     }
 }
 
+/// Validates one optional duration key: (value, key, default, minimum).
+type DurationCheck<'a> = dyn Fn(&Option<Spanned<HumanDuration>>, &str, Duration, Duration) -> Result<Duration, ConfigError>
+    + 'a;
+
+impl Validator<'_> {
+    fn statements(
+        &self,
+        raw: raw::RawStatements,
+        duration: &DurationCheck<'_>,
+    ) -> Result<StatementsConfig, ConfigError> {
+        let defaults = StatementsConfig::default();
+        let int = |value: &Option<Spanned<i64>>,
+                   key: &str,
+                   default: usize,
+                   range: std::ops::RangeInclusive<i64>,
+                   why: &str|
+         -> Result<usize, ConfigError> {
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            let v = *value.get_ref();
+            if !range.contains(&v) {
+                return Err(self.err(
+                    value,
+                    format!(
+                        "{key} = {v} is out of range; use {} to {} ({why})",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+            Ok(v as usize)
+        };
+        Ok(StatementsConfig {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            top_k: int(
+                &raw.top_k,
+                "top_k",
+                defaults.top_k,
+                1..=10_000,
+                "each exported statement is a series per metric",
+            )?,
+            rank_window: duration(
+                &raw.rank_window,
+                "rank_window",
+                defaults.rank_window,
+                Duration::from_secs(1),
+            )?,
+            query_text_length: int(
+                &raw.query_text_length,
+                "query_text_length",
+                defaults.query_text_length,
+                16..=10_000,
+                "characters of query text kept per statement",
+            )?,
+            baseline_window: duration(
+                &raw.baseline_window,
+                "baseline_window",
+                defaults.baseline_window,
+                Duration::from_secs(1),
+            )?,
+            baseline_min_samples: int(
+                &raw.baseline_min_samples,
+                "baseline_min_samples",
+                defaults.baseline_min_samples as usize,
+                1..=crate::collect::statements::BASELINE_WARMUP as i64,
+                "intervals with calls before a statement's baseline is trusted",
+            )? as u32,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +635,35 @@ mod tests {
         assert!(err.contains("did you mean `json`"), "{err}");
         let err = parse("").unwrap_err();
         assert!(err.contains("no [[targets]]"), "{err}");
+    }
+
+    #[test]
+    fn statements_settings_have_defaults_and_bounds() {
+        let cfg = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n").unwrap();
+        let s = &cfg.targets[0].statements;
+        assert!(s.enabled);
+        assert_eq!((s.top_k, s.query_text_length), (100, 200));
+        let cfg = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.statements]\ntop_k = 5\nrank_window = \"2m\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.targets[0].statements.top_k, 5);
+        assert_eq!(
+            cfg.targets[0].statements.rank_window,
+            Duration::from_secs(120)
+        );
+        let err =
+            parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.statements]\ntop_k = 0\n")
+                .unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:5:9: top_k = 0 is out of range; use 1 to 10000"),
+            "{err}"
+        );
+        let err = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.statements]\nbaseline_min_samples = 9\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("use 1 to 8"), "{err}");
     }
 
     #[test]

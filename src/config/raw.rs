@@ -75,6 +75,8 @@ pub(crate) struct RawTarget {
     pub(crate) imports: RawImports,
     #[serde(default)]
     pub(crate) alerts: super::alerts::RawRuleTables,
+    #[serde(default)]
+    pub(crate) statements: RawStatements,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +160,17 @@ pub(crate) struct RawAuditColumns {
     pub(crate) heartbeat_at: Option<Spanned<String>>,
     pub(crate) finished_at: Option<Spanned<String>>,
     pub(crate) error_message: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStatements {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) top_k: Option<Spanned<i64>>,
+    pub(crate) rank_window: Option<Spanned<HumanDuration>>,
+    pub(crate) query_text_length: Option<Spanned<i64>>,
+    pub(crate) baseline_window: Option<Spanned<HumanDuration>>,
+    pub(crate) baseline_min_samples: Option<Spanned<i64>>,
 }
 
 /// A duration written the way people write them: `"15s"`, `"2m 30s"`, `"500ms"`.

@@ -104,6 +104,12 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "only_with_writes",
         "max_age",
         "ignore_application_names",
+        "enabled",
+        "top_k",
+        "rank_window",
+        "query_text_length",
+        "baseline_window",
+        "baseline_min_samples",
     ] {
         assert!(
             example.contains(&format!("{key} = ")),

@@ -94,7 +94,9 @@ async fn every_exported_metric_is_defined_in_metrics_rs() {
 #[tokio::test]
 async fn health_readiness_api_and_status_page() {
     let cluster = TestCluster::start();
-    let daemon = Daemon::start(&one_target("main", &cluster.dsn("postgres"), "")).await;
+    // A database with pg_stat_statements, so every collector succeeds and last_error is null.
+    let db = cluster.create_database("endpoints");
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
     let (status, body) = daemon.get("/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     daemon

@@ -13,6 +13,7 @@ mod endpoints;
 mod imports;
 mod lifecycle;
 mod pgbouncer;
+mod statements;
 mod support;
 mod support_alerting;
 mod tables;

@@ -25,6 +25,8 @@ pub mod import_row_shortfall;
 pub mod import_stalled;
 pub mod rolled_back_inserts;
 pub mod table_rows_dropped;
+// Query statistics.
+pub mod slow_query;
 
 use std::time::Duration;
 
@@ -69,6 +71,8 @@ pub const RULES: &[RuleSpec] = &[
     import_rolled_back::SPEC,
     table_rows_dropped::SPEC,
     rolled_back_inserts::SPEC,
+    // Query statistics.
+    slow_query::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.

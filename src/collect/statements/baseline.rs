@@ -1,0 +1,207 @@
+//! Each statement's own normal latency: a robust rolling baseline of its interval means.
+//!
+//! The SlowQuery regression check compares a statement's mean latency over the last interval
+//! with this baseline. It has to be robust in two directions: one slow interval (a cold
+//! cache, a lock wait) must not drag the baseline up and hide the next one, and a real,
+//! lasting regression must keep alerting for a long while rather than becoming "normal" within
+//! minutes. So the baseline is:
+//!
+//! * **warm-up**: the median of the first [`WARMUP`] interval means (a first cold-cache
+//!   interval cannot dominate); usable once it has `min_samples` of them;
+//! * **after that**: an exponentially weighted mean in the *log* domain, whose step per
+//!   interval is clipped to ±ln 2 before weighting, with weight `1 - exp(-Δt / window)` (or
+//!   `1/n` while that is larger). Ratios, not differences, are what latencies vary by, hence the
+//!   log; the clip bounds how far any one interval can move it, like a Huber M-estimator.
+//!   With the default one-hour window a lasting 10× regression takes hours to be absorbed.
+//!
+//! Only intervals with at least one call are samples. Baselines survive resets of
+//! pg_stat_statements (a reset changes counters, not how fast a statement is) and are forgotten
+//! when a statement has had no calls for a whole window.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::delta::Key;
+
+/// Interval means collected before switching from median to the weighted mean.
+pub const WARMUP: usize = 8;
+/// Bound of one interval's step in the log domain (a factor of 2).
+const MAX_STEP: f64 = std::f64::consts::LN_2;
+/// Means are clamped to at least this (1 µs) before taking logarithms.
+const FLOOR_SECONDS: f64 = 1e-6;
+
+/// Baselines of every statement.
+#[derive(Debug)]
+pub struct Baselines {
+    window: Duration,
+    min_samples: u32,
+    by_key: HashMap<Key, Baseline>,
+    polls_since_prune: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Baseline {
+    /// log of the baseline in seconds, once warmed up.
+    log_mean: f64,
+    samples: u32,
+    warmup: [f64; WARMUP],
+    /// Seconds (on the caller's clock) of the last sample.
+    last_sample: f64,
+}
+
+impl Baseline {
+    fn current(&self) -> f64 {
+        let n = self.samples as usize;
+        if n < WARMUP {
+            self.warmup_median(n)
+        } else {
+            self.log_mean.exp()
+        }
+    }
+
+    fn warmup_median(&self, n: usize) -> f64 {
+        let mut sorted = self.warmup;
+        let s = &mut sorted[..n];
+        s.sort_by(f64::total_cmp);
+        if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        }
+    }
+}
+
+impl Baselines {
+    /// Baselines over `window`, usable after `min_samples` intervals (at most [`WARMUP`]).
+    pub fn new(window: Duration, min_samples: u32) -> Self {
+        Baselines {
+            window,
+            min_samples: min_samples.clamp(1, WARMUP as u32),
+            by_key: HashMap::new(),
+            polls_since_prune: 0,
+        }
+    }
+
+    /// Record a statement's interval mean at time `now` (seconds on any monotonic clock) and
+    /// return its baseline *before* this sample (`None` while warming up) and the number of
+    /// samples that baseline rests on.
+    pub fn observe(&mut self, key: Key, mean_seconds: f64, now: f64) -> (Option<f64>, u32) {
+        let mean = mean_seconds.max(FLOOR_SECONDS);
+        let b = self.by_key.entry(key).or_insert(Baseline {
+            log_mean: 0.0,
+            samples: 0,
+            warmup: [0.0; WARMUP],
+            last_sample: now,
+        });
+        let before = (b.samples >= self.min_samples).then(|| b.current());
+        let samples_before = b.samples;
+        let n = b.samples as usize;
+        if n < WARMUP {
+            b.warmup[n] = mean;
+            b.samples += 1;
+            if b.samples as usize == WARMUP {
+                b.log_mean = b.warmup_median(WARMUP).ln();
+            }
+        } else {
+            let dt = (now - b.last_sample).max(0.0);
+            let by_time = 1.0 - (-dt / self.window.as_secs_f64().max(1e-3)).exp();
+            b.samples = b.samples.saturating_add(1);
+            let weight = by_time.max(1.0 / f64::from(b.samples));
+            let step = (mean.ln() - b.log_mean).clamp(-MAX_STEP, MAX_STEP);
+            b.log_mean += weight * step;
+        }
+        b.last_sample = now;
+        (before, samples_before)
+    }
+
+    /// Forget statements without a sample for a whole window. Cheap enough to call every poll;
+    /// does real work every 100th.
+    pub fn prune(&mut self, now: f64) {
+        self.polls_since_prune += 1;
+        if self.polls_since_prune < 100 {
+            return;
+        }
+        self.polls_since_prune = 0;
+        let window = self.window.as_secs_f64();
+        self.by_key.retain(|_, b| now - b.last_sample <= window);
+    }
+
+    /// Number of statements with a baseline.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: Key = Key {
+        dbid: 1,
+        userid: 1,
+        queryid: 42,
+        toplevel: true,
+    };
+
+    fn feed(b: &mut Baselines, means: &[f64], start: f64) -> Vec<Option<f64>> {
+        means
+            .iter()
+            .enumerate()
+            .map(|(i, m)| b.observe(KEY, *m, start + i as f64 * 15.0).0)
+            .collect()
+    }
+
+    #[test]
+    fn usable_after_min_samples_and_robust_to_a_cold_first_interval() {
+        let mut b = Baselines::new(Duration::from_secs(3600), 5);
+        let seen = feed(
+            &mut b,
+            &[0.010, 0.0002, 0.0002, 0.0002, 0.0002, 0.0002],
+            0.0,
+        );
+        assert!(seen[..5].iter().all(Option::is_none), "{seen:?}");
+        // Median of [10ms, 0.2ms × 4] is 0.2 ms.
+        assert!((seen[5].unwrap() - 0.0002).abs() < 1e-12, "{seen:?}");
+    }
+
+    #[test]
+    fn one_slow_interval_barely_moves_it_and_a_lasting_regression_is_not_absorbed_quickly() {
+        let mut b = Baselines::new(Duration::from_secs(3600), 5);
+        feed(&mut b, &[0.0002; 40], 0.0);
+        let before = b.observe(KEY, 0.5, 600.0).0.unwrap();
+        let after = b.observe(KEY, 0.0002, 615.0).0.unwrap();
+        assert!(after / before < 1.03, "{before} -> {after}");
+        // 20 minutes of a 25× slower statement, polled every 15 s.
+        let slow = feed(&mut b, &[0.005; 80], 630.0);
+        let last = slow.last().unwrap().unwrap();
+        assert!(last < 0.0005, "baseline absorbed the regression: {last}");
+    }
+
+    #[test]
+    fn a_permanent_change_is_eventually_the_new_normal() {
+        let mut b = Baselines::new(Duration::from_secs(60), 5);
+        feed(&mut b, &[0.001; 10], 0.0);
+        let seen = feed(&mut b, &[0.004; 200], 150.0);
+        let last = seen.last().unwrap().unwrap();
+        assert!((last - 0.004).abs() / 0.004 < 0.05, "{last}");
+    }
+
+    #[test]
+    fn idle_statements_are_pruned() {
+        let mut b = Baselines::new(Duration::from_secs(60), 5);
+        b.observe(KEY, 0.001, 0.0);
+        for _ in 0..100 {
+            b.prune(30.0);
+        }
+        assert_eq!(b.len(), 1);
+        for _ in 0..100 {
+            b.prune(1000.0);
+        }
+        assert!(b.is_empty());
+    }
+}
