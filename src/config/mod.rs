@@ -340,19 +340,7 @@ impl Validator<'_> {
     ) -> Result<TargetConfig, ConfigError> {
         let span = spanned.span();
         let raw = spanned.into_inner();
-        let name = raw.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(self.err(
-                &raw.name,
-                format!(
-                    "invalid target name \"{name}\"; use letters, digits, '_', '-' or '.' (it becomes a label value and part of URLs)"
-                ),
-            ));
-        }
+        let name = self.source_name(&raw.name, "target")?;
         let connection = self.connection(
             name,
             span,
@@ -406,6 +394,28 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// A target or PgBouncer name: it becomes the `target` label value and part of URLs.
+    fn source_name<'n>(
+        &self,
+        name: &'n Spanned<String>,
+        what: &str,
+    ) -> Result<&'n str, ConfigError> {
+        let value = name.get_ref();
+        if value.is_empty()
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(self.err(
+                name,
+                format!(
+                    "invalid {what} name \"{value}\"; use letters, digits, '_', '-' or '.' (it becomes the target label value and part of URLs)"
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
     /// A connection from exactly one of `dsn` / `dsn_env`, plus an optional password file.
     /// `parse` turns the DSN text into a spec (targets and PgBouncer admin consoles default
     /// differently).

@@ -93,19 +93,7 @@ impl Validator<'_> {
     ) -> Result<PgbouncerConfig, ConfigError> {
         let span = spanned.span();
         let raw = spanned.into_inner();
-        let name = raw.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(self.err(
-                &raw.name,
-                format!(
-                    "invalid pgbouncer name \"{name}\"; use letters, digits, '_', '-' or '.' (it becomes the target label value and part of URLs)"
-                ),
-            ));
-        }
+        let name = self.source_name(&raw.name, "pgbouncer")?;
         let connection = self.connection(
             name,
             span,
