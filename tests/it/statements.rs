@@ -110,8 +110,26 @@ async fn thousands_of_statements_export_a_stable_bounded_top_k_that_adds_up() {
             (tracked >= 3000.0 && members == K + 1).then_some(())
         })
         .await;
-    // Let the ranking settle on the steady workload, then watch ten polls.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the ranking settle on the steady workload: the first polls rank statements by one
+    // or two noisy calls each, and the true heavy hitters then displace lucky cheap ones (by
+    // design, only when clearly ahead). On a loaded machine one round of the workload takes
+    // seconds, so wait for the membership to hold still rather than for a fixed time.
+    let settle_deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut unchanged = 0;
+    let mut members = Vec::new();
+    while unchanged < 12 {
+        assert!(
+            std::time::Instant::now() < settle_deadline,
+            "the top-K never settled on a steady workload"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now: Vec<_> = series_of(&daemon.metrics().await, "pgvigil_statement_calls_total")
+            .into_keys()
+            .collect();
+        unchanged = if now == members { unchanged + 1 } else { 0 };
+        members = now;
+    }
+    // Then watch ten polls.
     let mut previous: Option<Metrics> = None;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(250)).await;
