@@ -14,7 +14,7 @@ use crate::imports::{import_correctly, import_forgetting_commit, import_partiall
 use crate::pgbouncer::bouncer_config;
 use crate::statements::{lookup_queryid, lookup_workload};
 use crate::support::{Daemon, Metrics, connect, one_target};
-use crate::support_alerting::{Alertmanager, api_active, api_alerts, wait_async};
+use crate::support_alerting::{Alertmanager, api_active, api_alerts, has_labels, wait_async};
 
 /// Generous: two loaded cores, several clusters at once.
 const WAIT: Duration = Duration::from_secs(30);
@@ -288,12 +288,12 @@ async fn waiting_pgbouncer_clients_fire_pool_clients_waiting_which_resolves_when
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| crate::support_alerting::has_labels(a, &labels));
+            .any(|a| has_labels(a, &labels));
         let resolved = view["resolved"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| crate::support_alerting::has_labels(r, &labels))
+            .find(|r| has_labels(r, &labels))
             .cloned();
         resolved.filter(|_| !active)
     })
