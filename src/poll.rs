@@ -162,6 +162,10 @@ impl<T: Send + Sync + 'static> LoopState<T> {
         );
         self.backoff.reset();
         self.last_down_log = None;
+        // Up from the moment the session exists: collectors publish their series as each one
+        // finishes, so waiting for the end of the first poll left a window in which a scrape
+        // saw this poll's fresh series next to `pgvigil_up 0`.
+        self.recorder.shared.metrics.set_up(&schedule.name, true);
         self.recorder.shared.status.update(&schedule.name, |s| {
             s.server_version = Some(version.to_owned());
             s.consecutive_failures = 0;

@@ -16,7 +16,7 @@ const CONTACTS: &str =
     "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);
                         CREATE INDEX ON contacts (import_id);";
 
-async fn setup(prefix: &str) -> (TestCluster, String, Client) {
+pub async fn setup(prefix: &str) -> (TestCluster, String, Client) {
     let cluster = TestCluster::start();
     let db = cluster.create_database(prefix);
     cluster.psql(&db, CONTACTS);
@@ -33,7 +33,7 @@ async fn poller(dsn: &str) -> Poller {
 const INSERT: &str = "INSERT INTO contacts (email, import_id) SELECT 'user' || g || '@example.com', $1 FROM generate_series(1, $2::int8) g";
 
 /// The right way: insert everything in one transaction, commit, then finish the audit row.
-async fn import_correctly(dsn: &str, audit: &Client, source: &str, rows: i64) -> String {
+pub async fn import_correctly(dsn: &str, audit: &Client, source: &str, rows: i64) -> String {
     let mut a = ImportAudit::builder("contacts", source, rows as u64)
         .start(audit)
         .await
@@ -51,7 +51,7 @@ async fn import_correctly(dsn: &str, audit: &Client, source: &str, rows: i64) ->
 /// The incident: rows inserted in a transaction that is never committed, the audit row marked
 /// committed with the full count, then the connection dropped (the server aborts the
 /// transaction).
-async fn import_forgetting_commit(dsn: &str, audit: &Client, rows: i64) -> (String, u64) {
+pub async fn import_forgetting_commit(dsn: &str, audit: &Client, rows: i64) -> (String, u64) {
     let mut a = ImportAudit::builder("contacts", "forgot-commit.csv", rows as u64)
         .start(audit)
         .await
@@ -73,7 +73,7 @@ async fn import_forgetting_commit(dsn: &str, audit: &Client, rows: i64) -> (Stri
 }
 
 /// Commits only `committed` of `rows` rows but reports all of them.
-async fn import_partially(dsn: &str, audit: &Client, rows: i64, committed: i64) -> String {
+pub async fn import_partially(dsn: &str, audit: &Client, rows: i64, committed: i64) -> String {
     let mut a = ImportAudit::builder("contacts", "partial.csv", rows as u64)
         .start(audit)
         .await

@@ -7,6 +7,7 @@
 
 mod activity;
 mod alerting;
+mod alerts_e2e;
 mod cli;
 mod deploy;
 mod endpoints;

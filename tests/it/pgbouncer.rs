@@ -17,7 +17,7 @@ use crate::support::{Daemon, connect, http_get};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn bouncer_config(name: &str, bouncer: &TestPgbouncer) -> String {
+pub fn bouncer_config(name: &str, bouncer: &TestPgbouncer) -> String {
     format!(
         "[[pgbouncers]]\nname = \"{name}\"\ndsn = \"{}\"\npoll_interval = \"200ms\"\nreconnect_max_backoff = \"1s\"\n",
         bouncer.admin_dsn()

@@ -317,7 +317,7 @@ impl Harness {
 
 /// A 200,000-row table with an index on `id`, and a workload looking rows up by `id` (plus a
 /// second, steady statement that must never alert).
-async fn lookup_workload(
+pub async fn lookup_workload(
     cluster: &TestCluster,
     db: &str,
 ) -> (Arc<AtomicU64>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
@@ -355,7 +355,7 @@ async fn lookup_workload(
     (calls, stop, task)
 }
 
-async fn lookup_queryid(cluster: &TestCluster, db: &str) -> String {
+pub async fn lookup_queryid(cluster: &TestCluster, db: &str) -> String {
     let sql =
         "SELECT queryid FROM pg_stat_statements WHERE query = 'SELECT v FROM t WHERE id = $1'";
     let cluster_dsn = cluster.dsn(db);

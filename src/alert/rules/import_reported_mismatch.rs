@@ -51,6 +51,10 @@ impl Rule for ImportReportedMismatch {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![("include_surplus", self.params.include_surplus.to_string())]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         let Some(report) = common::report(observations) else {
             return Evaluation::Unknown;

@@ -58,6 +58,16 @@ impl Rule for ImportRowShortfall {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("min_missing_rows", self.params.min_missing_rows.to_string()),
+            (
+                "min_missing_ratio",
+                super::toml_float(self.params.min_missing_ratio),
+            ),
+        ]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         let Some(report) = common::report(observations) else {
             return Evaluation::Unknown;

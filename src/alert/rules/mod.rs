@@ -85,6 +85,18 @@ pub fn find(alertname: &str) -> Option<&'static RuleSpec> {
     RULES.iter().find(|spec| spec.alertname == alertname)
 }
 
+/// A duration as a TOML value for [`Rule::describe_params`]: a quoted humantime string, as the
+/// config file writes it (`"10s"`).
+pub(crate) fn toml_duration(d: Duration) -> String {
+    format!("\"{}\"", humantime::format_duration(d))
+}
+
+/// A float as a TOML value for [`Rule::describe_params`]: always with a fraction (`1.0`, not
+/// `1`), so the README shows the type the parser expects.
+pub(crate) fn toml_float(f: f64) -> String {
+    format!("{f:?}")
+}
+
 /// A duration for an annotation: whole seconds, human-readable (`5m 3s`).
 pub fn human_seconds(seconds: f64) -> String {
     humantime::format_duration(Duration::from_secs(seconds.max(0.0).round() as u64)).to_string()
@@ -212,6 +224,87 @@ mod tests {
         for spec in RULES {
             let err = (spec.build)(&table).expect_err(spec.alertname);
             assert!(err.contains("no_such_key"), "{}: {err}", spec.alertname);
+        }
+    }
+
+    /// The keys every rule table takes besides the rule's own parameters.
+    const COMMON_KEYS: [&str; 4] = ["enabled", "severity", "for", "keep_firing_for"];
+
+    #[test]
+    fn example_config_documents_every_rule_with_its_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgvigil.example.toml");
+        let example: toml::Table = std::fs::read_to_string(path)
+            .expect("config/pgvigil.example.toml")
+            .parse()
+            .expect("the example config is TOML");
+        let rules = example["alerts"]["rules"]
+            .as_table()
+            .expect("[alerts.rules] in the example");
+        for spec in RULES {
+            let name = spec.alertname;
+            let table = rules
+                .get(name)
+                .and_then(toml::Value::as_table)
+                .unwrap_or_else(|| panic!("the example config has no [alerts.rules.{name}]"));
+            assert_eq!(
+                table.get("severity").and_then(toml::Value::as_str),
+                Some(spec.default_severity.as_str()),
+                "[alerts.rules.{name}] severity"
+            );
+            for (key, default) in [
+                ("for", spec.default_for),
+                ("keep_firing_for", spec.default_keep_firing_for),
+            ] {
+                let value = table
+                    .get(key)
+                    .and_then(toml::Value::as_str)
+                    .unwrap_or_else(|| panic!("[alerts.rules.{name}] lacks {key}"));
+                assert_eq!(
+                    humantime::parse_duration(value).ok(),
+                    Some(default),
+                    "[alerts.rules.{name}] {key} = {value:?} is not the default"
+                );
+            }
+            let mut own = table.clone();
+            for key in COMMON_KEYS {
+                own.remove(key);
+            }
+            let defaults = (spec.build)(&toml::Table::new())
+                .expect(name)
+                .describe_params();
+            let documented = (spec.build)(&own)
+                .unwrap_or_else(|e| panic!("[alerts.rules.{name}] does not build: {e}"))
+                .describe_params();
+            assert_eq!(
+                documented, defaults,
+                "[alerts.rules.{name}] must show every parameter at its default"
+            );
+            let mut described: Vec<&str> = defaults.iter().map(|(k, _)| *k).collect();
+            let mut keys: Vec<&str> = own.keys().map(String::as_str).collect();
+            described.sort_unstable();
+            keys.sort_unstable();
+            assert_eq!(
+                keys, described,
+                "[alerts.rules.{name}] keys vs the rule's describe_params()"
+            );
+        }
+    }
+
+    #[test]
+    fn described_params_are_the_keys_the_rules_accept() {
+        // Every described key, written back with its described value, is accepted and gives
+        // the same description: the descriptions are real keys with valid TOML values.
+        for spec in RULES {
+            let params = (spec.build)(&toml::Table::new())
+                .expect(spec.alertname)
+                .describe_params();
+            let text: String = params.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            let table: toml::Table = text
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {text}: {e}", spec.alertname));
+            let rebuilt =
+                (spec.build)(&table).unwrap_or_else(|e| panic!("{}: {text}: {e}", spec.alertname));
+            assert_eq!(rebuilt.describe_params(), params, "{}", spec.alertname);
         }
     }
 

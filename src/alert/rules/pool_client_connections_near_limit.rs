@@ -67,6 +67,13 @@ impl Rule for PoolClientConnectionsNearLimit {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ratio", super::toml_float(self.ratio)),
+            ("critical_ratio", super::toml_float(self.critical_ratio)),
+        ]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         if !observations.up {
             return Evaluation::Unknown;

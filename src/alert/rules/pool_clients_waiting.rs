@@ -55,6 +55,10 @@ impl Rule for PoolClientsWaiting {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![("min_waiting", self.min_waiting.to_string())]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         if !observations.up {
             return Evaluation::Unknown;

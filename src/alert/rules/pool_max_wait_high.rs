@@ -57,6 +57,13 @@ impl Rule for PoolMaxWaitHigh {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![(
+            "max_wait",
+            super::toml_duration(Duration::from_secs_f64(self.max_wait)),
+        )]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         if !observations.up {
             return Evaluation::Unknown;

@@ -53,6 +53,10 @@ impl Rule for PoolSaturated {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![("ratio", super::toml_float(self.ratio))]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         if !observations.up {
             return Evaluation::Unknown;

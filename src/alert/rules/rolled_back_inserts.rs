@@ -51,6 +51,10 @@ impl Rule for RolledBackInserts {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![("min_rows", self.params.min_rows.to_string())]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         let Some(report) = &observations.tables else {
             return Evaluation::Unknown;

@@ -152,6 +152,16 @@ impl Rule for SlowQuery {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        let p = &self.params;
+        vec![
+            ("mean_threshold", super::toml_duration(p.mean_threshold)),
+            ("min_calls", p.min_calls.to_string()),
+            ("regression_factor", super::toml_float(p.regression_factor)),
+            ("min_increase", super::toml_duration(p.min_increase)),
+        ]
+    }
+
     fn evaluate(&self, _target: &str, observations: &Observations) -> Evaluation {
         let Some(report) = &observations.statements else {
             return Evaluation::Unknown;

@@ -55,6 +55,13 @@ impl Rule for TableRowsDropped {
         SPEC.alertname
     }
 
+    fn describe_params(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("min_ratio", super::toml_float(self.params.min_ratio)),
+            ("min_rows", self.params.min_rows.to_string()),
+        ]
+    }
+
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         let Some(report) = &observations.tables else {
             return Evaluation::Unknown;
