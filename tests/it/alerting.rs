@@ -217,7 +217,10 @@ async fn webhook_firing_and_resolution_survive_a_restart_without_duplicates() {
     // Let it evaluate the still-true condition several times.
     daemon
         .wait_for("several polls after the restart", WAIT, |m| {
-            (m.sum("pgvigil_poll_duration_seconds_count", &[("target", "main")]) >= 8.0)
+            (m.sum(
+                "pgvigil_poll_duration_seconds_count",
+                &[("target", "main"), ("collector", "activity")],
+            ) >= 8.0)
                 .then_some(())
         })
         .await;
@@ -334,7 +337,7 @@ async fn connection_thresholds_come_from_the_config_per_target() {
         .wait_for("several polls of lenient", WAIT, |m| {
             (m.sum(
                 "pgvigil_poll_duration_seconds_count",
-                &[("target", "lenient")],
+                &[("target", "lenient"), ("collector", "activity")],
             ) >= 5.0)
                 .then_some(())
         })
@@ -421,7 +424,10 @@ async fn a_hanging_receiver_delays_neither_polling_nor_other_receivers_nor_shutd
     )
     .await;
     let polls = |m: &crate::support::Metrics| {
-        m.sum("pgvigil_poll_duration_seconds_count", &[("target", "main")])
+        m.sum(
+            "pgvigil_poll_duration_seconds_count",
+            &[("target", "main"), ("collector", "activity")],
+        )
     };
     let before = polls(&daemon.metrics().await);
     daemon
