@@ -125,7 +125,17 @@ impl Activity {
             })
         });
         let backends = rows.collect::<Result<Vec<_>, _>>()?;
-        Ok(self.summarise(backends, report))
+        let (mut snapshot, report) = self.summarise(backends, report);
+        // The short form ("15.19"), not the distribution suffix, keeps the label stable.
+        let version = ctx
+            .server
+            .version
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        snapshot.push(&metrics::POSTGRES_INFO, vec![version], 1.0);
+        Ok((snapshot, report))
     }
 
     fn summarise(

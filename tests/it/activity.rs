@@ -155,6 +155,17 @@ async fn connections_by_state_follow_sessions_and_allow_listed_names() {
         writing_age < 1.0,
         "a read-only transaction counted as writing: {writing_age}"
     );
+    let version = cluster.psql("postgres", "SHOW server_version");
+    let version = version.split_whitespace().next().unwrap();
+    assert_eq!(
+        m.value(
+            "pgvigil_postgres_info",
+            &[("target", "main"), ("server_version", version)]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
+    );
     let max = m
         .value("pgvigil_connections_max", &[("target", "main")])
         .unwrap();
