@@ -245,9 +245,7 @@ SELF = [
     P("timeseries", "Alert observations dropped",
       [(f"sum by (target) (rate(pgvigil_alert_observations_dropped_total{{{T}}}[{RI}]))", "{{target}}")], unit="ops",
       th=thresholds((0.001, "red"))),
-    P("table", "Versions",
-      [("pgvigil_build_info", "", {"instant": True, "format": "table"}),
-       (f"pgvigil_postgres_info{{{T}}}", "", {"instant": True, "format": "table"})]),
+    P("table", "pgvigil version", [("pgvigil_build_info", "", {"instant": True, "format": "table"})]),
 ]
 
 DASHBOARDS = [
