@@ -40,7 +40,10 @@ impl Prometheus {
         let log = dir.path().join("prometheus.log");
         let child = Command::new(find_program("prometheus"))
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -68,14 +71,22 @@ impl Prometheus {
 
     /// Evaluate an instant query; Ok(result array) or Err(Prometheus' error).
     pub async fn query(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
-        let (status, body) =
-            http_get(self.addr, &format!("/api/v1/query?query={}", encode(expr)), None).await;
+        let (status, body) = http_get(
+            self.addr,
+            &format!("/api/v1/query?query={}", encode(expr)),
+            None,
+        )
+        .await;
+        let body = dechunk(&body);
         let json: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
         if json["status"] != "success" {
             return Err(format!("{}: {}", json["errorType"], json["error"]));
         }
-        Ok(json["data"]["result"].as_array().cloned().unwrap_or_default())
+        Ok(json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Wait until `expr` returns at least one series.
@@ -99,8 +110,13 @@ impl Prometheus {
     /// The alerts Prometheus currently has pending or firing.
     pub async fn alerts(&self) -> Vec<serde_json::Value> {
         let (_, body) = http_get(self.addr, "/api/v1/alerts", None).await;
+        std::fs::write("/tmp/opskit-body.txt", &body).unwrap();
+        let body = dechunk(&body);
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["data"]["alerts"].as_array().cloned().unwrap_or_default()
+        json["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
@@ -120,9 +136,34 @@ fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out
+}
+
+/// The body of a response Prometheus sent with `Transfer-Encoding: chunked` (it does for large
+/// answers), which `http_get` returns as it came off the wire; other bodies unchanged.
+fn dechunk(body: &str) -> String {
+    let mut rest = body;
+    let mut out = String::with_capacity(body.len());
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_owned();
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_owned();
+        };
+        if size == 0 {
+            return out;
+        }
+        let Some(chunk) = after.get(..size) else {
+            return body.to_owned();
+        };
+        out.push_str(chunk);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
 }
