@@ -49,6 +49,7 @@ impl LibpqEnv {
 pub struct ConnectionSpec {
     config: tokio_postgres::Config,
     password_file: Option<PathBuf>,
+    tls: super::TlsConfig,
 }
 
 impl std::fmt::Debug for ConnectionSpec {
@@ -56,6 +57,7 @@ impl std::fmt::Debug for ConnectionSpec {
         f.debug_struct("ConnectionSpec")
             .field("target", &self.describe())
             .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -142,6 +144,7 @@ impl ConnectionSpec {
         ConnectionSpec {
             config,
             password_file: None,
+            tls: super::TlsConfig::default(),
         }
     }
 
@@ -154,6 +157,21 @@ impl ConnectionSpec {
     /// The password file, if any.
     pub fn password_file(&self) -> Option<&Path> {
         self.password_file.as_deref()
+    }
+
+    /// Set `tls_ca_file` / `tls_verify`.
+    pub fn set_tls(&mut self, tls: super::TlsConfig) {
+        self.tls = tls;
+    }
+
+    /// How a TLS session is verified (whether TLS is used is [`Self::ssl_mode`]).
+    pub fn tls(&self) -> &super::TlsConfig {
+        &self.tls
+    }
+
+    /// The DSN's `sslmode`.
+    pub fn ssl_mode(&self) -> tokio_postgres::config::SslMode {
+        self.config.get_ssl_mode()
     }
 
     /// `user@host:port/dbname`, safe to log.

@@ -17,3 +17,4 @@ mod statements;
 mod support;
 mod support_alerting;
 mod tables;
+mod tls;
