@@ -89,10 +89,52 @@ pub(crate) fn explain(spec: &ConnectionSpec, text: String) -> String {
         "; the server has ssl = off: enable ssl on the server, or drop sslmode=require from the DSN"
     } else if text.contains("no hostname provided for TLS") {
         "; TLS needs a TCP host, not a Unix socket: put a host name in the DSN, or drop sslmode=require"
-    } else if text.contains("TLS handshake") && spec.ssl_mode() == SslMode::Prefer {
-        "; sslmode=prefer (the default) tried TLS because the server offers it: fix the TLS setup, or set sslmode=disable in the DSN to connect without it"
     } else {
         ""
     };
-    format!("{text}{hint}")
+    // Under prefer the user may not know TLS was attempted at all.
+    let prefer = if text.contains("TLS handshake") && spec.ssl_mode() == SslMode::Prefer {
+        "; TLS was tried because the server offers it and the DSN's sslmode is prefer (the default): fix the TLS setup, or set sslmode=disable to connect without TLS"
+    } else {
+        ""
+    };
+    format!("{text}{hint}{prefer}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LibpqEnv;
+
+    const VERIFY_FAILED: &str = "error performing TLS handshake: error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed";
+
+    fn spec(dsn: &str) -> ConnectionSpec {
+        ConnectionSpec::parse(dsn, &LibpqEnv::default()).unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_certificate_names_the_keys_that_fix_it() {
+        let text = explain(&spec("host=db sslmode=require"), VERIFY_FAILED.into());
+        assert!(text.starts_with(VERIFY_FAILED), "{text}");
+        assert!(text.contains("set tls_ca_file"), "{text}");
+        assert!(!text.contains("sslmode=disable"), "{text}");
+        // Under the default sslmode, also say that TLS was the server's offer.
+        let text = explain(&spec("host=db"), VERIFY_FAILED.into());
+        assert!(text.contains("set sslmode=disable"), "{text}");
+    }
+
+    #[test]
+    fn a_hostname_mismatch_suggests_verify_ca() {
+        let text = explain(
+            &spec("host=10.0.0.5 sslmode=require"),
+            format!("{VERIFY_FAILED}: (hostname mismatch)"),
+        );
+        assert!(text.contains("tls_verify = \"ca\""), "{text}");
+    }
+
+    #[test]
+    fn other_errors_are_left_alone() {
+        let text = "db error: FATAL (28P01): password authentication failed";
+        assert_eq!(explain(&spec("host=db"), text.into()), text);
+    }
 }

@@ -133,6 +133,26 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
     make_certificates(certs.path());
     enable_ssl(&cluster, certs.path());
     let ca = certs.path().join("ca.crt");
+    // A bundle of another CA, replaced by the right one while the daemon runs.
+    openssl(
+        certs.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=some other CA",
+            "-keyout",
+            "other.key",
+            "-out",
+            "rotated.crt",
+        ],
+    );
+    let rotated = certs.path().join("rotated.crt");
     let verified_db = cluster.create_database("tls_full");
     let ca_only_db = cluster.create_database("tls_ca");
 
@@ -154,6 +174,11 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
             "tls_verify = \"full\"",
         ),
         one_target(
+            "rotated",
+            &dsn(&cluster, "localhost", "postgres"),
+            &format!("tls_ca_file = \"{}\"", rotated.display()),
+        ),
+        one_target(
             "unverified",
             &dsn(&cluster, "localhost", "postgres"),
             "tls_verify = \"none\"",
@@ -162,13 +187,25 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
     .concat();
     let daemon = Daemon::start(&toml).await;
     daemon
-        .wait_for("full, ca and unverified up, untrusted down", WAIT, |m| {
-            let up = |t: &str| m.value("pgvigil_up", &[("target", t)]);
-            (up("full")? == 1.0
-                && up("ca")? == 1.0
-                && up("unverified")? == 1.0
-                && up("untrusted")? == 0.0)
-                .then_some(())
+        .wait_for(
+            "full, ca and unverified up, untrusted and rotated down",
+            WAIT,
+            |m| {
+                let up = |t: &str| m.value("pgvigil_up", &[("target", t)]);
+                (up("full")? == 1.0
+                    && up("ca")? == 1.0
+                    && up("unverified")? == 1.0
+                    && up("untrusted")? == 0.0
+                    && up("rotated")? == 0.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    // The bundle is re-read at every connect: the right one is used without a restart.
+    std::fs::copy(&ca, &rotated).unwrap();
+    daemon
+        .wait_for("rotated up with the new bundle", WAIT, |m| {
+            (m.value("pgvigil_up", &[("target", "rotated")])? == 1.0).then_some(())
         })
         .await;
 
@@ -177,13 +214,17 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
         cluster.psql(
             "postgres",
             &format!(
-                "SELECT ssl FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgvigil' AND datname = '{db}'"
+                "SELECT count(*) FILTER (WHERE ssl) || '/' || count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgvigil' AND datname = '{db}'"
             ),
         )
     };
-    assert_eq!(ssl(&verified_db), "t");
-    assert_eq!(ssl(&ca_only_db), "t");
-    assert_eq!(ssl("postgres"), "t", "the tls_verify = none session");
+    assert_eq!(ssl(&verified_db), "1/1", "encrypted/all sessions");
+    assert_eq!(ssl(&ca_only_db), "1/1", "encrypted/all sessions");
+    assert_eq!(
+        ssl("postgres"),
+        "2/2",
+        "the tls_verify = none and rotated sessions"
+    );
 
     let (_, targets) = daemon.get("/api/v1/targets").await;
     let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
