@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use tokio_postgres::Client;
+use tokio_postgres::config::SslMode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -76,9 +77,17 @@ impl Source for Bouncer {
             CollectError::Query(e) => explain(&e),
             other => other.to_string(),
         })?;
+        // The admin console cannot say whether its client is encrypted; sslmode can, except
+        // under prefer.
+        let tls = match config.connection.ssl_mode() {
+            SslMode::Disable => Some(false),
+            SslMode::Require => Some(true),
+            _ => None,
+        };
         Ok(Connected {
             session: client,
             version,
+            tls,
         })
     }
 

@@ -83,7 +83,8 @@ impl Source for Target {
             .map_err(|e| describe_pg_error(&e))?;
         let row = client
             .query_one(
-                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid()",
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid(), \
+                        (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
                 &[],
             )
             .await
@@ -93,8 +94,10 @@ impl Source for Target {
             version: row.get(1),
             backend_pid: row.get(2),
         };
+        let tls: Option<bool> = row.get(3);
         Ok(Connected {
             version: server.version.clone(),
+            tls,
             session: Session { client, server },
         })
     }

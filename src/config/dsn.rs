@@ -68,6 +68,9 @@ impl ConnectionSpec {
     /// The error never contains the DSN itself: it may hold a password.
     pub fn parse(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
         let config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+            if let Some(hint) = sslmode_hint(dsn) {
+                return format!("invalid DSN: {e}; {hint}");
+            }
             format!(
                 "invalid DSN: {e}; use a URL like postgres://user@host:5432/dbname or key=value pairs like \"host=db port=5432 user=pgvigil dbname=app\""
             )
@@ -80,6 +83,9 @@ impl ConnectionSpec {
     /// it, whatever `PGDATABASE` says, and one that names another database is an error.
     pub fn parse_admin(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
         let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+            if let Some(hint) = sslmode_hint(dsn) {
+                return format!("invalid DSN: {e}; {hint}");
+            }
             format!(
                 "invalid DSN: {e}; use a URL like postgres://user@host:6432/pgbouncer or key=value pairs like \"host=bouncer port=6432 user=pgvigil dbname=pgbouncer\""
             )
@@ -213,6 +219,21 @@ impl ConnectionSpec {
     }
 }
 
+/// libpq's verifying sslmodes, which tokio-postgres rejects, translated to pgvigil's keys.
+fn sslmode_hint(dsn: &str) -> Option<&'static str> {
+    if dsn.contains("verify-full") {
+        Some(
+            "write sslmode=require and tls_verify = \"full\" (the default) in the target instead of sslmode=verify-full",
+        )
+    } else if dsn.contains("verify-ca") {
+        Some(
+            "write sslmode=require and tls_verify = \"ca\" in the target instead of sslmode=verify-ca",
+        )
+    } else {
+        None
+    }
+}
+
 /// Read a password file: the first line, without its line ending.
 pub(super) fn read_password_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -284,6 +305,14 @@ mod tests {
             ConnectionSpec::parse("postgres://u:topsecret@host:notaport/db", &env()).unwrap_err();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(err.starts_with("invalid DSN"), "{err}");
+    }
+
+    #[test]
+    fn libpq_verifying_sslmodes_point_at_tls_verify() {
+        let err = ConnectionSpec::parse("host=h sslmode=verify-full", &env()).unwrap_err();
+        assert!(err.contains("tls_verify = \"full\""), "{err}");
+        let err = ConnectionSpec::parse("postgres://h/db?sslmode=verify-ca", &env()).unwrap_err();
+        assert!(err.contains("tls_verify = \"ca\""), "{err}");
     }
 
     #[test]

@@ -155,6 +155,7 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
     let rotated = certs.path().join("rotated.crt");
     let verified_db = cluster.create_database("tls_full");
     let ca_only_db = cluster.create_database("tls_ca");
+    let plain_db = cluster.create_database("tls_plain");
 
     let toml = [
         one_target(
@@ -167,6 +168,12 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
             "ca",
             &dsn(&cluster, "127.0.0.1", &ca_only_db),
             &format!("tls_ca_file = \"{}\"\ntls_verify = \"ca\"", ca.display()),
+        ),
+        // sslmode=disable on a server with ssl = on: plaintext, as asked.
+        one_target(
+            "plain",
+            &format!("{} sslmode=disable", cluster.dsn(&plain_db)),
+            "",
         ),
         one_target(
             "untrusted",
@@ -228,12 +235,23 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
 
     let (_, targets) = daemon.get("/api/v1/targets").await;
     let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
-    let untrusted = targets
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "untrusted")
-        .unwrap_or_else(|| panic!("no untrusted target in {targets}"));
+    let target = |name: &str| {
+        targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no target {name} in {targets}"))
+            .clone()
+    };
+    assert_eq!(target("full")["tls"], true, "{targets}");
+    assert_eq!(target("plain")["tls"], false, "{targets}");
+    assert_eq!(
+        target("untrusted")["tls"],
+        serde_json::Value::Null,
+        "{targets}"
+    );
+    let untrusted = target("untrusted");
     let error = untrusted["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("certificate verify failed"), "{error}");
     assert!(error.contains("set tls_ca_file"), "{error}");
