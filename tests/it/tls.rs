@@ -29,7 +29,8 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA and a server certificate it signed for `localhost` and 127.0.0.1, in `dir`:
-/// `ca.crt`, `server.crt`, `server.key`.
+/// `ca.crt`, `server.crt`, `server.key`. EC keys: RSA key generation would burn CPU that the
+/// timing-sensitive tests running beside this one need.
 fn make_certificates(dir: &Path) {
     openssl(
         dir,
@@ -37,7 +38,9 @@ fn make_certificates(dir: &Path) {
             "req",
             "-x509",
             "-newkey",
-            "rsa:2048",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-days",
             "2",
@@ -58,7 +61,9 @@ fn make_certificates(dir: &Path) {
         &[
             "req",
             "-newkey",
-            "rsa:2048",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-subj",
             "/CN=localhost",
@@ -140,7 +145,9 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
             "req",
             "-x509",
             "-newkey",
-            "rsa:2048",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-days",
             "2",
