@@ -2,6 +2,11 @@
 //!
 //! Whether TLS is used at all is the DSN's `sslmode` (`disable`, `prefer` — the default —,
 //! `require`), exactly as tokio-postgres reads it; these keys say what a TLS session must prove.
+//!
+//! Without `tls_verify`, pgvigil does what libpq does for the same DSN: `prefer` and `require`
+//! encrypt without checking the certificate (so `pgvigil` alone works against a local server
+//! with Debian's self-signed "snakeoil" certificate, as `psql` does), and naming a
+//! `tls_ca_file` turns full verification on. Set `tls_verify = "full"` to insist on it.
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +98,11 @@ impl Validator<'_> {
             read_ca_file(&path).map_err(|e| self.err(file, e))?;
             tls.ca_file = Some(path);
         }
+        tls.verify = if tls.ca_file.is_some() {
+            TlsVerify::Full
+        } else {
+            TlsVerify::None
+        };
         if let Some(value) = verify {
             tls.verify = TlsVerify::CHOICES
                 .iter()
@@ -102,7 +112,7 @@ impl Validator<'_> {
                     self.err(
                         value,
                         format!(
-                            "invalid tls_verify \"{}\"; use \"full\" (certificate chain and host name, the default), \"ca\" (chain only, for IP addresses or aliases) or \"none\" (encrypt without verifying)",
+                            "invalid tls_verify \"{}\"; use \"full\" (certificate chain and host name), \"ca\" (chain only, for IP addresses or aliases) or \"none\" (encrypt without verifying)",
                             value.get_ref()
                         ),
                     )
@@ -110,5 +120,54 @@ impl Validator<'_> {
         }
         connection.set_tls(tls);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::TlsVerify;
+    use crate::config::{Config, LibpqEnv};
+
+    fn verify_of(extra: &str) -> TlsVerify {
+        let text = format!("[[targets]]\nname = \"a\"\ndsn = \"host=db\"\n{extra}\n");
+        let config = Config::parse(Path::new("pgvigil.toml"), &text, &LibpqEnv::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        config.targets[0].connection.tls().verify
+    }
+
+    #[test]
+    fn the_default_follows_libpq_and_a_ca_file_turns_verification_on() {
+        assert_eq!(verify_of(""), TlsVerify::None);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        // Any well-formed certificate will do for loading; this one is self-signed test data.
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-subj", "/CN=test", "-days", "1", "-keyout"])
+            .arg(dir.path().join("key.pem"))
+            .arg("-out")
+            .arg(&ca)
+            .status()
+            .expect("openssl (install it with scripts/install-test-deps.sh)");
+        assert!(status.success());
+        let ca = ca.display();
+        assert_eq!(
+            verify_of(&format!("tls_ca_file = \"{ca}\"")),
+            TlsVerify::Full
+        );
+        assert_eq!(
+            verify_of(&format!("tls_ca_file = \"{ca}\"\ntls_verify = \"ca\"")),
+            TlsVerify::Ca
+        );
+        assert_eq!(verify_of("tls_verify = \"full\""), TlsVerify::Full);
     }
 }
