@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres::config::SslMode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -22,6 +23,7 @@ use crate::collect::{BoxFuture, CollectError, Observations, describe_pg_error};
 use crate::config::PgbouncerConfig;
 use crate::metrics::Snapshot;
 use crate::poll::{self, Collects, Connected, Recorder, Schedule, Source};
+use crate::tls;
 
 /// Run a PgBouncer instance's poll loop until `shutdown` is cancelled.
 pub(crate) async fn run(
@@ -40,6 +42,7 @@ pub(crate) async fn run(
     };
     let source = Bouncer {
         collectors: pgbouncer::collectors(),
+        tls: tls::Connector::new(&config.connection),
         config,
         tracker,
     };
@@ -48,6 +51,7 @@ pub(crate) async fn run(
 
 struct Bouncer {
     config: Arc<PgbouncerConfig>,
+    tls: tls::Connector,
     tracker: TaskTracker,
     collectors: Vec<Box<dyn BouncerCollector>>,
 }
@@ -58,7 +62,10 @@ impl Source for Bouncer {
     async fn connect(&self) -> Result<Connected<Client>, String> {
         let config = &self.config;
         let pg = config.connection.connect_config(config.connect_timeout)?;
-        let (client, connection) = pg.connect(NoTls).await.map_err(|e| explain(&e))?;
+        let (client, connection) = pg
+            .connect(self.tls.get()?)
+            .await
+            .map_err(|e| tls::explain(&config.connection, explain(&e)))?;
         let name = config.name.clone();
         self.tracker.spawn(async move {
             if let Err(e) = connection.await {
@@ -70,9 +77,17 @@ impl Source for Bouncer {
             CollectError::Query(e) => explain(&e),
             other => other.to_string(),
         })?;
+        // The admin console cannot say whether its client is encrypted; sslmode can, except
+        // under prefer.
+        let tls = match config.connection.ssl_mode() {
+            SslMode::Disable => Some(false),
+            SslMode::Require => Some(true),
+            _ => None,
+        };
         Ok(Connected {
             session: client,
             version,
+            tls,
         })
     }
 

@@ -21,6 +21,7 @@
 //! * [`status`]: per-target state for the API and the status page.
 //! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
 //!   `/api/v1/alerts`, status page.
+//! * `tls` (private): the TLS connector of each target and PgBouncer.
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
 //!
 //! Collection is decoupled from scraping: `/metrics` serves the latest published snapshots
@@ -37,6 +38,7 @@ mod poll;
 pub mod status;
 mod target;
 pub mod telemetry;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;

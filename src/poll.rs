@@ -41,6 +41,8 @@ pub(crate) struct Schedule {
 pub(crate) struct Connected<S> {
     pub(crate) session: S,
     pub(crate) version: String,
+    /// Whether the session is encrypted; `None` if that cannot be known.
+    pub(crate) tls: Option<bool>,
 }
 
 /// Something a poll loop watches.
@@ -118,7 +120,7 @@ impl<T: Send + Sync + 'static> LoopState<T> {
         if self.session.is_none() {
             match self.connect(source).await {
                 Ok(connected) => {
-                    self.connected(&connected.version);
+                    self.connected(&connected.version, connected.tls);
                     self.session = Some(connected.session);
                 }
                 Err(error) => return Some(self.down(&error)),
@@ -152,7 +154,7 @@ impl<T: Send + Sync + 'static> LoopState<T> {
         result
     }
 
-    fn connected(&mut self, version: &str) {
+    fn connected(&mut self, version: &str, tls: Option<bool>) {
         let schedule = &self.recorder.schedule;
         info!(
             target = %schedule.name,
@@ -168,6 +170,7 @@ impl<T: Send + Sync + 'static> LoopState<T> {
         self.recorder.shared.metrics.set_up(&schedule.name, true);
         self.recorder.shared.status.update(&schedule.name, |s| {
             s.server_version = Some(version.to_owned());
+            s.tls = tls;
             s.consecutive_failures = 0;
         });
     }

@@ -53,6 +53,9 @@ pub struct TargetStatus {
     pub state: TargetState,
     /// `server_version` of the connected server.
     pub server_version: Option<String>,
+    /// Whether the current (or last) session is encrypted; `null` if unknown (not connected
+    /// yet, or a PgBouncer under `sslmode=prefer`, which cannot say).
+    pub tls: Option<bool>,
     /// When the last poll (or connection attempt) finished (RFC 3339).
     pub last_poll: Option<String>,
     /// When a poll last succeeded completely (RFC 3339).
@@ -94,6 +97,7 @@ impl Status {
                 kind,
                 state: TargetState::Starting,
                 server_version: None,
+                tls: None,
                 last_poll: None,
                 last_success: None,
                 last_error: None,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -18,6 +18,7 @@ use crate::collect::{
 use crate::config::TargetConfig;
 use crate::metrics::Snapshot;
 use crate::poll::{self, Collects, Connected, Recorder, Schedule, Source};
+use crate::tls;
 
 /// Run a target until `shutdown` is cancelled.
 pub(crate) async fn run(
@@ -36,6 +37,7 @@ pub(crate) async fn run(
     };
     let source = Target {
         collectors: collect::for_target(&target),
+        tls: tls::Connector::new(&target.connection),
         target,
         tracker,
     };
@@ -49,6 +51,7 @@ struct Session {
 
 struct Target {
     target: Arc<TargetConfig>,
+    tls: tls::Connector,
     tracker: TaskTracker,
     collectors: Vec<Box<dyn Collector>>,
 }
@@ -60,9 +63,9 @@ impl Source for Target {
         let target = &self.target;
         let config = target.connection.connect_config(target.connect_timeout)?;
         let (client, connection) = config
-            .connect(NoTls)
+            .connect(self.tls.get()?)
             .await
-            .map_err(|e| describe_pg_error(&e))?;
+            .map_err(|e| tls::explain(&target.connection, describe_pg_error(&e)))?;
         let name = target.name.clone();
         self.tracker.spawn(async move {
             if let Err(e) = connection.await {
@@ -80,7 +83,8 @@ impl Source for Target {
             .map_err(|e| describe_pg_error(&e))?;
         let row = client
             .query_one(
-                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid()",
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid(), \
+                        (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
                 &[],
             )
             .await
@@ -90,8 +94,10 @@ impl Source for Target {
             version: row.get(1),
             backend_pid: row.get(2),
         };
+        let tls: Option<bool> = row.get(3);
         Ok(Connected {
             version: server.version.clone(),
+            tls,
             session: Session { client, server },
         })
     }

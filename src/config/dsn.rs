@@ -49,6 +49,7 @@ impl LibpqEnv {
 pub struct ConnectionSpec {
     config: tokio_postgres::Config,
     password_file: Option<PathBuf>,
+    tls: super::TlsConfig,
 }
 
 impl std::fmt::Debug for ConnectionSpec {
@@ -56,6 +57,7 @@ impl std::fmt::Debug for ConnectionSpec {
         f.debug_struct("ConnectionSpec")
             .field("target", &self.describe())
             .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -66,6 +68,9 @@ impl ConnectionSpec {
     /// The error never contains the DSN itself: it may hold a password.
     pub fn parse(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
         let config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+            if let Some(hint) = sslmode_hint(dsn) {
+                return format!("invalid DSN: {e}; {hint}");
+            }
             format!(
                 "invalid DSN: {e}; use a URL like postgres://user@host:5432/dbname or key=value pairs like \"host=db port=5432 user=pgvigil dbname=app\""
             )
@@ -78,6 +83,9 @@ impl ConnectionSpec {
     /// it, whatever `PGDATABASE` says, and one that names another database is an error.
     pub fn parse_admin(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
         let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+            if let Some(hint) = sslmode_hint(dsn) {
+                return format!("invalid DSN: {e}; {hint}");
+            }
             format!(
                 "invalid DSN: {e}; use a URL like postgres://user@host:6432/pgbouncer or key=value pairs like \"host=bouncer port=6432 user=pgvigil dbname=pgbouncer\""
             )
@@ -142,6 +150,7 @@ impl ConnectionSpec {
         ConnectionSpec {
             config,
             password_file: None,
+            tls: super::TlsConfig::default(),
         }
     }
 
@@ -154,6 +163,21 @@ impl ConnectionSpec {
     /// The password file, if any.
     pub fn password_file(&self) -> Option<&Path> {
         self.password_file.as_deref()
+    }
+
+    /// Set `tls_ca_file` / `tls_verify`.
+    pub fn set_tls(&mut self, tls: super::TlsConfig) {
+        self.tls = tls;
+    }
+
+    /// How a TLS session is verified (whether TLS is used is [`Self::ssl_mode`]).
+    pub fn tls(&self) -> &super::TlsConfig {
+        &self.tls
+    }
+
+    /// The DSN's `sslmode`.
+    pub fn ssl_mode(&self) -> tokio_postgres::config::SslMode {
+        self.config.get_ssl_mode()
     }
 
     /// `user@host:port/dbname`, safe to log.
@@ -192,6 +216,21 @@ impl ConnectionSpec {
             config.password(read_password_file(path)?);
         }
         Ok(config)
+    }
+}
+
+/// libpq's verifying sslmodes, which tokio-postgres rejects, translated to pgvigil's keys.
+fn sslmode_hint(dsn: &str) -> Option<&'static str> {
+    if dsn.contains("verify-full") {
+        Some(
+            "write sslmode=require and tls_verify = \"full\" (the default) in the target instead of sslmode=verify-full",
+        )
+    } else if dsn.contains("verify-ca") {
+        Some(
+            "write sslmode=require and tls_verify = \"ca\" in the target instead of sslmode=verify-ca",
+        )
+    } else {
+        None
     }
 }
 
@@ -266,6 +305,14 @@ mod tests {
             ConnectionSpec::parse("postgres://u:topsecret@host:notaport/db", &env()).unwrap_err();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(err.starts_with("invalid DSN"), "{err}");
+    }
+
+    #[test]
+    fn libpq_verifying_sslmodes_point_at_tls_verify() {
+        let err = ConnectionSpec::parse("host=h sslmode=verify-full", &env()).unwrap_err();
+        assert!(err.contains("tls_verify = \"full\""), "{err}");
+        let err = ConnectionSpec::parse("postgres://h/db?sslmode=verify-ca", &env()).unwrap_err();
+        assert!(err.contains("tls_verify = \"ca\""), "{err}");
     }
 
     #[test]

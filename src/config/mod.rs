@@ -11,6 +11,7 @@ mod error;
 mod guard;
 mod pgbouncer;
 mod raw;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub use guard::{
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
 use raw::{HumanDuration, RawConfig, RawTarget};
+pub(crate) use tls::ca_certificates as tls_ca_certificates;
+pub use tls::{TlsConfig, TlsVerify};
 
 /// Default address of the HTTP server. 9961 stays clear of postgres_exporter (9187),
 /// pgbouncer_exporter (9127) and pg_exporter (9630).
@@ -341,7 +344,7 @@ impl Validator<'_> {
         let span = spanned.span();
         let raw = spanned.into_inner();
         let name = self.source_name(&raw.name, "target")?;
-        let connection = self.connection(
+        let mut connection = self.connection(
             name,
             span,
             &raw.dsn,
@@ -349,6 +352,7 @@ impl Validator<'_> {
             &raw.password_file,
             ConnectionSpec::parse,
         )?;
+        self.tls(&mut connection, &raw.tls_ca_file, &raw.tls_verify)?;
 
         let mut target = TargetConfig::new(name, connection);
         let duration = |value: &Option<Spanned<HumanDuration>>, key: &str, default, min| {

@@ -94,7 +94,7 @@ impl Validator<'_> {
         let span = spanned.span();
         let raw = spanned.into_inner();
         let name = self.source_name(&raw.name, "pgbouncer")?;
-        let connection = self.connection(
+        let mut connection = self.connection(
             name,
             span,
             &raw.dsn,
@@ -102,6 +102,7 @@ impl Validator<'_> {
             &raw.password_file,
             ConnectionSpec::parse_admin,
         )?;
+        self.tls(&mut connection, &raw.tls_ca_file, &raw.tls_verify)?;
         let mut bouncer = PgbouncerConfig::new(name, connection);
         bouncer.poll_interval = self.duration(
             &raw.poll_interval,

@@ -47,6 +47,8 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "dsn",
         "dsn_env",
         "password_file",
+        "tls_ca_file",
+        "tls_verify",
         "poll_interval",
         "connect_timeout",
         "statement_timeout",

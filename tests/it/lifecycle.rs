@@ -36,6 +36,14 @@ async fn database_stopped_and_started_again_is_followed_without_restart() {
     let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
     assert_eq!(targets[0]["state"], "down", "{targets}");
     assert!(targets[0]["last_error"].as_str().is_some(), "{targets}");
+    // Down may be noticed by a poll rather than a connect; restart only once a reconnect has
+    // failed, or a quick restart can win the race against the first retry.
+    daemon
+        .wait_for("a failed reconnect", WAIT, |m| {
+            let attempts = &[("target", "main"), ("result", "failure")];
+            (m.value("pgvigil_connection_attempts_total", attempts)? >= 1.0).then_some(())
+        })
+        .await;
 
     cluster.restart();
     let m = daemon

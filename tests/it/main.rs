@@ -20,3 +20,4 @@ mod support;
 mod support_alerting;
 mod support_prometheus;
 mod tables;
+mod tls;

@@ -1,0 +1,140 @@
+//! The TLS connector of one target or PgBouncer: built once, rebuilt only when its CA bundle
+//! changes on disk, and the fix spelled out when a handshake fails.
+
+use std::sync::Mutex;
+
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::config::SslMode;
+
+use crate::config::tls_ca_certificates;
+use crate::config::{ConnectionSpec, TlsConfig, TlsVerify};
+
+/// Hands out the connector for a connection's `tls_ca_file` / `tls_verify`.
+pub(crate) struct Connector {
+    config: TlsConfig,
+    /// The CA bundle's bytes the cached connector was built from (empty without a bundle).
+    cached: Mutex<Option<(Vec<u8>, MakeTlsConnector)>>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    pub(crate) fn new(spec: &ConnectionSpec) -> Self {
+        Connector {
+            config: spec.tls().clone(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The connector to connect with now. The CA bundle is read at every connect so a rotated
+    /// bundle is used without a restart; the connector is rebuilt only if it changed.
+    pub(crate) fn get(&self) -> Result<MakeTlsConnector, String> {
+        let pem = match &self.config.ca_file {
+            Some(path) => std::fs::read(path).map_err(|e| {
+                format!(
+                    "cannot read tls_ca_file {}: {e}; check that it exists and that pgvigil's user may read it",
+                    path.display()
+                )
+            })?,
+            None => Vec::new(),
+        };
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((built_from, connector)) = cached.as_ref() {
+            if *built_from == pem {
+                return Ok(connector.clone());
+            }
+        }
+        let connector = self.build(&pem)?;
+        *cached = Some((pem, connector.clone()));
+        Ok(connector)
+    }
+
+    fn build(&self, pem: &[u8]) -> Result<MakeTlsConnector, String> {
+        let mut builder = native_tls::TlsConnector::builder();
+        if let Some(path) = &self.config.ca_file {
+            for cert in tls_ca_certificates(path, pem)? {
+                builder.add_root_certificate(cert);
+            }
+        }
+        match self.config.verify {
+            TlsVerify::Full => {}
+            TlsVerify::Ca => {
+                builder.danger_accept_invalid_hostnames(true);
+            }
+            TlsVerify::None => {
+                builder.danger_accept_invalid_certs(true);
+                builder.danger_accept_invalid_hostnames(true);
+            }
+        }
+        let connector = builder
+            .build()
+            .map_err(|e| format!("cannot set up TLS: {e}; check the system's OpenSSL setup"))?;
+        Ok(MakeTlsConnector::new(connector))
+    }
+}
+
+/// A connection error, with the fix when it is about TLS.
+pub(crate) fn explain(spec: &ConnectionSpec, text: String) -> String {
+    let hint = if text.contains("hostname mismatch") || text.contains("IP address mismatch") {
+        "; the server's certificate does not name the host in the DSN: connect by a name the certificate lists, or set tls_verify = \"ca\" to check the certificate chain only (for IP addresses and aliases)"
+    } else if text.contains("certificate verify failed") {
+        "; the server's certificate is not signed by a CA pgvigil trusts: set tls_ca_file to the server's CA bundle (e.g. the RDS CA bundle), or tls_verify = \"ca\" if you connect by IP, or tls_verify = \"none\" to encrypt without verifying"
+    } else if text.contains("server does not support TLS") {
+        "; the server has ssl = off: enable ssl on the server, or drop sslmode=require from the DSN"
+    } else if text.contains("no hostname provided for TLS") {
+        "; TLS needs a TCP host, not a Unix socket: put a host name in the DSN, or drop sslmode=require"
+    } else {
+        ""
+    };
+    // Under prefer the user may not know TLS was attempted at all.
+    let prefer = if text.contains("TLS handshake") && spec.ssl_mode() == SslMode::Prefer {
+        "; TLS was tried because the server offers it and the DSN's sslmode is prefer (the default): fix the TLS setup, or set sslmode=disable to connect without TLS"
+    } else {
+        ""
+    };
+    format!("{text}{hint}{prefer}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LibpqEnv;
+
+    const VERIFY_FAILED: &str = "error performing TLS handshake: error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed";
+
+    fn spec(dsn: &str) -> ConnectionSpec {
+        ConnectionSpec::parse(dsn, &LibpqEnv::default()).unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_certificate_names_the_keys_that_fix_it() {
+        let text = explain(&spec("host=db sslmode=require"), VERIFY_FAILED.into());
+        assert!(text.starts_with(VERIFY_FAILED), "{text}");
+        assert!(text.contains("set tls_ca_file"), "{text}");
+        assert!(!text.contains("sslmode=disable"), "{text}");
+        // Under the default sslmode, also say that TLS was the server's offer.
+        let text = explain(&spec("host=db"), VERIFY_FAILED.into());
+        assert!(text.contains("set sslmode=disable"), "{text}");
+    }
+
+    #[test]
+    fn a_hostname_mismatch_suggests_verify_ca() {
+        let text = explain(
+            &spec("host=10.0.0.5 sslmode=require"),
+            format!("{VERIFY_FAILED}: (hostname mismatch)"),
+        );
+        assert!(text.contains("tls_verify = \"ca\""), "{text}");
+    }
+
+    #[test]
+    fn other_errors_are_left_alone() {
+        let text = "db error: FATAL (28P01): password authentication failed";
+        assert_eq!(explain(&spec("host=db"), text.into()), text);
+    }
+}

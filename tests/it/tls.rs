@@ -1,0 +1,303 @@
+//! TLS to a target: a private cluster with `ssl = on` and a certificate from a throwaway CA,
+//! reached with each `tls_verify` mode; and the config errors of the TLS keys.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use pgvigil::config::{Config, LibpqEnv};
+use pgvigil_testkit::{TestCluster, find_program};
+
+use crate::support::{Daemon, one_target};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Run the `openssl` CLI in `dir`, panicking with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(find_program("openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl: {e}; install it (Debian package openssl, or scripts/install-test-deps.sh)")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate it signed for `localhost` and 127.0.0.1, in `dir`:
+/// `ca.crt`, `server.crt`, `server.key`. EC keys: RSA key generation would burn CPU that the
+/// timing-sensitive tests running beside this one need.
+fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pgvigil test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = DNS:localhost, IP:127.0.0.1\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+/// Install the server certificate in the cluster's data directory, owned like the directory
+/// (the `postgres` user when the tests run as root) with mode 0600 as the server demands, and
+/// restart with `ssl = on`.
+fn enable_ssl(cluster: &TestCluster, certs: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let data = cluster.data_dir().expect("a private cluster");
+    let owner = std::fs::metadata(&data).unwrap();
+    for file in ["server.crt", "server.key"] {
+        let to = data.join(format!("pgvigil-test-{file}"));
+        std::fs::copy(certs.join(file), &to).unwrap();
+        std::os::unix::fs::chown(&to, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    cluster.psql(
+        "postgres",
+        "ALTER SYSTEM SET ssl_cert_file = 'pgvigil-test-server.crt';
+         ALTER SYSTEM SET ssl_key_file = 'pgvigil-test-server.key';
+         ALTER SYSTEM SET ssl = on;",
+    );
+    cluster.restart();
+    assert_eq!(cluster.psql("postgres", "SHOW ssl"), "on");
+}
+
+fn dsn(cluster: &TestCluster, host: &str, db: &str) -> String {
+    format!(
+        "host={host} port={} user={} dbname={db} sslmode=require connect_timeout=5",
+        cluster.port(),
+        cluster.superuser()
+    )
+}
+
+#[tokio::test]
+async fn targets_connect_over_tls_as_each_verify_mode_demands() {
+    let cluster = TestCluster::start_private();
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    enable_ssl(&cluster, certs.path());
+    let ca = certs.path().join("ca.crt");
+    // A bundle of another CA, replaced by the right one while the daemon runs.
+    openssl(
+        certs.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=some other CA",
+            "-keyout",
+            "other.key",
+            "-out",
+            "rotated.crt",
+        ],
+    );
+    let rotated = certs.path().join("rotated.crt");
+    let verified_db = cluster.create_database("tls_full");
+    let ca_only_db = cluster.create_database("tls_ca");
+    let plain_db = cluster.create_database("tls_plain");
+
+    let toml = [
+        one_target(
+            "full",
+            &dsn(&cluster, "localhost", &verified_db),
+            &format!("tls_ca_file = \"{}\"\ntls_verify = \"full\"", ca.display()),
+        ),
+        // By IP: "ca" checks the chain only.
+        one_target(
+            "ca",
+            &dsn(&cluster, "127.0.0.1", &ca_only_db),
+            &format!("tls_ca_file = \"{}\"\ntls_verify = \"ca\"", ca.display()),
+        ),
+        // sslmode=disable on a server with ssl = on: plaintext, as asked.
+        one_target(
+            "plain",
+            &format!("{} sslmode=disable", cluster.dsn(&plain_db)),
+            "",
+        ),
+        one_target(
+            "untrusted",
+            &dsn(&cluster, "localhost", "postgres"),
+            "tls_verify = \"full\"",
+        ),
+        one_target(
+            "rotated",
+            &dsn(&cluster, "localhost", "postgres"),
+            &format!("tls_ca_file = \"{}\"", rotated.display()),
+        ),
+        one_target(
+            "unverified",
+            &dsn(&cluster, "localhost", "postgres"),
+            "tls_verify = \"none\"",
+        ),
+    ]
+    .concat();
+    let daemon = Daemon::start(&toml).await;
+    daemon
+        .wait_for(
+            "full, ca and unverified up, untrusted and rotated down",
+            WAIT,
+            |m| {
+                let up = |t: &str| m.value("pgvigil_up", &[("target", t)]);
+                (up("full")? == 1.0
+                    && up("ca")? == 1.0
+                    && up("unverified")? == 1.0
+                    && up("untrusted")? == 0.0
+                    && up("rotated")? == 0.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    // The bundle is re-read at every connect: the right one is used without a restart.
+    std::fs::copy(&ca, &rotated).unwrap();
+    daemon
+        .wait_for("rotated up with the new bundle", WAIT, |m| {
+            (m.value("pgvigil_up", &[("target", "rotated")])? == 1.0).then_some(())
+        })
+        .await;
+
+    // The server itself says pgvigil's sessions are encrypted.
+    let ssl = |db: &str| {
+        cluster.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FILTER (WHERE ssl) || '/' || count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgvigil' AND datname = '{db}'"
+            ),
+        )
+    };
+    assert_eq!(ssl(&verified_db), "1/1", "encrypted/all sessions");
+    assert_eq!(ssl(&ca_only_db), "1/1", "encrypted/all sessions");
+    assert_eq!(
+        ssl("postgres"),
+        "2/2",
+        "the tls_verify = none and rotated sessions"
+    );
+
+    let (_, targets) = daemon.get("/api/v1/targets").await;
+    let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
+    let target = |name: &str| {
+        targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no target {name} in {targets}"))
+            .clone()
+    };
+    assert_eq!(target("full")["tls"], true, "{targets}");
+    assert_eq!(target("plain")["tls"], false, "{targets}");
+    assert_eq!(
+        target("untrusted")["tls"],
+        serde_json::Value::Null,
+        "{targets}"
+    );
+    let untrusted = target("untrusted");
+    let error = untrusted["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("certificate verify failed"), "{error}");
+    assert!(error.contains("set tls_ca_file"), "{error}");
+    daemon.stop().await;
+}
+
+fn parse_error(toml: &str) -> String {
+    Config::parse(Path::new("pgvigil.toml"), toml, &LibpqEnv::default())
+        .expect_err("the config should be rejected")
+        .to_string()
+}
+
+#[test]
+fn tls_config_errors_point_at_the_key_and_say_the_fix() {
+    let missing = PathBuf::from("/nonexistent/rds-ca.pem");
+    let err = parse_error(&format!(
+        "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\ntls_ca_file = \"{}\"\n",
+        missing.display()
+    ));
+    assert!(
+        err.starts_with("pgvigil.toml:4:15: cannot read tls_ca_file /nonexistent/rds-ca.pem"),
+        "{err}"
+    );
+
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), "hello\n").unwrap();
+    let err = parse_error(&format!(
+        "[[pgbouncers]]\nname = \"b\"\ndsn = \"host=h\"\ntls_ca_file = \"{}\"\n",
+        not_pem.path().display()
+    ));
+    assert!(err.starts_with("pgvigil.toml:4:15: tls_ca_file"), "{err}");
+    assert!(err.contains("BEGIN CERTIFICATE"), "{err}");
+
+    let err = parse_error("[[targets]]\nname = \"a\"\ndsn = \"host=h\"\ntls_verify = \"yes\"\n");
+    assert!(
+        err.starts_with("pgvigil.toml:4:14: invalid tls_verify \"yes\""),
+        "{err}"
+    );
+    for choice in ["\"full\"", "\"ca\"", "\"none\""] {
+        assert!(err.contains(choice), "{err}");
+    }
+}
