@@ -13,14 +13,14 @@
 //! * `bouncer` (private): the same for each PgBouncer admin console (`[[pgbouncers]]`).
 //! * `poll` (private): what both loops share: schedule, backoff, `pgvigil_up`, status,
 //!   publishing each collector's snapshot.
-//! * [`collect`]: one module per data source (`activity`, ...), each producing a metrics
-//!   snapshot and typed observations.
+//! * [`collect`]: one module per data source (`activity`, `statements`, `tables`, `imports`,
+//!   `pgbouncer`), each producing a metrics snapshot and typed observations.
 //! * [`alert`]: rules over observations, the alert lifecycle, delivery sinks.
 //! * [`metrics`]: every exported metric defined once, the snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-target state for the API and the status page.
 //! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
-//!   `/api/v1/alerts`, status page.
+//!   `/api/v1/alerts`, `/api/v1/imports`, status page.
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
 //!
@@ -35,6 +35,8 @@ pub mod exposition;
 mod http;
 pub mod metrics;
 mod poll;
+#[cfg(test)]
+mod readme;
 pub mod status;
 mod target;
 pub mod telemetry;

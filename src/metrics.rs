@@ -1287,28 +1287,11 @@ mod tests {
 
     #[test]
     fn readme_metrics_reference_is_current() {
-        const START: &str = "<!-- metrics-reference:start -->\n";
-        const END: &str = "<!-- metrics-reference:end -->";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-        let readme = std::fs::read_to_string(path).expect("README.md");
-        let start = readme
-            .find(START)
-            .expect("README lacks the metrics-reference start marker")
-            + START.len();
-        let end = readme
-            .find(END)
-            .expect("README lacks the metrics-reference end marker");
-        let expected = reference_markdown();
-        if readme[start..end] != expected {
-            if std::env::var_os("PGVIGIL_BLESS").is_some() {
-                let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
-                std::fs::write(path, updated).expect("rewrite README.md");
-                return;
-            }
-            panic!(
-                "README.md's metrics reference is out of date with src/metrics.rs; rerun this test with PGVIGIL_BLESS=1 to rewrite it"
-            );
-        }
+        crate::readme::assert_generated_block(
+            "metrics-reference",
+            &reference_markdown(),
+            "src/metrics.rs",
+        );
     }
 
     #[test]

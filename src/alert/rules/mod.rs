@@ -310,27 +310,10 @@ mod tests {
 
     #[test]
     fn readme_rules_reference_is_current() {
-        const START: &str = "<!-- rules-reference:start -->\n";
-        const END: &str = "<!-- rules-reference:end -->";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-        let readme = std::fs::read_to_string(path).expect("README.md");
-        let start = readme
-            .find(START)
-            .expect("README lacks the rules-reference start marker")
-            + START.len();
-        let end = readme
-            .find(END)
-            .expect("README lacks the rules-reference end marker");
-        let expected = reference_markdown();
-        if readme[start..end] != expected {
-            if std::env::var_os("PGVIGIL_BLESS").is_some() {
-                let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
-                std::fs::write(path, updated).expect("rewrite README.md");
-                return;
-            }
-            panic!(
-                "README.md's rules reference is out of date with src/alert/rules/; rerun this test with PGVIGIL_BLESS=1 to rewrite it"
-            );
-        }
+        crate::readme::assert_generated_block(
+            "rules-reference",
+            &reference_markdown(),
+            "src/alert/rules/",
+        );
     }
 }
