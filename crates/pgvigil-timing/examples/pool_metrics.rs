@@ -5,10 +5,10 @@
 //! ```text
 //! PG_DSN="host=127.0.0.1 user=postgres dbname=postgres" \
 //!     cargo run -p pgvigil-timing --example pool_metrics --features deadpool
-//! curl -s http://127.0.0.1:9187/metrics
+//! curl -s http://127.0.0.1:9962/metrics
 //! ```
 //!
-//! `LISTEN` sets the address (default `127.0.0.1:9187`); `ONESHOT=1` prints the metrics once and
+//! `LISTEN` sets the address (default `127.0.0.1:9962`); `ONESHOT=1` prints the metrics once and
 //! exits instead of serving (handy in CI).
 
 use std::convert::Infallible;
@@ -84,7 +84,7 @@ async fn try_main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return Ok(());
     }
 
-    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:9187".to_owned());
+    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:9962".to_owned());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("serving http://{listen}/metrics (Ctrl-C to stop)");
     loop {
