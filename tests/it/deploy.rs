@@ -87,3 +87,14 @@ fn systemd_unit_runs_the_documented_commands() {
     assert!(unit.contains("RestartPreventExitStatus=2"));
     assert!(unit.contains("ProtectSystem=strict") && unit.contains("StateDirectory=pgvigil"));
 }
+
+#[test]
+fn shipped_audit_ddl_is_the_one_the_library_creates() {
+    // Two copies of the same table definition: the SQL file operators run by hand and the
+    // constant pgvigil-timing's ImportAudit::ensure_table executes. They must not drift.
+    let sql = std::fs::read_to_string(repo("deploy/sql/import_audit.sql")).unwrap();
+    assert!(
+        sql.contains(pgvigil_timing::IMPORT_AUDIT_DDL),
+        "deploy/sql/import_audit.sql no longer contains pgvigil_timing::IMPORT_AUDIT_DDL verbatim"
+    );
+}
