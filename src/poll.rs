@@ -167,8 +167,10 @@ impl<T: Send + Sync + 'static> LoopState<T> {
         // Up from the moment the session exists: collectors publish their series as each one
         // finishes, so waiting for the end of the first poll left a window in which a scrape
         // saw this poll's fresh series next to `pgvigil_up 0`.
+        // The API and /readyz agree with pgvigil_up from the same moment.
         self.recorder.shared.metrics.set_up(&schedule.name, true);
         self.recorder.shared.status.update(&schedule.name, |s| {
+            s.state = TargetState::Up;
             s.server_version = Some(version.to_owned());
             s.tls = tls;
             s.consecutive_failures = 0;
