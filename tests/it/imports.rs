@@ -302,6 +302,9 @@ async fn stalled_and_rolled_back_running_imports_alert() {
         .unwrap();
     tx.rollback().await.unwrap();
 
+    // An aborted transaction under a "running" audit row is confirmed by a second poll.
+    let first = p.poll().await;
+    assert!(conditions("ImportRolledBack", &first).is_empty());
     let obs = p.poll().await;
     let fired = conditions("ImportStalled", &obs);
     assert_eq!(fired.len(), 1, "{fired:#?}");

@@ -324,6 +324,8 @@ pub struct Policy {
 #[derive(Debug, Default)]
 struct Tracked {
     discrepancy_polls: u32,
+    /// Consecutive polls that saw the import running with its transaction aborted.
+    aborted_polls: u32,
     last_count: Option<i64>,
     last_counted: Option<Instant>,
     verified: bool,
@@ -410,6 +412,11 @@ impl Reconciler {
             confirm_sql: None,
         };
         let policy = &self.policy;
+        if record.status != AuditStatus::Pending && record.status != AuditStatus::Running
+            || facts.xact_status != Some(XactStatus::Aborted)
+        {
+            tracked.aborted_polls = 0;
+        }
         match record.status {
             AuditStatus::Failed | AuditStatus::Cancelled => {
                 verdict.verdict = Verdict::Failed;
@@ -418,12 +425,22 @@ impl Reconciler {
             AuditStatus::Pending | AuditStatus::Running => {
                 let heartbeat_age = record.heartbeat_age_seconds.unwrap_or(record.age_seconds);
                 if facts.xact_status == Some(XactStatus::Aborted) {
-                    verdict.verdict = Verdict::Aborted;
-                    verdict.reason = Some(format!(
+                    // The audit row is read before the transaction's status, so an app that
+                    // marks its import finished just as the transaction ends can be seen
+                    // "running" with an aborted transaction for one poll: confirm it first.
+                    tracked.aborted_polls += 1;
+                    let reason = format!(
                         "transaction {} aborted, but the audit row still says {}",
                         record.xact_id.unwrap_or_default(),
                         record.status.as_str()
-                    ));
+                    );
+                    if tracked.aborted_polls >= CONFIRMING_POLLS {
+                        verdict.verdict = Verdict::Aborted;
+                        verdict.reason = Some(reason);
+                    } else {
+                        verdict.verdict = Verdict::Confirming;
+                        verdict.reason = Some(format!("{reason}; confirming at the next poll"));
+                    }
                 } else if heartbeat_age > policy.stall_after.as_secs_f64() {
                     verdict.verdict = Verdict::Stalled;
                     verdict.reason = Some(format!(
@@ -703,6 +720,9 @@ mod tests {
             xact_status: Some(XactStatus::Aborted),
             ..Facts::default()
         };
+        // One poll could have read the audit row just before the app updated it: confirm.
+        let v = r.judge(&rec, facts.clone(), Instant::now());
+        assert_eq!(v.verdict, Verdict::Confirming);
         let v = r.judge(&rec, facts, Instant::now());
         assert_eq!(v.verdict, Verdict::Aborted);
         assert!(v.reason.unwrap().contains("transaction 1234 aborted"));
