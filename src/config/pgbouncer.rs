@@ -145,6 +145,32 @@ mod tests {
     }
 
     #[test]
+    fn instances_get_the_global_rules_with_their_own_overrides() {
+        let cfg = parse(
+            "[alerts.rules.PoolSaturated]\nfor = \"1m\"\n\n[[pgbouncers]]\nname = \"b\"\ndsn = \"host=h port=6432\"\n\n[pgbouncers.alerts.PoolClientsWaiting]\nfor = \"30s\"\n",
+        )
+        .unwrap();
+        let rule = |name: &str| {
+            cfg.pgbouncers[0]
+                .alerts
+                .iter()
+                .find(|r| r.alertname == name)
+                .unwrap_or_else(|| panic!("{name} is not configured for the instance"))
+                .for_
+        };
+        assert_eq!(
+            rule("PoolClientsWaiting"),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(rule("PoolSaturated"), std::time::Duration::from_secs(60));
+        let err = parse(
+            "[[pgbouncers]]\nname = \"b\"\ndsn = \"host=h\"\n[pgbouncers.alerts.PoolClientWaiting]\nfor = \"1s\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("did you mean `PoolClientsWaiting`"), "{err}");
+    }
+
+    #[test]
     fn a_pgbouncer_alone_is_a_valid_config_with_defaults() {
         let cfg =
             parse("[[pgbouncers]]\nname = \"b\"\ndsn = \"host=h port=6432 user=u\"\n").unwrap();
