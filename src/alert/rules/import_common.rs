@@ -26,6 +26,17 @@ fn opt<T: ToString>(v: Option<T>) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// Rows missing: the shortfall when there is one, 0 when the import was counted and nothing is
+/// missing, "unknown" when it was not counted (a running or aborted import) — never a 0 that
+/// contradicts "none of its rows are committed".
+fn missing(v: &ImportVerdict) -> String {
+    match (v.missing_rows, v.committed_rows) {
+        (Some(missing), _) => missing.to_string(),
+        (None, Some(_)) => "0".to_owned(),
+        (None, None) => "unknown".to_owned(),
+    }
+}
+
 /// A condition for one import: labels `datname`, `table`, `import_id`; every number as an
 /// annotation.
 pub(super) fn condition(
@@ -49,7 +60,7 @@ pub(super) fn condition(
         .annotation("rejected", opt(v.rejected_rows))
         .annotation("skipped", opt(v.skipped_rows))
         .annotation("committed", opt(v.committed_rows))
-        .annotation("missing", v.missing_rows.unwrap_or(0))
+        .annotation("missing", missing(v))
         .annotation("reported", opt(v.reported_rows));
     if let Some(ratio) = v.committed_ratio() {
         c = c.annotation("ratio", format!("{ratio:.4}"));
@@ -77,4 +88,19 @@ pub(super) fn describe(v: &ImportVerdict) -> String {
         v.source_name.as_deref().unwrap_or("(no source)"),
         v.target_table.as_deref().unwrap_or("(unknown table)")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_is_unknown_unless_the_import_was_counted() {
+        let mut v = ImportVerdict::invalid("import_audit", "id", "running", "x".into());
+        assert_eq!(missing(&v), "unknown");
+        v.committed_rows = Some(120);
+        assert_eq!(missing(&v), "0");
+        v.missing_rows = Some(80);
+        assert_eq!(missing(&v), "80");
+    }
 }
