@@ -262,6 +262,11 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
     let error = untrusted["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("certificate verify failed"), "{error}");
     assert!(error.contains("set tls_ca_file"), "{error}");
+    assert_eq!(
+        error.matches("certificate verify failed").count(),
+        1,
+        "the cause is said once: {error}"
+    );
     daemon.stop().await;
 }
 
