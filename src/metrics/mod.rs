@@ -13,7 +13,7 @@
 //!
 //! # Layout
 //!
-//! One catalogue file per source, each a [`catalogue!`] block that defines the metrics and the
+//! One catalogue file per source, each a `catalogue!` block that defines the metrics and the
 //! list of them in one go (so a metric cannot be defined without being listed):
 //!
 //! * [`process`] and [`alerting`]: pgvigil itself (process metrics).
@@ -190,8 +190,6 @@ pub fn reference_markdown() -> String {
     }
     out
 }
-
-/// Buckets for poll durations: a healthy poll takes milliseconds, a stuck one hits the
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,8 @@ use prometheus_client::registry::Registry;
 use super::store::{SnapshotCollector, SnapshotStore};
 use super::*;
 
+/// Buckets for poll durations: a healthy poll takes milliseconds, a stuck one hits the
+/// statement timeout (seconds).
 const POLL_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
