@@ -58,6 +58,7 @@
 //! // Hand `cluster.dsn(&db)` or `cluster.url(&db)` to the code under test.
 //! ```
 
+mod builder;
 mod cache;
 mod cluster;
 mod conninfo;
@@ -65,9 +66,13 @@ mod pgbouncer;
 mod postmaster;
 mod private;
 mod programs;
+mod replication;
 mod util;
+mod versions;
 
+pub use builder::ClusterBuilder;
 pub use cluster::{PSQL_APPLICATION_NAME, TestCluster};
 pub use pgbouncer::TestPgbouncer;
 pub use programs::find_program;
 pub use util::{free_port, wait_until};
+pub use versions::{SUPPORTED_VERSIONS, available_versions};
