@@ -21,3 +21,4 @@ mod support_alerting;
 mod support_prometheus;
 mod tables;
 mod tls;
+mod versions;

@@ -124,17 +124,28 @@ pub(crate) fn default_bindir_result() -> Result<&'static PathBuf, &'static Strin
 }
 
 fn resolve_default_bindir() -> Result<PathBuf, String> {
-    if let Some(value) = env::var_os(TEST_VERSION_VAR).filter(|v| !v.is_empty()) {
-        let value = value.to_string_lossy();
-        let major = parse_major(&value).ok_or_else(|| {
-            format!(
-                "{TEST_VERSION_VAR}={value:?} is not a PostgreSQL major version (write e.g. 18)"
-            )
-        })?;
+    let test_version = env::var(TEST_VERSION_VAR).ok();
+    resolve_default_bindir_from(test_version.as_deref(), env_bindir())
+}
+
+/// [`resolve_default_bindir`] given the values of `PGVIGIL_TEST_PG_VERSION` and
+/// `PGVIGIL_PG_BINDIR`.
+fn resolve_default_bindir_from(
+    test_version: Option<&str>,
+    pg_bindir: Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    if let Some(value) = test_version.filter(|v| !v.trim().is_empty()) {
+        let major = parse_major(value)
+            .filter(|_| value.trim().chars().all(|c| c.is_ascii_digit()))
+            .ok_or_else(|| {
+                format!(
+                    "{TEST_VERSION_VAR}={value:?} is not a PostgreSQL major version (write \
+                     e.g. 18)"
+                )
+            })?;
         return bindir_for_version(major).map_err(|e| format!("{TEST_VERSION_VAR}={major}: {e}"));
     }
-    if let Some(dir) = env::var_os("PGVIGIL_PG_BINDIR").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
+    if let Some(dir) = pg_bindir {
         return if is_build(&dir) {
             Ok(dir)
         } else {
@@ -313,6 +324,32 @@ mod tests {
         assert_eq!(numbered_dirs(&root)[0].1, root.join("18").join("bin"));
         fs::remove_dir_all(&root).unwrap();
         assert!(numbered_dirs(&root).is_empty());
+    }
+
+    #[test]
+    fn default_build_from_the_environment() {
+        let err = resolve_default_bindir_from(Some("eighteen"), None).unwrap_err();
+        assert!(err.contains("is not a PostgreSQL major version"), "{err}");
+        let err = resolve_default_bindir_from(Some("18.4"), None).unwrap_err();
+        assert!(err.contains("is not a PostgreSQL major version"), "{err}");
+        let err = resolve_default_bindir_from(Some("4242"), None).unwrap_err();
+        assert!(
+            err.starts_with("PGVIGIL_TEST_PG_VERSION=4242: PostgreSQL 4242 is not installed"),
+            "{err}"
+        );
+        // The version wins over PGVIGIL_PG_BINDIR.
+        let err = resolve_default_bindir_from(Some("4242"), Some("/".into())).unwrap_err();
+        assert!(err.contains("4242"), "{err}");
+        let err = resolve_default_bindir_from(None, Some("/no/such/dir".into())).unwrap_err();
+        assert!(
+            err.contains("PGVIGIL_PG_BINDIR=/no/such/dir lacks one of initdb"),
+            "{err}"
+        );
+        // Empty means unset.
+        assert_eq!(
+            resolve_default_bindir_from(Some(" "), None).ok(),
+            resolve_default_bindir_from(None, None).ok()
+        );
     }
 
     #[test]
