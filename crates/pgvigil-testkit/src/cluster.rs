@@ -248,9 +248,13 @@ impl TestCluster {
         name
     }
 
-    /// Runs `sql` (one or more statements, or psql meta-commands) in database `dbname` with the
-    /// cluster's own `psql` (`-X -v ON_ERROR_STOP=1 -qAt`, script on stdin) and returns its
-    /// stdout without the trailing newline: rows one per line, columns separated by `|`.
+    /// Runs `sql` (one or more statements, or psql meta-commands) in database `dbname` with
+    /// [`psql_program`](Self::psql_program) (`-X -v ON_ERROR_STOP=1 -qAt`, script on stdin) and
+    /// returns its stdout without the trailing newline: rows one per line, columns separated
+    /// by `|`.
+    ///
+    /// On a private cluster the session connects to 127.0.0.1 without TLS (`sslmode=disable`),
+    /// whatever `ssl` and `pg_hba.conf` lines a test sets up for the code under test.
     ///
     /// # Panics
     ///

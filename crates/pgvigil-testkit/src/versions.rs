@@ -62,7 +62,11 @@ pub fn available_versions() -> Vec<u32> {
         .chain(npm_bindirs())
         .filter(|(_, dir)| is_build(dir))
         .map(|(major, _)| major)
-        .chain(env_bindir().and_then(|dir| bindir_major(&dir)))
+        .chain(
+            env_bindir()
+                .filter(|dir| is_build(dir))
+                .and_then(|dir| bindir_major(&dir)),
+        )
         .collect();
     versions.sort_unstable();
     versions.dedup();
