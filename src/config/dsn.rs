@@ -50,6 +50,10 @@ pub struct ConnectionSpec {
     config: tokio_postgres::Config,
     password_file: Option<PathBuf>,
     tls: super::TlsConfig,
+    /// Whether the DSN itself named the database (rather than `PGDATABASE` or the user name):
+    /// a target whose DSN names one watches only that database unless it has a
+    /// `[targets.databases]` table.
+    names_database: bool,
 }
 
 impl std::fmt::Debug for ConnectionSpec {
@@ -110,6 +114,7 @@ impl ConnectionSpec {
     }
 
     fn with_defaults(mut config: tokio_postgres::Config, env: &LibpqEnv) -> Self {
+        let names_database = config.get_dbname().is_some();
         if config.get_hosts().is_empty() {
             match env.host.as_deref() {
                 Some(hosts) => {
@@ -151,6 +156,7 @@ impl ConnectionSpec {
             config,
             password_file: None,
             tls: super::TlsConfig::default(),
+            names_database,
         }
     }
 
@@ -201,6 +207,19 @@ impl ConnectionSpec {
     /// The database name.
     pub fn dbname(&self) -> &str {
         self.config.get_dbname().unwrap_or("postgres")
+    }
+
+    /// Whether the DSN named the database itself (`/app` in a URL, `dbname=app`), rather than
+    /// leaving it to `PGDATABASE` or the user name.
+    pub fn names_database(&self) -> bool {
+        self.names_database
+    }
+
+    /// The same connection to another database of the same server (the database sessions).
+    pub fn with_dbname(&self, dbname: &str) -> ConnectionSpec {
+        let mut spec = self.clone();
+        spec.config.dbname(dbname);
+        spec
     }
 
     /// The tokio-postgres config to connect with, with session settings applied and the
@@ -297,6 +316,20 @@ mod tests {
         assert_eq!(spec.dbname(), "pgbouncer");
         let err = ConnectionSpec::parse_admin("postgres://u@b:6432/app", &env).unwrap_err();
         assert!(err.contains("not PgBouncer's admin console"), "{err}");
+    }
+
+    #[test]
+    fn whether_the_dsn_names_the_database_is_kept() {
+        let mut env = env();
+        env.database = Some("fromenv".into());
+        let named = ConnectionSpec::parse("postgres://u@h/app", &env).unwrap();
+        assert!(named.names_database());
+        let unnamed = ConnectionSpec::parse("host=h user=u", &env).unwrap();
+        assert!(!unnamed.names_database());
+        assert_eq!(unnamed.dbname(), "fromenv");
+        let other = named.with_dbname("billing");
+        assert_eq!(other.describe(), "u@h:5432/billing");
+        assert_eq!(named.dbname(), "app");
     }
 
     #[test]

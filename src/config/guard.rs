@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{HumanDuration, RawAuditColumns, RawImports, RawTables};
+use super::raw::{HumanDuration, RawAuditColumns, RawAuditTable, RawImports, RawTables};
 use super::{ConfigError, Validator};
 
 /// `[targets.tables]`: row-count estimates for every table, exact counts for an allow-list.
@@ -19,8 +19,12 @@ pub struct TablesConfig {
     pub include: Vec<String>,
     /// Glob patterns over `schema.table` never exported.
     pub exclude: Vec<String>,
-    /// Export at most this many tables (largest first); `pgvigil_tables_omitted` counts the rest.
+    /// Export at most this many tables of one database (largest first);
+    /// `pgvigil_tables_omitted` counts the rest.
     pub max_tables: usize,
+    /// Export at most this many tables over all the databases of the target: each database
+    /// gets an equal share, and what small databases leave of theirs goes to the large ones.
+    pub max_tables_total: usize,
     /// Tables whose rows are counted exactly (`count(*)`), as `schema.table` or `table`.
     pub exact_count_tables: Vec<QualifiedName>,
     /// Time between two rounds of exact counts.
@@ -37,6 +41,7 @@ impl Default for TablesConfig {
             include: Vec::new(),
             exclude: Vec::new(),
             max_tables: 300,
+            max_tables_total: 3000,
             exact_count_tables: Vec::new(),
             exact_count_interval: Duration::from_secs(300),
             exact_count_timeout: Duration::from_secs(30),
@@ -237,11 +242,15 @@ impl fmt::Display for QualifiedName {
 }
 
 impl Validator<'_> {
-    fn name(&self, value: &Spanned<String>, what: &str) -> Result<QualifiedName, ConfigError> {
+    pub(super) fn name(
+        &self,
+        value: &Spanned<String>,
+        what: &str,
+    ) -> Result<QualifiedName, ConfigError> {
         QualifiedName::parse(value.get_ref()).map_err(|e| self.err(value, format!("{what}: {e}")))
     }
 
-    fn positive(
+    pub(super) fn positive(
         &self,
         value: &Option<Spanned<i64>>,
         key: &str,
@@ -287,25 +296,15 @@ impl Validator<'_> {
 
     pub(super) fn tables(&self, raw: RawTables) -> Result<TablesConfig, ConfigError> {
         let d = TablesConfig::default();
-        let mut pattern = |p: &Spanned<String>| {
-            if p.get_ref().is_empty() {
-                Err(self.err(
-                    p,
-                    "an empty pattern matches nothing; write e.g. \"public.*\"",
-                ))
-            } else {
-                Ok(p.get_ref().clone())
-            }
-        };
         let include = raw
             .include
             .iter()
-            .map(&mut pattern)
+            .map(|p| self.pattern(p))
             .collect::<Result<_, _>>()?;
         let exclude = raw
             .exclude
             .iter()
-            .map(&mut pattern)
+            .map(|p| self.pattern(p))
             .collect::<Result<_, _>>()?;
         let exact_count_tables = raw
             .exact_count_tables
@@ -316,6 +315,11 @@ impl Validator<'_> {
             include,
             exclude,
             max_tables: self.positive(&raw.max_tables, "max_tables", d.max_tables)?,
+            max_tables_total: self.positive(
+                &raw.max_tables_total,
+                "max_tables_total",
+                d.max_tables_total,
+            )?,
             exact_count_tables,
             exact_count_interval: self.guard_duration(
                 &raw.exact_count_interval,
@@ -339,11 +343,7 @@ impl Validator<'_> {
         let d = ImportsConfig::default();
         let mut audit_tables = Vec::new();
         for spanned in raw.audit_tables {
-            let table = spanned.into_inner();
-            audit_tables.push(AuditTableConfig {
-                table: self.name(&table.table, "audit table")?,
-                columns: self.columns(table.columns)?,
-            });
+            audit_tables.push(self.audit_table(spanned.into_inner())?);
         }
         Ok(ImportsConfig {
             grace_period: self.guard_duration(&raw.grace_period, "grace_period", d.grace_period)?,
@@ -361,6 +361,17 @@ impl Validator<'_> {
             max_duration: self.guard_duration(&raw.max_duration, "max_duration", d.max_duration)?,
             max_imports: self.positive(&raw.max_imports, "max_imports", d.max_imports)?,
             audit_tables,
+        })
+    }
+
+    /// One `[[...audit_tables]]` entry.
+    pub(super) fn audit_table(
+        &self,
+        table: RawAuditTable,
+    ) -> Result<AuditTableConfig, ConfigError> {
+        Ok(AuditTableConfig {
+            table: self.name(&table.table, "audit table")?,
+            columns: self.columns(table.columns)?,
         })
     }
 

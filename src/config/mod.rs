@@ -21,6 +21,7 @@
 
 mod alerts;
 mod collectors;
+mod databases;
 mod dsn;
 mod error;
 mod guard;
@@ -41,6 +42,9 @@ pub use alerts::{
     RuleTable, RuleTables, read_secret,
 };
 pub use collectors::{CollectorConfig, Section};
+pub use databases::{
+    DatabaseOverride, DatabasesConfig, ImportsOverride, Selection, TablesOverride, glob,
+};
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
 pub(crate) use error::improve_message;

@@ -71,6 +71,8 @@ pub(crate) struct RawTarget {
     pub(crate) statement_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) lock_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) databases: Option<super::databases::RawDatabases>,
     #[serde(default)]
     pub(crate) activity: RawActivity,
     #[serde(default)]
@@ -131,6 +133,7 @@ pub(crate) struct RawTables {
     #[serde(default)]
     pub(crate) exclude: Vec<Spanned<String>>,
     pub(crate) max_tables: Option<Spanned<i64>>,
+    pub(crate) max_tables_total: Option<Spanned<i64>>,
     #[serde(default)]
     pub(crate) exact_count_tables: Vec<Spanned<String>>,
     pub(crate) exact_count_interval: Option<Spanned<HumanDuration>>,

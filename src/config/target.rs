@@ -9,21 +9,37 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::collectors::CollectorConfig;
+use super::databases::DatabasesConfig;
 use super::guard::{ImportsConfig, TablesConfig};
 use super::raw::{self, RawTarget};
 use super::source::{Location, RawSource, SourceSettings};
 use super::{ConfigError, ConnectionSpec, Validator};
 
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The main session plus one that visits the databases in turn.
+pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 2;
+/// The most sessions one target may be allowed.
+const MAX_MAX_CONNECTIONS: i64 = 64;
+/// Table statistics of each database: once a minute (when they changed).
+const DEFAULT_TABLES_INTERVAL: Duration = Duration::from_secs(60);
+/// Import reconciliation: every 5 s, independent of the main poll.
+const DEFAULT_IMPORTS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// One `[[targets]]` entry: a database pgvigil watches over its own connection. It
-/// dereferences to its [`SourceSettings`] (`target.name`, `target.poll_interval`, ...).
+/// One `[[targets]]` entry: a PostgreSQL cluster pgvigil watches — cluster-wide views over its
+/// main session, the databases [`TargetConfig::databases`] selects over the others, never
+/// more than `max_connections` sessions in all. It dereferences to its [`SourceSettings`]
+/// (`target.name`, `target.poll_interval`, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetConfig {
     /// Name, connection, timeouts and alert overrides.
     pub source: SourceSettings,
     /// `lock_timeout` of the monitoring session: a poll never queues behind a lock for long.
     pub lock_timeout: Duration,
+    /// Sessions pgvigil may hold on the cluster: the main one plus `max_connections - 1`
+    /// database sessions (at least 2).
+    pub max_connections: usize,
+    /// `[targets.databases]`: which databases are watched, and the visiting schedule.
+    pub databases: DatabasesConfig,
     /// `[targets.activity]`
     pub activity: CollectorConfig<ActivityConfig>,
     /// `[targets.statements]`
@@ -52,19 +68,54 @@ impl TargetConfig {
     /// A target with every setting at its default.
     pub fn new(name: &str, connection: ConnectionSpec) -> Self {
         TargetConfig {
-            source: SourceSettings::new(name, connection),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            databases: if connection.names_database() {
+                DatabasesConfig::only(connection.dbname())
+            } else {
+                DatabasesConfig::every()
+            },
+            source: SourceSettings::new(name, connection),
             activity: CollectorConfig::on(ActivityConfig::default()),
             statements: CollectorConfig::on(StatementsConfig::default()),
-            tables: CollectorConfig::on(TablesConfig::default()),
-            imports: CollectorConfig::on(ImportsConfig::default()),
+            tables: CollectorConfig::every(DEFAULT_TABLES_INTERVAL, TablesConfig::default()),
+            imports: CollectorConfig::every(DEFAULT_IMPORTS_INTERVAL, ImportsConfig::default()),
         }
+    }
+
+    /// The settings the database-scope collectors of database `datname` run with: the
+    /// target's, with that database's `[targets.databases."<datname>"]` overrides applied.
+    pub fn for_database(&self, datname: &str) -> TargetConfig {
+        let mut config = self.clone();
+        config.source.connection = self.connection.with_dbname(datname);
+        let Some(o) = self.databases.overrides.get(datname) else {
+            return config;
+        };
+        let tables = &mut config.tables.settings;
+        if let Some(include) = &o.tables.include {
+            tables.include = include.clone();
+        }
+        if let Some(exclude) = &o.tables.exclude {
+            tables.exclude = exclude.clone();
+        }
+        if let Some(max) = o.tables.max_tables {
+            tables.max_tables = max;
+        }
+        if let Some(exact) = &o.tables.exact_count_tables {
+            tables.exact_count_tables = exact.clone();
+        }
+        if let Some(audit) = &o.imports.audit_tables {
+            config.imports.settings.audit_tables = audit.clone();
+        }
+        config
     }
 
     /// Whether a running target must reconnect to apply `other` (see
     /// [`SourceSettings::same_connection`]; `lock_timeout` is a session setting too).
     pub fn same_connection(&self, other: &TargetConfig) -> bool {
-        self.source.same_connection(&other.source) && self.lock_timeout == other.lock_timeout
+        self.source.same_connection(&other.source)
+            && self.lock_timeout == other.lock_timeout
+            && self.max_connections == other.max_connections
     }
 }
 
@@ -167,6 +218,24 @@ impl Validator<'_> {
             DEFAULT_LOCK_TIMEOUT,
             Duration::from_millis(10),
         )?;
+        target.max_connections = match &raw.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(v) if (2..=MAX_MAX_CONNECTIONS).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                return Err(self.err(
+                    v,
+                    format!(
+                        "max_connections = {} is out of range; use 2 to {MAX_MAX_CONNECTIONS}: the main session plus at least one for the databases (default {DEFAULT_MAX_CONNECTIONS})",
+                        v.get_ref()
+                    ),
+                ));
+            }
+        };
+        let dsn_database = target
+            .connection
+            .names_database()
+            .then(|| target.connection.dbname().to_owned());
+        target.databases = self.databases(raw.databases, dsn_database.as_deref())?;
         let activity = ActivityConfig {
             application_names: raw.activity.application_names,
         };
