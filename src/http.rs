@@ -261,13 +261,49 @@ fn status_page(shared: &Hub) -> String {
     page
 }
 
-/// `/api/v1/imports`: every target's latest import verdicts, with their numbers.
+/// `/api/v1/imports`: every target's latest import verdicts, with their numbers. Per target:
+/// `imports`, `audit_tables` and `problems` over all its databases (each verdict and audit
+/// table with its `datname`), and `databases`, each database's own report; `null` while no
+/// database has been read.
 fn imports_api(shared: &Hub) -> serde_json::Value {
     let mut targets = serde_json::Map::new();
     for (target, obs) in shared.latest_observations() {
-        let value = match &obs.imports {
-            Some(report) => serde_json::to_value(report).unwrap_or_default(),
-            None => serde_json::Value::Null,
+        let mut imports = Vec::new();
+        let mut audit_tables = Vec::new();
+        let mut problems = Vec::new();
+        let mut databases = serde_json::Map::new();
+        for (datname, report) in obs.each_database() {
+            let Some(report) = &report.imports else {
+                continue;
+            };
+            for v in &report.imports {
+                let mut v = serde_json::to_value(v).unwrap_or_default();
+                if let Some(v) = v.as_object_mut() {
+                    v.insert("datname".into(), datname.into());
+                }
+                imports.push(v);
+            }
+            audit_tables.extend(
+                report
+                    .audit_tables
+                    .iter()
+                    .map(|t| serde_json::json!({ "datname": datname, "table": t })),
+            );
+            problems.extend(report.problems.iter().map(|p| format!("{datname}: {p}")));
+            databases.insert(
+                datname.to_owned(),
+                serde_json::to_value(report).unwrap_or_default(),
+            );
+        }
+        let value = if databases.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!({
+                "imports": imports,
+                "audit_tables": audit_tables,
+                "problems": problems,
+                "databases": databases,
+            })
         };
         targets.insert(target, value);
     }
@@ -281,35 +317,34 @@ fn imports_section(page: &mut String, shared: &Hub) {
     let mut rows = String::new();
     let mut problems = String::new();
     for (target, obs) in shared.latest_observations() {
-        let Some(report) = &obs.imports else {
-            continue;
-        };
-        for p in &report.problems {
-            let _ = write!(problems, "<li>{}: {}</li>", escape(&target), escape(p));
-        }
-        for v in &report.imports {
-            let class = match v.verdict {
-                Verdict::Ok | Verdict::Running | Verdict::Failed => "up",
-                Verdict::Confirming | Verdict::Unknown => "starting",
-                _ => "down",
-            };
-            let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
-            let _ = write!(
-                rows,
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&target),
-                escape(&v.import_id),
-                escape(v.target_table.as_deref().unwrap_or("")),
-                escape(v.source_name.as_deref().unwrap_or("")),
-                escape(&v.status),
-                v.verdict.as_str(),
-                num(v.expected_rows),
-                num(v.rejected_rows.zip(v.skipped_rows).map(|(r, s)| r + s)),
-                num(v.committed_rows),
-                num(v.missing_rows),
-                num(v.reported_rows),
-                escape(v.reason.as_deref().unwrap_or("")),
-            );
+        for report in obs.each_database().filter_map(|(_, d)| d.imports.as_ref()) {
+            for p in &report.problems {
+                let _ = write!(problems, "<li>{}: {}</li>", escape(&target), escape(p));
+            }
+            for v in &report.imports {
+                let class = match v.verdict {
+                    Verdict::Ok | Verdict::Running | Verdict::Failed => "up",
+                    Verdict::Confirming | Verdict::Unknown => "starting",
+                    _ => "down",
+                };
+                let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+                let _ = write!(
+                    rows,
+                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&target),
+                    escape(&v.import_id),
+                    escape(v.target_table.as_deref().unwrap_or("")),
+                    escape(v.source_name.as_deref().unwrap_or("")),
+                    escape(&v.status),
+                    v.verdict.as_str(),
+                    num(v.expected_rows),
+                    num(v.rejected_rows.zip(v.skipped_rows).map(|(r, s)| r + s)),
+                    num(v.committed_rows),
+                    num(v.missing_rows),
+                    num(v.reported_rows),
+                    escape(v.reason.as_deref().unwrap_or("")),
+                );
+            }
         }
     }
     if !problems.is_empty() {

@@ -114,6 +114,8 @@ impl Driver for Target {
             target: &self.target,
             server: &session.server,
             database: self.target.connection.dbname(),
+            own_backends: vec![session.server.backend_pid],
+            max_tables: None,
         }
     }
 }

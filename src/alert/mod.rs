@@ -117,6 +117,46 @@ pub enum Evaluation {
     Unknown,
     /// These conditions hold now; an alert of this rule that is not among them resolves.
     Holds(Vec<Condition>),
+    /// These conditions hold now, but nothing is known about alerts that carry one of the
+    /// `unknown` labels (`("datname", "billing")`: a database not read this time): those keep
+    /// their state, every other alert of this rule not among `conditions` resolves.
+    HoldsExcept {
+        /// What holds where the data is known.
+        conditions: Vec<Condition>,
+        /// `(label, value)` pairs of the alerts the rule knows nothing about now.
+        unknown: Vec<(String, String)>,
+    },
+}
+
+impl Evaluation {
+    /// A rule over the database-scope reports of every watched database: `conditions` of each
+    /// database whose `part` is there; databases without it are unknown (their alerts keep
+    /// their state); no database list at all is [`Evaluation::Unknown`].
+    pub fn per_database<'o, T: 'o>(
+        observations: &'o Observations,
+        part: impl Fn(&'o crate::collect::DatabaseReport) -> Option<&'o T>,
+        mut conditions: impl FnMut(&'o str, &'o T) -> Vec<Condition>,
+    ) -> Evaluation {
+        if observations.databases.is_none() {
+            return Evaluation::Unknown;
+        }
+        let mut holds = Vec::new();
+        let mut unknown = Vec::new();
+        for (datname, report) in observations.each_database() {
+            match part(report) {
+                Some(part) => holds.extend(conditions(datname, part)),
+                None => unknown.push(("datname".to_owned(), datname.to_owned())),
+            }
+        }
+        if unknown.is_empty() {
+            Evaluation::Holds(holds)
+        } else {
+            Evaluation::HoldsExcept {
+                conditions: holds,
+                unknown,
+            }
+        }
+    }
 }
 
 /// One alerting rule, configured for one target.

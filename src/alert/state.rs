@@ -162,9 +162,20 @@ impl AlertBook {
         evaluation: Evaluation,
         now: SystemTime,
     ) -> Vec<Event> {
-        let Evaluation::Holds(conditions) = evaluation else {
+        let (conditions, unknown) = match evaluation {
             // Missing data is not a resolution: everything stays as it is.
-            return Vec::new();
+            Evaluation::Unknown => return Vec::new(),
+            Evaluation::Holds(conditions) => (conditions, Vec::new()),
+            Evaluation::HoldsExcept {
+                conditions,
+                unknown,
+            } => (conditions, unknown),
+        };
+        // An alert carrying one of these labels is not known about now: it keeps its state.
+        let unknown_now = |a: &Alert| {
+            unknown
+                .iter()
+                .any(|(k, v)| a.labels.get(k).is_some_and(|x| x == v))
         };
         // Deduplicate by label set; of two conditions with the same labels, the more severe
         // one wins.
@@ -193,7 +204,9 @@ impl AlertBook {
             .alerts
             .iter()
             .filter(|(k, a)| {
-                a.target_and_name() == (target, rule.alertname) && !current.contains_key(*k)
+                a.target_and_name() == (target, rule.alertname)
+                    && !current.contains_key(*k)
+                    && !unknown_now(a)
             })
             .filter(|(_, a)| {
                 // An event seen by one poll keeps firing for a while after it was last seen.
@@ -465,6 +478,25 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(book.active().count(), 1);
+    }
+
+    #[test]
+    fn alerts_of_a_database_not_read_keep_their_state_the_others_resolve() {
+        let mut book = AlertBook::default();
+        let r = rule(0);
+        book.apply("main", &r, holds(&["shop", "crm"]), t(0));
+        let unknown_shop = Evaluation::HoldsExcept {
+            conditions: Vec::new(),
+            unknown: vec![("datname".into(), "shop".into())],
+        };
+        let e = book.apply("main", &r, unknown_shop, t(5));
+        assert_eq!(kinds(&e), [EventKind::Resolved]);
+        assert_eq!(e[0].alert.labels["datname"], "crm");
+        assert_eq!(book.active().count(), 1);
+        // Once the database is read again, what holds there decides.
+        let e = book.apply("main", &r, holds(&[]), t(10));
+        assert_eq!(kinds(&e), [EventKind::Resolved]);
+        assert_eq!(book.active().count(), 0);
     }
 
     #[test]

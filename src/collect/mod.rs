@@ -30,9 +30,12 @@ pub mod registry;
 pub mod statements;
 pub mod tables;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
+
+use serde::Serialize;
 
 use crate::config::{PgbouncerConfig, TargetConfig};
 use crate::metrics::Snapshot;
@@ -109,6 +112,12 @@ pub struct PollContext<'a> {
     pub server: &'a ServerInfo,
     /// The database `client` is connected to (database-scope collectors report per database).
     pub database: &'a str,
+    /// pgvigil's own sessions on the cluster (the main one and the database sessions), left
+    /// out of what the activity collector counts.
+    pub own_backends: Vec<i32>,
+    /// The most tables this database may export this time: its share of
+    /// `max_tables_total`, never more than `max_tables`; `None`: `max_tables`.
+    pub max_tables: Option<usize>,
 }
 
 /// Typed results of one poll of a source, for the alert rules and the API.
@@ -124,14 +133,57 @@ pub struct Observations {
     /// From a PgBouncer admin console (only for `[[pgbouncers]]` entries); a part is `None`
     /// when its collector failed.
     pub pgbouncer: Option<pgbouncer::PgbouncerReport>,
-    /// Table statistics and their changes since the previous poll; `None` when that collector
-    /// failed or is disabled.
-    pub tables: Option<tables::TablesReport>,
-    /// Import verdicts; `None` when that collector failed or is disabled.
-    pub imports: Option<imports::ImportsReport>,
     /// From pg_stat_statements; `None` when that collector failed, is unavailable or is
     /// disabled.
     pub statements: Option<statements::StatementsReport>,
+    /// What the database-scope collectors found in each watched database; `None` until the
+    /// database sessions know which databases are watched.
+    pub databases: Option<DatabasesReport>,
+}
+
+impl Observations {
+    /// The report of one database, created empty if there is none yet (database-scope
+    /// collectors fill their part of it).
+    pub fn database_mut(&mut self, datname: &str) -> &mut DatabaseReport {
+        self.databases
+            .get_or_insert_with(DatabasesReport::default)
+            .databases
+            .entry(datname.to_owned())
+            .or_default()
+    }
+
+    /// The report of one database, if it is watched.
+    pub fn database(&self, datname: &str) -> Option<&DatabaseReport> {
+        self.databases.as_ref()?.databases.get(datname)
+    }
+
+    /// Every watched database's report, by name.
+    pub fn each_database(&self) -> impl Iterator<Item = (&str, &DatabaseReport)> {
+        self.databases
+            .iter()
+            .flat_map(|d| d.databases.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+}
+
+/// Every watched database's report.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct DatabasesReport {
+    /// By database name: every database the target watches now (a dropped one is gone, and
+    /// its alerts resolve).
+    pub databases: BTreeMap<String, DatabaseReport>,
+}
+
+/// What the database-scope collectors found in one database. A part is `None` when its
+/// collector failed, is disabled or has not run there yet: rules read it as unknown for that
+/// database, whose alerts then keep their state.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct DatabaseReport {
+    /// Table statistics and their changes since the previous visit.
+    pub tables: Option<tables::TablesReport>,
+    /// Import verdicts.
+    pub imports: Option<imports::ImportsReport>,
+    /// Why the database could not be read, if it could not (connection refused, ...).
+    pub error: Option<String>,
 }
 
 /// One data source of a kind of source `S`.

@@ -146,7 +146,7 @@ mod tests {
     fn severities(rule: &dyn Rule, clients: i64) -> Vec<Option<Severity>> {
         match rule.evaluate("main", &obs(clients)) {
             Evaluation::Holds(c) => c.into_iter().map(|c| c.severity).collect(),
-            Evaluation::Unknown => panic!("known"),
+            other => panic!("known: {other:?}"),
         }
     }
 

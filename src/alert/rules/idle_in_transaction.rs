@@ -198,7 +198,7 @@ pub(super) mod tests {
     fn conditions(rule: &dyn Rule, o: &Observations) -> Vec<Condition> {
         match rule.evaluate("main", o) {
             Evaluation::Holds(c) => c,
-            Evaluation::Unknown => panic!("known"),
+            other => panic!("known: {other:?}"),
         }
     }
 

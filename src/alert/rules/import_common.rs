@@ -1,13 +1,21 @@
 //! What the four import rules share: labels and the numbers in the annotations.
 
-use crate::alert::Condition;
+use crate::alert::{Condition, Evaluation};
 use crate::collect::Observations;
 use crate::collect::imports::ImportsReport;
 use crate::collect::imports::reconcile::{ImportVerdict, Verdict};
 
-/// The imports report, or `None` (→ `Evaluation::Unknown`) when it is missing.
-pub(super) fn report(observations: &Observations) -> Option<&ImportsReport> {
-    observations.imports.as_ref()
+/// `conditions` over the imports report of every watched database; a database without one
+/// is unknown (its alerts keep their state).
+pub(super) fn per_database<'o>(
+    observations: &'o Observations,
+    mut conditions: impl FnMut(&'o ImportsReport) -> Vec<Condition>,
+) -> Evaluation {
+    Evaluation::per_database(
+        observations,
+        |d| d.imports.as_ref(),
+        |_, report| conditions(report),
+    )
 }
 
 /// The verdicts of one kind.

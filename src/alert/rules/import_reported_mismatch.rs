@@ -56,36 +56,35 @@ impl Rule for ImportReportedMismatch {
     }
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
-        let Some(report) = common::report(observations) else {
-            return Evaluation::Unknown;
-        };
-        let verdicts: &[Verdict] = if self.params.include_surplus {
-            &[Verdict::Mismatch, Verdict::Surplus]
-        } else {
-            &[Verdict::Mismatch]
-        };
-        let conditions = common::with_verdict(report, verdicts)
-            .map(|v| {
-                common::condition(
-                    report,
-                    v,
-                    format!(
-                        "Import {} count disagrees in {} on {target}",
-                        v.verdict.as_str(),
-                        v.target_table.as_deref().unwrap_or("?")
-                    ),
-                    format!(
-                        "{}: {} rows committed, app reported {}. {}",
-                        common::describe(v),
-                        v.committed_rows.unwrap_or(0),
-                        v.reported_rows
-                            .map(|r| r.to_string())
-                            .unwrap_or_else(|| "nothing".into()),
-                        v.reason.as_deref().unwrap_or("")
-                    ),
-                )
-            })
-            .collect();
-        Evaluation::Holds(conditions)
+        common::per_database(observations, |report| {
+            let verdicts: &[Verdict] = if self.params.include_surplus {
+                &[Verdict::Mismatch, Verdict::Surplus]
+            } else {
+                &[Verdict::Mismatch]
+            };
+            let conditions = common::with_verdict(report, verdicts)
+                .map(|v| {
+                    common::condition(
+                        report,
+                        v,
+                        format!(
+                            "Import {} count disagrees in {} on {target}",
+                            v.verdict.as_str(),
+                            v.target_table.as_deref().unwrap_or("?")
+                        ),
+                        format!(
+                            "{}: {} rows committed, app reported {}. {}",
+                            common::describe(v),
+                            v.committed_rows.unwrap_or(0),
+                            v.reported_rows
+                                .map(|r| r.to_string())
+                                .unwrap_or_else(|| "nothing".into()),
+                            v.reason.as_deref().unwrap_or("")
+                        ),
+                    )
+                })
+                .collect();
+            conditions
+        })
     }
 }

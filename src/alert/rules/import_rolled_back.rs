@@ -34,27 +34,26 @@ impl Rule for ImportRolledBack {
     }
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
-        let Some(report) = common::report(observations) else {
-            return Evaluation::Unknown;
-        };
-        let conditions = common::with_verdict(report, &[Verdict::Aborted])
-            .map(|v| {
-                common::condition(
-                    report,
-                    v,
-                    format!(
-                        "Import into {} was rolled back on {target}",
-                        v.target_table.as_deref().unwrap_or("?")
-                    ),
-                    format!(
-                        "{}: {}. None of its {} rows are committed.",
-                        common::describe(v),
-                        v.reason.as_deref().unwrap_or("its transaction aborted"),
-                        v.expected_rows.unwrap_or(0)
-                    ),
-                )
-            })
-            .collect();
-        Evaluation::Holds(conditions)
+        common::per_database(observations, |report| {
+            let conditions = common::with_verdict(report, &[Verdict::Aborted])
+                .map(|v| {
+                    common::condition(
+                        report,
+                        v,
+                        format!(
+                            "Import into {} was rolled back on {target}",
+                            v.target_table.as_deref().unwrap_or("?")
+                        ),
+                        format!(
+                            "{}: {}. None of its {} rows are committed.",
+                            common::describe(v),
+                            v.reason.as_deref().unwrap_or("its transaction aborted"),
+                            v.expected_rows.unwrap_or(0)
+                        ),
+                    )
+                })
+                .collect();
+            conditions
+        })
     }
 }

@@ -69,10 +69,8 @@ impl Rule for ImportRowShortfall {
     }
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
-        let Some(report) = common::report(observations) else {
-            return Evaluation::Unknown;
-        };
-        let conditions = common::with_verdict(report, &[Verdict::Shortfall])
+        common::per_database(observations, |report| {
+            let conditions = common::with_verdict(report, &[Verdict::Shortfall])
             .filter(|v| {
                 let missing = v.missing_rows.unwrap_or(0);
                 let ratio = 1.0 - v.committed_ratio().unwrap_or(0.0);
@@ -100,6 +98,7 @@ impl Rule for ImportRowShortfall {
                 )
             })
             .collect();
-        Evaluation::Holds(conditions)
+            conditions
+        })
     }
 }

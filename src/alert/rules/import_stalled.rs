@@ -35,27 +35,26 @@ impl Rule for ImportStalled {
     }
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
-        let Some(report) = common::report(observations) else {
-            return Evaluation::Unknown;
-        };
-        let conditions = common::with_verdict(report, &[Verdict::Stalled])
-            .map(|v| {
-                common::condition(
-                    report,
-                    v,
-                    format!(
-                        "Import into {} stalled on {target}",
-                        v.target_table.as_deref().unwrap_or("?")
-                    ),
-                    format!(
-                        "{} is still {}: {}",
-                        common::describe(v),
-                        v.status,
-                        v.reason.as_deref().unwrap_or("stalled")
-                    ),
-                )
-            })
-            .collect();
-        Evaluation::Holds(conditions)
+        common::per_database(observations, |report| {
+            let conditions = common::with_verdict(report, &[Verdict::Stalled])
+                .map(|v| {
+                    common::condition(
+                        report,
+                        v,
+                        format!(
+                            "Import into {} stalled on {target}",
+                            v.target_table.as_deref().unwrap_or("?")
+                        ),
+                        format!(
+                            "{} is still {}: {}",
+                            common::describe(v),
+                            v.status,
+                            v.reason.as_deref().unwrap_or("stalled")
+                        ),
+                    )
+                })
+                .collect();
+            conditions
+        })
     }
 }

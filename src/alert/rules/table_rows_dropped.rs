@@ -63,10 +63,11 @@ impl Rule for TableRowsDropped {
     }
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
-        let Some(report) = &observations.tables else {
-            return Evaluation::Unknown;
-        };
-        let conditions = report
+        Evaluation::per_database(
+            observations,
+            |d| d.tables.as_ref(),
+            |_, report| {
+                let conditions = report
             .changes
             .iter()
             .filter(|c| c.live_before >= self.params.min_rows)
@@ -106,6 +107,8 @@ impl Rule for TableRowsDropped {
                 .annotation("sql", format!("SELECT count(*) FROM {};", c.table))
             })
             .collect();
-        Evaluation::Holds(conditions)
+                conditions
+            },
+        )
     }
 }

@@ -268,14 +268,16 @@ impl Imports {
 
     fn snapshot(&self, report: &ImportsReport) -> Snapshot {
         let mut snap = Snapshot::default();
-        snap.set(
+        let db = &report.datname;
+        snap.push(
             &metrics::IMPORT_AUDIT_TABLES,
+            vec![db.clone()],
             report.audit_tables.len() as f64,
         );
         for (result, n) in &self.checks {
             snap.push(
                 &metrics::IMPORT_CHECKS,
-                vec![(*result).to_owned()],
+                vec![db.clone(), (*result).to_owned()],
                 *n as f64,
             );
         }
@@ -300,24 +302,32 @@ impl Imports {
             }
         }
         for (status, n) in by_status {
-            snap.push(&metrics::IMPORTS, vec![status.to_owned()], n as f64);
+            snap.push(
+                &metrics::IMPORTS,
+                vec![db.clone(), status.to_owned()],
+                n as f64,
+            );
         }
         for (verdict, n) in by_verdict {
             snap.push(
                 &metrics::IMPORT_VERDICTS,
-                vec![verdict.to_owned()],
+                vec![db.clone(), verdict.to_owned()],
                 n as f64,
             );
         }
         for (table, n) in missing {
             snap.push(
                 &metrics::IMPORT_MISSING_ROWS,
-                vec![table.to_owned()],
+                vec![db.clone(), table.to_owned()],
                 n as f64,
             );
         }
         for (table, at) in &self.last_verified {
-            snap.push(&metrics::IMPORT_LAST_VERIFIED, vec![table.clone()], *at);
+            snap.push(
+                &metrics::IMPORT_LAST_VERIFIED,
+                vec![db.clone(), table.clone()],
+                *at,
+            );
         }
         snap
     }
@@ -364,7 +374,11 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     metrics: metrics::IMPORTS_METRICS,
     section: |t| &t.imports,
     build: |t| Box::new(Imports::new(&t.imports)),
-    carry: |from, to| to.imports = from.imports.clone(),
+    carry: |from, to| {
+        for (datname, report) in from.each_database() {
+            to.database_mut(datname).imports = report.imports.clone();
+        }
+    },
 };
 
 impl Collector<Postgres> for Imports {
@@ -380,7 +394,7 @@ impl Collector<Postgres> for Imports {
         Box::pin(async move {
             let report = self.poll(ctx).await?;
             let snapshot = self.snapshot(&report);
-            observations.imports = Some(report);
+            observations.database_mut(ctx.database).imports = Some(report);
             Ok(snapshot)
         })
     }

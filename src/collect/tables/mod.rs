@@ -41,7 +41,10 @@ SELECT format('%I.%I', s.schemaname, s.relname),
        extract(epoch FROM s.last_vacuum)::float8,
        extract(epoch FROM s.last_autovacuum)::float8,
        extract(epoch FROM s.last_analyze)::float8,
-       extract(epoch FROM s.last_autoanalyze)::float8
+       extract(epoch FROM s.last_autoanalyze)::float8,
+       s.n_ins_since_vacuum,
+       s.vacuum_count + s.autovacuum_count,
+       s.analyze_count + s.autoanalyze_count
   FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
   LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
  ORDER BY 7 DESC, 1";
@@ -120,6 +123,10 @@ impl Tables {
         };
         let mut current = HashMap::new();
         let mut to_confirm = Vec::new();
+        let max_tables = ctx.max_tables.map_or(self.config.max_tables, |share| {
+            share.min(self.config.max_tables)
+        });
+        let datname = report.datname.clone();
         for row in &rows {
             let table: String = row.try_get(0)?;
             let schema: String = row.try_get(1)?;
@@ -128,7 +135,7 @@ impl Tables {
             if !self.selected(&plain) {
                 continue;
             }
-            if report.tables.len() >= self.config.max_tables {
+            if report.tables.len() >= max_tables {
                 report.omitted += 1;
                 continue;
             }
@@ -137,6 +144,9 @@ impl Tables {
                 dead: row.try_get(4)?,
                 inserted: row.try_get(7)?,
                 deleted: row.try_get(9)?,
+                inserted_since_vacuum: row.try_get(14)?,
+                vacuums: row.try_get(15)?,
+                analyzes: row.try_get(16)?,
             };
             let updated: i64 = row.try_get(8)?;
             let stats = TableStats {
@@ -147,7 +157,7 @@ impl Tables {
                 size_bytes: row.try_get(6)?,
                 exact_rows: None,
             };
-            let labels = || vec![table.clone()];
+            let labels = || vec![datname.clone(), table.clone()];
             snap.push(&metrics::TABLE_LIVE_ROWS, labels(), counters.live as f64);
             snap.push(&metrics::TABLE_DEAD_ROWS, labels(), counters.dead as f64);
             snap.push(&metrics::TABLE_RELTUPLES, labels(), stats.reltuples);
@@ -162,7 +172,7 @@ impl Tables {
                 if let Some(at) = row.try_get::<_, Option<f64>>(10 + i)? {
                     snap.push(
                         &metrics::TABLE_LAST_MAINTENANCE,
-                        vec![table.clone(), operation.to_owned()],
+                        vec![datname.clone(), table.clone(), operation.to_owned()],
                         at,
                     );
                 }
@@ -202,34 +212,31 @@ impl Tables {
             stats.exact_rows = self.exact.results.get(&stats.table).map(|c| c.rows);
         }
         for (table, c) in &self.exact.results {
-            snap.push(
-                &metrics::TABLE_EXACT_ROWS,
-                vec![table.clone()],
-                c.rows as f64,
-            );
-            snap.push(
-                &metrics::TABLE_EXACT_COUNT_TIMESTAMP,
-                vec![table.clone()],
-                c.at_unix,
-            );
-            snap.push(
-                &metrics::TABLE_EXACT_COUNT_DURATION,
-                vec![table.clone()],
-                c.seconds,
-            );
+            let labels = || vec![datname.clone(), table.clone()];
+            snap.push(&metrics::TABLE_EXACT_ROWS, labels(), c.rows as f64);
+            snap.push(&metrics::TABLE_EXACT_COUNT_TIMESTAMP, labels(), c.at_unix);
+            snap.push(&metrics::TABLE_EXACT_COUNT_DURATION, labels(), c.seconds);
         }
         if !self.config.exact_count_tables.is_empty() {
             for result in ["ok", "error", "skipped"] {
                 let n = self.exact.outcomes.get(result).copied().unwrap_or(0);
                 snap.push(
                     &metrics::TABLE_EXACT_COUNTS,
-                    vec![result.to_owned()],
+                    vec![datname.clone(), result.to_owned()],
                     n as f64,
                 );
             }
         }
-        snap.set(&metrics::TABLES_EXPORTED, report.tables.len() as f64);
-        snap.set(&metrics::TABLES_OMITTED, report.omitted as f64);
+        snap.push(
+            &metrics::TABLES_EXPORTED,
+            vec![datname.clone()],
+            report.tables.len() as f64,
+        );
+        snap.push(
+            &metrics::TABLES_OMITTED,
+            vec![datname],
+            report.omitted as f64,
+        );
         Ok((snap, report))
     }
 }
@@ -245,7 +252,11 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     metrics: metrics::TABLES_METRICS,
     section: |t| &t.tables,
     build: |t| Box::new(Tables::new(&t.tables)),
-    carry: |from, to| to.tables = from.tables.clone(),
+    carry: |from, to| {
+        for (datname, report) in from.each_database() {
+            to.database_mut(datname).tables = report.tables.clone();
+        }
+    },
 };
 
 impl Collector<Postgres> for Tables {
@@ -264,7 +275,7 @@ impl Collector<Postgres> for Tables {
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {
             let (snapshot, report) = self.poll(ctx).await?;
-            observations.tables = Some(report);
+            observations.database_mut(ctx.database).tables = Some(report);
             Ok(snapshot)
         })
     }
