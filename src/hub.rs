@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::alert::ConfiguredRule;
 use crate::alert::engine::AlertHub;
-use crate::collect::{Observations, registry};
+use crate::collect::{DatabasesReport, Observations, registry};
 use crate::metrics::Metrics;
 use crate::status::{SourceKind, Status};
 
@@ -69,7 +69,8 @@ impl Hub {
             SourceKind::Postgres => registry::POSTGRES.iter().map(|s| s.name).collect(),
             SourceKind::Pgbouncer => registry::PGBOUNCER.iter().map(|s| s.name).collect(),
         };
-        self.metrics.forget(name, collectors);
+        self.metrics
+            .forget(name, collectors.into_iter().chain(["databases"]));
         self.status.remove(name);
         self.remove_observations(name);
         self.alerts.forget(name);
@@ -81,13 +82,40 @@ impl Hub {
     }
 
     /// Accept the observations of a finished poll (or of a failed connection attempt) and
-    /// hand them to the alert engine without waiting for it.
-    pub(crate) fn observe(&self, source: &str, observations: Observations) {
-        let observations = Arc::new(observations);
-        {
+    /// hand them to the alert engine without waiting for it. A PostgreSQL target's
+    /// per-database part comes from its database sessions ([`Hub::observe_databases`]): when
+    /// `observations` has none, the latest one is kept.
+    pub(crate) fn observe(&self, source: &str, mut observations: Observations) {
+        let observations = {
             let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
+            if observations.databases.is_none() {
+                observations.databases = latest.get(source).and_then(|o| o.databases.clone());
+            }
+            let observations = Arc::new(observations);
             latest.insert(source.to_owned(), observations.clone());
-        }
+            observations
+        };
+        self.offer(source, observations);
+    }
+
+    /// Accept what a target's database sessions found (every watched database's report),
+    /// beside the main session's latest observations, and hand the whole to the alert engine.
+    pub(crate) fn observe_databases(&self, source: &str, databases: DatabasesReport) {
+        let observations = {
+            let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
+            let mut observations = latest
+                .get(source)
+                .map(|o| Observations::clone(o))
+                .unwrap_or_default();
+            observations.databases = Some(databases);
+            let observations = Arc::new(observations);
+            latest.insert(source.to_owned(), observations.clone());
+            observations
+        };
+        self.offer(source, observations);
+    }
+
+    fn offer(&self, source: &str, observations: Arc<Observations>) {
         if !self.alerts.offer(source, observations) {
             self.metrics.alert_observations_dropped(source);
         }

@@ -17,6 +17,8 @@
 //!   interval), reconnect with backoff, `pgvigil_up`, recording each collector's outcome.
 //! * `target`, `bouncer` (private): how a PostgreSQL session and a PgBouncer admin console
 //!   session are opened, and what their collectors see.
+//! * `databases` (private): a target's database sessions — every watched database visited
+//!   for the database-scope collectors, within the target's connection budget.
 //! * [`collect`]: one module per data source and the collector registry
 //!   ([`collect::registry`]); each collector produces a metrics snapshot and typed observations.
 //! * [`alert`]: rules over observations, the alert lifecycle, delivery sinks.
@@ -37,6 +39,7 @@ pub mod app;
 mod bouncer;
 pub mod collect;
 pub mod config;
+mod databases;
 pub mod exposition;
 mod http;
 mod hub;

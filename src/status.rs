@@ -66,6 +66,23 @@ pub struct TargetStatus {
     pub consecutive_failures: u32,
     /// By collector name.
     pub collectors: BTreeMap<String, CollectorStatus>,
+    /// The watched databases of a PostgreSQL target, by name (empty for a PgBouncer).
+    pub databases: BTreeMap<String, DatabaseStatus>,
+    /// Database sessions open now.
+    pub database_sessions: usize,
+}
+
+/// One watched database of a target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DatabaseStatus {
+    /// Whether pgvigil's last attempt to enter it succeeded; `null` before the first.
+    pub up: Option<bool>,
+    /// Whether a database session is open on it now.
+    pub session: bool,
+    /// When its table statistics were last read (RFC 3339).
+    pub last_visit: Option<String>,
+    /// Why it could not be entered or read, if it could not.
+    pub last_error: Option<String>,
 }
 
 /// The status of every target.
@@ -103,6 +120,8 @@ impl Status {
                 last_error: None,
                 consecutive_failures: 0,
                 collectors: BTreeMap::new(),
+                databases: BTreeMap::new(),
+                database_sessions: 0,
             },
         );
     }

@@ -1,45 +1,159 @@
-//! The PostgreSQL [`Driver`]: how a target's single monitoring session is opened and what its
-//! collectors see of it. The schedule, backoff and up/down bookkeeping are [`crate::poll`]'s;
-//! the collectors are the registry's ([`crate::collect::registry::POSTGRES`]).
+//! The PostgreSQL [`Driver`]: how a target's sessions are opened and what the collectors of its
+//! main session see. The schedule, backoff and up/down bookkeeping are [`crate::poll`]'s; the
+//! collectors are the registry's ([`crate::collect::registry::POSTGRES`]).
+//!
+//! A target runs two loops side by side in one task: the main session's poll loop
+//! (cluster-scope collectors) and the database sessions ([`crate::databases`]), which visit
+//! the watched databases for the database-scope ones. Both open their sessions with
+//! [`open`], so every session pgvigil holds has the same settings.
 
-use std::sync::Arc;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
 
-use tokio_postgres::Client;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::collect::{PollContext, Postgres, ServerInfo, describe_pg_error};
-use crate::config::{SourceSettings, TargetConfig};
+use crate::collect::{PollContext, Postgres, Scope, ServerInfo, describe_pg_error};
+use crate::config::{ConnectionSpec, SourceSettings, TargetConfig};
 use crate::hub::Hub;
 use crate::poll::{self, Connected, Driver, PollError};
-use crate::tls;
+use crate::{databases, tls};
 
-/// Run a target until `shutdown` is cancelled.
+/// The channel NOTIFY payloads of [`IMPORT_CHANNEL`] arrive on: `(datname, payload)`.
+pub(crate) type Notices = mpsc::UnboundedSender<(String, String)>;
+
+/// The channel writers NOTIFY after finishing an import (DESIGN.md, the audit table).
+pub(crate) const IMPORT_CHANNEL: &str = "pgvigil_import";
+
+/// Run a target until `shutdown` is cancelled: its main poll loop and its database sessions.
 pub(crate) async fn run(
     target: Arc<TargetConfig>,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let own = OwnBackends::default();
+    let tls = Arc::new(tls::Connector::new(&target.connection));
     let driver = Target {
-        tls: tls::Connector::new(&target.connection),
-        target,
-        tracker,
+        tls: tls.clone(),
+        target: target.clone(),
+        tracker: tracker.clone(),
+        own: own.clone(),
     };
-    poll::run(driver, hub, shutdown).await;
+    let lane = databases::Lane::new(target, hub.clone(), tls, tracker, own);
+    tokio::join!(poll::run(driver, hub, shutdown.clone()), lane.run(shutdown));
 }
 
-/// An open monitoring session.
+/// The backend pids of pgvigil's own sessions on the target, so the activity collector does
+/// not count them. A std mutex: held only to copy or change the lists.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OwnBackends(Arc<Mutex<(Option<i32>, Vec<i32>)>>);
+
+impl OwnBackends {
+    /// The main session's pid.
+    fn set_main(&self, pid: i32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(pid);
+    }
+
+    /// The database sessions' pids.
+    pub(crate) fn set_databases(&self, pids: Vec<i32>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = pids;
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let own = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        own.0.iter().chain(&own.1).copied().collect()
+    }
+}
+
+/// An open session.
 pub(crate) struct Session {
-    client: Client,
-    server: ServerInfo,
+    pub(crate) client: Client,
+    pub(crate) server: ServerInfo,
+    /// Whether it is encrypted; `None` if that cannot be known.
+    pub(crate) tls: Option<bool>,
+}
+
+/// Open a session to `connection` with the target's session settings; with `notices`, it
+/// also `LISTEN`s on [`IMPORT_CHANNEL`] and forwards what arrives, tagged with `datname`.
+pub(crate) async fn open(
+    target: &TargetConfig,
+    connection: &ConnectionSpec,
+    tls: &tls::Connector,
+    tracker: &TaskTracker,
+    notices: Option<Notices>,
+) -> Result<Session, PollError> {
+    let config = connection
+        .connect_config(target.connect_timeout)
+        .map_err(PollError::Connect)?;
+    let (client, mut connection_task) = config
+        .connect(tls.get().map_err(PollError::Connect)?)
+        .await
+        .map_err(|e| PollError::Connect(tls::explain(connection, describe_pg_error(&e))))?;
+    let name = target.name.clone();
+    let datname = connection.dbname().to_owned();
+    let listening = notices.is_some();
+    tracker.spawn(async move {
+        // Drive the connection, forwarding notifications (what `connection.await` would
+        // drop).
+        while let Some(message) = poll_fn(|cx| connection_task.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if let Some(tx) = &notices {
+                        let _ = tx.send((datname.clone(), n.payload().to_owned()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(target = %name, datname, error = %describe_pg_error(&e), "connection closed");
+                    break;
+                }
+            }
+        }
+    });
+    // Session settings, so a poll can neither run long nor queue behind a lock.
+    let session_error = |e: tokio_postgres::Error| PollError::Session(describe_pg_error(&e));
+    let listen = if listening {
+        format!("; LISTEN {IMPORT_CHANNEL}")
+    } else {
+        String::new()
+    };
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = 0{listen}",
+            target.statement_timeout.as_millis(),
+            target.lock_timeout.as_millis()
+        ))
+        .await
+        .map_err(session_error)?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid(), \
+                    (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
+            &[],
+        )
+        .await
+        .map_err(session_error)?;
+    let server = ServerInfo {
+        version_num: row.get(0),
+        version: row.get(1),
+        backend_pid: row.get(2),
+    };
+    Ok(Session {
+        client,
+        server,
+        tls: row.get(3),
+    })
 }
 
 struct Target {
     target: Arc<TargetConfig>,
-    tls: tls::Connector,
+    tls: Arc<tls::Connector>,
     tracker: TaskTracker,
+    own: OwnBackends,
 }
 
 impl Driver for Target {
@@ -54,53 +168,20 @@ impl Driver for Target {
         &self.target.source
     }
 
+    /// The main session runs the cluster-scope collectors; the database sessions the others.
+    fn scope(&self) -> Option<Scope> {
+        Some(Scope::Cluster)
+    }
+
     async fn connect(&self) -> Result<Connected<Session>, PollError> {
         let target = &self.target;
-        let config = target
-            .connection
-            .connect_config(target.connect_timeout)
-            .map_err(PollError::Connect)?;
-        let (client, connection) = config
-            .connect(self.tls.get().map_err(PollError::Connect)?)
-            .await
-            .map_err(|e| {
-                PollError::Connect(tls::explain(&target.connection, describe_pg_error(&e)))
-            })?;
-        let name = target.name.clone();
-        self.tracker.spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(target = %name, error = %describe_pg_error(&e), "connection closed");
-            }
-        });
-        // Session settings, so a poll can neither run long nor queue behind a lock.
-        let session_error = |e: tokio_postgres::Error| PollError::Session(describe_pg_error(&e));
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = 0",
-                target.statement_timeout.as_millis(),
-                target.lock_timeout.as_millis()
-            ))
-            .await
-            .map_err(session_error)?;
-        let row = client
-            .query_one(
-                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid(), \
-                        (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
-                &[],
-            )
-            .await
-            .map_err(session_error)?;
-        let server = ServerInfo {
-            version_num: row.get(0),
-            version: row.get(1),
-            backend_pid: row.get(2),
-        };
-        let tls: Option<bool> = row.get(3);
+        let session = open(target, &target.connection, &self.tls, &self.tracker, None).await?;
+        self.own.set_main(session.server.backend_pid);
         Ok(Connected {
-            version: server.version.clone(),
-            version_num: Some(server.version_num),
-            tls,
-            session: Session { client, server },
+            version: session.server.version.clone(),
+            version_num: Some(session.server.version_num),
+            tls: session.tls,
+            session,
         })
     }
 
@@ -114,7 +195,7 @@ impl Driver for Target {
             target: &self.target,
             server: &session.server,
             database: self.target.connection.dbname(),
-            own_backends: vec![session.server.backend_pid],
+            own_backends: self.own.pids(),
             max_tables: None,
         }
     }

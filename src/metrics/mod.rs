@@ -18,7 +18,8 @@
 //!
 //! * [`process`] and [`alerting`]: pgvigil itself (process metrics).
 //! * [`activity`], [`tables`], [`imports`], [`statements`]: PostgreSQL targets, one file per
-//!   collector family.
+//!   collector family; [`databases`]: the database sessions themselves (which databases are
+//!   watched, the connection budget).
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`], the process families and the encoder.
@@ -29,6 +30,7 @@
 
 pub mod activity;
 pub mod alerting;
+pub mod databases;
 pub mod imports;
 pub mod pgbouncer;
 pub mod process;
@@ -43,6 +45,7 @@ use prometheus_client::metrics::MetricType;
 
 pub use activity::*;
 pub use alerting::*;
+pub use databases::*;
 pub use imports::*;
 pub use pgbouncer::*;
 pub use process::*;
@@ -122,6 +125,7 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     PROCESS_METRICS,
     ACTIVITY_METRICS,
     PGBOUNCER_METRICS,
+    DATABASES_METRICS,
     TABLES_METRICS,
     IMPORTS_METRICS,
     ALERTING_METRICS,
@@ -300,8 +304,8 @@ mod tests {
         let metrics = Metrics::new();
         for target in ["gone", "kept"] {
             metrics.set_up(target, true);
-            metrics.connect_attempt(target, true);
-            metrics.connect_attempt(target, false);
+            metrics.connect_attempt(target, "main", true);
+            metrics.connect_attempt(target, "main", false);
             metrics.poll_finished(target, "activity", 0.01, false);
             metrics.alert_observations_dropped(target);
         }
@@ -316,7 +320,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.set_up("main", true);
         metrics.poll_finished("main", "activity", 0.002, false);
-        metrics.connect_attempt("main", true);
+        metrics.connect_attempt("main", "main", true);
         let text = metrics.encode_classic();
         for def in [&UP, &POLL_ERRORS, &CONNECT_ATTEMPTS, &BUILD_INFO] {
             assert!(

@@ -16,6 +16,6 @@ super::catalogue! {
         "Polls of a collector that failed.";
     LAST_SUCCESS, Gauge, "pgvigil_last_successful_poll_timestamp_seconds", ["target", "collector"],
         "Unix time of the collector's last successful poll.";
-    CONNECT_ATTEMPTS, Counter, "pgvigil_connection_attempts_total", ["target", "result"],
-        "Attempts to open the monitoring connection to the target, by result (success, failure).";
+    CONNECT_ATTEMPTS, Counter, "pgvigil_connection_attempts_total", ["target", "purpose", "result"],
+        "Connections pgvigil opened or tried to open to the target, by purpose (main: the session for cluster-wide views; database: a session visiting one database) and result (success, failure).";
 }

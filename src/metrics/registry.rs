@@ -32,8 +32,9 @@ struct CollectorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
+struct AttemptLabels {
     target: String,
+    purpose: &'static str,
     result: &'static str,
 }
 
@@ -66,7 +67,7 @@ pub struct Metrics {
     poll_duration: PollHistograms,
     poll_errors: Family<CollectorLabels, Counter>,
     last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
-    connect_attempts: Family<ResultLabels, Counter>,
+    connect_attempts: Family<AttemptLabels, Counter>,
     // alerting
     notifications: Family<SinkResultLabels, Counter>,
     alerts: Family<AlertLabels, Gauge>,
@@ -156,11 +157,14 @@ impl Metrics {
         };
         self.up.remove(&labels);
         self.alert_observations_dropped.remove(&labels);
-        for result in ["success", "failure"] {
-            self.connect_attempts.remove(&ResultLabels {
-                target: target.to_owned(),
-                result,
-            });
+        for purpose in ["main", "database"] {
+            for result in ["success", "failure"] {
+                self.connect_attempts.remove(&AttemptLabels {
+                    target: target.to_owned(),
+                    purpose,
+                    result,
+                });
+            }
         }
         for collector in collectors {
             let labels = CollectorLabels {
@@ -173,11 +177,12 @@ impl Metrics {
         }
     }
 
-    /// Record one connection attempt.
-    pub fn connect_attempt(&self, target: &str, ok: bool) {
+    /// Record one connection attempt; `purpose` is `main` or `database`.
+    pub fn connect_attempt(&self, target: &str, purpose: &'static str, ok: bool) {
         self.connect_attempts
-            .get_or_create(&ResultLabels {
+            .get_or_create(&AttemptLabels {
                 target: target.to_owned(),
+                purpose,
                 result: if ok { "success" } else { "failure" },
             })
             .inc();

@@ -84,28 +84,61 @@ impl Snapshot {
     }
 }
 
-/// The latest snapshot of every (source, collector) pair.
+/// What a snapshot is of: a collector, and for database-scope collectors the database (`""`
+/// for a source-wide snapshot).
+type Key = (&'static str, String);
+
+/// The latest snapshot of every (source, collector, database) triple.
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     // A std RwLock: it is never held across an await, and scrapes only read.
-    inner: RwLock<BTreeMap<String, BTreeMap<&'static str, Arc<Snapshot>>>>,
+    inner: RwLock<BTreeMap<String, BTreeMap<Key, Arc<Snapshot>>>>,
 }
 
 impl SnapshotStore {
     /// Replace the snapshot a collector published for a source.
     pub fn publish(&self, target: &str, collector: &'static str, snapshot: Snapshot) {
+        self.publish_part(target, collector, "", snapshot);
+    }
+
+    /// Replace the snapshot a database-scope collector published for one database of a
+    /// source.
+    pub fn publish_part(
+        &self,
+        target: &str,
+        collector: &'static str,
+        database: &str,
+        snapshot: Snapshot,
+    ) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner
             .entry(target.to_owned())
             .or_default()
-            .insert(collector, Arc::new(snapshot));
+            .insert((collector, database.to_owned()), Arc::new(snapshot));
     }
 
-    /// Drop what a collector last published (it failed; stale values would mislead).
+    /// Drop what a collector last published, for every database (it failed; stale values
+    /// would mislead).
     pub fn retract(&self, target: &str, collector: &str) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if let Some(by_collector) = inner.get_mut(target) {
-            by_collector.remove(collector);
+            by_collector.retain(|(c, _), _| *c != collector);
+        }
+    }
+
+    /// Drop what a collector last published for one database.
+    pub fn retract_part(&self, target: &str, collector: &str, database: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(by_collector) = inner.get_mut(target) {
+            by_collector.retain(|(c, d), _| *c != collector || d != database);
+        }
+    }
+
+    /// Drop everything published for one database of a source (it is no longer watched).
+    pub fn clear_database(&self, target: &str, database: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(by_collector) = inner.get_mut(target) {
+            by_collector.retain(|(_, d), _| d != database);
         }
     }
 
@@ -115,10 +148,10 @@ impl SnapshotStore {
         inner.remove(target);
     }
 
-    /// The latest snapshot of one collector for one source.
-    pub fn latest(&self, target: &str, collector: &str) -> Option<Arc<Snapshot>> {
+    /// The latest source-wide snapshot of one collector for one source.
+    pub fn latest(&self, target: &str, collector: &'static str) -> Option<Arc<Snapshot>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner.get(target)?.get(collector).cloned()
+        inner.get(target)?.get(&(collector, String::new())).cloned()
     }
 
     fn all(&self) -> Vec<(String, Arc<Snapshot>)> {

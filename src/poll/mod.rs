@@ -76,6 +76,12 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// The session's connection is gone.
     fn is_closed(session: &Self::Session) -> bool;
 
+    /// Which of the kind's collectors this loop runs: those of one scope, or `None` for all
+    /// (a PostgreSQL target's database-scope collectors run on its database sessions).
+    fn scope(&self) -> Option<crate::collect::Scope> {
+        None
+    }
+
     /// What the collectors see of `session` during a poll.
     fn context<'s>(
         &'s self,
@@ -90,7 +96,7 @@ pub(crate) async fn run<D: Driver>(driver: D, hub: Arc<Hub>, shutdown: Cancellat
         backoff: Backoff::new(INITIAL_BACKOFF, settings.reconnect_max_backoff),
         last_down_log: None,
         session: None,
-        schedule: Schedule::new(driver.config(), settings.poll_interval),
+        schedule: Schedule::new(driver.config(), settings.poll_interval, driver.scope()),
         last: Observations::default(),
         recorder: Recorder::new(settings, hub),
     };
@@ -178,7 +184,7 @@ impl<D: Driver> LoopState<D> {
         self.recorder
             .hub
             .metrics
-            .connect_attempt(&settings.name, result.is_ok());
+            .connect_attempt(&settings.name, "main", result.is_ok());
         result
     }
 
@@ -223,7 +229,10 @@ impl<D: Driver> LoopState<D> {
         let error = error.to_string();
         self.last = Observations::default();
         hub.metrics.set_up(name, false);
-        hub.metrics.store().clear_target(name);
+        // What this loop published; a target's database sessions retract their own.
+        for c in &self.schedule.collectors {
+            hub.metrics.store().retract(name, c.spec.name);
+        }
         let mut failures = 0;
         hub.status.update(name, |s| {
             s.state = TargetState::Down;

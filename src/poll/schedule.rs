@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::collect::{Collector, CollectorSpec, SourceType};
+use crate::collect::{Collector, CollectorSpec, Scope, SourceType};
 
 /// One collector of a source with its schedule.
 pub(crate) struct Scheduled<S: SourceType> {
@@ -40,12 +40,13 @@ pub(crate) struct Schedule<S: SourceType> {
 }
 
 impl<S: SourceType> Schedule<S> {
-    /// Build the collectors `config` enables; `poll_interval` is the interval of those without
-    /// one of their own.
-    pub(crate) fn new(config: &S::Config, poll_interval: Duration) -> Self {
+    /// Build the collectors `config` enables (of `scope` only, if given); `poll_interval` is
+    /// the interval of those without one of their own.
+    pub(crate) fn new(config: &S::Config, poll_interval: Duration, scope: Option<Scope>) -> Self {
         let collectors = S::COLLECTORS
             .iter()
             .filter(|spec| spec.enabled(config))
+            .filter(|spec| scope.is_none_or(|scope| spec.scope == scope))
             .map(|spec| Scheduled {
                 spec,
                 collector: (spec.build)(config),
@@ -109,9 +110,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_collector_runs_on_its_own_interval() {
         let mut config = target();
-        config.tables.interval = Some(Duration::from_secs(60));
         config.imports.enabled = false;
-        let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15));
+        let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15), None);
         schedule.reset(Some(170000));
         let t0 = Instant::now();
         assert_eq!(due(&mut schedule, t0), ["activity", "statements", "tables"]);
@@ -128,10 +128,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_scope_keeps_only_its_collectors() {
+        let config = target();
+        let names = |scope| {
+            Schedule::<Postgres>::new(&config, Duration::from_secs(15), Some(scope))
+                .collectors
+                .iter()
+                .map(|c| c.spec.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(Scope::Cluster), ["activity", "statements"]);
+        assert_eq!(names(Scope::Database), ["tables", "imports"]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_collector_the_server_cannot_run_is_skipped() {
         let config = target();
-        let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15));
+        let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15), None);
         schedule.reset(Some(120000));
         assert!(due(&mut schedule, Instant::now()).is_empty());
         assert_eq!(schedule.next_due(), None);

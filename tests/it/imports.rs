@@ -10,7 +10,7 @@ use pgvigil_testkit::TestCluster;
 use pgvigil_timing::ImportAudit;
 use tokio_postgres::Client;
 
-use crate::support::{Daemon, Poller, conditions, connect, one_target};
+use crate::support::{Daemon, Poller, conditions, connect, imports_of, one_target, tables_of};
 
 const CONTACTS: &str =
     "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);
@@ -89,13 +89,12 @@ pub async fn import_partially(dsn: &str, audit: &Client, rows: i64, committed: i
 }
 
 fn verdict<'a>(obs: &'a Observations, import_id: &str) -> &'a ImportVerdict {
-    obs.imports
-        .as_ref()
+    imports_of(obs)
         .expect("imports report")
         .imports
         .iter()
         .find(|v| v.import_id == import_id)
-        .unwrap_or_else(|| panic!("no verdict for {import_id}: {:#?}", obs.imports))
+        .unwrap_or_else(|| panic!("no verdict for {import_id}: {:#?}", imports_of(obs)))
 }
 
 fn ann<'a>(c: &'a pgvigil::alert::Condition, key: &str) -> &'a str {
@@ -116,7 +115,7 @@ async fn forgotten_commit_and_three_percent_import_are_shortfalls_with_exact_num
     let mut p = poller(&dsn).await;
     let first = p.poll().await;
     assert_eq!(
-        first.imports.as_ref().unwrap().audit_tables,
+        imports_of(&first).unwrap().audit_tables,
         vec!["public.import_audit".to_string()]
     );
     assert_eq!(verdict(&first, &ok).verdict, Verdict::Ok);
@@ -189,7 +188,7 @@ async fn many_concurrent_correct_imports_never_alert() {
             let fired = conditions(alert, &obs);
             assert!(fired.is_empty(), "{alert} fired: {fired:#?}");
         }
-        for v in &obs.imports.as_ref().unwrap().imports {
+        for v in &imports_of(&obs).unwrap().imports {
             assert!(
                 matches!(v.verdict, Verdict::Ok | Verdict::Running),
                 "{v:#?}"
@@ -544,10 +543,7 @@ async fn shipped_ddl_and_least_privilege_role_are_enough() {
     let v = verdict(&obs, &short);
     assert_eq!(v.verdict, Verdict::Shortfall);
     assert_eq!(v.missing_rows, Some(630));
-    let contacts = obs
-        .tables
-        .as_ref()
-        .unwrap()
+    let contacts = tables_of(&obs)
         .tables
         .iter()
         .find(|t| t.table == "public.contacts")

@@ -319,6 +319,8 @@ impl Harness {
             target: &self.target,
             server: &self.server,
             database: self.target.connection.dbname(),
+            own_backends: vec![self.server.backend_pid],
+            max_tables: None,
         };
         let mut observations = Observations {
             up: true,
@@ -387,7 +389,7 @@ pub async fn lookup_queryid(cluster: &TestCluster, db: &str) -> String {
 
 fn conditions(rule: &SlowQuery, o: &Observations) -> Vec<BTreeMap<String, String>> {
     match rule.evaluate("main", o) {
-        Evaluation::Holds(c) => c
+        Evaluation::Holds(c) | Evaluation::HoldsExcept { conditions: c, .. } => c
             .into_iter()
             .map(|c| {
                 let mut all = c.labels.clone();

@@ -283,6 +283,8 @@ impl Poller {
             target: &self.target,
             server: &self.server,
             database: self.target.connection.dbname(),
+            own_backends: vec![self.server.backend_pid],
+            max_tables: None,
         };
         let mut observations = pgvigil::collect::Observations {
             up: true,
@@ -295,6 +297,25 @@ impl Poller {
         }
         observations
     }
+}
+
+/// The tables report of the one database a [`Poller`] reads.
+pub fn tables_of(
+    observations: &pgvigil::collect::Observations,
+) -> &pgvigil::collect::tables::TablesReport {
+    let (_, report) = observations
+        .each_database()
+        .next()
+        .expect("a database report");
+    report.tables.as_ref().expect("a tables report")
+}
+
+/// The imports report of the one database a [`Poller`] reads.
+pub fn imports_of(
+    observations: &pgvigil::collect::Observations,
+) -> Option<&pgvigil::collect::imports::ImportsReport> {
+    let (_, report) = observations.each_database().next()?;
+    report.imports.as_ref()
 }
 
 /// Evaluate the rule `alertname` (default parameters) on one poll's observations.
@@ -318,6 +339,6 @@ pub fn evaluate_with(
     let rule = (spec.build)(params).unwrap();
     match rule.evaluate("main", observations) {
         pgvigil::alert::Evaluation::Holds(c) => c,
-        pgvigil::alert::Evaluation::Unknown => panic!("{alertname} evaluated to Unknown"),
+        other => panic!("{alertname} evaluated to {other:?}"),
     }
 }

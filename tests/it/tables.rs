@@ -6,7 +6,7 @@ use std::time::Duration;
 use pgvigil::collect::Observations;
 use pgvigil_testkit::TestCluster;
 
-use crate::support::{Daemon, Poller, conditions, one_target};
+use crate::support::{Daemon, Poller, conditions, one_target, tables_of};
 
 /// Poll until `alertname` holds (statistics reach the collector when the writing session
 /// reports them; `psql` exits right after, which flushes them).
@@ -79,10 +79,7 @@ async fn truncate_is_a_drop_without_deletes_confirmed_by_an_exact_count() {
     })
     .await;
     let first = p.poll().await;
-    let contacts = first
-        .tables
-        .as_ref()
-        .unwrap()
+    let contacts = tables_of(&first)
         .tables
         .iter()
         .find(|t| t.table == "public.contacts")
@@ -223,11 +220,8 @@ async fn exact_count_over_its_timeout_is_an_error_and_the_session_stays_usable()
     // lock_timeout (1s) would also end it; the count's own 300ms timeout comes first. Either
     // way the poll finishes, the count is an error, and the imports collector still ran.
     let obs = p.poll().await;
-    assert!(obs.imports.is_some());
-    let exact: Option<i64> = obs
-        .tables
-        .as_ref()
-        .unwrap()
+    assert!(crate::support::imports_of(&obs).is_some());
+    let exact: Option<i64> = tables_of(&obs)
         .tables
         .iter()
         .find(|t| t.table == "public.locked")

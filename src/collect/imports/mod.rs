@@ -39,6 +39,9 @@ pub struct ImportsReport {
     pub imports: Vec<ImportVerdict>,
     /// Audit tables that could not be read, and why.
     pub problems: Vec<String>,
+    /// When a verdict waiting for its confirming second look can next be settled, from now.
+    #[serde(skip)]
+    pub look_again_in: Option<std::time::Duration>,
 }
 
 /// The imports collector.
@@ -147,6 +150,7 @@ impl Imports {
             }
         }
         self.reconciler.retain(&seen);
+        report.look_again_in = report.imports.iter().filter_map(|v| v.settle_in).min();
         Ok(report)
     }
 

@@ -5,8 +5,13 @@
 //!
 //! * An app may mark its audit row `committed` a moment before its `COMMIT` becomes visible
 //!   (or count rows while a concurrent delete runs). A discrepancy therefore only becomes a
-//!   verdict once the import finished at least `grace_period` ago **and** two consecutive polls
-//!   counted it; until then the verdict is `confirming`.
+//!   verdict once the import finished at least `grace_period` ago **and** two consecutive looks
+//!   counted it; until then the verdict is `confirming`. When the audit row names the import's
+//!   transaction (`xact_id`) and `pg_xact_status` says it committed or aborted, there is
+//!   nothing left to wait for: no grace period, only the second look, [`CONFIRM_GAP`] after
+//!   the first. Each `confirming` verdict says when it can next be settled
+//!   ([`ImportVerdict::settle_in`]), so the collector's caller can look again exactly then
+//!   instead of at its next regular check.
 //! * An import still running is never a shortfall: its rows are not committed yet by design.
 //!
 //! Imports that checked out are remembered and re-counted every `recheck_interval` for as long as
@@ -20,6 +25,10 @@ use serde::Serialize;
 
 /// Consecutive polls that must see the same discrepancy before it is reported.
 pub const CONFIRMING_POLLS: u32 = 2;
+
+/// The least time between the two looks that confirm a discrepancy: long enough for a
+/// transaction the first look raced with to have become visible.
+pub const CONFIRM_GAP: Duration = Duration::from_secs(1);
 
 /// The `status` column of an audit row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -270,6 +279,9 @@ pub struct ImportVerdict {
     pub error_message: Option<String>,
     /// SQL an operator can run to see the committed rows.
     pub confirm_sql: Option<String>,
+    /// For a `confirming` verdict: how soon the next look can settle it.
+    #[serde(skip)]
+    pub settle_in: Option<Duration>,
 }
 
 impl ImportVerdict {
@@ -297,6 +309,7 @@ impl ImportVerdict {
             finished_age_seconds: None,
             error_message: None,
             confirm_sql: None,
+            settle_in: None,
         }
     }
 
@@ -410,6 +423,7 @@ impl Reconciler {
             finished_age_seconds: record.finished_age_seconds,
             error_message: record.error_message.clone(),
             confirm_sql: None,
+            settle_in: None,
         };
         let policy = &self.policy;
         if record.status != AuditStatus::Pending && record.status != AuditStatus::Running
@@ -440,6 +454,7 @@ impl Reconciler {
                     } else {
                         verdict.verdict = Verdict::Confirming;
                         verdict.reason = Some(format!("{reason}; confirming at the next poll"));
+                        verdict.settle_in = Some(CONFIRM_GAP);
                     }
                 } else if heartbeat_age > policy.stall_after.as_secs_f64() {
                     verdict.verdict = Verdict::Stalled;
@@ -488,8 +503,22 @@ impl Reconciler {
                     tracked.discrepancy_polls += 1;
                 }
                 let finished_age = record.finished_age_seconds.unwrap_or(record.age_seconds);
-                let confirmed = finished_age >= policy.grace_period.as_secs_f64()
-                    && tracked.discrepancy_polls >= CONFIRMING_POLLS;
+                // The transaction's fate known: its rows are all visible, or never will be.
+                let decided = matches!(
+                    facts.xact_status,
+                    Some(XactStatus::Committed | XactStatus::Aborted)
+                );
+                let grace_left = policy.grace_period.as_secs_f64() - finished_age;
+                let graced = decided || grace_left <= 0.0;
+                let confirmed = graced && tracked.discrepancy_polls >= CONFIRMING_POLLS;
+                if !confirmed {
+                    let wait = if graced {
+                        CONFIRM_GAP
+                    } else {
+                        Duration::from_secs_f64(grace_left).max(CONFIRM_GAP)
+                    };
+                    verdict.settle_in = Some(wait);
+                }
                 verdict.missing_rows = (count < expected).then_some(expected - count);
                 verdict.verdict = if !confirmed {
                     Verdict::Confirming
@@ -597,6 +626,56 @@ mod tests {
         assert_eq!(v.verdict, Verdict::Shortfall);
         assert_eq!(v.missing_rows, Some(9_700));
         assert_eq!(v.committed_ratio(), Some(0.03));
+    }
+
+    #[test]
+    fn a_confirming_verdict_says_when_it_can_be_settled() {
+        let mut r = Reconciler::new(policy());
+        let t0 = Instant::now();
+        // 1 s after the audit row said committed, with a grace period of 10 s: at 10 s.
+        let v = r.judge(&committed(100, 1.0), counted(0), t0);
+        assert_eq!(v.verdict, Verdict::Confirming);
+        assert_eq!(v.settle_in, Some(Duration::from_secs(9)));
+        // Past the grace period, the second look a CONFIRM_GAP after the first.
+        let mut r = Reconciler::new(policy());
+        let v = r.judge(&committed(100, 30.0), counted(0), t0);
+        assert_eq!(v.settle_in, Some(CONFIRM_GAP));
+        let v = r.judge(&committed(100, 31.0), counted(0), t0);
+        assert_eq!(v.verdict, Verdict::Shortfall);
+        assert_eq!(v.settle_in, None);
+    }
+
+    #[test]
+    fn a_transaction_known_committed_needs_no_grace_period_only_the_second_look() {
+        let mut r = Reconciler::new(policy());
+        let t0 = Instant::now();
+        let facts = Facts {
+            committed_rows: Some(300),
+            xact_status: Some(XactStatus::Committed),
+            ..Facts::default()
+        };
+        let v = r.judge(&committed(10_000, 0.2), facts.clone(), t0);
+        assert_eq!(v.verdict, Verdict::Confirming);
+        assert_eq!(v.settle_in, Some(CONFIRM_GAP));
+        let v = r.judge(&committed(10_000, 1.3), facts, t0);
+        assert_eq!(v.verdict, Verdict::Shortfall);
+        // Still open (the app wrote its audit row before COMMIT): the grace period holds.
+        let mut r = Reconciler::new(policy());
+        let open = Facts {
+            committed_rows: Some(0),
+            xact_status: Some(XactStatus::InProgress),
+            ..Facts::default()
+        };
+        r.judge(&committed(500, 0.2), open.clone(), t0);
+        let v = r.judge(&committed(500, 1.3), open, t0);
+        assert_eq!(v.verdict, Verdict::Confirming);
+        // ... and the COMMIT that lands before it ends is no shortfall.
+        let done = Facts {
+            committed_rows: Some(500),
+            xact_status: Some(XactStatus::Committed),
+            ..Facts::default()
+        };
+        assert_eq!(r.judge(&committed(500, 2.5), done, t0).verdict, Verdict::Ok);
     }
 
     #[test]

@@ -1,0 +1,551 @@
+//! The database sessions of a PostgreSQL target: every watched database visited for the
+//! database-scope collectors (tables, imports), on a hard budget of connections.
+//!
+//! A target's main session (`crate::poll`) reads the cluster-wide views. Beside it, in the same
+//! task, this loop holds at most `max_connections - 1` sessions, each on one database, and does
+//! the per-database work. Step by step:
+//!
+//! 1. **Rounds.** Every `[targets.databases] refresh_interval` (1m) a round starts with one
+//!    query, over any open session, of `pg_database` and `pg_stat_database` ([`listing`]):
+//!    databases created since are watched from now on (their tables read in this round);
+//!    dropped ones are forgotten (series retracted, their alerts resolve because their reports
+//!    are gone); and each database's write counters say whether it changed.
+//! 2. **Visits.** In a round, each database that is due ([`plan`]: never visited, changed and
+//!    last visited at least `[targets.tables] interval` ago, or not visited for `idle_revisit`)
+//!    is visited: a session on it is reused or opened, and every enabled database-scope
+//!    collector runs there. Visits go postponed-first, then stalest. A round stops when its
+//!    `round_budget` is spent, or when a visit would have to connect and
+//!    `max_connects_per_hour` is spent: the rest are postponed to the next round, first in
+//!    line, never queued twice.
+//! 3. **Import checks** come before visits, between any two of them: in every database whose
+//!    last check read an audit table, every `[targets.imports] interval` (5s), sooner when a
+//!    verdict waits for its confirming second look, and at once when that database's writer
+//!    sends `NOTIFY pgvigil_import` — every session `LISTEN`s, so a session kept on an audit
+//!    database hears it. An import check that must connect always may; its connection counts
+//!    against `max_connects_per_hour`, so table visits wait instead.
+//! 4. **Sessions** stay open after use; when all are taken, the least recently used one is
+//!    closed, those on audit databases last ([`sessions`]). With the default budget (2) the
+//!    one database session therefore stays on the audit database between rounds, and a round
+//!    costs one connection per changed database plus one to come back.
+//!
+//! Everything found is published per database: snapshots under `(collector, datname)`, one
+//! [`DatabasesReport`] per step for the alert rules (via the hub, beside the main session's
+//! observations), and `pgvigil_database_*` series. A database that cannot be entered
+//! (`REVOKE CONNECT`, `pg_hba.conf`) is reported by name (`pgvigil_database_up 0`, the status
+//! page, the log once) and its alerts keep their state; the others go on.
+//!
+//! Cost at defaults: one listing query per minute; per visit one connection if the database
+//! has no open session, then the collectors' own queries (the tables query, and the import
+//! check's one index scan per recent import).
+
+mod listing;
+mod plan;
+mod sessions;
+mod visit;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use self::listing::Listed;
+use self::plan::{ConnectBudget, DatabasePlan, Intervals};
+use self::sessions::Sessions;
+use crate::collect::registry::POSTGRES;
+use crate::collect::{Collector, CollectorSpec, DatabaseReport, DatabasesReport, Postgres, Scope};
+use crate::config::TargetConfig;
+use crate::hub::Hub;
+use crate::metrics::{self, Snapshot};
+use crate::poll::PollError;
+use crate::status::{DatabaseStatus, now_rfc3339};
+use crate::target::{self, OwnBackends};
+use crate::tls;
+
+/// The first retry after a failed round; doubled up to `refresh_interval`.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// The database sessions of one target, before they run.
+pub(crate) struct Lane {
+    target: Arc<TargetConfig>,
+    hub: Arc<Hub>,
+    tls: Arc<tls::Connector>,
+    tracker: TaskTracker,
+    own: OwnBackends,
+}
+
+impl Lane {
+    pub(crate) fn new(
+        target: Arc<TargetConfig>,
+        hub: Arc<Hub>,
+        tls: Arc<tls::Connector>,
+        tracker: TaskTracker,
+        own: OwnBackends,
+    ) -> Self {
+        Lane {
+            target,
+            hub,
+            tls,
+            tracker,
+            own,
+        }
+    }
+
+    /// Run until `shutdown` is cancelled; the sessions are closed on the way out.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut state = State::new(self, tx);
+        loop {
+            let wake = state.next_wake();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sleep_until(wake) => {}
+                Some((datname, payload)) = rx.recv() => state.notified(&datname, &payload),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = state.work(&mut rx) => {}
+            }
+        }
+        state.sessions.close_all();
+        state.lane.own.set_databases(Vec::new());
+        debug!(target = %state.lane.target.name, "database sessions stopped");
+    }
+}
+
+/// One watched database.
+struct Watched {
+    /// The target's settings with this database's overrides.
+    config: TargetConfig,
+    /// Its database-scope collectors.
+    collectors: Vec<(
+        &'static CollectorSpec<Postgres>,
+        Box<dyn Collector<Postgres>>,
+    )>,
+    plan: DatabasePlan,
+    report: DatabaseReport,
+    status: DatabaseStatus,
+    may_connect: bool,
+    /// Unix time of the last visit.
+    last_visit_unix: Option<f64>,
+    notifications: u64,
+}
+
+impl Watched {
+    fn new(target: &TargetConfig, datname: &str) -> Self {
+        let config = target.for_database(datname);
+        let collectors = POSTGRES
+            .iter()
+            .filter(|spec| spec.scope == Scope::Database && spec.enabled(&config))
+            .map(|spec| (spec, (spec.build)(&config)))
+            .collect();
+        Watched {
+            config,
+            collectors,
+            plan: DatabasePlan::new(),
+            report: DatabaseReport::default(),
+            status: DatabaseStatus::default(),
+            may_connect: true,
+            last_visit_unix: None,
+            notifications: 0,
+        }
+    }
+}
+
+/// The loop's state.
+struct State {
+    lane: Lane,
+    name: String,
+    sessions: Sessions,
+    watched: BTreeMap<String, Watched>,
+    budget: ConnectBudget,
+    iv: Intervals,
+    next_refresh: Instant,
+    refresh_failures: u32,
+    /// When the current round started; `None` between rounds.
+    round: Option<Instant>,
+    postponed: BTreeMap<&'static str, u64>,
+    notices: target::Notices,
+    /// Problems already logged, so each is logged once until it changes.
+    logged: HashSet<String>,
+}
+
+impl State {
+    fn new(lane: Lane, notices: target::Notices) -> Self {
+        let t = &lane.target;
+        let now = Instant::now();
+        let iv = Intervals {
+            tables: t.tables.interval.unwrap_or(t.poll_interval),
+            idle_revisit: t.databases.idle_revisit,
+            imports: t.imports.interval.unwrap_or(t.poll_interval),
+        };
+        State {
+            name: t.name.clone(),
+            sessions: Sessions::new(t.max_connections.saturating_sub(1)),
+            budget: ConnectBudget::new(t.databases.max_connects_per_hour, now),
+            watched: BTreeMap::new(),
+            iv,
+            next_refresh: now,
+            refresh_failures: 0,
+            round: None,
+            postponed: [("round_budget", 0), ("connect_budget", 0)].into(),
+            notices,
+            logged: HashSet::new(),
+            lane,
+        }
+    }
+
+    /// When there is next something to do.
+    fn next_wake(&self) -> Instant {
+        if self.round.is_some() {
+            return Instant::now();
+        }
+        self.watched
+            .values()
+            .filter(|w| w.plan.has_audit && w.may_connect)
+            .filter_map(|w| w.plan.imports_due)
+            .fold(self.next_refresh, Instant::min)
+    }
+
+    fn notified(&mut self, datname: &str, payload: &str) {
+        if let Some(w) = self.watched.get_mut(datname) {
+            debug!(target = %self.name, datname, import_id = payload, "NOTIFY pgvigil_import");
+            w.notifications += 1;
+            w.plan.notified(Instant::now());
+        }
+    }
+
+    /// Do everything due now: a new round, import checks, the round's visits.
+    async fn work(&mut self, notices: &mut mpsc::UnboundedReceiver<(String, String)>) {
+        loop {
+            while let Ok((datname, payload)) = notices.try_recv() {
+                self.notified(&datname, &payload);
+            }
+            let now = Instant::now();
+            if now >= self.next_refresh {
+                self.refresh(now).await;
+            } else if let Some(datname) = self.next_check(now) {
+                self.visit(&datname, false).await;
+            } else if let Some(datname) = self.next_visit(now) {
+                self.visit(&datname, true).await;
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// The database whose import check is due, those with an open session first.
+    fn next_check(&self, now: Instant) -> Option<String> {
+        self.watched
+            .iter()
+            .filter(|(_, w)| w.may_connect && w.plan.imports_due(now))
+            .min_by_key(|(name, w)| (!self.sessions.has(name), w.plan.imports_due))
+            .map(|(name, _)| name.clone())
+    }
+
+    /// The next database the current round visits, if the round goes on.
+    fn next_visit(&mut self, now: Instant) -> Option<String> {
+        let started = self.round?;
+        let order: Vec<String> = plan::visit_order(
+            self.watched
+                .iter()
+                .filter(|(_, w)| w.may_connect)
+                .map(|(k, w)| (k.as_str(), &w.plan)),
+            now,
+            &self.iv,
+        )
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        let Some(first) = order.first() else {
+            self.round = None;
+            return None;
+        };
+        let reason = if now.duration_since(started) >= self.lane.target.databases.round_budget {
+            Some("round_budget")
+        } else if !self.sessions.has(first) && !self.budget.try_take(now) {
+            Some("connect_budget")
+        } else {
+            None
+        };
+        let Some(reason) = reason else {
+            return Some(first.clone());
+        };
+        debug!(target = %self.name, reason, postponed = order.len(), "round cut short");
+        for name in &order {
+            if let Some(w) = self.watched.get_mut(name) {
+                w.plan.postponed = true;
+            }
+        }
+        *self.postponed.entry(reason).or_default() += order.len() as u64;
+        self.round = None;
+        self.publish();
+        None
+    }
+
+    /// Start a round: read the database list and write counters, follow creations and drops.
+    async fn refresh(&mut self, now: Instant) {
+        self.next_refresh = now + self.lane.target.databases.refresh_interval;
+        let listed = match self.list().await {
+            Ok(listed) => listed,
+            Err(e) => return self.unreachable(now, &e),
+        };
+        if self.refresh_failures > 0 {
+            info!(target = %self.name, "database list read again");
+        }
+        self.refresh_failures = 0;
+        let selected = listing::selected(&listed, &self.lane.target.databases);
+        let keep: HashSet<&str> = selected.iter().map(|l| l.datname.as_str()).collect();
+        let gone: Vec<String> = self
+            .watched
+            .keys()
+            .filter(|name| !keep.contains(name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            info!(target = %self.name, datname = %name, "database no longer watched (dropped or excluded)");
+            self.watched.remove(&name);
+            self.sessions.close(&name);
+            self.lane
+                .hub
+                .metrics
+                .store()
+                .clear_database(&self.name, &name);
+        }
+        for l in selected {
+            let w = self
+                .watched
+                .entry(l.datname.clone())
+                .or_insert_with(|| Watched::new(&self.lane.target, &l.datname));
+            w.plan.counters_now = l.counters;
+            w.may_connect = l.may_connect;
+            if !l.may_connect {
+                let error = format!(
+                    "pgvigil's role has no CONNECT privilege on database {}; GRANT CONNECT ON DATABASE {} TO it, or leave the database out with [targets.databases] exclude",
+                    l.datname,
+                    crate::config::Ident::new(&l.datname)
+                        .map(|i| i.quoted())
+                        .unwrap_or_default()
+                );
+                Self::entered(
+                    &self.lane,
+                    &self.name,
+                    &l.datname,
+                    w,
+                    Err(error),
+                    &mut self.logged,
+                );
+            }
+        }
+        self.own_pids();
+        self.round = Some(now);
+        self.publish();
+    }
+
+    /// The database list, over an open session or a new one on the DSN's database.
+    async fn list(&mut self) -> Result<Vec<Listed>, String> {
+        self.sessions.prune();
+        if self.sessions.any().is_none() {
+            let datname = self.lane.target.connection.dbname().to_owned();
+            self.connect(&datname, true).await?;
+        }
+        let session = self.sessions.any().ok_or("no database session")?;
+        match listing::list(&session.client).await {
+            Ok(listed) => Ok(listed),
+            Err(e) => {
+                let message = crate::collect::describe_pg_error(&e);
+                // The session is in an unknown state: do not reuse it.
+                let names: Vec<String> = self
+                    .sessions
+                    .names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                for name in names {
+                    self.sessions.close(&name);
+                }
+                Err(format!("cannot list the databases: {message}"))
+            }
+        }
+    }
+
+    /// The cluster could not be read at all: every database is unknown until it can.
+    fn unreachable(&mut self, now: Instant, error: &str) {
+        self.refresh_failures += 1;
+        let delay = (FIRST_RETRY * 2u32.saturating_pow(self.refresh_failures - 1))
+            .min(self.lane.target.databases.refresh_interval);
+        self.next_refresh = now + delay;
+        self.round = None;
+        if self.logged.insert(format!("list: {error}")) {
+            warn!(target = %self.name, "database sessions: {error}; retrying");
+        }
+        for (name, w) in &mut self.watched {
+            w.report = DatabaseReport {
+                error: Some(error.to_owned()),
+                ..DatabaseReport::default()
+            };
+            w.plan = DatabasePlan::new();
+            self.lane
+                .hub
+                .metrics
+                .store()
+                .clear_database(&self.name, name);
+        }
+        self.own_pids();
+        self.publish();
+    }
+
+    /// Open a session on `datname`, making room for it; `anyway`: an import check or the
+    /// listing, which may go over the connect budget.
+    async fn connect(&mut self, datname: &str, anyway: bool) -> Result<(), String> {
+        let now = Instant::now();
+        if anyway {
+            self.budget.take_anyway(now);
+        }
+        let watched = &self.watched;
+        self.sessions
+            .make_room(|name| watched.get(name).is_some_and(|w| w.plan.has_audit));
+        let target = &self.lane.target;
+        let connection = target.connection.with_dbname(datname);
+        let limit = target.connect_timeout + target.statement_timeout;
+        let opened = timeout(
+            limit,
+            target::open(
+                target,
+                &connection,
+                &self.lane.tls,
+                &self.lane.tracker,
+                Some(self.notices.clone()),
+            ),
+        )
+        .await
+        .unwrap_or(Err(PollError::ConnectTimeout { limit }));
+        self.lane
+            .hub
+            .metrics
+            .connect_attempt(&self.name, "database", opened.is_ok());
+        let session = opened.map_err(|e| e.to_string())?;
+        self.sessions.insert(datname, session, Instant::now());
+        self.own_pids();
+        Ok(())
+    }
+
+    fn own_pids(&self) {
+        self.lane.own.set_databases(self.sessions.pids());
+    }
+
+    /// Record whether entering a database worked.
+    fn entered(
+        lane: &Lane,
+        target: &str,
+        datname: &str,
+        w: &mut Watched,
+        result: Result<(), String>,
+        logged: &mut HashSet<String>,
+    ) {
+        match result {
+            Ok(()) => {
+                if w.status.up == Some(false) {
+                    info!(target = %target, datname, "database can be entered again");
+                    logged.retain(|l| !l.starts_with(&format!("{datname}: ")));
+                }
+                w.status.up = Some(true);
+                w.status.last_error = None;
+                w.report.error = None;
+            }
+            Err(error) => {
+                if logged.insert(format!("{datname}: {error}")) {
+                    warn!(target = %target, datname, "cannot enter the database: {error}; the other databases are read as usual");
+                }
+                w.status.up = Some(false);
+                w.status.last_error = Some(error.clone());
+                w.report = DatabaseReport {
+                    error: Some(error),
+                    ..DatabaseReport::default()
+                };
+                lane.hub.metrics.store().clear_database(target, datname);
+            }
+        }
+    }
+
+    /// Publish the per-database reports for the rules, the status, and the sessions' series.
+    fn publish(&self) {
+        let hub = &self.lane.hub;
+        let report = DatabasesReport {
+            databases: self
+                .watched
+                .iter()
+                .map(|(name, w)| (name.clone(), w.report.clone()))
+                .collect(),
+        };
+        hub.observe_databases(&self.name, report);
+        let open: HashSet<&str> = self.sessions.names().into_iter().collect();
+        hub.status.update(&self.name, |s| {
+            s.database_sessions = self.sessions.len();
+            s.databases = self
+                .watched
+                .iter()
+                .map(|(name, w)| {
+                    let mut status = w.status.clone();
+                    status.session = open.contains(name.as_str());
+                    (name.clone(), status)
+                })
+                .collect();
+        });
+        hub.metrics
+            .store()
+            .publish(&self.name, "databases", self.snapshot());
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.set(&metrics::DATABASES_WATCHED, self.watched.len() as f64);
+        snap.set(&metrics::DATABASE_SESSIONS, self.sessions.len() as f64);
+        snap.set(
+            &metrics::CONNECTION_BUDGET,
+            self.lane.target.max_connections as f64,
+        );
+        for (reason, n) in &self.postponed {
+            snap.push(
+                &metrics::DATABASE_VISITS_POSTPONED,
+                vec![(*reason).to_owned()],
+                *n as f64,
+            );
+        }
+        for (name, w) in &self.watched {
+            if let Some(up) = w.status.up {
+                snap.push(
+                    &metrics::DATABASE_UP,
+                    vec![name.clone()],
+                    f64::from(u8::from(up)),
+                );
+            }
+            if let Some(at) = w.last_visit_unix {
+                snap.push(&metrics::DATABASE_LAST_VISIT, vec![name.clone()], at);
+            }
+            snap.push(
+                &metrics::IMPORT_NOTIFICATIONS,
+                vec![name.clone()],
+                w.notifications as f64,
+            );
+        }
+        snap
+    }
+}
+
+/// Now as Unix time.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Now for the status page.
+fn now_text() -> String {
+    now_rfc3339()
+}

@@ -1,0 +1,331 @@
+//! What the database sessions do next: pure scheduling over time passed in, tested without a
+//! database.
+//!
+//! * [`DatabasePlan`]: one watched database — when its import check and its table visit are
+//!   due, whether its statistics changed since its last visit, whether it has an audit table.
+//! * [`ConnectBudget`]: the token bucket that bounds how many connections table visits open
+//!   per hour.
+//! * [`table_shares`]: each database's share of `max_tables_total`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The schedule of the database-scope work in one database.
+#[derive(Debug, Clone)]
+pub(crate) struct DatabasePlan {
+    /// When its import check is next due; `None`: with its next table visit (no audit table
+    /// known there yet, or imports are off).
+    pub(crate) imports_due: Option<Instant>,
+    /// When its tables were last visited; `None`: never.
+    pub(crate) last_visit: Option<Instant>,
+    /// `pg_stat_database`'s write counters at the last visit, and now.
+    pub(crate) counters_at_visit: Option<WriteCounters>,
+    pub(crate) counters_now: Option<WriteCounters>,
+    /// Its last import check read at least one audit table.
+    pub(crate) has_audit: bool,
+    /// The visit was cut short by the round's budget or the connect budget: first in line.
+    pub(crate) postponed: bool,
+}
+
+/// What `pg_stat_database` says about a database's writes: if none of these moved, no table
+/// statistic of the database did except by vacuum and analyze, which `idle_revisit` catches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct WriteCounters {
+    /// `tup_inserted + tup_updated + tup_deleted`.
+    pub(crate) writes: i64,
+    /// `stats_reset` as Unix time.
+    pub(crate) stats_reset: Option<f64>,
+}
+
+/// The intervals a plan is judged by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Intervals {
+    /// `[targets.tables] interval`: the least time between two visits of a changed database.
+    pub(crate) tables: Duration,
+    /// `[targets.databases] idle_revisit`: the most time between two visits.
+    pub(crate) idle_revisit: Duration,
+    /// `[targets.imports] interval`.
+    pub(crate) imports: Duration,
+}
+
+impl DatabasePlan {
+    /// A database just discovered: everything is due.
+    pub(crate) fn new() -> Self {
+        DatabasePlan {
+            imports_due: None,
+            last_visit: None,
+            counters_at_visit: None,
+            counters_now: None,
+            has_audit: false,
+            postponed: false,
+        }
+    }
+
+    /// Whether its statistics moved since its last visit (unknown counts as moved).
+    pub(crate) fn changed(&self) -> bool {
+        match (self.counters_at_visit, self.counters_now) {
+            (Some(then), Some(now)) => then != now,
+            _ => true,
+        }
+    }
+
+    /// Whether its tables are due for a visit at `now`.
+    pub(crate) fn tables_due(&self, now: Instant, iv: &Intervals) -> bool {
+        let Some(last) = self.last_visit else {
+            return true;
+        };
+        let since = now.saturating_duration_since(last);
+        self.postponed || since >= iv.idle_revisit || (self.changed() && since >= iv.tables)
+    }
+
+    /// Whether its import check is due at `now` on its own (apart from a table visit).
+    pub(crate) fn imports_due(&self, now: Instant) -> bool {
+        self.has_audit && self.imports_due.is_some_and(|due| due <= now)
+    }
+
+    /// A visit of its tables finished at `now`.
+    pub(crate) fn visited(&mut self, now: Instant) {
+        self.last_visit = Some(now);
+        self.counters_at_visit = self.counters_now;
+        self.postponed = false;
+    }
+
+    /// An import check finished at `now`; `has_audit` says whether it read an audit table,
+    /// `look_again_at` when a verdict waiting for confirmation can next be settled.
+    pub(crate) fn checked(
+        &mut self,
+        now: Instant,
+        has_audit: bool,
+        look_again_at: Option<Instant>,
+        iv: &Intervals,
+    ) {
+        self.has_audit = has_audit;
+        let regular = now + iv.imports;
+        self.imports_due = Some(look_again_at.map_or(regular, |at| at.max(now).min(regular)));
+    }
+
+    /// A `NOTIFY pgvigil_import` arrived from this database: check at once.
+    pub(crate) fn notified(&mut self, now: Instant) {
+        if self.has_audit {
+            self.imports_due = Some(now);
+        }
+    }
+}
+
+/// Ordering of table visits in a round: postponed ones first, then never visited, then the
+/// longest unvisited.
+pub(crate) fn visit_order<'a>(
+    plans: impl Iterator<Item = (&'a str, &'a DatabasePlan)>,
+    now: Instant,
+    iv: &Intervals,
+) -> Vec<&'a str> {
+    let mut due: Vec<(&str, &DatabasePlan)> =
+        plans.filter(|(_, p)| p.tables_due(now, iv)).collect();
+    due.sort_by_key(|(name, p)| (!p.postponed, p.last_visit, *name));
+    due.into_iter().map(|(name, _)| name).collect()
+}
+
+/// A token bucket over connections: `per_hour` tokens an hour, holding at most a quarter of
+/// an hour's worth, so the first round can visit that many databases at once.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectBudget {
+    tokens: f64,
+    capacity: f64,
+    per_second: f64,
+    at: Instant,
+}
+
+impl ConnectBudget {
+    /// A full bucket at `now`.
+    pub(crate) fn new(per_hour: u32, now: Instant) -> Self {
+        let capacity = (f64::from(per_hour) / 4.0).max(1.0);
+        ConnectBudget {
+            tokens: capacity,
+            capacity,
+            per_second: f64::from(per_hour) / 3600.0,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.at = now;
+    }
+
+    /// Take a token for a table visit that must connect; false when there is none.
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        // A hair of slack, so float steps of exactly one token are not lost to rounding.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// An import check connected: it goes first, and may leave the bucket in debt.
+    pub(crate) fn take_anyway(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+}
+
+/// Each database's share of `total` exported tables, never more than its own cap or than it
+/// has (`matched`: by name, the tables its filters selected last time — unknown counts as its
+/// cap — and its cap): water-filling, so what small databases leave goes to the large ones,
+/// and the shares do not depend on the order the databases are visited in.
+pub(crate) fn table_shares(
+    matched: &BTreeMap<String, (Option<usize>, usize)>,
+    total: usize,
+) -> BTreeMap<String, usize> {
+    let wants: BTreeMap<&str, usize> = matched
+        .iter()
+        .map(|(name, (n, cap))| (name.as_str(), n.unwrap_or(*cap).min(*cap)))
+        .collect();
+    if wants.values().sum::<usize>() <= total {
+        return wants.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    }
+    // The largest level L with sum(min(want, L)) <= total.
+    let (mut low, mut high) = (0, wants.values().copied().max().unwrap_or(0));
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        if wants.values().map(|w| (*w).min(mid)).sum::<usize>() <= total {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    wants
+        .into_iter()
+        .map(|(k, w)| (k.to_owned(), w.min(low)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv() -> Intervals {
+        Intervals {
+            tables: Duration::from_secs(60),
+            idle_revisit: Duration::from_secs(900),
+            imports: Duration::from_secs(5),
+        }
+    }
+
+    fn counters(writes: i64) -> Option<WriteCounters> {
+        Some(WriteCounters {
+            writes,
+            stats_reset: None,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_database_is_visited_when_it_changed_or_was_left_alone_too_long() {
+        let t0 = Instant::now();
+        let mut p = DatabasePlan::new();
+        assert!(p.tables_due(t0, &iv()), "never visited");
+        p.counters_now = counters(10);
+        p.visited(t0);
+        assert!(!p.tables_due(t0 + Duration::from_secs(61), &iv()), "idle");
+        p.counters_now = counters(11);
+        assert!(
+            !p.tables_due(t0 + Duration::from_secs(30), &iv()),
+            "too soon"
+        );
+        assert!(p.tables_due(t0 + Duration::from_secs(61), &iv()), "changed");
+        p.visited(t0 + Duration::from_secs(61));
+        assert!(
+            p.tables_due(t0 + Duration::from_secs(961), &iv()),
+            "revisit"
+        );
+        p.postponed = true;
+        assert!(
+            p.tables_due(t0 + Duration::from_secs(62), &iv()),
+            "postponed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn import_checks_run_on_their_own_only_where_an_audit_table_is() {
+        let t0 = Instant::now();
+        let mut p = DatabasePlan::new();
+        assert!(
+            !p.imports_due(t0),
+            "no audit table known yet: with the visit"
+        );
+        p.checked(t0, true, None, &iv());
+        assert!(!p.imports_due(t0 + Duration::from_secs(4)));
+        assert!(p.imports_due(t0 + Duration::from_secs(5)));
+        // A verdict to confirm in a second brings the next check forward.
+        p.checked(t0, true, Some(t0 + Duration::from_secs(1)), &iv());
+        assert!(p.imports_due(t0 + Duration::from_secs(1)));
+        // ... but never later than the regular interval.
+        p.checked(t0, true, Some(t0 + Duration::from_secs(60)), &iv());
+        assert!(p.imports_due(t0 + Duration::from_secs(5)));
+        p.notified(t0 + Duration::from_secs(2));
+        assert!(
+            p.imports_due(t0 + Duration::from_secs(2)),
+            "NOTIFY: at once"
+        );
+        p.checked(t0, false, None, &iv());
+        assert!(!p.imports_due(t0 + Duration::from_secs(60)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn visits_go_postponed_first_then_never_visited_then_stalest() {
+        let t0 = Instant::now();
+        let mut plans = BTreeMap::new();
+        let mut stale = DatabasePlan::new();
+        stale.visited(t0);
+        let mut staler = DatabasePlan::new();
+        staler.visited(t0 - Duration::from_secs(10));
+        let mut cut = DatabasePlan::new();
+        cut.visited(t0);
+        cut.postponed = true;
+        plans.insert("a_stale", stale);
+        plans.insert("b_new", DatabasePlan::new());
+        plans.insert("c_staler", staler);
+        plans.insert("d_cut", cut);
+        let now = t0 + Duration::from_secs(120);
+        let order = visit_order(plans.iter().map(|(k, v)| (*k, v)), now, &iv());
+        assert_eq!(order, ["d_cut", "b_new", "c_staler", "a_stale"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connect_budget_allows_a_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = ConnectBudget::new(300, t0);
+        let burst = (0..100).take_while(|_| b.try_take(t0)).count();
+        assert_eq!(burst, 75);
+        // 300 an hour: one every 12 s.
+        assert!(!b.try_take(t0 + Duration::from_secs(11)));
+        assert!(b.try_take(t0 + Duration::from_secs(12)));
+        // Import checks go into debt, which table visits then wait out.
+        b.take_anyway(t0 + Duration::from_secs(12));
+        assert!(!b.try_take(t0 + Duration::from_secs(24)));
+        assert!(b.try_take(t0 + Duration::from_secs(36)));
+    }
+
+    #[test]
+    fn table_shares_fill_small_databases_first_and_respect_both_caps() {
+        let matched: BTreeMap<String, (Option<usize>, usize)> = [
+            ("a".to_owned(), (Some(10), 300)),
+            ("b".to_owned(), (Some(500), 300)),
+            ("c".to_owned(), (Some(200), 300)),
+            ("d".to_owned(), (None, 300)),
+        ]
+        .into();
+        // Under the total: each its own (capped at its max_tables).
+        let s = table_shares(&matched, 10_000);
+        assert_eq!((s["a"], s["b"], s["c"], s["d"]), (10, 300, 200, 300));
+        // Over it: the small one keeps its 10, the rest share equally.
+        let s = table_shares(&matched, 400);
+        assert_eq!((s["a"], s["b"], s["c"], s["d"]), (10, 130, 130, 130));
+        assert!(s.values().sum::<usize>() <= 400);
+    }
+}
