@@ -25,7 +25,8 @@ use super::guard::{AuditTableConfig, QualifiedName};
 use super::raw::{HumanDuration, RawAuditTable};
 use super::{ConfigError, Validator};
 
-/// Default time between two readings of `pg_database` (new and dropped databases).
+/// Default time between two readings of `pg_database` (new and dropped databases), for a
+/// target at the default poll interval (every fourth poll if it polls faster).
 pub(super) const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// Default time after which a database whose statistics did not change is visited anyway.
 pub(super) const DEFAULT_IDLE_REVISIT: Duration = Duration::from_secs(15 * 60);
@@ -54,8 +55,9 @@ pub enum Selection {
 pub struct DatabasesConfig {
     /// Which databases are watched.
     pub selection: Selection,
-    /// Time between two readings of the database list and of `pg_stat_database` (which says
-    /// which databases changed).
+    /// The most time between two readings of the database list and of `pg_stat_database`
+    /// (which says which databases changed). A round, which starts with that reading, also
+    /// comes every `[targets.tables] interval` if that is shorter.
     pub refresh_interval: Duration,
     /// A database whose statistics did not change is still visited this often (sizes and
     /// vacuum timestamps move without writes).
@@ -278,14 +280,16 @@ impl Validator<'_> {
         &self,
         raw: Option<RawDatabases>,
         dsn_database: Option<&str>,
+        default_refresh: Duration,
     ) -> Result<DatabasesConfig, ConfigError> {
-        let Some(raw) = raw else {
-            return Ok(match dsn_database {
-                Some(name) => DatabasesConfig::only(name),
-                None => DatabasesConfig::every(),
-            });
+        let mut d = match dsn_database {
+            Some(name) if raw.is_none() => DatabasesConfig::only(name),
+            _ => DatabasesConfig::every(),
         };
-        let d = DatabasesConfig::every();
+        d.refresh_interval = default_refresh;
+        let Some(raw) = raw else {
+            return Ok(d);
+        };
         let include = raw
             .include
             .iter()
@@ -324,7 +328,7 @@ impl Validator<'_> {
                 &raw.refresh_interval,
                 "refresh_interval",
                 d.refresh_interval,
-                second,
+                Duration::from_millis(100),
             )?,
             idle_revisit: self.duration(
                 &raw.idle_revisit,

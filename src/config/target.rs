@@ -20,10 +20,23 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 2;
 /// The most sessions one target may be allowed.
 const MAX_MAX_CONNECTIONS: i64 = 64;
-/// Table statistics of each database: once a minute (when they changed).
+/// Table statistics of each database (and the database list): once a minute, or every fourth
+/// poll if the target polls faster than every 15 s.
 const DEFAULT_TABLES_INTERVAL: Duration = Duration::from_secs(60);
-/// Import reconciliation: every 5 s, independent of the main poll.
+/// Import reconciliation: every 5 s, independent of the main poll (or every poll, if the
+/// target polls faster).
 const DEFAULT_IMPORTS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The default interval of the table statistics and of the database list for a target that
+/// polls every `poll_interval`.
+pub(super) fn default_tables_interval(poll_interval: Duration) -> Duration {
+    DEFAULT_TABLES_INTERVAL.min(poll_interval * 4)
+}
+
+/// The default interval of import checks for a target that polls every `poll_interval`.
+fn default_imports_interval(poll_interval: Duration) -> Duration {
+    DEFAULT_IMPORTS_INTERVAL.min(poll_interval)
+}
 
 /// One `[[targets]]` entry: a PostgreSQL cluster pgvigil watches — cluster-wide views over its
 /// main session, the databases [`TargetConfig::databases`] selects over the others, never
@@ -235,7 +248,11 @@ impl Validator<'_> {
             .connection
             .names_database()
             .then(|| target.connection.dbname().to_owned());
-        target.databases = self.databases(raw.databases, dsn_database.as_deref())?;
+        target.databases = self.databases(
+            raw.databases,
+            dsn_database.as_deref(),
+            default_tables_interval(target.poll_interval),
+        )?;
         let activity = ActivityConfig {
             application_names: raw.activity.application_names,
         };
@@ -245,6 +262,10 @@ impl Validator<'_> {
             &raw.activity.interval,
             activity,
         )?;
+        // Paced by the target's poll interval unless set.
+        let poll = target.poll_interval;
+        target.tables.interval = Some(default_tables_interval(poll));
+        target.imports.interval = Some(default_imports_interval(poll));
         let (enabled, interval) = (raw.tables.enabled, raw.tables.interval.clone());
         let tables = self.tables(raw.tables)?;
         target.tables = self.collector(target.tables, enabled, &interval, tables)?;

@@ -250,11 +250,12 @@ impl State {
     /// The next database the current round visits, if the round goes on.
     fn next_visit(&mut self, now: Instant) -> Option<String> {
         let started = self.round?;
+        let sessions = &self.sessions;
         let order: Vec<String> = plan::visit_order(
             self.watched
                 .iter()
                 .filter(|(_, w)| w.may_connect)
-                .map(|(k, w)| (k.as_str(), &w.plan)),
+                .map(|(k, w)| (k.as_str(), &w.plan, sessions.has(k))),
             now,
             &self.iv,
         )
@@ -289,7 +290,7 @@ impl State {
 
     /// Start a round: read the database list and write counters, follow creations and drops.
     async fn refresh(&mut self, now: Instant) {
-        self.next_refresh = now + self.lane.target.databases.refresh_interval;
+        self.next_refresh = now + self.round_interval();
         let listed = match self.list().await {
             Ok(listed) => listed,
             Err(e) => return self.unreachable(now, &e),
@@ -346,6 +347,18 @@ impl State {
         self.publish();
     }
 
+    /// Time between two rounds: `refresh_interval`, or the tables interval if that is
+    /// shorter and the tables collector is on.
+    fn round_interval(&self) -> Duration {
+        let t = &self.lane.target;
+        let refresh = t.databases.refresh_interval;
+        if t.tables.enabled {
+            refresh.min(self.iv.tables)
+        } else {
+            refresh
+        }
+    }
+
     /// The database list, over an open session or a new one on the DSN's database.
     async fn list(&mut self) -> Result<Vec<Listed>, String> {
         self.sessions.prune();
@@ -377,7 +390,7 @@ impl State {
     fn unreachable(&mut self, now: Instant, error: &str) {
         self.refresh_failures += 1;
         let delay = (FIRST_RETRY * 2u32.saturating_pow(self.refresh_failures - 1))
-            .min(self.lane.target.databases.refresh_interval);
+            .min(self.round_interval());
         self.next_refresh = now + delay;
         self.round = None;
         if self.logged.insert(format!("list: {error}")) {

@@ -71,13 +71,17 @@ impl DatabasePlan {
         }
     }
 
-    /// Whether its tables are due for a visit at `now`.
-    pub(crate) fn tables_due(&self, now: Instant, iv: &Intervals) -> bool {
+    /// Whether its tables are due for a visit at `now`: with a session open on it, every
+    /// `tables` interval (a visit costs no connection); without, only if it changed, or was
+    /// left alone for `idle_revisit`.
+    pub(crate) fn tables_due(&self, now: Instant, iv: &Intervals, session_open: bool) -> bool {
         let Some(last) = self.last_visit else {
             return true;
         };
         let since = now.saturating_duration_since(last);
-        self.postponed || since >= iv.idle_revisit || (self.changed() && since >= iv.tables)
+        self.postponed
+            || since >= iv.idle_revisit
+            || ((session_open || self.changed()) && since >= iv.tables)
     }
 
     /// Whether its import check is due at `now` on its own (apart from a table visit).
@@ -117,12 +121,14 @@ impl DatabasePlan {
 /// Ordering of table visits in a round: postponed ones first, then never visited, then the
 /// longest unvisited.
 pub(crate) fn visit_order<'a>(
-    plans: impl Iterator<Item = (&'a str, &'a DatabasePlan)>,
+    plans: impl Iterator<Item = (&'a str, &'a DatabasePlan, bool)>,
     now: Instant,
     iv: &Intervals,
 ) -> Vec<&'a str> {
-    let mut due: Vec<(&str, &DatabasePlan)> =
-        plans.filter(|(_, p)| p.tables_due(now, iv)).collect();
+    let mut due: Vec<(&str, &DatabasePlan)> = plans
+        .filter(|(_, p, open)| p.tables_due(now, iv, *open))
+        .map(|(name, p, _)| (name, p))
+        .collect();
     due.sort_by_key(|(name, p)| (!p.postponed, p.last_visit, *name));
     due.into_iter().map(|(name, _)| name).collect()
 }
@@ -227,27 +233,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_database_is_visited_when_it_changed_or_was_left_alone_too_long() {
         let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
         let mut p = DatabasePlan::new();
-        assert!(p.tables_due(t0, &iv()), "never visited");
+        assert!(p.tables_due(t0, &iv(), false), "never visited");
         p.counters_now = counters(10);
         p.visited(t0);
-        assert!(!p.tables_due(t0 + Duration::from_secs(61), &iv()), "idle");
+        assert!(!p.tables_due(s(61), &iv(), false), "idle");
+        assert!(
+            p.tables_due(s(61), &iv(), true),
+            "idle, but its session is open"
+        );
         p.counters_now = counters(11);
-        assert!(
-            !p.tables_due(t0 + Duration::from_secs(30), &iv()),
-            "too soon"
-        );
-        assert!(p.tables_due(t0 + Duration::from_secs(61), &iv()), "changed");
-        p.visited(t0 + Duration::from_secs(61));
-        assert!(
-            p.tables_due(t0 + Duration::from_secs(961), &iv()),
-            "revisit"
-        );
+        assert!(!p.tables_due(s(30), &iv(), false), "too soon");
+        assert!(p.tables_due(s(61), &iv(), false), "changed");
+        p.visited(s(61));
+        assert!(p.tables_due(s(961), &iv(), false), "revisit");
         p.postponed = true;
-        assert!(
-            p.tables_due(t0 + Duration::from_secs(62), &iv()),
-            "postponed"
-        );
+        assert!(p.tables_due(s(62), &iv(), false), "postponed");
     }
 
     #[tokio::test(start_paused = true)]
@@ -292,7 +294,7 @@ mod tests {
         plans.insert("c_staler", staler);
         plans.insert("d_cut", cut);
         let now = t0 + Duration::from_secs(120);
-        let order = visit_order(plans.iter().map(|(k, v)| (*k, v)), now, &iv());
+        let order = visit_order(plans.iter().map(|(k, v)| (*k, v, false)), now, &iv());
         assert_eq!(order, ["d_cut", "b_new", "c_staler", "a_stale"]);
     }
 

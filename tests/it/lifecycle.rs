@@ -40,7 +40,11 @@ async fn database_stopped_and_started_again_is_followed_without_restart() {
     // failed, or a quick restart can win the race against the first retry.
     daemon
         .wait_for("a failed reconnect", WAIT, |m| {
-            let attempts = &[("target", "main"), ("result", "failure")];
+            let attempts = &[
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "failure"),
+            ];
             (m.value("pgvigil_connection_attempts_total", attempts)? >= 1.0).then_some(())
         })
         .await;
@@ -57,7 +61,11 @@ async fn database_stopped_and_started_again_is_followed_without_restart() {
     assert!(
         m.value(
             "pgvigil_connection_attempts_total",
-            &[("target", "main"), ("result", "failure")]
+            &[
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "failure")
+            ]
         )
         .unwrap()
             >= 1.0
@@ -65,7 +73,11 @@ async fn database_stopped_and_started_again_is_followed_without_restart() {
     assert!(
         m.value(
             "pgvigil_connection_attempts_total",
-            &[("target", "main"), ("result", "success")]
+            &[
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "success")
+            ]
         )
         .unwrap()
             >= 2.0

@@ -232,11 +232,12 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
             ),
         )
     };
-    assert_eq!(ssl(&verified_db), "1/1", "encrypted/all sessions");
-    assert_eq!(ssl(&ca_only_db), "1/1", "encrypted/all sessions");
+    // Each target holds its main session and a database session, both encrypted.
+    assert_eq!(ssl(&verified_db), "2/2", "encrypted/all sessions");
+    assert_eq!(ssl(&ca_only_db), "2/2", "encrypted/all sessions");
     assert_eq!(
         ssl("postgres"),
-        "2/2",
+        "4/4",
         "the tls_verify = none and rotated sessions"
     );
 
