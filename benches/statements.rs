@@ -116,6 +116,8 @@ async fn main() {
         target: &target,
         server: &server,
         database: target.connection.dbname(),
+        own_backends: vec![server.backend_pid],
+        max_tables: None,
     };
     let mut collector = Statements::new(&StatementsConfig::default());
 

@@ -8,7 +8,7 @@
 //! [`open`], so every session pgvigil holds has the same settings.
 
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client};
@@ -47,31 +47,51 @@ pub(crate) async fn run(
     tokio::join!(poll::run(driver, hub, shutdown.clone()), lane.run(shutdown));
 }
 
-/// The backend pids of pgvigil's own sessions on the target, so the activity collector does
-/// not count them. A std mutex: held only to copy or change the lists.
+/// What the two loops of a target know of each other's sessions: the backend pids of all of
+/// them, so the activity collector does not count them, and the main session's client, over
+/// which the database sessions check that a session they closed is gone from the server
+/// before they open the next (so the budget holds as the server counts, not only as pgvigil
+/// does). A std mutex: held only to copy or change the fields.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct OwnBackends(Arc<Mutex<(Option<i32>, Vec<i32>)>>);
+pub(crate) struct OwnBackends(Arc<Mutex<Own>>);
+
+#[derive(Debug, Default)]
+struct Own {
+    main: Option<(i32, Weak<Client>)>,
+    databases: Vec<i32>,
+}
 
 impl OwnBackends {
-    /// The main session's pid.
-    fn set_main(&self, pid: i32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(pid);
+    /// The main session.
+    fn set_main(&self, pid: i32, client: &Arc<Client>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).main = Some((pid, Arc::downgrade(client)));
     }
 
     /// The database sessions' pids.
     pub(crate) fn set_databases(&self, pids: Vec<i32>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = pids;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).databases = pids;
+    }
+
+    /// The main session's client, while it is open.
+    pub(crate) fn main_client(&self) -> Option<Arc<Client>> {
+        let own = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let client = own.main.as_ref()?.1.upgrade()?;
+        (!client.is_closed()).then_some(client)
     }
 
     fn pids(&self) -> Vec<i32> {
         let own = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        own.0.iter().chain(&own.1).copied().collect()
+        own.main
+            .iter()
+            .map(|(pid, _)| *pid)
+            .chain(own.databases.iter().copied())
+            .collect()
     }
 }
 
 /// An open session.
 pub(crate) struct Session {
-    pub(crate) client: Client,
+    pub(crate) client: Arc<Client>,
     pub(crate) server: ServerInfo,
     /// Whether it is encrypted; `None` if that cannot be known.
     pub(crate) tls: Option<bool>,
@@ -143,7 +163,7 @@ pub(crate) async fn open(
         backend_pid: row.get(2),
     };
     Ok(Session {
-        client,
+        client: Arc::new(client),
         server,
         tls: row.get(3),
     })
@@ -176,7 +196,8 @@ impl Driver for Target {
     async fn connect(&self) -> Result<Connected<Session>, PollError> {
         let target = &self.target;
         let session = open(target, &target.connection, &self.tls, &self.tracker, None).await?;
-        self.own.set_main(session.server.backend_pid);
+        self.own
+            .set_main(session.server.backend_pid, &session.client);
         Ok(Connected {
             version: session.server.version.clone(),
             version_num: Some(session.server.version_num),

@@ -66,6 +66,9 @@ use crate::status::{DatabaseStatus, now_rfc3339};
 use crate::target::{self, OwnBackends};
 use crate::tls;
 
+/// How often [`State::await_gone`] asks whether a closed session left the server.
+const GONE_POLL: Duration = Duration::from_millis(5);
+
 /// The first retry after a failed round; doubled up to `refresh_interval`.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
@@ -117,15 +120,18 @@ impl Lane {
     }
 }
 
+/// A database-scope collector of one database, with its registry entry.
+type DatabaseCollector = (
+    &'static CollectorSpec<Postgres>,
+    Box<dyn Collector<Postgres>>,
+);
+
 /// One watched database.
 struct Watched {
     /// The target's settings with this database's overrides.
     config: TargetConfig,
     /// Its database-scope collectors.
-    collectors: Vec<(
-        &'static CollectorSpec<Postgres>,
-        Box<dyn Collector<Postgres>>,
-    )>,
+    collectors: Vec<DatabaseCollector>,
     plan: DatabasePlan,
     report: DatabaseReport,
     status: DatabaseStatus,
@@ -420,8 +426,13 @@ impl State {
             self.budget.take_anyway(now);
         }
         let watched = &self.watched;
-        self.sessions
+        let closed = self
+            .sessions
             .make_room(|name| watched.get(name).is_some_and(|w| w.plan.has_audit));
+        if let Some(pid) = closed {
+            self.own_pids();
+            self.await_gone(pid).await;
+        }
         let target = &self.lane.target;
         let connection = target.connection.with_dbname(datname);
         let limit = target.connect_timeout + target.statement_timeout;
@@ -445,6 +456,26 @@ impl State {
         self.sessions.insert(datname, session, Instant::now());
         self.own_pids();
         Ok(())
+    }
+
+    /// Wait until the backend of a session just closed has left the server (it takes the
+    /// server a moment to act on the goodbye), asked over the main session; at most
+    /// `statement_timeout`, and not at all while the main session is down.
+    async fn await_gone(&self, pid: i32) {
+        let Some(main) = self.lane.own.main_client() else {
+            return;
+        };
+        let deadline = Instant::now() + self.lane.target.statement_timeout;
+        while Instant::now() < deadline {
+            let present = main
+                .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .await;
+            match present {
+                Ok(Some(_)) => tokio::time::sleep(GONE_POLL).await,
+                _ => return,
+            }
+        }
+        debug!(target = %self.name, pid, "a closed database session is still on the server");
     }
 
     fn own_pids(&self) {

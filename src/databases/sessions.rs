@@ -69,11 +69,12 @@ impl Sessions {
     }
 
     /// Make room for one more session: close the least recently used one if all are taken,
-    /// preferring one whose database `is_parked` says nothing (no audit table) about.
-    pub(crate) fn make_room(&mut self, is_parked: impl Fn(&str) -> bool) {
+    /// preferring one whose database `is_parked` says nothing (no audit table) about. Returns
+    /// the backend pid of the session closed.
+    pub(crate) fn make_room(&mut self, is_parked: impl Fn(&str) -> bool) -> Option<i32> {
         self.prune();
         if self.open.len() < self.capacity {
-            return;
+            return None;
         }
         let victim = self
             .open
@@ -83,10 +84,8 @@ impl Sessions {
             .min_by_key(|(_, o)| o.used)
             .or_else(|| self.open.iter().enumerate().min_by_key(|(_, o)| o.used))
             .map(|(i, _)| i);
-        if let Some(i) = victim {
-            // Dropping the client closes the connection.
-            self.open.remove(i);
-        }
+        // Dropping the client closes the connection.
+        victim.map(|i| self.open.remove(i).session.server.backend_pid)
     }
 
     /// Keep a new session on `datname` (after [`Sessions::make_room`]).

@@ -54,14 +54,21 @@ impl State {
         let default_limit = w.config.statement_timeout * 2 + Duration::from_secs(1);
         let mut lost = false;
         let mut checked = false;
+        // A visit checks imports only where no audit table is known yet (it finds them) or
+        // the check is due anyway; elsewhere they keep their own schedule.
+        let check_imports = !tables || !w.plan.has_audit || w.plan.imports_due(now);
         let Watched {
             collectors, report, ..
         } = w;
         for (spec, collector) in collectors.iter_mut() {
-            if (!tables && spec.name != "imports") || !spec.versions.supports(version) {
+            let is_imports = spec.name == "imports";
+            if (!tables && !is_imports)
+                || (is_imports && !check_imports)
+                || !spec.versions.supports(version)
+            {
                 continue;
             }
-            checked |= spec.name == "imports";
+            checked |= is_imports;
             let span = info_span!("poll", target = %self.name, datname, collector = spec.name);
             let limit = collector.time_limit(default_limit);
             let started = Instant::now();

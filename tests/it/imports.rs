@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use crate::support::{Daemon, Poller, conditions, connect, imports_of, one_target, tables_of};
 
-const CONTACTS: &str =
+pub const CONTACTS: &str =
     "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);
                         CREATE INDEX ON contacts (import_id);";
 

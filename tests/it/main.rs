@@ -9,6 +9,7 @@ mod activity;
 mod alerting;
 mod alerts_e2e;
 mod cli;
+mod databases;
 mod deploy;
 mod endpoints;
 mod imports;

@@ -8,6 +8,8 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Poller, conditions, one_target, tables_of};
 
+const WAIT: Duration = Duration::from_secs(30);
+
 /// Poll until `alertname` holds (statistics reach the collector when the writing session
 /// reports them; `psql` exits right after, which flushes them).
 async fn poll_until_fired(
@@ -230,4 +232,104 @@ async fn exact_count_over_its_timeout_is_an_error_and_the_session_stays_usable()
     let row = p.client.query_one("SELECT 1", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 1);
     holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// One number from `pg_stat_user_tables` for `table`, as psql sees it now.
+fn stat(cluster: &TestCluster, db: &str, table: &str, column: &str) -> i64 {
+    cluster
+        .psql(
+            db,
+            &format!("SELECT {column} FROM pg_stat_user_tables WHERE relname = '{table}'"),
+        )
+        .parse()
+        .unwrap()
+}
+
+/// The issue's reproduction, made deterministic: 10,000 rows, 5,000 inserted and rolled back,
+/// then an explicit VACUUM before pgvigil's next look (autovacuum is off for the table, so
+/// nothing else moves the counters). The vacuum removed the dead rows the old rule waited for.
+#[tokio::test]
+async fn a_rollback_is_recognised_after_a_vacuum_removed_its_dead_rows() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("vacuumed");
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (id int, email text) WITH (autovacuum_enabled = false);
+         INSERT INTO contacts SELECT g, 'x' FROM generate_series(1, 10000) g;",
+    );
+    pgvigil_testkit::wait_until("the inserts in the statistics", WAIT, || {
+        (stat(&cluster, &db, "contacts", "n_live_tup") == 10_000).then_some(())
+    });
+    let mut p = Poller::new(&cluster.dsn(&db), |_| {}).await;
+    let before = p.poll().await;
+    assert!(conditions("RolledBackInserts", &before).is_empty());
+
+    cluster.psql(
+        &db,
+        "BEGIN; INSERT INTO contacts SELECT g, 'y' FROM generate_series(1, 5000) g; ROLLBACK;",
+    );
+    pgvigil_testkit::wait_until("the rolled-back inserts in the statistics", WAIT, || {
+        (stat(&cluster, &db, "contacts", "n_tup_ins") == 15_000).then_some(())
+    });
+    cluster.psql(&db, "VACUUM contacts");
+    pgvigil_testkit::wait_until("the vacuum in the statistics", WAIT, || {
+        (stat(&cluster, &db, "contacts", "vacuum_count") == 1
+            && stat(&cluster, &db, "contacts", "n_dead_tup") == 0)
+            .then_some(())
+    });
+
+    let after = p.poll().await;
+    let fired = conditions("RolledBackInserts", &after);
+    assert_eq!(fired.len(), 1, "{:#?}", tables_of(&after).changes);
+    let c = &fired[0];
+    assert_eq!(c.labels["table"], "public.contacts");
+    assert_eq!(c.labels["datname"], db);
+    assert_eq!(ann(c, "inserted"), "5000");
+    assert_eq!(ann(c, "rolled_back"), "5000");
+    assert_eq!(ann(c, "vacuumed"), "true");
+    // What the old rule needed is gone: no dead rows to show for the rollback.
+    assert_eq!(ann(c, "dead_after"), "0");
+    assert!(conditions("TableRowsDropped", &after).is_empty());
+}
+
+/// ANALYZE of a large table re-estimates its live rows from a small sample; committed inserts
+/// with such an estimate in between are no rollback.
+#[tokio::test]
+async fn committed_inserts_and_an_analyze_of_a_large_table_are_no_rollback() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("analyzed");
+    // Rows of uneven width and a sample of 300 rows (statistics target 1): a coarse estimate.
+    cluster.psql(
+        &db,
+        "CREATE TABLE big (id int, pad text) WITH (autovacuum_enabled = false);
+         ALTER TABLE big ALTER COLUMN id SET STATISTICS 1, ALTER COLUMN pad SET STATISTICS 1;
+         INSERT INTO big SELECT g, repeat('x', (g % 7) * 40) FROM generate_series(1, 200000) g;",
+    );
+    pgvigil_testkit::wait_until("the inserts in the statistics", WAIT, || {
+        (stat(&cluster, &db, "big", "n_tup_ins") == 200_000).then_some(())
+    });
+    let mut p = Poller::new(&cluster.dsn(&db), |_| {}).await;
+    p.poll().await;
+    cluster.psql(
+        &db,
+        "INSERT INTO big SELECT g, 'y' FROM generate_series(1, 5000) g; ANALYZE big;",
+    );
+    pgvigil_testkit::wait_until("the analyze in the statistics", WAIT, || {
+        (stat(&cluster, &db, "big", "analyze_count") == 1
+            && stat(&cluster, &db, "big", "n_tup_ins") == 205_000)
+            .then_some(())
+    });
+    let obs = p.poll().await;
+    let change = tables_of(&obs)
+        .changes
+        .iter()
+        .find(|c| c.table == "public.big")
+        .expect("a change of big")
+        .clone();
+    assert!(change.analyzed && !change.vacuumed, "{change:#?}");
+    assert_eq!(change.inserted, 5_000);
+    assert!(
+        conditions("RolledBackInserts", &obs).is_empty(),
+        "{change:#?}"
+    );
 }

@@ -62,7 +62,7 @@ impl Rule for ImportReportedMismatch {
             } else {
                 &[Verdict::Mismatch]
             };
-            let conditions = common::with_verdict(report, verdicts)
+            common::with_verdict(report, verdicts)
                 .map(|v| {
                     common::condition(
                         report,
@@ -83,8 +83,7 @@ impl Rule for ImportReportedMismatch {
                         ),
                     )
                 })
-                .collect();
-            conditions
+                .collect()
         })
     }
 }

@@ -35,7 +35,7 @@ impl Rule for ImportRolledBack {
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         common::per_database(observations, |report| {
-            let conditions = common::with_verdict(report, &[Verdict::Aborted])
+            common::with_verdict(report, &[Verdict::Aborted])
                 .map(|v| {
                     common::condition(
                         report,
@@ -52,8 +52,7 @@ impl Rule for ImportRolledBack {
                         ),
                     )
                 })
-                .collect();
-            conditions
+                .collect()
         })
     }
 }

@@ -70,7 +70,7 @@ impl Rule for ImportRowShortfall {
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         common::per_database(observations, |report| {
-            let conditions = common::with_verdict(report, &[Verdict::Shortfall])
+            common::with_verdict(report, &[Verdict::Shortfall])
             .filter(|v| {
                 let missing = v.missing_rows.unwrap_or(0);
                 let ratio = 1.0 - v.committed_ratio().unwrap_or(0.0);
@@ -97,8 +97,7 @@ impl Rule for ImportRowShortfall {
                     ),
                 )
             })
-            .collect();
-            conditions
+            .collect()
         })
     }
 }

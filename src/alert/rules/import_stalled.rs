@@ -36,7 +36,7 @@ impl Rule for ImportStalled {
 
     fn evaluate(&self, target: &str, observations: &Observations) -> Evaluation {
         common::per_database(observations, |report| {
-            let conditions = common::with_verdict(report, &[Verdict::Stalled])
+            common::with_verdict(report, &[Verdict::Stalled])
                 .map(|v| {
                     common::condition(
                         report,
@@ -53,8 +53,7 @@ impl Rule for ImportStalled {
                         ),
                     )
                 })
-                .collect();
-            conditions
+                .collect()
         })
     }
 }

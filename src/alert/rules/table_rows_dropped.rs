@@ -67,7 +67,7 @@ impl Rule for TableRowsDropped {
             observations,
             |d| d.tables.as_ref(),
             |_, report| {
-                let conditions = report
+                report
             .changes
             .iter()
             .filter(|c| c.live_before >= self.params.min_rows)
@@ -106,8 +106,7 @@ impl Rule for TableRowsDropped {
                 .annotation("exact_count", c.exact_after.map(|n| n.to_string()).unwrap_or_else(|| "not allow-listed".into()))
                 .annotation("sql", format!("SELECT count(*) FROM {};", c.table))
             })
-            .collect();
-                conditions
+            .collect()
             },
         )
     }
