@@ -93,8 +93,10 @@ def run_size(cluster, names, n, binary, port, workdir, interval, window_interval
     finally:
         daemon.stop()
     polls = polls1 - polls0
+    # A target never seen with a last success counts as late, with no staleness (JSON has no inf).
     ages = [staleness.get(name, float("inf")) for name, _ in targets]
     limit = 1.5 * interval
+    finite = [a for a in ages if a != float("inf")]
     return {
         "targets": n,
         "interval": interval,
@@ -112,7 +114,7 @@ def run_size(cluster, names, n, binary, port, workdir, interval, window_interval
         "metrics_series": scrapes[-1]["series"],
         "metrics_wire_bytes": scrapes[-1]["wire"],
         "api_wall_median": statistics.median(api_walls),
-        "max_staleness": max(ages),
+        "max_staleness": max(finite) if len(finite) == len(ages) else None,
         "late_targets": sum(1 for a in ages if a > limit),
         "polled_within_limit": all(a <= limit for a in ages),
     }

@@ -160,7 +160,8 @@ def targets_table(results):
                 (f"fleet {fl['targets']}: RSS per target (MB)", None if per is None else per / 1e6, 1.0, "≤ 1"),
                 (f"fleet {fl['targets']}: CPU per target poll (ms)", None if fl["cpu_per_target_poll"] is None else fl["cpu_per_target_poll"] * 1e3, 2.0, "≤ 2"),
                 (f"fleet {fl['targets']}: `/metrics` for all (ms)", fl["metrics_wall_median"] * 1e3, 100.0, "≤ 100"),
-                (f"fleet {fl['targets']}: worst staleness ÷ interval", fl["max_staleness"] / fl["interval"], 1.5, "≤ 1.5"),
+                (f"fleet {fl['targets']}: worst staleness ÷ interval",
+                 None if fl["max_staleness"] is None else fl["max_staleness"] / fl["interval"], 1.5, "≤ 1.5"),
             ]
     lines = ["| issue 15 target | today | target | met |", "|---|---:|---:|---|"]
     for title, value, limit, shown in rows:
@@ -176,6 +177,12 @@ def fleet_rss_per_target(fleet, row):
     return (row["rss"] - base["rss"]) / (row["targets"] - base["targets"])
 
 
+def stale(row):
+    if row["max_staleness"] is None:
+        return "a target never polled"
+    return f"{row['max_staleness'] / row['interval']:.2f}"
+
+
 def fleet_table(fleet):
     lines = ["| targets | VmRSS | VmHWM | RSS per added target | CPU per target poll | daemon CPU, share of one core | `/metrics` median / p90 | series | worst staleness ÷ interval | targets late (> 1.5 ×) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -185,7 +192,7 @@ def fleet_table(fleet):
             f"| {row['targets']} | {mb(row['rss'])} | {mb(row['hwm'])} | {'–' if per is None else f'{per / 1e6:.2f} MB'} | "
             f"{ms(row['cpu_per_target_poll'])} | {row['core_share'] * 100:.1f}% | "
             f"{ms(row['metrics_wall_median'])} / {ms(row['metrics_wall_p90'])} | {num(row['metrics_series'])} | "
-            f"{row['max_staleness'] / row['interval']:.2f} | {row['late_targets']} |")
+            f"{stale(row)} | {row['late_targets']} |")
     return "\n".join(lines)
 
 

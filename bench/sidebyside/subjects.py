@@ -190,7 +190,7 @@ class Pgvigil(Subject):
     kind = "pgvigil"
 
     def __init__(self, name, binary, port, role, cluster, db, workdir, poll_interval,
-                 top_k=None, max_tables=None, targets=None):
+                 top_k=None, max_tables=None, targets=None, extra=""):
         super().__init__(name, port, role, db, workdir)
         self.binary = binary
         self.poll_interval = poll_interval
@@ -198,7 +198,7 @@ class Pgvigil(Subject):
         lines = [f'[server]\nlisten = "127.0.0.1:{port}"\n', '[logging]\nlevel = "warn"\n']
         for target, tdb in (targets or [(db, db)]):
             lines.append(f'[[targets]]\nname = "{target}"\ndsn = "{cluster.dsn(tdb, role)}"\n'
-                         f'poll_interval = "{poll_interval}s"\n')
+                         f'poll_interval = "{poll_interval}s"\n{extra}')
             if top_k is not None:
                 lines.append(f"[targets.statements]\ntop_k = {top_k}\n")
             if max_tables is not None:
@@ -218,6 +218,12 @@ class Pgvigil(Subject):
             if m:
                 per_target[m.group(1)] = max(per_target.get(m.group(1), 0), int(value))
         return per_target
+
+    def answers_api(self):
+        try:
+            return bool(self.targets_api())
+        except (OSError, RuntimeError, ValueError):
+            return False
 
     def targets_api(self):
         import json
