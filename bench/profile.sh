@@ -5,6 +5,7 @@
 # not available on this kind of VM). ~10 min; needs valgrind (Debian: valgrind).
 #
 #   bench/profile.sh [--out DIR] [--pgvigil BIN] [--no-write]
+#   bench/profile.sh --out DIR --resummarise     # re-read the callgrind files of an earlier run
 #
 # Writes DIR/profile.md and the callgrind files (open them with callgrind_annotate or
 # kcachegrind) and regenerates the profile section of BENCHMARKS.md unless --no-write.
@@ -21,6 +22,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+[[ " ${pass[*]-} " == *" --resummarise "* ]] && bin="${bin:-unused}"
 command -v valgrind >/dev/null || { echo "valgrind not found (Debian: apt-get install valgrind)" >&2; exit 1; }
 [ -n "$out" ] || out="$(mktemp -d -t pgvigil-profile.XXXXXX)"
 if [ -z "$bin" ]; then

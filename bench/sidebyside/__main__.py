@@ -60,7 +60,9 @@ def environment(binary, repo):
                 break
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
-    commit = first(["git", "rev-parse", "--short=12", "HEAD"])
+    # The last commit that changed the daemon's code (the branch may add only bench/ on top).
+    commit = first(["git", "log", "-1", "--format=%h", "--abbrev=12", "--",
+                    "src", "crates", "Cargo.toml", "Cargo.lock"])
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
                            capture_output=True, text=True, cwd=repo).stdout.strip()
     return {
@@ -109,7 +111,8 @@ def run(args, sizes, cleanup):
     main.fill_tables("bench", sizes["tables"])
     main.create_database("bench10k")
     main.fill_tables("bench10k", sizes["big_tables"])
-    load = Load(main, "bench", sizes["pgbench_rate"], sizes["statements"], args.out)
+    load = Load(main, "bench", sizes["pgbench_rate"], sizes["statements"], args.out,
+                sweep_every=sizes["round_seconds"])
     cleanup.append(load.stop)
     version_num = int(main.psql("postgres", "SHOW server_version_num").strip())
     queries, env["queries_adapted"] = adapted_queries(args.out, version_num)
@@ -133,7 +136,9 @@ def run(args, sizes, cleanup):
         phase["lower_bound"] = phases.lower_bound(main, db, sizes["lower_bound_reps"])
         results["phases"].append(phase)
     results["sizes"]["statements_in_view"] = main.statement_count("bench")
+    results["sizes"]["evictions"] = int(main.psql("bench", "SELECT dealloc FROM pg_stat_statements_info").strip())
     load.stop()
+    results["sizes"]["sweeps"] = load.sweeps
     main.stop()
 
     if sizes["fleet_sizes"]:

@@ -12,8 +12,11 @@ The data:
 - `fill_tables`: N tables `t_00001 ...` with a primary key and 1..97 rows each (so sizes differ
   and "largest first" means something), created in batches of 250 per transaction (a single
   transaction would need a lock slot per table), then ANALYZEd.
-- `Load`: background pgbench traffic, rate-limited: TPC-B-like plus random calls of the
-  statement function, so a share of the statements changes between polls.
+- `Load`: background pgbench traffic, rate-limited (TPC-B-like plus random calls of the
+  statement function), and a sweep that runs every generated statement once per poll interval,
+  so every entry of pg_stat_statements has a delta at every poll (the worst case for an
+  exporter computing deltas, and what makes full fidelity export every statement: a statement
+  enters pgvigil's top-K by its execution time over the rank window).
 """
 
 import os
@@ -21,6 +24,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 STATEMENT_FUNCTION = """
@@ -160,7 +164,12 @@ BEGIN
   END LOOP;
 END $$;
 """)
-        self.psql(db, "".join(batches) + "ANALYZE;\n")
+        # Untracked: 2 x N distinct DDL/INSERT texts would crowd the measured statements out of
+        # pg_stat_statements (and its evictions would hide the subjects' own queries).
+        self.psql(db, "SET pg_stat_statements.track = 'none';\n" + "".join(batches) + "ANALYZE;\n")
+
+    def sweep_sql(self, n):
+        return f"SELECT count(bench_stmt(i)) FROM generate_series(0, {n - 1}) i"
 
     def statement_count(self, db):
         return int(self.psql(db, "SELECT count(*) FROM pg_stat_statements").strip())
@@ -170,10 +179,26 @@ END $$;
 
 
 class Load:
-    """Background pgbench traffic on one database until `stop()`."""
+    """Background pgbench traffic and the statement sweep on one database until `stop()`."""
 
-    def __init__(self, cluster, db, rate, statements, log_dir):
+    def __init__(self, cluster, db, rate, statements, log_dir, sweep_every):
         self.cluster = cluster
+        self.stopping = threading.Event()
+        self.sweeps = 0
+
+        def sweep():
+            next_at = time.monotonic()
+            while not self.stopping.is_set():
+                try:
+                    cluster.psql(db, cluster.sweep_sql(statements))
+                    self.sweeps += 1
+                except RuntimeError:
+                    if not self.stopping.is_set():
+                        raise
+                next_at += sweep_every
+                self.stopping.wait(max(0.0, next_at - time.monotonic()))
+
+        self.sweeper = threading.Thread(target=sweep, name="statement-sweep", daemon=True)
         subprocess.run(
             [os.path.join(cluster.bindir, "pgbench"), "-i", "-q", "-s", "1", "-h", "127.0.0.1",
              "-p", str(cluster.port), "-U", "postgres", db],
@@ -187,8 +212,11 @@ class Load:
              "-R", str(rate), "-T", "86400", "-b", "tpcb-like@1", "-f", f"{script}@3",
              "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", db],
             stdout=self.log, stderr=subprocess.STDOUT)
+        self.sweeper.start()
 
     def stop(self):
+        self.stopping.set()
+        self.sweeper.join(60)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

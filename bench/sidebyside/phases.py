@@ -86,11 +86,13 @@ class BackendTracker:
 
 
 def statements_snapshot(cluster, db, roles):
-    """{(role, queryid): (calls, total_exec_ms, query)} for the subjects' own statements."""
+    """{(role, queryid): (calls, total_exec_ms, query)} for the subjects' own statements in
+    this database (pg_stat_statements keeps one entry per database, user and queryid)."""
     sql = ("SELECT concat_ws('" + SEP + "', r.rolname, s.queryid, s.calls, s.total_exec_time, "
            "regexp_replace(left(s.query, 200), '\\s+', ' ', 'g')) "
            "FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
-           "WHERE r.rolname IN (" + ",".join(f"'{r}'" for r in roles) + ")")
+           "WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+           "AND r.rolname IN (" + ",".join(f"'{r}'" for r in roles) + ")")
     snap = {}
     for line in cluster.psql(db, sql).splitlines():
         parts = line.split(SEP)

@@ -14,6 +14,7 @@ timings are not. Run through bench/profile.sh. Steps:
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -109,6 +110,12 @@ def alloc_callers(edges):
     return out
 
 
+def runtime_frame(name, ir, total):
+    """A frame of the thread, runtime or HTTP machinery that every unit passes through (the
+    whole unit is under it): left out of the inclusive table, which would only repeat 100%."""
+    return ir >= 0.995 * total and not name.startswith(("pgvigil::", "<pgvigil::", "prometheus_client::"))
+
+
 def top(costs, n):
     return sorted(costs.items(), key=lambda kv: -kv[1])[:n]
 
@@ -123,7 +130,8 @@ def summarise(path, per, n=25):
             allocs[base] = allocs.get(base, 0) + count
     return {"file": os.path.basename(path), "per": per, "total_ir": total,
             "self": [(ir, 100.0 * ir / total, f) for f, ir in top(self_cost, n)],
-            "inclusive": [(ir, 100.0 * ir / total, f) for f, ir in top(inclusive, n + 15)],
+            "inclusive": [(ir, 100.0 * ir / total, f) for f, ir in top(
+                {f: ir for f, ir in inclusive.items() if not runtime_frame(f, ir, total)}, n)],
             "allocs": {k: v / per for k, v in sorted(allocs.items())},
             "string_clones": calls.get(STRING_CLONE, 0) / per,
             "alloc_callers": [(c / per, f) for f, c in top(callers, 15)]}
@@ -183,7 +191,7 @@ def run(args):
         main.create_database("bench")
         main.fill_statements("bench", sizes["statements"])
         main.fill_tables("bench", sizes["tables"])
-        load = Load(main, "bench", 40, sizes["statements"], args.out)
+        load = Load(main, "bench", 40, sizes["statements"], args.out, sweep_every=args.interval)
         results = {"statements_in_view": None}
 
         log("poll profile")
@@ -221,6 +229,10 @@ def run(args):
         if load:
             load.stop()
         main.stop()
+    meta = {k: results[k] for k in ("statements_in_view", "tables", "series")}
+    meta.update(polls=args.polls, scrapes=args.scrapes)
+    with open(os.path.join(args.out, "profile.json"), "w") as f:
+        json.dump(meta, f)
     text = render(results, args)
     with open(os.path.join(args.out, "profile.md"), "w") as f:
         f.write(text)
@@ -231,6 +243,21 @@ def run(args):
 
 def short_name(name):
     return (name if len(name) <= 150 else name[:147] + "...").replace("|", "\\|")
+
+
+def resummarise(args):
+    with open(os.path.join(args.out, "profile.json")) as f:
+        results = json.load(f)
+    args.polls, args.scrapes = results["polls"], results["scrapes"]
+    results["poll"] = summarise(os.path.join(args.out, "poll.callgrind"), args.polls)
+    for kind in ("openmetrics", "classic"):
+        results[f"scrape_{kind}"] = summarise(os.path.join(args.out, f"scrape-{kind}.callgrind"),
+                                              args.scrapes)
+    text = render(results, args)
+    with open(os.path.join(args.out, "profile.md"), "w") as f:
+        f.write(text)
+    if args.benchmarks:
+        write_section(args.benchmarks, text)
 
 
 def fmt_table(summary, key, top):
@@ -257,8 +284,8 @@ def render(results, args):
         out += [f"### {title}", "", f"Allocator calls per unit: {allocs}; `String::clone` calls: "
                 f"{s['string_clones']:,.0f}.", "",
                 "Self cost (top functions):", "", fmt_table(s, "self", 15), "",
-                "Inclusive cost (the frames of the runtime at the top are the whole unit):", "",
-                fmt_table(s, "inclusive", 30), "", "Who allocates (malloc/calloc/realloc calls, credited through the allocation plumbing — "
+                "Inclusive cost (without the thread, runtime and HTTP frames that hold the whole unit):", "",
+                fmt_table(s, "inclusive", 22), "", "Who allocates (malloc/calloc/realloc calls, credited through the allocation plumbing — "
                 "RawVec growth, `String::clone`, `to_string`, the allocator shims — to the first caller above it):", "",
                 "\n".join(callers), ""]
     return "\n".join(out)
@@ -289,7 +316,11 @@ def main():
     p.add_argument("--interval", type=int, default=20,
                    help="poll interval (s): longer than a poll under callgrind, so the counters "
                         "are zeroed and dumped between polls")
+    p.add_argument("--resummarise", action="store_true",
+                   help="only summarise the callgrind files an earlier run left in --out")
     args = p.parse_args()
+    if args.resummarise:
+        return resummarise(args)
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         raise SystemExit("valgrind is not installed (Debian: valgrind)")
     run(args)

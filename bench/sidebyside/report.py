@@ -214,7 +214,9 @@ def render(results):
            if env.get("queries_adapted") else "") + f"; {env['postgres_version']}.",
         f"- Data: {sizes['statements_in_view']:,} entries in pg_stat_statements (of which {sizes['statements']:,} "
         f"generated distinct statements), databases of {table_counts} user tables, "
-        f"background pgbench at {sizes['pgbench_rate']} transactions/s (TPC-B-like and random generated statements).",
+        f"background pgbench at {sizes['pgbench_rate']} transactions/s (TPC-B-like and random generated statements) "
+        f"and a sweep running every generated statement once per poll interval ({sizes.get('sweeps', 0)} sweeps), so every "
+        f"entry has a delta at every poll; {sizes.get('evictions', 0)} pg_stat_statements evictions during the run.",
         f"- Each database: the three programs run at once against it and are scraped in turns, "
         f"{sizes['rounds']} rounds of {sizes['round_seconds']} s, pgvigil polling every {sizes['round_seconds']} s; "
         "pgvigil default = default config, full = `top_k = 10000`, `max_tables = 10000`. A cycle is one poll and one "
