@@ -223,12 +223,38 @@ def summarise(subject, rec, classic_body, backend, stmts0, stmts1):
     return out
 
 
+USER_TABLES = ("c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+               "AND n.nspname !~ '^pg_toast'")
+
 LOWER_BOUND = [
     ("pg_stat_statements(false)", "SELECT * FROM pg_stat_statements(false)"),
     ("pg_stat_statements (view: with texts)", "SELECT * FROM pg_stat_statements"),
     ("pg_stat_user_tables", "SELECT * FROM pg_stat_user_tables"),
     ("pg_statio_user_tables", "SELECT * FROM pg_statio_user_tables"),
     ("pg_stat_activity", "SELECT * FROM pg_stat_activity"),
+    # Candidates for pushing the tables cap into SQL (issue 15): what the row-loss alerts need
+    # of every table, and the exported detail for the largest max_tables (300) only.
+    ("row-loss counters of every table (4 pg_stat_get_* per table)", f"""
+SELECT c.oid, pg_stat_get_live_tuples(c.oid), pg_stat_get_dead_tuples(c.oid),
+       pg_stat_get_tuples_inserted(c.oid), pg_stat_get_tuples_deleted(c.oid)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE {USER_TABLES}"""),
+    ("the 300 largest tables with pgvigil's columns (cap in SQL)", f"""
+SELECT format('%I.%I', t.nspname, t.relname), t.reltuples, t.pages,
+       pg_stat_get_live_tuples(t.oid), pg_stat_get_dead_tuples(t.oid),
+       pg_stat_get_tuples_inserted(t.oid), pg_stat_get_tuples_updated(t.oid),
+       pg_stat_get_tuples_deleted(t.oid), pg_stat_get_last_vacuum_time(t.oid),
+       pg_stat_get_last_autovacuum_time(t.oid), pg_stat_get_last_analyze_time(t.oid),
+       pg_stat_get_last_autoanalyze_time(t.oid)
+  FROM (SELECT c.oid, n.nspname, c.relname, c.reltuples,
+               c.relpages::int8 + coalesce(tc.relpages, 0) + coalesce(ix.pages, 0) AS pages
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
+          LEFT JOIN (SELECT x.indrelid, sum(i.relpages) AS pages
+                       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid GROUP BY 1) ix
+                 ON ix.indrelid = c.oid
+         WHERE {USER_TABLES}
+         ORDER BY pages DESC LIMIT 300) t"""),
 ]
 
 
