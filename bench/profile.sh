@@ -2,7 +2,7 @@
 # Callgrind profiles of pgvigil at full fidelity (top_k = 10000, max_tables = 10000) on the
 # benchmark's data (8,000 statements, 2,000 tables): one poll, and one scrape of each format,
 # separately. Instruction counts, repeatable on a shared machine (perf's hardware counters are
-# not available on this kind of VM). ~10 min; needs valgrind (Debian: valgrind).
+# not available on this kind of VM). ~5 min; needs valgrind (Debian: valgrind).
 #
 #   bench/profile.sh [--out DIR] [--pgvigil BIN] [--no-write]
 #   bench/profile.sh --out DIR --resummarise     # re-read the callgrind files of an earlier run

@@ -22,6 +22,7 @@ cycle is the backends' CPU over polls (pgvigil) or scrapes (exporter).
 import gzip
 import statistics
 import time
+import zlib
 
 from .subjects import CpuSample, Pgvigil, count_series, proc_mem
 
@@ -181,6 +182,12 @@ def run_phase(label, subjects, cluster, db, rounds, round_seconds, warm_polls=2,
     return results
 
 
+def compress_cpu(body, level):
+    t0 = time.process_time()
+    zlib.compress(body, level)
+    return time.process_time() - t0
+
+
 def summarise(subject, rec, classic_body, backend, stmts0, stmts1):
     prom, classic = rec["prom"], rec["classic"]
     cpu_window = rec["cpu_window"]
@@ -191,6 +198,9 @@ def summarise(subject, rec, classic_body, backend, stmts0, stmts1):
         "series": count_series(classic_body),
         "plain_bytes": len(classic_body),
         "gzip_of_plain_bytes": len(gzip.compress(classic_body, 6)),
+        # What serving gzip would cost per scrape without caching (zlib, as flate2 uses).
+        "gzip1_cpu": compress_cpu(classic_body, 1),
+        "gzip6_cpu": compress_cpu(classic_body, 6),
         "wire_bytes_prometheus": statistics.median(x["wire"] for x in prom),
         "encoding_prometheus": prom[-1]["encoding"],
         "wall_median": statistics.median(x["wall"] for x in prom),

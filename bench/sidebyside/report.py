@@ -45,6 +45,7 @@ ROWS = [
     ("bytes, plain text", "plain_bytes", mb),
     ("bytes on the wire with `Accept-Encoding: gzip`", "wire_bytes_prometheus", mb),
     ("bytes if gzipped (gzip -6 of the plain text)", "gzip_of_plain_bytes", mb),
+    ("CPU to gzip that text once, zlib level 1 / level 6", "gzip_cpu", None),
     ("process CPU per poll", "poll_cpu", ms),
     ("process CPU per scrape (as Prometheus scrapes), median", "scrape_cpu_median", ms),
     ("process CPU per scrape (classic), median", "scrape_cpu_classic_median", ms),
@@ -63,6 +64,11 @@ def phase_table(phase):
     lines = ["| figure | postgres_exporter | pgvigil default | pgvigil full | full ÷ exporter | default ÷ exporter |",
              "|---|---:|---:|---:|---:|---:|"]
     for title, key, fmt in ROWS:
+        if key == "gzip_cpu":
+            cells = ["–" if s is None or "gzip1_cpu" not in s else f"{ms(s['gzip1_cpu'])} / {ms(s['gzip6_cpu'])}"
+                     for s in (e, d, f)] + ["", ""]
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+            continue
         if key == "queries_ms":
             vals = [None if s is None else s["queries"]["total_ms_per_cycle"] / 1e3 for s in (e, d, f)]
             fmt = ms
