@@ -8,6 +8,7 @@
 mod activity;
 mod alerting;
 mod alerts_e2e;
+mod bench_smoke;
 mod cli;
 mod deploy;
 mod endpoints;
