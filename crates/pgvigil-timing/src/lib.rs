@@ -107,7 +107,7 @@ pub mod summary;
 
 pub use audit::{
     AsClient, AuditError, AuditTable, IMPORT_AUDIT_DDL, ImportAudit, ImportAuditBuilder,
-    MAX_ERROR_MESSAGE_LEN,
+    MAX_ERROR_MESSAGE_LEN, NOTIFY_CHANNEL,
 };
 #[doc(hidden)]
 pub use client::__private;
