@@ -10,7 +10,8 @@
 //! on a second connection, attaches it (`xact_id`), inserts `--rows` rows stamped with the import
 //! id into `--table` (which needs an `email text` and an `import_id uuid` column), records the
 //! rejected and skipped counts, heartbeats, then either commits and finishes with `--rows`
-//! reported, or rolls back and fails with `--fail`'s message. It prints the import id.
+//! reported, or rolls back and fails with `--fail`'s message (in which `\0` stands for a NUL
+//! character, which a command line cannot hold). It prints the import id.
 //!
 //! The Python client's tests run it to check that both writers produce identical rows.
 
@@ -78,7 +79,9 @@ async fn main() -> Result<(), Error> {
         }
         Some(message) => {
             tx.rollback().await?;
-            audit.fail_with_message(message).await?;
+            audit
+                .fail_with_message(message.replace("\\0", "\0"))
+                .await?;
         }
     }
     println!("{id}");

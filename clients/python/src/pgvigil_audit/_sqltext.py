@@ -27,6 +27,14 @@ _CONTROL = frozenset(
     {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE"}
 )
 
+# The operation keywords pgvigil-timing recognises (its summary module); anything else is OTHER.
+_OPERATIONS = frozenset(
+    "SELECT INSERT UPDATE DELETE MERGE COPY VALUES TABLE CALL DO BEGIN START COMMIT END ROLLBACK "
+    "ABORT SAVEPOINT RELEASE PREPARE EXECUTE DEALLOCATE SET RESET SHOW CREATE ALTER DROP TRUNCATE "
+    "GRANT REVOKE VACUUM ANALYZE EXPLAIN LOCK LISTEN UNLISTEN NOTIFY DECLARE FETCH MOVE CLOSE "
+    "DISCARD REFRESH REINDEX CLUSTER COMMENT CHECKPOINT".split()
+)
+
 # Token kinds.
 WORD, QUOTED, OPEN, CLOSE, DOT, SEMI, LITERAL, PARAM, STAR, COMMA, OTHER = range(11)
 
@@ -250,6 +258,8 @@ def analyse(sql: str) -> StatementInfo:
     if i >= len(toks) or toks[i][0] != WORD:
         return StatementInfo("OTHER", None, False, normalized)
     op = toks[i][1].upper()
+    if op not in _OPERATIONS:
+        return StatementInfo("OTHER", None, False, normalized)
     table: Optional[str] = None
     writes = op in _WRITE_OPERATIONS or cte_writes
     if op == "SELECT":

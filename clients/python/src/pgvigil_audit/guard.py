@@ -22,16 +22,19 @@ follows the DBAPI connection through Sessions, Connections and the pool):
    ROLLBACK is sent, if the log is empty and ``verify_with_server`` is on, the guard asks the
    server ``pg_current_xact_id_if_assigned()``: a transaction id means the transaction wrote
    (or locked) rows through a path the events did not see (a raw DBAPI cursor, a function).
-5. Explicit rollbacks are not reported: ``Session.rollback()`` fires the Session's
+5. A transaction SQLAlchemy never saw begin (statements on a raw DBAPI cursor) is found at the
+   pool reset from the driver's own transaction status (psycopg, psycopg2, asyncpg; no round
+   trip), then checked with the server as above.
+6. Explicit rollbacks are not reported: ``Session.rollback()`` fires the Session's
    ``after_rollback`` event, which forgets the discarded writes of the Session's connections;
    a Core ``Connection.rollback()`` leaves the Connection with no transaction, so SQLAlchemy
    tells the pool reset that the transaction was *not* reset inline (``transaction_was_reset``).
-6. ``reset`` (pool event, on every return to the pool and on garbage collection): report when
+7. ``reset`` (pool event, on every return to the pool and on garbage collection): report when
    (a) the transaction is still open with writes (the Connection or Session was
    garbage-collected or never closed: ``returned-open``), or (b) writes were discarded by
    ``Connection.close()`` (``transaction_was_reset``: ``connection-closed``) or by
    ``Session.close()`` (``session-closed``).
-7. With ``raise_on_problem``, a problem found while a ``Session`` closes is raised from its
+8. With ``raise_on_problem``, a problem found while a ``Session`` closes is raised from its
    ``after_transaction_end`` event, i.e. out of ``session.close()`` / ``async with
    AsyncSession(...)``; one found in the pool (a Core connection, garbage collection) cannot be
    raised there (SQLAlchemy logs and swallows errors in pool resets), so tests call
@@ -279,6 +282,8 @@ class CommitGuard(Reporter):
                 entry["found"].append(problem)
 
     def _judge(self, state: _TxState, dbapi_connection: Any, reset_state: Any) -> Optional[UncommittedWrites]:
+        if not state.open and state.discarded is None and _dbapi_in_transaction(dbapi_connection):
+            state.open = True  # a transaction SQLAlchemy never saw begin (a raw DBAPI cursor)
         if state.open:
             writes, xid = state.writes, None
             if not writes and self.verify_with_server and getattr(reset_state, "asyncio_safe", True):
@@ -340,6 +345,25 @@ class CommitGuard(Reporter):
             tables=tables,
             xact_id=xid,
         )
+
+
+def _dbapi_in_transaction(dbapi: Any) -> bool:
+    """Whether the DBAPI connection itself says a transaction is open (no round trip): psycopg 3,
+    psycopg2 and SQLAlchemy's asyncpg adapter; other drivers: unknown, so no."""
+    try:
+        info = getattr(dbapi, "info", None)
+        status = getattr(info, "transaction_status", None)
+        if status is not None:  # psycopg 3: IDLE 0, ACTIVE 1, INTRANS 2, INERROR 3
+            return int(status) in (2, 3)
+        get_status = getattr(dbapi, "get_transaction_status", None)
+        if callable(get_status):  # psycopg2: same numbers
+            return int(get_status()) in (2, 3)
+        inner = getattr(dbapi, "_connection", None)  # SQLAlchemy's asyncpg adapter
+        if inner is not None and callable(getattr(inner, "is_in_transaction", None)):
+            return bool(inner.is_in_transaction())
+    except Exception:
+        pass
+    return False
 
 
 def install_commit_guard(
