@@ -54,7 +54,8 @@ async fn main() -> Result<(), Error> {
     let rows = count("rows")?;
 
     let audit_conn = connect(dsn).await?;
-    let mut builder = ImportAudit::builder(table.as_str(), get("source")?.as_str(), count("expected")?);
+    let mut builder =
+        ImportAudit::builder(table.as_str(), get("source")?.as_str(), count("expected")?);
     if let Some(id) = a.get("import-id") {
         builder = builder.import_id(Uuid::parse_str(id)?);
     }

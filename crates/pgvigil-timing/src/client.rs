@@ -137,10 +137,9 @@ fn resolve<'t>(
 ) -> (QuerySummary, Option<&'t str>) {
     match (name, target) {
         (Some(n), Target::Sql(sql)) => (recorder.named(n, Some(sql)), Some(sql)),
-        (Some(n), Target::Prepared(_, s)) => (
-            QuerySummary::new(s.operation(), recorder.shared.summarizer.intern(n)),
-            None,
-        ),
+        (Some(n), Target::Prepared(_, s)) => {
+            (s.renamed(recorder.shared.summarizer.intern(n)), None)
+        }
         (Some(n), Target::Raw(_)) => (recorder.named(n, None), None),
         (None, Target::Sql(sql)) => (recorder.summary_for(sql), Some(sql)),
         (None, Target::Prepared(_, s)) => ((*s).clone(), None),

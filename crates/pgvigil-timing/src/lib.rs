@@ -104,6 +104,7 @@ mod pool;
 mod recorder;
 mod stream;
 pub mod summary;
+pub mod unit;
 
 pub use audit::{
     AsClient, AuditError, AuditTable, IMPORT_AUDIT_DDL, ImportAudit, ImportAuditBuilder,
@@ -121,4 +122,9 @@ pub use recorder::{
     PoolStatus, Recorder, RecorderBuilder, error_type,
 };
 pub use stream::{TimedCopyInSink, TimedCopyOutStream, TimedRowStream};
-pub use summary::{QuerySummary, summarize};
+pub use summary::{Lint, QuerySummary, StatementFacts, summarize};
+#[cfg(feature = "tracing-subscriber")]
+pub use unit::UnitOfWorkLayer;
+pub use unit::{
+    DEFAULT_N_PLUS_ONE_THRESHOLD, EnteredUnit, InUnitOfWork, UNIT_OF_WORK_FIELD, UnitOfWork,
+};

@@ -12,6 +12,16 @@
 //!
 //! The summary follows OpenTelemetry's `db.query.summary` shape: operation keyword, then the main
 //! target table, e.g. `SELECT users`, `INSERT public.orders`, `UPDATE "Campaign"`.
+//!
+//! The same single pass of the tokenizer (on a cache miss only) also yields the statement's
+//! [`StatementFacts`]: a fingerprint of its normalised text (literals and parameters replaced by
+//! `?`, whitespace and comments dropped; what N+1 detection counts by), that normalised text, and
+//! the rulebook lints: `SELECT *` at the top level of the main query ([`Lint::SelectStar`]) and a
+//! query that reads whole tables ([`Lint::UnboundedSelect`]: a top-level `SELECT … FROM table`
+//! with no `WHERE`, `LIMIT`/`FETCH`, `GROUP BY`/`HAVING` or aggregate in its select list, or a
+//! `TABLE t` statement). The tokenizer understands string literals, `E''` strings, dollar quotes,
+//! quoted identifiers and comments, so a `'SELECT *'` literal or a commented-out clause never
+//! counts; `count(*)`, `a * b` and `EXISTS (SELECT * …)` are not `SELECT *`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -32,11 +42,91 @@ const MAX_SUMMARY_LEN: usize = 128;
 pub struct QuerySummary {
     operation: &'static str,
     summary: Arc<str>,
+    facts: Option<Arc<StatementFacts>>,
+}
+
+/// What the tokenizer learnt about one SQL text, once (cached with its summary).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct StatementFacts {
+    fingerprint: u64,
+    normalized: Box<str>,
+    lints: u8,
+}
+
+/// A rule of the SQL rulebook a statement breaks (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Lint {
+    /// Rule 6: never `SELECT *`; name the columns.
+    SelectStar,
+    /// Rule 3's companion: a query that reads whole tables (no `WHERE`, no `LIMIT`, no aggregate).
+    UnboundedSelect,
+}
+
+impl Lint {
+    /// Every lint, in bit order.
+    pub const ALL: [Lint; 2] = [Lint::SelectStar, Lint::UnboundedSelect];
+
+    /// The `rule` label value: `select_star`, `unbounded_select`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lint::SelectStar => "select_star",
+            Lint::UnboundedSelect => "unbounded_select",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Lint::SelectStar => 1,
+            Lint::UnboundedSelect => 2,
+        }
+    }
+}
+
+impl StatementFacts {
+    /// Hash of the normalised text: equal for the same statement with other literals.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The statement with literals and parameters as `?`, tokens separated by one space (at
+    /// most 512 tokens).
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
+    /// The rulebook lints the statement breaks.
+    pub fn lints(&self) -> impl Iterator<Item = Lint> + '_ {
+        Lint::ALL.into_iter().filter(|l| self.lints & l.bit() != 0)
+    }
+
+    pub(crate) fn has_lints(&self) -> bool {
+        self.lints != 0
+    }
 }
 
 impl QuerySummary {
     pub(crate) fn new(operation: &'static str, summary: Arc<str>) -> Self {
-        Self { operation, summary }
+        Self {
+            operation,
+            summary,
+            facts: None,
+        }
+    }
+
+    /// The same statement facts under another name (a `.named(..)` prepared statement).
+    pub(crate) fn renamed(&self, summary: Arc<str>) -> Self {
+        Self {
+            operation: self.operation,
+            summary,
+            facts: self.facts.clone(),
+        }
+    }
+
+    /// What is known of the SQL text behind this label (`None` for a raw statement or a
+    /// transaction-control round trip).
+    pub fn facts(&self) -> Option<&StatementFacts> {
+        self.facts.as_deref()
     }
 
     /// The operation keyword (`SELECT`, `INSERT`, …, or `OTHER`), from a fixed list.
@@ -72,8 +162,12 @@ impl QuerySummary {
 /// assert_eq!(summarize("insert into public.Contacts (a) values ($1)").summary(), "INSERT public.contacts");
 /// ```
 pub fn summarize(sql: &str) -> QuerySummary {
-    let (operation, summary) = derive(sql);
-    QuerySummary::new(operation, Arc::from(summary))
+    let d = derive(sql);
+    QuerySummary {
+        operation: d.operation,
+        summary: Arc::from(d.summary),
+        facts: Some(Arc::new(d.facts)),
+    }
 }
 
 /// The bounded SQL → summary cache and label interner. See the [module docs](self).
@@ -96,14 +190,25 @@ impl Summarizer {
     }
 
     /// The bounded summary of `sql`.
+    #[cfg(test)]
     pub(crate) fn for_sql(&self, sql: &str) -> QuerySummary {
+        self.lookup(sql).0
+    }
+
+    /// The bounded summary of `sql`, and whether it was derived just now (a cache miss: the
+    /// moment to look at its lints, off the hot path).
+    pub(crate) fn lookup(&self, sql: &str) -> (QuerySummary, bool) {
         if sql.len() <= SQL_CACHE_MAX_LEN {
             if let Some(hit) = read(&self.by_sql).get(sql) {
-                return hit.clone();
+                return (hit.clone(), false);
             }
         }
-        let (operation, summary) = derive(sql);
-        let label = QuerySummary::new(operation, self.intern(&summary));
+        let d = derive(sql);
+        let label = QuerySummary {
+            operation: d.operation,
+            summary: self.intern(&d.summary),
+            facts: Some(Arc::new(d.facts)),
+        };
         if sql.len() <= SQL_CACHE_MAX_LEN {
             let mut map = write(&self.by_sql);
             if map.len() >= SQL_CACHE_ENTRIES {
@@ -111,16 +216,18 @@ impl Summarizer {
             }
             map.insert(Box::from(sql), label.clone());
         }
-        label
+        (label, true)
     }
 
-    /// The operation of `sql` with a caller-provided name, bounded like derived names.
-    pub(crate) fn named(&self, name: &str, sql: Option<&str>) -> QuerySummary {
-        let operation = match sql {
-            Some(sql) => self.for_sql(sql).operation,
-            None => "OTHER",
-        };
-        QuerySummary::new(operation, self.intern(name))
+    /// `sql`'s operation and facts under a caller-provided name, bounded like derived names.
+    pub(crate) fn named(&self, name: &str, sql: Option<&str>) -> (QuerySummary, bool) {
+        match sql {
+            Some(sql) => {
+                let (label, fresh) = self.lookup(sql);
+                (label.renamed(self.intern(name)), fresh)
+            }
+            None => (QuerySummary::new("OTHER", self.intern(name)), false),
+        }
     }
 
     /// Intern one label value; past the budget every new value is [`OTHER_SUMMARY`].
@@ -249,7 +356,11 @@ enum Tok<'a> {
     Close,
     Dot,
     Semi,
-    /// Any other punctuation, literal or parameter.
+    Comma,
+    Star,
+    /// A string or numeric literal, or a parameter (`$1`): `?` in the normalised text.
+    Literal,
+    /// Any other punctuation (an operator character).
     Other,
 }
 
@@ -351,10 +462,28 @@ impl<'a> Iterator for Lexer<'a> {
                 self.i += 1;
                 Some(Tok::Semi)
             }
+            b',' => {
+                self.i += 1;
+                Some(Tok::Comma)
+            }
+            b'*' => {
+                self.i += 1;
+                Some(Tok::Star)
+            }
             b'\'' => {
                 self.i += 1;
                 self.skip_until(b'\'');
-                Some(Tok::Other)
+                Some(Tok::Literal)
+            }
+            c if c.is_ascii_digit() || c == b'.' => {
+                // A number (the Dot case above took `.` not followed by a digit).
+                self.i += 1;
+                while self.i < b.len()
+                    && (b[self.i].is_ascii_alphanumeric() || b[self.i] == b'.' || b[self.i] == b'_')
+                {
+                    self.i += 1;
+                }
+                Some(Tok::Literal)
             }
             b'"' => {
                 self.i += 1;
@@ -380,7 +509,7 @@ impl<'a> Iterator for Lexer<'a> {
                 } else {
                     self.i = j;
                 }
-                Some(Tok::Other)
+                Some(Tok::Literal)
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 // E'…' escape string.
@@ -398,7 +527,7 @@ impl<'a> Iterator for Lexer<'a> {
                         }
                     }
                     self.i = self.i.min(b.len());
-                    return Some(Tok::Other);
+                    return Some(Tok::Literal);
                 }
                 while self.i < b.len()
                     && (b[self.i].is_ascii_alphanumeric()
@@ -411,7 +540,7 @@ impl<'a> Iterator for Lexer<'a> {
                 Some(Tok::Word(&self.s[start..self.i]))
             }
             _ => {
-                // Numbers and operators: consume one char (whole UTF-8 sequence).
+                // Operators: consume one char (whole UTF-8 sequence).
                 self.i += 1;
                 while self.i < b.len() && !self.s.is_char_boundary(self.i) {
                     self.i += 1;
@@ -484,11 +613,65 @@ fn select_target(toks: &[Tok<'_>], at: usize, depth: i32) -> Option<String> {
     }
 }
 
-/// Derive `(operation, summary)` from SQL text. Stops lexing after a bounded number of tokens so
-/// huge multi-row INSERTs cost no more than their head.
-fn derive(sql: &str) -> (&'static str, String) {
+/// What [`derive`] learns from one SQL text.
+struct Derived {
+    operation: &'static str,
+    summary: String,
+    facts: StatementFacts,
+}
+
+/// Lex `sql` (at most `MAX_TOKENS` tokens, so huge multi-row INSERTs cost no more than their
+/// head), keeping the normalised text: words as written, literals and parameters as `?`.
+fn lex(sql: &str) -> (Vec<Tok<'_>>, String) {
     const MAX_TOKENS: usize = 512;
-    let toks: Vec<Tok<'_>> = Lexer::new(sql).take(MAX_TOKENS).collect();
+    let mut lexer = Lexer::new(sql);
+    let mut toks = Vec::new();
+    let mut normalized = String::with_capacity(sql.len().min(1024));
+    while toks.len() < MAX_TOKENS {
+        lexer.skip_trivia();
+        let start = lexer.i;
+        let Some(tok) = lexer.next() else { break };
+        if !normalized.is_empty() {
+            normalized.push(' ');
+        }
+        match tok {
+            Tok::Literal => normalized.push('?'),
+            _ => normalized.push_str(&sql[start..lexer.i.min(sql.len())]),
+        }
+        toks.push(tok);
+    }
+    (toks, normalized)
+}
+
+fn fingerprint(normalized: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    normalized.hash(&mut h);
+    h.finish()
+}
+
+/// Derive the operation, summary and facts of one SQL text.
+fn derive(sql: &str) -> Derived {
+    let (toks, normalized) = lex(sql);
+    let (operation, target, lints) = analyse(&toks);
+    let summary = match target {
+        Some(t) => format!("{operation} {t}"),
+        None => operation.to_owned(),
+    };
+    Derived {
+        operation,
+        summary: truncate(&summary, MAX_SUMMARY_LEN).to_owned(),
+        facts: StatementFacts {
+            fingerprint: fingerprint(&normalized),
+            normalized: normalized.into_boxed_str(),
+            lints,
+        },
+    }
+}
+
+/// `(operation, main table, lint bits)` of a token stream.
+fn analyse(toks: &[Tok<'_>]) -> (&'static str, Option<String>, u8) {
+    const NONE: (&str, Option<String>, u8) = ("OTHER", None, 0);
     // Leading brackets: "(SELECT ...)".
     let mut i = 0;
     let mut depth = 0;
@@ -499,53 +682,30 @@ fn derive(sql: &str) -> (&'static str, String) {
     // WITH [RECURSIVE] name AS (...), ...: the main statement is the first operation keyword at
     // the top level after the CTE list.
     if toks.get(i).is_some_and(|t| t.is_kw("WITH")) {
-        let mut d = depth;
-        let mut j = i + 1;
-        let mut found = None;
-        while let Some(t) = toks.get(j) {
-            match t {
-                Tok::Open => d += 1,
-                Tok::Close => d -= 1,
-                t if d == depth
-                    && [
-                        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE",
-                    ]
-                    .iter()
-                    .any(|k| t.is_kw(k)) =>
-                {
-                    found = Some(j);
-                    break;
-                }
-                _ => {}
-            }
-            j += 1;
-        }
-        match found {
+        match main_after_ctes(toks, i, depth) {
             Some(j) => i = j,
-            None => return ("OTHER", "OTHER".to_owned()),
+            None => return NONE,
         }
     }
     let Some(Tok::Word(first)) = toks.get(i) else {
-        return ("OTHER", "OTHER".to_owned());
+        return NONE;
     };
     let Some(op) = OPERATIONS
         .iter()
         .copied()
         .find(|k| first.eq_ignore_ascii_case(k))
     else {
-        return ("OTHER", "OTHER".to_owned());
+        return NONE;
     };
     let target = match op {
-        "SELECT" => select_target(&toks, i, depth),
+        "SELECT" => select_target(toks, i, depth),
         "INSERT" | "MERGE" => {
-            find_at_depth(&toks, i + 1, "INTO", depth).and_then(|at| relation(&toks, at + 1))
+            find_at_depth(toks, i + 1, "INTO", depth).and_then(|at| relation(toks, at + 1))
         }
-        "DELETE" => {
-            find_at_depth(&toks, i + 1, "FROM", depth).and_then(|at| relation(&toks, at + 1))
-        }
+        "DELETE" => find_at_depth(toks, i + 1, "FROM", depth).and_then(|at| relation(toks, at + 1)),
         "UPDATE" | "COPY" | "TRUNCATE" | "TABLE" | "CALL" | "LOCK" => match toks.get(i + 1) {
             Some(Tok::Open) => None,
-            _ => relation(&toks, i + 1),
+            _ => relation(toks, i + 1),
         },
         "CREATE" | "ALTER" | "DROP" => {
             // CREATE [OR REPLACE] [UNIQUE|TEMP|UNLOGGED|MATERIALIZED ...] <kind>
@@ -557,11 +717,110 @@ fn derive(sql: &str) -> (&'static str, String) {
         }
         _ => None,
     };
-    let summary = match target {
-        Some(t) => format!("{op} {t}"),
-        None => op.to_owned(),
+    let lints = match op {
+        "SELECT" => select_lints(toks, i, depth),
+        // TABLE t is SELECT * FROM t.
+        "TABLE" if target.is_some() => Lint::SelectStar.bit() | Lint::UnboundedSelect.bit(),
+        _ => 0,
     };
-    (op, truncate(&summary, MAX_SUMMARY_LEN).to_owned())
+    (op, target, lints)
+}
+
+/// Index of the main statement's keyword after `WITH … AS (…), …` starting at `toks[at]`.
+fn main_after_ctes(toks: &[Tok<'_>], at: usize, depth: i32) -> Option<usize> {
+    let mut d = depth;
+    for (j, t) in toks.iter().enumerate().skip(at + 1) {
+        match t {
+            Tok::Open => d += 1,
+            Tok::Close => d -= 1,
+            t if d == depth
+                && [
+                    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE",
+                ]
+                .iter()
+                .any(|k| t.is_kw(k)) =>
+            {
+                return Some(j);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Aggregates that make a select list return one row per group.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "every",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "variance",
+];
+
+/// The lints of the SELECT whose keyword is `toks[at]`, at bracket depth `depth`.
+fn select_lints(toks: &[Tok<'_>], at: usize, depth: i32) -> u8 {
+    let mut lints = 0;
+    let from = find_at_depth(toks, at + 1, "FROM", depth);
+    // The select list, at the query's own depth: `*` or `t.*` as an item.
+    let list_end = from.unwrap_or(toks.len());
+    let mut d = depth;
+    let mut aggregate = false;
+    for k in at + 1..list_end {
+        match &toks[k] {
+            Tok::Open => d += 1,
+            Tok::Close => d -= 1,
+            Tok::Semi if d == depth => break,
+            Tok::Star if d == depth => {
+                let item_start = matches!(toks[k - 1], Tok::Comma | Tok::Dot)
+                    || ["SELECT", "DISTINCT", "ALL"]
+                        .iter()
+                        .any(|kw| toks[k - 1].is_kw(kw));
+                if item_start {
+                    lints |= Lint::SelectStar.bit();
+                }
+            }
+            Tok::Word(w)
+                if d == depth
+                    && toks.get(k + 1) == Some(&Tok::Open)
+                    && AGGREGATES.iter().any(|a| w.eq_ignore_ascii_case(a)) =>
+            {
+                aggregate = true;
+            }
+            _ => {}
+        }
+    }
+    // Reads whole tables: FROM a table (not a function or VALUES), and nothing at the top level
+    // that bounds the rows.
+    let Some(from) = from else { return lints };
+    let reads_table = match (toks.get(from + 1), toks.get(from + 2)) {
+        (Some(Tok::Word(_) | Tok::Quoted(_)), Some(Tok::Open)) => false, // a set-returning function
+        (Some(Tok::Word(w)), _) if w.eq_ignore_ascii_case("LATERAL") => false,
+        (Some(Tok::Word(_) | Tok::Quoted(_)), _) => true,
+        (Some(Tok::Open), _) => {
+            find_at_depth(toks, from + 2, "SELECT", depth + 1).is_some_and(|sel| {
+                select_lints(toks, sel, depth + 1) & Lint::UnboundedSelect.bit() != 0
+            })
+        }
+        _ => false,
+    };
+    let bounded = ["WHERE", "LIMIT", "FETCH", "GROUP", "HAVING"]
+        .iter()
+        .any(|kw| find_at_depth(toks, from + 1, kw, depth).is_some());
+    if reads_table && !bounded && !aggregate {
+        lints |= Lint::UnboundedSelect.bit();
+    }
+    lints
 }
 
 #[cfg(test)]
@@ -569,7 +828,11 @@ mod tests {
     use super::*;
 
     fn s(sql: &str) -> String {
-        derive(sql).1
+        derive(sql).summary
+    }
+
+    fn lints(sql: &str) -> Vec<&'static str> {
+        derive(sql).facts.lints().map(Lint::name).collect()
     }
 
     #[test]
@@ -628,6 +891,70 @@ mod tests {
     }
 
     #[test]
+    fn rulebook_lints_respect_literals_comments_and_depth() {
+        assert_eq!(
+            lints("SELECT * FROM campaign WHERE id = $1"),
+            ["select_star"]
+        );
+        assert_eq!(
+            lints("SELECT c.*, 1 FROM campaign c WHERE id = $1"),
+            ["select_star"]
+        );
+        assert_eq!(lints("SELECT DISTINCT * FROM t LIMIT 5"), ["select_star"]);
+        assert_eq!(
+            lints("SELECT * FROM campaign"),
+            ["select_star", "unbounded_select"]
+        );
+        assert_eq!(lints("TABLE campaign"), ["select_star", "unbounded_select"]);
+        assert_eq!(lints("SELECT id, name FROM campaign"), ["unbounded_select"]);
+        assert_eq!(
+            lints("SELECT id FROM a JOIN b ON a.x = b.x ORDER BY id"),
+            ["unbounded_select"]
+        );
+        assert_eq!(
+            lints("WITH r AS (SELECT id FROM t WHERE x) SELECT * FROM r"),
+            ["select_star", "unbounded_select"]
+        );
+        for bounded in [
+            "SELECT id, name FROM campaign WHERE id = $1",
+            "SELECT id FROM campaign ORDER BY id LIMIT 50",
+            "SELECT id FROM campaign FETCH FIRST 10 ROWS ONLY",
+            "SELECT count(*) FROM campaign",
+            "SELECT status, count(*) FROM campaign GROUP BY status",
+            "SELECT a * b FROM t WHERE id = 1",
+            "SELECT id FROM t WHERE EXISTS (SELECT * FROM u WHERE u.t = t.id)",
+            "SELECT 'SELECT * FROM t' AS q",
+            "SELECT $$ SELECT * FROM t $$",
+            "/* SELECT * FROM t */ SELECT 1",
+            "SELECT id FROM generate_series(1, 10) id",
+            "SELECT 1",
+            "SELECT x FROM (SELECT x FROM t WHERE y) s",
+            "INSERT INTO t SELECT * FROM u WHERE false",
+            "UPDATE t SET a = 1",
+        ] {
+            assert_eq!(lints(bounded), Vec::<&str>::new(), "{bounded}");
+        }
+    }
+
+    #[test]
+    fn normalised_text_and_fingerprints() {
+        let a = derive("SELECT name FROM contacts WHERE id = 42 AND email = 'a@x' -- c");
+        let b = derive("SELECT  name FROM contacts\nWHERE id = $1 AND email = E'b\\'x'");
+        assert_eq!(
+            &*a.facts.normalized,
+            "SELECT name FROM contacts WHERE id = ? AND email = ?"
+        );
+        assert_eq!(a.facts.normalized, b.facts.normalized);
+        assert_eq!(a.facts.fingerprint, b.facts.fingerprint);
+        let c = derive("SELECT name FROM contacts WHERE id = ANY($1)");
+        assert_ne!(a.facts.fingerprint, c.facts.fingerprint);
+        assert_eq!(
+            derive("SELECT 1.5, .5 FROM t").facts.normalized.as_ref(),
+            "SELECT ? , ? FROM t"
+        );
+    }
+
+    #[test]
     fn cardinality_is_bounded_and_cache_memory_too() {
         let sum = Summarizer::new(10);
         for i in 0..5000 {
@@ -645,7 +972,7 @@ mod tests {
             "SELECT table_3"
         );
         // Caller names share the same budget.
-        assert_eq!(sum.named("load_campaign", None).summary(), OTHER_SUMMARY);
+        assert_eq!(sum.named("load_campaign", None).0.summary(), OTHER_SUMMARY);
         let long = "x".repeat(1000);
         assert!(Summarizer::new(5).intern(&long).len() <= MAX_SUMMARY_LEN);
     }
