@@ -90,7 +90,7 @@ impl Drop for UnitState {
             .into_values()
             .filter(|(n, _)| *n > self.threshold)
             .collect();
-        over.sort_by(|a, b| b.0.cmp(&a.0));
+        over.sort_by_key(|e| std::cmp::Reverse(e.0));
         for (count, label) in over {
             self.recorder
                 .shared
