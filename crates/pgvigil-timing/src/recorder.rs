@@ -477,7 +477,7 @@ impl RecorderBuilder {
     /// work ([`Recorder::unit_of_work`], or a span marked `unit_of_work` with the
     /// `tracing-subscriber` feature's layer) is reported when the unit ends. Default
     /// [`DEFAULT_N_PLUS_ONE_THRESHOLD`](crate::DEFAULT_N_PLUS_ONE_THRESHOLD) (10); `None` turns
-    /// it off (then no operation even looks for a unit). See the [`unit`](crate::unit) module.
+    /// it off (then no operation even looks for a unit). See the [`unit`](mod@crate::unit) module.
     pub fn n_plus_one_threshold(mut self, threshold: impl Into<Option<u64>>) -> Self {
         self.n_plus_one_threshold = threshold.into();
         self
