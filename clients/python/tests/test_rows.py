@@ -189,3 +189,20 @@ def test_stamped_ids_are_uuids(db) -> None:
         assert row(db, str(uuid.UUID(int=7)))["reported_rows"] is None  # never reported
     finally:
         engine.dispose()
+
+
+def test_background_heartbeats_until_the_import_ends(db) -> None:
+    from support import wait_for
+
+    def heartbeat_at(import_id: str):
+        return db.query("SELECT heartbeat_at FROM import_audit WHERE import_id = %s", import_id)[0][0]
+
+    engine = create_engine(db.url("psycopg"))
+    try:
+        with record_import(engine, "contacts", source="s", expected=0, heartbeat_every=0.1) as imp:
+            first = heartbeat_at(str(imp.import_id))
+            wait_for("a background heartbeat", lambda: heartbeat_at(str(imp.import_id)) > first)
+        finished = db.query("SELECT status, heartbeat_at = finished_at FROM import_audit")
+        assert finished == [("committed", True)]
+    finally:
+        engine.dispose()

@@ -64,3 +64,11 @@ def test_error_messages_are_cut_like_the_rust_writers() -> None:
             raise ValueError("bad CSV") from e
     except ValueError as e:
         assert describe_exception(e) == "ValueError: bad CSV: KeyError: 'row 7'"
+
+
+def test_the_ddl_is_the_shipped_one() -> None:
+    from support import REPO
+
+    from pgvigil_audit import IMPORT_AUDIT_DDL
+
+    assert IMPORT_AUDIT_DDL in (REPO / "deploy/sql/import_audit.sql").read_text()
