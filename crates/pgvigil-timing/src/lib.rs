@@ -129,7 +129,7 @@ pub use client::{
 pub use pool::{DEFAULT_POOL_NAME, TimedObject, TimedPool};
 pub use recorder::{
     DB_SYSTEM_NAME, DEFAULT_MAX_STATEMENT_NAMES, DEFAULT_SLOW_QUERY_THRESHOLD, DURATION_BUCKETS,
-    PoolStatus, Recorder, RecorderBuilder, error_type,
+    PoolStatus, Recorder, RecorderBuilder, ServerAddress, error_type,
 };
 pub use stream::{TimedCopyInSink, TimedCopyOutStream, TimedRowStream};
 pub use summary::{Lint, QuerySummary, StatementFacts, summarize};

@@ -33,6 +33,16 @@ pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
 pub struct Recorder {
     pub(crate) shared: Arc<Shared>,
     namespace: Arc<str>,
+    server: Option<Arc<ServerAddress>>,
+}
+
+/// The server a recorder's clients talk to: OpenTelemetry's `server.address` and `server.port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// Host name, IP address or Unix socket directory, as the app connects to it.
+    pub address: Arc<str>,
+    /// TCP port.
+    pub port: u16,
 }
 
 pub(crate) struct Shared {
@@ -75,7 +85,29 @@ impl Recorder {
         Recorder {
             shared: self.shared.clone(),
             namespace: Arc::from(namespace.as_ref()),
+            server: self.server.clone(),
         }
+    }
+
+    /// The same recorder reporting `server.address` and `server.port` (OpenTelemetry's
+    /// recommended attributes) on its spans and OpenTelemetry metrics. tokio-postgres does not
+    /// tell a `Client`'s peer, so the app says it, e.g. from its `tokio_postgres::Config`
+    /// (`get_hosts()`, `get_ports()`). The Prometheus backends leave it out: a scrape target
+    /// already says where it runs, and one more label would multiply the series.
+    pub fn with_server_address(&self, address: impl AsRef<str>, port: u16) -> Recorder {
+        Recorder {
+            shared: self.shared.clone(),
+            namespace: self.namespace.clone(),
+            server: Some(Arc::new(ServerAddress {
+                address: Arc::from(address.as_ref()),
+                port,
+            })),
+        }
+    }
+
+    /// The server address set with [`with_server_address`](Self::with_server_address).
+    pub fn server_address(&self) -> Option<&ServerAddress> {
+        self.server.as_deref()
     }
 
     /// The `db.namespace` this recorder reports (empty if not set).
@@ -216,7 +248,15 @@ impl Recorder {
             db.response.returned_rows = Empty,
             db.response.status_code = Empty,
             error.type = Empty,
+            server.address = Empty,
+            server.port = Empty,
         );
+        if let Some(server) = &self.server {
+            if !span.is_disabled() {
+                span.record("server.address", &*server.address);
+                span.record("server.port", server.port);
+            }
+        }
         if self.shared.capture_query_text && !span.is_disabled() {
             if let Some(sql) = sql {
                 span.record("db.query.text", sql);
@@ -324,6 +364,7 @@ impl Op {
         }
         shared.backends.operation(&crate::backend::Observation {
             namespace: &self.recorder.namespace,
+            server: self.recorder.server.as_deref(),
             summary: &self.label,
             error_type: error.as_ref(),
             seconds,
@@ -544,6 +585,7 @@ impl RecorderBuilder {
                 pools: self.pools,
             }),
             namespace: Arc::from(self.namespace),
+            server: None,
         }
     }
 }

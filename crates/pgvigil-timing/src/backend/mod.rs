@@ -57,6 +57,8 @@ pub(crate) mod help {
 )]
 pub(crate) struct Observation<'a> {
     pub(crate) namespace: &'a Arc<str>,
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) server: Option<&'a crate::recorder::ServerAddress>,
     pub(crate) summary: &'a QuerySummary,
     pub(crate) error_type: Option<&'a Arc<str>>,
     pub(crate) seconds: f64,

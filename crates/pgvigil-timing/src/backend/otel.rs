@@ -118,7 +118,7 @@ impl Metrics {
     }
 
     pub(crate) fn operation(&self, obs: &Observation<'_>) {
-        let mut attrs = Vec::with_capacity(5);
+        let mut attrs = Vec::with_capacity(7);
         attrs.push(KeyValue::new("db.system.name", DB_SYSTEM_NAME));
         if !obs.namespace.is_empty() {
             attrs.push(KeyValue::new("db.namespace", obs.namespace.clone()));
@@ -130,6 +130,10 @@ impl Metrics {
         ));
         if let Some(e) = obs.error_type {
             attrs.push(KeyValue::new("error.type", e.clone()));
+        }
+        if let Some(server) = obs.server {
+            attrs.push(KeyValue::new("server.address", server.address.clone()));
+            attrs.push(KeyValue::new("server.port", i64::from(server.port)));
         }
         self.duration.record(obs.seconds, &attrs);
     }
