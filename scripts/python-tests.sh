@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the Python client's pytest suite (clients/python/tests) against a throwaway cluster and a
-# real pgvigil, as scripts/test.sh does after the Rust tests. Extra arguments go to pytest.
+# Checks the Python client with ruff (lint and format) and runs its pytest suite
+# (clients/python/tests) against a throwaway cluster and a real pgvigil, as scripts/test.sh does
+# after the Rust tests. Extra arguments go to pytest.
 #
 # The packages the tests need (clients/python/requirements-test.txt, pinned) are installed from
 # PyPI into a virtualenv kept outside the repository, keyed by that file's hash:
@@ -38,4 +39,7 @@ export PGVIGIL_RECORD_IMPORT_BIN="$target/debug/examples/record_import"
 case "$target" in /*) ;; *) for v in PGVIGIL_BIN PGVIGIL_TESTKIT_BIN PGVIGIL_RECORD_IMPORT_BIN; do export "$v=$PWD/${!v}"; done ;; esac
 
 cd clients/python
+# Lint and format check (clients/python/pyproject.toml [tool.ruff]), then the tests.
+"$venv/bin/ruff" check --quiet --no-cache src tests
+"$venv/bin/ruff" format --check --quiet --no-cache src tests
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -33,7 +33,9 @@ Rows = List[Dict[str, str]]
 
 
 def csv_rows(tag: str, n: int) -> Rows:
-    text = "email,name\n" + "".join(f"contact{i}.{tag}@example.com,Contact {i}\n" for i in range(1, n + 1))
+    text = "email,name\n" + "".join(
+        f"contact{i}.{tag}@example.com,Contact {i}\n" for i in range(1, n + 1)
+    )
     return list(csv.DictReader(io.StringIO(text)))
 
 

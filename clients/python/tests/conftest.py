@@ -7,7 +7,6 @@ from typing import Callable, Iterator
 
 import psycopg
 import pytest
-
 from support import Cluster, Daemon, binaries
 
 from pgvigil_audit import IMPORT_AUDIT_DDL

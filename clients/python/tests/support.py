@@ -37,12 +37,27 @@ def binaries() -> Dict[str, str]:
         return wanted  # type: ignore[return-value]
     out = subprocess.run(
         [
-            "cargo", "build", "--all-features", "--message-format=json-render-diagnostics",
-            "-p", "pgvigil", "--bin", "pgvigil",
-            "-p", "pgvigil-testkit", "--bin", "pgvigil-testkit",
-            "-p", "pgvigil-timing", "--example", "record_import",
+            "cargo",
+            "build",
+            "--all-features",
+            "--message-format=json-render-diagnostics",
+            "-p",
+            "pgvigil",
+            "--bin",
+            "pgvigil",
+            "-p",
+            "pgvigil-testkit",
+            "--bin",
+            "pgvigil-testkit",
+            "-p",
+            "pgvigil-timing",
+            "--example",
+            "record_import",
         ],
-        cwd=REPO, check=True, stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     ).stdout
     for line in out.splitlines():
         msg = json.loads(line)
@@ -133,7 +148,9 @@ class Daemon:
         wait_for("pgvigil to be ready", lambda: self._ready(), timeout=30)
 
     def _ready(self) -> bool:
-        assert self.proc.poll() is None, f"pgvigil exited with {self.proc.returncode}: {self.log.name}"
+        assert self.proc.poll() is None, (
+            f"pgvigil exited with {self.proc.returncode}: {self.log.name}"
+        )
         try:
             return self.get("/readyz")[0] == 200
         except OSError:
@@ -155,7 +172,9 @@ class Daemon:
         report = self.json("/api/v1/imports")["targets"].get("py") or {}
         return report.get("imports") or []
 
-    def verdicts(self, ids: List[str], settled: "tuple[str, ...]" = ("ok", "shortfall")) -> Optional[Dict[str, dict]]:
+    def verdicts(
+        self, ids: List[str], settled: "tuple[str, ...]" = ("ok", "shortfall")
+    ) -> Optional[Dict[str, dict]]:
         """The verdicts of ``ids`` once every one of them is in ``settled``."""
         by_id = {v["import_id"]: v for v in self.imports()}
         if all(by_id.get(i, {}).get("verdict") in settled for i in ids):
@@ -163,7 +182,9 @@ class Daemon:
         return None
 
     def alerts(self, name: str) -> List[dict]:
-        return [a for a in self.json("/api/v1/alerts")["active"] if a["labels"].get("alertname") == name]
+        return [
+            a for a in self.json("/api/v1/alerts")["active"] if a["labels"].get("alertname") == name
+        ]
 
     def metric(self, name: str, **labels: str) -> Optional[float]:
         _, text = self.get("/metrics")

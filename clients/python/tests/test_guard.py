@@ -6,11 +6,11 @@ import asyncio
 import gc
 
 import pytest
+from apps import contacts
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from apps import contacts
 from pgvigil_audit import UncommittedWritesError, install_commit_guard
 
 ROW = {"email": "a@example.com", "name": "A"}

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Dict, List, Tuple
 
+import apps
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
-
-import apps
 from support import wait_for
 
 from pgvigil_audit import UncommittedWrites, install_commit_guard
@@ -102,9 +101,15 @@ def test_the_incident_through(driver: str, db, pgvigil) -> None:
 
     # In the app, before any data is lost for good: the forgotten COMMIT is reported.
     if driver.startswith("sqlalchemy"):
-        closed = [p for p in problems if isinstance(p, UncommittedWrites) and p.kind == "session-closed"]
-        assert [p.tables for p in closed] == [{"contacts": ROWS}, {"contacts": ROWS - 300}], problems
-        assert "forgotten COMMIT" in closed[0].message and "contacts: 10000 rows" in closed[0].message
+        closed = [
+            p for p in problems if isinstance(p, UncommittedWrites) and p.kind == "session-closed"
+        ]
+        assert [p.tables for p in closed] == [{"contacts": ROWS}, {"contacts": ROWS - 300}], (
+            problems
+        )
+        assert (
+            "forgotten COMMIT" in closed[0].message and "contacts: 10000 rows" in closed[0].message
+        )
     else:
         mentions = [m for m in problems if forgot in m]
         assert len(mentions) == 1 and "was rolled back" in mentions[0], problems
@@ -112,20 +117,36 @@ def test_the_incident_through(driver: str, db, pgvigil) -> None:
 
     # At the database, by the running pgvigil.
     daemon = pgvigil(db)
-    verdicts = wait_for("pgvigil's verdicts on the three imports", lambda: daemon.verdicts([ok, forgot, partial]))
+    verdicts = wait_for(
+        "pgvigil's verdicts on the three imports", lambda: daemon.verdicts([ok, forgot, partial])
+    )
     assert (verdicts[ok]["verdict"], verdicts[ok]["committed_rows"]) == ("ok", ROWS)
     v = verdicts[forgot]
     assert (v["verdict"], v["expected_rows"], v["committed_rows"], v["missing_rows"]) == (
-        "shortfall", ROWS, 0, ROWS,
+        "shortfall",
+        ROWS,
+        0,
+        ROWS,
     )
-    assert (v["source_name"], v["xact_status"], v["reported_rows"]) == ("contacts-tuesday.csv", "aborted", ROWS)
+    assert (v["source_name"], v["xact_status"], v["reported_rows"]) == (
+        "contacts-tuesday.csv",
+        "aborted",
+        ROWS,
+    )
     v = verdicts[partial]
     assert (v["verdict"], v["expected_rows"], v["committed_rows"], v["missing_rows"]) == (
-        "shortfall", ROWS, 300, ROWS - 300,
+        "shortfall",
+        ROWS,
+        300,
+        ROWS - 300,
     )
 
     def firing() -> Dict[str, dict]:
-        alerts = {a["labels"]["import_id"]: a for a in daemon.alerts("ImportRowShortfall") if a["state"] == "firing"}
+        alerts = {
+            a["labels"]["import_id"]: a
+            for a in daemon.alerts("ImportRowShortfall")
+            if a["state"] == "firing"
+        }
         return alerts if {forgot, partial} <= alerts.keys() else {}
 
     alerts = wait_for("ImportRowShortfall firing for both shortfalls", firing)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from apps import contacts
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from apps import contacts
 from pgvigil_audit import install_n_plus_one
 
 LOOKUP = text("SELECT name FROM contacts WHERE id = :id")
@@ -17,7 +17,9 @@ EAGER = text("SELECT id, name FROM contacts WHERE id = ANY(:ids)")
 
 
 def seed(db) -> None:
-    db.query("INSERT INTO contacts (email, name) SELECT 'c' || g, 'C' || g FROM generate_series(1, 50) g")
+    db.query(
+        "INSERT INTO contacts (email, name) SELECT 'c' || g, 'C' || g FROM generate_series(1, 50) g"
+    )
 
 
 def test_n_plus_one_sync(db) -> None:
@@ -28,9 +30,13 @@ def test_n_plus_one_sync(db) -> None:
         with n1.unit_of_work("GET /campaigns/7"), engine.connect() as c:
             for i in range(1, 51):
                 c.execute(LOOKUP, {"id": i}).scalar()
-            c.execute(insert(contacts), [{"email": f"x{i}"} for i in range(2000)])  # one bulk INSERT
+            c.execute(
+                insert(contacts), [{"email": f"x{i}"} for i in range(2000)]
+            )  # one bulk INSERT
             c.rollback()
-        assert [(p.summary, p.count, p.unit) for p in n1.problems] == [("SELECT contacts", 50, "GET /campaigns/7")]
+        assert [(p.summary, p.count, p.unit) for p in n1.problems] == [
+            ("SELECT contacts", 50, "GET /campaigns/7")
+        ]
         assert "SELECT name FROM contacts WHERE id = ?" in n1.problems[0].statement
         n1.clear()
         for i in range(1, 51):
@@ -54,6 +60,7 @@ def test_n_plus_one_async_units_are_per_task(db) -> None:
         engine = create_async_engine(db.url("asyncpg"))
         n1 = install_n_plus_one(engine, threshold=20)
         try:
+
             async def request(name: str, lookups: int) -> None:
                 with n1.unit_of_work(name):
                     async with engine.connect() as c:

@@ -20,7 +20,10 @@ from pgvigil_audit import MAX_ERROR_MESSAGE_LEN, NOTIFY_CHANNEL, record_import
 EXPECTED, ROWS, REJECTED, SKIPPED = 5, 3, 1, 1
 # Longer than the limit, multi-byte, with a NUL PostgreSQL text cannot hold.
 FAILURE = "bad row 4:\x00 " + "é" * 2500
-INSERT = "INSERT INTO contacts (email, import_id) SELECT 'py' || g || '@example.com', CAST(:id AS uuid) FROM generate_series(1, :n) g"
+INSERT = (
+    "INSERT INTO contacts (email, import_id) "
+    "SELECT 'py' || g || '@example.com', CAST(:id AS uuid) FROM generate_series(1, :n) g"
+)
 
 COLUMNS = (
     "target_table::text, id_column::text, source_name, expected_rows, rejected_rows, skipped_rows, "
@@ -42,9 +45,21 @@ def row(db, import_id: str) -> Dict[str, object]:
 
 def rust_writer(bins, db, fail: Optional[str]) -> str:
     args = [
-        bins["record_import"], "--dsn", db.dsn, "--table", "contacts", "--source", "contacts.csv",
-        "--expected", str(EXPECTED), "--rows", str(ROWS), "--rejected", str(REJECTED),
-        "--skipped", str(SKIPPED),
+        bins["record_import"],
+        "--dsn",
+        db.dsn,
+        "--table",
+        "contacts",
+        "--source",
+        "contacts.csv",
+        "--expected",
+        str(EXPECTED),
+        "--rows",
+        str(ROWS),
+        "--rejected",
+        str(REJECTED),
+        "--skipped",
+        str(SKIPPED),
     ]
     if fail is not None:
         args += ["--fail", fail.replace("\x00", "\\0")]  # argv cannot hold a NUL
@@ -78,12 +93,15 @@ def python_writer(driver: str, db, fail: Optional[str]) -> str:
             engine.dispose()
         return str(imp.import_id)
     if driver == "psycopg":
-        with psycopg.connect(db.dsn, autocommit=True) as audit, record_import(
-            audit, "contacts", source="contacts.csv", expected=EXPECTED
-        ) as imp, psycopg.connect(db.dsn) as conn:
+        with (
+            psycopg.connect(db.dsn, autocommit=True) as audit,
+            record_import(audit, "contacts", source="contacts.csv", expected=EXPECTED) as imp,
+            psycopg.connect(db.dsn) as conn,
+        ):
             imp.attach(conn)
             conn.execute(
-                "INSERT INTO contacts (email, import_id) SELECT 'py' || g, %s FROM generate_series(1, %s) g",
+                "INSERT INTO contacts (email, import_id) "
+                "SELECT 'py' || g, %s FROM generate_series(1, %s) g",
                 (imp.import_id, ROWS),
             )
             _counts(imp)
@@ -102,7 +120,9 @@ async def _async_writer(driver: str, db, fail: Optional[str]) -> str:
     if driver == "sqlalchemy-async":
         engine = create_async_engine(db.url("asyncpg"))
         try:
-            async with record_import(engine, "contacts", source="contacts.csv", expected=EXPECTED) as imp:
+            async with record_import(
+                engine, "contacts", source="contacts.csv", expected=EXPECTED
+            ) as imp:
                 async with AsyncSession(engine) as s:
                     await imp.attach(s)
                     await s.execute(text(INSERT), {"id": str(imp.import_id), "n": ROWS})
@@ -120,13 +140,17 @@ async def _async_writer(driver: str, db, fail: Optional[str]) -> str:
     assert driver == "asyncpg"
     audit, conn = await asyncpg.connect(db.url()), await asyncpg.connect(db.url())
     try:
-        async with record_import(audit, "contacts", source="contacts.csv", expected=EXPECTED) as imp:
+        async with record_import(
+            audit, "contacts", source="contacts.csv", expected=EXPECTED
+        ) as imp:
             tx = conn.transaction()
             await tx.start()
             await imp.attach(conn)
             await conn.execute(
-                "INSERT INTO contacts (email, import_id) SELECT 'py' || g, $1 FROM generate_series(1, $2) g",
-                imp.import_id, ROWS,
+                "INSERT INTO contacts (email, import_id) "
+                "SELECT 'py' || g, $1 FROM generate_series(1, $2) g",
+                imp.import_id,
+                ROWS,
             )
             _counts(imp)
             await imp.heartbeat()
@@ -152,11 +176,19 @@ def test_python_and_rust_writers_write_identical_rows(outcome: str, bins, db) ->
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         rust_id = rust_writer(bins, db, fail)
         ids = {driver: python_writer(driver, db, fail) for driver in DRIVERS}
-        notified: List[str] = [n.payload for n in listener.notifies(timeout=10, stop_after=1 + len(DRIVERS))]
+        notified: List[str] = [
+            n.payload for n in listener.notifies(timeout=10, stop_after=1 + len(DRIVERS))
+        ]
     assert sorted(notified) == sorted([rust_id, *ids.values()])
 
     reference = row(db, rust_id)
-    expected_message = None if fail is None else ("bad row 4:\ufffd " + "é" * 2500).encode()[:MAX_ERROR_MESSAGE_LEN].decode("utf-8", "ignore")
+    expected_message = (
+        None
+        if fail is None
+        else ("bad row 4:\ufffd " + "é" * 2500)
+        .encode()[:MAX_ERROR_MESSAGE_LEN]
+        .decode("utf-8", "ignore")
+    )
     assert reference == {
         "target_table": "contacts",
         "id_column": "import_id",
@@ -183,9 +215,14 @@ def test_python_and_rust_writers_write_identical_rows(outcome: str, bins, db) ->
 def test_stamped_ids_are_uuids(db) -> None:
     engine = create_engine(db.url("psycopg"))
     try:
-        with record_import(engine, "contacts", source="s", expected=2, import_id=uuid.UUID(int=7)) as imp:
+        with record_import(
+            engine, "contacts", source="s", expected=2, import_id=uuid.UUID(int=7)
+        ) as imp:
             rows = imp.stamp([{"email": "a"}, {"email": "b", "import_id": None}])
-        assert rows == [{"email": "a", "import_id": uuid.UUID(int=7)}, {"email": "b", "import_id": uuid.UUID(int=7)}]
+        assert rows == [
+            {"email": "a", "import_id": uuid.UUID(int=7)},
+            {"email": "b", "import_id": uuid.UUID(int=7)},
+        ]
         assert row(db, str(uuid.UUID(int=7)))["reported_rows"] is None  # never reported
     finally:
         engine.dispose()
@@ -195,7 +232,9 @@ def test_background_heartbeats_until_the_import_ends(db) -> None:
     from support import wait_for
 
     def heartbeat_at(import_id: str):
-        return db.query("SELECT heartbeat_at FROM import_audit WHERE import_id = %s", import_id)[0][0]
+        return db.query("SELECT heartbeat_at FROM import_audit WHERE import_id = %s", import_id)[0][
+            0
+        ]
 
     engine = create_engine(db.url("psycopg"))
     try:

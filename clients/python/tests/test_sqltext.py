@@ -12,7 +12,11 @@ def test_operation_table_and_writes() -> None:
         "SELECT * FROM contacts WHERE id = :id": ("SELECT", "contacts", False),
         "COPY contacts (a) FROM STDIN": ("COPY", "contacts", True),
         "COPY contacts TO STDOUT": ("COPY", "contacts", False),
-        "WITH gone AS (DELETE FROM t RETURNING *) SELECT count(*) FROM gone": ("SELECT", "gone", True),
+        "WITH gone AS (DELETE FROM t RETURNING *) SELECT count(*) FROM gone": (
+            "SELECT",
+            "gone",
+            True,
+        ),
         "WITH a AS (SELECT 1) INSERT INTO archive SELECT * FROM a": ("INSERT", "archive", True),
         "TRUNCATE contacts": ("TRUNCATE", "contacts", True),
         "BEGIN": ("BEGIN", None, False),
@@ -50,7 +54,10 @@ def test_render_puts_parameters_in_each_drivers_order() -> None:
     sql = "UPDATE t SET a = $2 WHERE id = $1"
     assert render(sql, ["id", "a"], "dollar") == (sql, ["id", "a"])
     assert render(sql, ["id", "a"], "format") == ("UPDATE t SET a = %s WHERE id = %s", ["a", "id"])
-    assert render(sql, ["id", "a"], "named") == ("UPDATE t SET a = :p2 WHERE id = :p1", {"p1": "id", "p2": "a"})
+    assert render(sql, ["id", "a"], "named") == (
+        "UPDATE t SET a = :p2 WHERE id = :p1",
+        {"p1": "id", "p2": "a"},
+    )
 
 
 def test_error_messages_are_cut_like_the_rust_writers() -> None:

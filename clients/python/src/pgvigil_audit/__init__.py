@@ -11,8 +11,8 @@ the app itself.
 No runtime dependency: each driver is imported only when the app hands one in.
 """
 
-from ._sql import IMPORT_AUDIT_DDL, MAX_ERROR_MESSAGE_LEN, NOTIFY_CHANNEL
 from ._drivers import AuditConnectionError
+from ._sql import IMPORT_AUDIT_DDL, MAX_ERROR_MESSAGE_LEN, NOTIFY_CHANNEL
 from .audit import (
     AsyncImportAudit,
     AuditError,

@@ -119,8 +119,11 @@ def tokenize(sql: str) -> List[Token]:
                 j = sql.find(")", i)
                 i = n if j < 0 else j + 2
             out.append((PARAM, "?"))
-        elif c == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_") and (
-            i == 0 or sql[i - 1] != ":"
+        elif (
+            c == ":"
+            and i + 1 < n
+            and (sql[i + 1].isalpha() or sql[i + 1] == "_")
+            and (i == 0 or sql[i - 1] != ":")
         ):
             # SQLAlchemy / DB-API "named" parameter; `::type` casts are not parameters.
             j = i + 1

@@ -268,7 +268,9 @@ class ImportAudit(_Base):
         inside the import's transaction) as ``xact_id``; returns the id."""
         xact, pid, again = sync_xact(tx)
         self._check_attach(xact, pid, again)
-        self._matched(self._run(_sql.attach_sql(self._spec.audit_table), [str(self.import_id), xact]))
+        self._matched(
+            self._run(_sql.attach_sql(self._spec.audit_table), [str(self.import_id), xact])
+        )
         self.xact_id = xact
         return xact
 
@@ -288,7 +290,9 @@ class ImportAudit(_Base):
             _count(reported_rows, "reported rows")
         self._end_beats()
         self.done = True
-        status = self._last(_sql.finish_sql(self._spec.audit_table), self._finish_params(reported_rows))
+        status = self._last(
+            _sql.finish_sql(self._spec.audit_table), self._finish_params(reported_rows)
+        )
         self._after_finish(status, reported_rows)
 
     def fail(self, error: "BaseException | str") -> None:
@@ -337,7 +341,9 @@ class ImportAudit(_Base):
                     logger.warning("import %s: heartbeat failed: %s", self.import_id, e)
                     return
 
-        self._beat = threading.Thread(target=beat, name=f"pgvigil-heartbeat-{self.import_id}", daemon=True)
+        self._beat = threading.Thread(
+            target=beat, name=f"pgvigil-heartbeat-{self.import_id}", daemon=True
+        )
         self._beat.start()
 
     def _end_beats(self) -> None:
@@ -391,7 +397,9 @@ class AsyncImportAudit(_Base):
         psycopg async connection inside the import's transaction."""
         xact, pid, again = await async_xact(tx)
         self._check_attach(xact, pid, again)
-        self._matched(await self._run(_sql.attach_sql(self._spec.audit_table), [str(self.import_id), xact]))
+        self._matched(
+            await self._run(_sql.attach_sql(self._spec.audit_table), [str(self.import_id), xact])
+        )
         self.xact_id = xact
         return xact
 

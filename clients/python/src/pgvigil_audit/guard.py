@@ -64,7 +64,15 @@ _SESSION_KEY = "pgvigil_audit.guard.session"
 class _TxState:
     """What one pooled connection's current transaction has written."""
 
-    __slots__ = ("open", "writes", "savepoints", "discarded", "server_xid", "session", "last_context")
+    __slots__ = (
+        "open",
+        "writes",
+        "savepoints",
+        "discarded",
+        "server_xid",
+        "session",
+        "last_context",
+    )
 
     def __init__(self) -> None:
         self.open = False
@@ -179,7 +187,11 @@ class CommitGuard(Reporter):
         stmt = getattr(compiled, "statement", None) if compiled is not None else None
         if stmt is not None and getattr(stmt, "is_select", False):
             return
-        if stmt is not None and getattr(stmt, "is_dml", False) and getattr(stmt, "table", None) is not None:
+        if (
+            stmt is not None
+            and getattr(stmt, "is_dml", False)
+            and getattr(stmt, "table", None) is not None
+        ):
             table = getattr(stmt.table, "fullname", None) or str(stmt.table)
         else:
             info = statement_info(statement)
@@ -187,9 +199,15 @@ class CommitGuard(Reporter):
                 return
             table = info.table or info.operation
         rows = getattr(cursor, "rowcount", -1)
-        if not (isinstance(rows, int) and rows >= 0) and executemany and isinstance(parameters, (list, tuple)):
+        if (
+            not (isinstance(rows, int) and rows >= 0)
+            and executemany
+            and isinstance(parameters, (list, tuple))
+        ):
             # Many drivers report no rowcount for executemany; one INSERT per parameter set.
-            is_insert = getattr(stmt, "is_insert", False) or statement_info(statement).operation == "INSERT"
+            is_insert = (
+                getattr(stmt, "is_insert", False) or statement_info(statement).operation == "INSERT"
+            )
             rows = len(parameters) if is_insert else -1
         state = self._state(conn.info)
         state.open = True
@@ -281,12 +299,18 @@ class CommitGuard(Reporter):
             if entry is not None:
                 entry["found"].append(problem)
 
-    def _judge(self, state: _TxState, dbapi_connection: Any, reset_state: Any) -> Optional[UncommittedWrites]:
+    def _judge(
+        self, state: _TxState, dbapi_connection: Any, reset_state: Any
+    ) -> Optional[UncommittedWrites]:
         if not state.open and state.discarded is None and _dbapi_in_transaction(dbapi_connection):
             state.open = True  # a transaction SQLAlchemy never saw begin (a raw DBAPI cursor)
         if state.open:
             writes, xid = state.writes, None
-            if not writes and self.verify_with_server and getattr(reset_state, "asyncio_safe", True):
+            if (
+                not writes
+                and self.verify_with_server
+                and getattr(reset_state, "asyncio_safe", True)
+            ):
                 xid = self._server_xid_raw(dbapi_connection)
             if not writes and not xid:
                 return None
@@ -330,7 +354,9 @@ class CommitGuard(Reporter):
         except Exception:
             return None
 
-    def _problem(self, kind: str, what: str, writes: List[tuple], xid: Optional[str]) -> UncommittedWrites:
+    def _problem(
+        self, kind: str, what: str, writes: List[tuple], xid: Optional[str]
+    ) -> UncommittedWrites:
         tables = _tables(writes)
         if tables:
             lost = describe_tables(tables)
@@ -341,7 +367,9 @@ class CommitGuard(Reporter):
             )
         return UncommittedWrites(
             kind=kind,
-            message=f"forgotten COMMIT: {what}; its uncommitted writes are rolled back and lost: {lost}",
+            message=(
+                f"forgotten COMMIT: {what}; its uncommitted writes are rolled back and lost: {lost}"
+            ),
             tables=tables,
             xact_id=xid,
         )

@@ -35,8 +35,8 @@ class _Unit:
     last_context: Any = None
 
 
-_current: contextvars.ContextVar[Optional[Tuple["NPlusOneDetector", _Unit]]] = contextvars.ContextVar(
-    "pgvigil_audit_unit_of_work", default=None
+_current: contextvars.ContextVar[Optional[Tuple["NPlusOneDetector", _Unit]]] = (
+    contextvars.ContextVar("pgvigil_audit_unit_of_work", default=None)
 )
 
 
