@@ -117,6 +117,8 @@ class CommitGuard(Reporter):
         self.engine = getattr(engine, "sync_engine", engine)
         self.verify_with_server = verify_with_server
         self._listeners: List[tuple] = []
+        # Session events are class-wide: each guard keeps its own entry in session.info.
+        self._session_key = f"{_SESSION_KEY}.{id(self)}"
 
     # --- installation ---------------------------------------------------------------------
 
@@ -261,17 +263,19 @@ class CommitGuard(Reporter):
             return
         state = self._state(connection.info)
         state.session = weakref.ref(session)
-        session.info.setdefault(_SESSION_KEY, {"states": [], "found": []})["states"].append(state)
+        session.info.setdefault(self._session_key, {"states": [], "found": []})["states"].append(
+            state
+        )
 
     def _on_session_rollback(self, session: Any) -> None:
-        entry = session.info.get(_SESSION_KEY)
+        entry = session.info.get(self._session_key)
         for state in entry["states"] if entry else ():
             state.discarded = None  # an explicit Session.rollback(): intended
 
     def _on_session_end(self, session: Any, transaction: Any) -> None:
         if transaction.parent is not None:
             return
-        entry = session.info.pop(_SESSION_KEY, None)
+        entry = session.info.pop(self._session_key, None)
         if entry and entry["found"] and self.raise_on_problem:
             raise UncommittedWritesError(entry["found"])
 
@@ -295,7 +299,7 @@ class CommitGuard(Reporter):
             return
         self.report(problem)
         if session is not None:
-            entry = session.info.get(_SESSION_KEY)
+            entry = session.info.get(self._session_key)
             if entry is not None:
                 entry["found"].append(problem)
 
