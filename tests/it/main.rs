@@ -15,6 +15,7 @@ mod imports;
 mod lifecycle;
 mod operator_kit;
 mod pgbouncer;
+mod registry;
 mod statements;
 mod support;
 mod support_alerting;
