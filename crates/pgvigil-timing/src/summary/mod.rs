@@ -163,7 +163,7 @@ impl QuerySummary {
 ///
 /// ```
 /// use pgvigil_timing::summarize;
-/// let s = summarize("WITH recent AS (SELECT * FROM events) SELECT count(*) FROM recent r JOIN users u ON true");
+/// let s = summarize("WITH recent AS (SELECT user_id FROM events WHERE at > $1) SELECT count(*) FROM recent r JOIN users u ON true");
 /// assert_eq!(s.operation(), "SELECT");
 /// assert_eq!(s.summary(), "SELECT recent");
 /// assert_eq!(summarize("insert into public.Contacts (a) values ($1)").summary(), "INSERT public.contacts");
