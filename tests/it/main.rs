@@ -22,3 +22,4 @@ mod support_alerting;
 mod support_prometheus;
 mod tables;
 mod tls;
+mod versions;
