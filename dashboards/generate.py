@@ -30,6 +30,13 @@ import typing
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
+try:
+    import grafana_foundation_sdk  # noqa: F401
+except ImportError:
+    sys.exit("dashboards/generate.py needs the pinned Grafana Foundation SDK: run "
+             "scripts/install-test-deps.sh, then use ~/.cache/pgvigil/python-tools/bin/python "
+             "(or $PGVIGIL_PYTHON_TOOLS/bin/python)")
+
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import gauge, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
