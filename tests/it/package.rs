@@ -254,30 +254,14 @@ fn wait_for_up(addr: std::net::SocketAddr, target: &str, timeout: Duration) -> f
     )
 }
 
-#[test]
-fn deb_installs_with_dpkg_and_serves_metrics_as_its_unit_user() {
-    assert!(
-        is_root(),
-        "this test installs the package with dpkg -i and runs pgvigil as the package's user, \
-         which needs root: run it as root (CI does), e.g. sudo -E scripts/test.sh -E \
-         'test(deb_installs)'"
-    );
-    let deb = Deb::get();
-    let _turn = MachineLock::acquire("pgvigil-package-test.lock");
-    let installed = Installed::install(&deb);
-    check_maintainer_scripts(&installed);
-    let unit_text = std::fs::read_to_string(format!("/{UNIT}")).unwrap();
-    verify_unit(&unit_text, Path::new("/usr/bin/pgvigil"));
-
-    // Configure it as an operator would: edit the conffile in place (owner and mode stay).
-    let cluster = TestCluster::start();
-    let port = free_port();
+/// Points the installed config at `dsn`, listening on `port`, as an operator would: edits the
+/// conffile in place, so its owner and mode stay.
+fn configure(port: u16, dsn: &str) {
     std::fs::write(
         format!("/{CONFIG}"),
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nstate_dir = \"/var/lib/pgvigil\"\n\
-             [[targets]]\nname = \"main\"\ndsn = \"{}\"\npoll_interval = \"200ms\"\n",
-            cluster.url("postgres")
+             [[targets]]\nname = \"main\"\ndsn = \"{dsn}\"\npoll_interval = \"200ms\"\n"
         ),
     )
     .unwrap();
@@ -285,37 +269,38 @@ fn deb_installs_with_dpkg_and_serves_metrics_as_its_unit_user() {
         owner_and_mode("/etc/pgvigil/pgvigil.toml"),
         ("root:pgvigil".into(), "640".into())
     );
+}
 
-    // Run it as the unit does, as the unit's user: the config check first, then the daemon.
-    let unit = Unit::parse(&unit_text);
+/// Runs the unit's ExecStartPre commands to success and starts its ExecStart, as the unit's
+/// user; the daemon, with its stderr going to `log`.
+fn start_as_the_unit_does(unit: &Unit, log: &tempfile::NamedTempFile) -> KillOnDrop {
     assert_eq!(
         (unit.user.as_str(), unit.group.as_str()),
         ("pgvigil", "pgvigil")
     );
+    let as_user =
+        |command: &[String]| unit.command(command, "/var/lib/pgvigil", "/usr/sbin/nologin");
     for pre in &unit.exec_start_pre {
-        let out = unit
-            .command(pre, "/var/lib/pgvigil", "/usr/sbin/nologin")
-            .output()
-            .unwrap();
+        let out = as_user(pre).output().unwrap();
         assert!(
             out.status.success(),
             "ExecStartPre {pre:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut daemon = KillOnDrop(
-        unit.command(&unit.exec_start, "/var/lib/pgvigil", "/usr/sbin/nologin")
+    KillOnDrop(
+        as_user(&unit.exec_start)
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_eq!(wait_for_up(addr, "main", Duration::from_secs(30)), 1.0);
+    )
+}
 
-    // SIGTERM, as systemctl stop sends: it exits cleanly within TimeoutStopSec, and writes its
-    // alert state into the state directory, which only works as the service user.
+/// SIGTERM, as `systemctl stop` sends: the daemon exits cleanly within the unit's
+/// TimeoutStopSec and writes its alert state into the state directory, which works only as the
+/// service user.
+fn stop_as_systemd_does(mut daemon: KillOnDrop, log: &tempfile::NamedTempFile) {
     run("kill", &["-TERM", &daemon.0.id().to_string()]);
     let status = wait_until(
         "pgvigil to exit after SIGTERM",
@@ -329,7 +314,10 @@ fn deb_installs_with_dpkg_and_serves_metrics_as_its_unit_user() {
         "pgvigil:pgvigil",
         "{stderr}"
     );
+}
 
+/// `dpkg --purge` leaves nothing of the package, nor the user if the install created it.
+fn purge_and_check(installed: Installed) {
     let created_user = installed.created_user();
     installed.purge();
     for gone in [
@@ -347,4 +335,30 @@ fn deb_installs_with_dpkg_and_serves_metrics_as_its_unit_user() {
     if created_user {
         assert!(!user_exists("pgvigil"));
     }
+}
+
+#[test]
+fn deb_installs_with_dpkg_and_serves_metrics_as_its_unit_user() {
+    assert!(
+        is_root(),
+        "this test installs the package with dpkg -i and runs pgvigil as the package's user, \
+         which needs root: run it as root (CI does), e.g. sudo -E scripts/test.sh -E \
+         'test(deb_installs)'"
+    );
+    let deb = Deb::get();
+    let _turn = MachineLock::acquire("pgvigil-package-test.lock");
+    let installed = Installed::install(&deb);
+    check_maintainer_scripts(&installed);
+    let unit_text = std::fs::read_to_string(format!("/{UNIT}")).unwrap();
+    verify_unit(&unit_text, Path::new("/usr/bin/pgvigil"));
+
+    let cluster = TestCluster::start();
+    let port = free_port();
+    configure(port, &cluster.url("postgres"));
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let daemon = start_as_the_unit_does(&Unit::parse(&unit_text), &log);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(wait_for_up(addr, "main", Duration::from_secs(30)), 1.0);
+    stop_as_systemd_does(daemon, &log);
+    purge_and_check(installed);
 }

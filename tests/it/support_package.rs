@@ -284,8 +284,14 @@ impl Unit {
             let Some((key, value)) = line.split_once('=').filter(|_| in_service) else {
                 continue;
             };
-            // Plain words only: the unit quotes nothing (asserted by the caller's checks).
+            // Split on blanks, which is all systemd does for a command without quotes,
+            // specifiers or a prefix like '-' or '!'.
             let words = || {
+                assert!(
+                    !value.contains(['"', '\'', '%', '\\'])
+                        && !value.starts_with(['-', '@', ':', '+', '!']),
+                    "{key}={value}: quoting, specifiers and prefixes are not read here"
+                );
                 value
                     .split_whitespace()
                     .map(str::to_owned)
