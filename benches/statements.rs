@@ -115,6 +115,7 @@ async fn main() {
         client: &client,
         target: &target,
         server: &server,
+        database: target.connection.dbname(),
     };
     let mut collector = Statements::new(&StatementsConfig::default());
 

@@ -1,5 +1,5 @@
-//! One task per PgBouncer instance: hold its admin console connection and poll the PgBouncer
-//! collectors on schedule ([`crate::poll`] does the schedule, backoff and up/down bookkeeping).
+//! The PgBouncer [`Driver`]: how an instance's admin console session is opened and what its
+//! collectors see ([`crate::poll`] does the schedule, backoff and up/down bookkeeping).
 //!
 //! The admin console is not PostgreSQL. It speaks only the simple query protocol, knows no
 //! `SET`, and rejects startup parameters outside a short list unless PgBouncer's
@@ -17,55 +17,56 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::Shared;
-use crate::collect::pgbouncer::{self, BouncerCollector, BouncerContext};
-use crate::collect::{BoxFuture, CollectError, Observations, describe_pg_error};
-use crate::config::PgbouncerConfig;
-use crate::metrics::Snapshot;
-use crate::poll::{self, Collects, Connected, Recorder, Schedule, Source};
+use crate::collect::pgbouncer::{self, BouncerContext};
+use crate::collect::{CollectError, Pgbouncer, describe_pg_error};
+use crate::config::{PgbouncerConfig, SourceSettings};
+use crate::hub::Hub;
+use crate::poll::{self, Connected, Driver, PollError};
 use crate::tls;
 
 /// Run a PgBouncer instance's poll loop until `shutdown` is cancelled.
 pub(crate) async fn run(
     config: Arc<PgbouncerConfig>,
-    shared: Arc<Shared>,
+    hub: Arc<Hub>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let schedule = Schedule {
-        name: config.name.clone(),
-        connection: config.connection.describe(),
-        poll_interval: config.poll_interval,
-        connect_timeout: config.connect_timeout,
-        statement_timeout: config.statement_timeout,
-        reconnect_max_backoff: config.reconnect_max_backoff,
-    };
-    let source = Bouncer {
-        collectors: pgbouncer::collectors(),
+    let driver = Bouncer {
         tls: tls::Connector::new(&config.connection),
         config,
         tracker,
     };
-    poll::run(source, schedule, shared, shutdown).await;
+    poll::run(driver, hub, shutdown).await;
 }
 
 struct Bouncer {
     config: Arc<PgbouncerConfig>,
     tls: tls::Connector,
     tracker: TaskTracker,
-    collectors: Vec<Box<dyn BouncerCollector>>,
 }
 
-impl Source for Bouncer {
+impl Driver for Bouncer {
+    type Source = Pgbouncer;
     type Session = Client;
 
-    async fn connect(&self) -> Result<Connected<Client>, String> {
+    fn config(&self) -> &PgbouncerConfig {
+        &self.config
+    }
+
+    fn settings(&self) -> &SourceSettings {
+        &self.config.source
+    }
+
+    async fn connect(&self) -> Result<Connected<Client>, PollError> {
         let config = &self.config;
-        let pg = config.connection.connect_config(config.connect_timeout)?;
+        let pg = config
+            .connection
+            .connect_config(config.connect_timeout)
+            .map_err(PollError::Connect)?;
         let (client, connection) = pg
-            .connect(self.tls.get()?)
+            .connect(self.tls.get().map_err(PollError::Connect)?)
             .await
-            .map_err(|e| tls::explain(&config.connection, explain(&e)))?;
+            .map_err(|e| PollError::Connect(tls::explain(&config.connection, explain(&e))))?;
         let name = config.name.clone();
         self.tracker.spawn(async move {
             if let Err(e) = connection.await {
@@ -73,9 +74,11 @@ impl Source for Bouncer {
             }
         });
         // Proves this is an admin console, not a PostgreSQL server or a pooled database.
-        let version = pgbouncer::version(&client).await.map_err(|e| match e {
-            CollectError::Query(e) => explain(&e),
-            other => other.to_string(),
+        let version = pgbouncer::version(&client).await.map_err(|e| {
+            PollError::Session(match e {
+                CollectError::Query(e) => explain(&e),
+                other => other.to_string(),
+            })
         })?;
         // The admin console cannot say whether its client is encrypted; sslmode can, except
         // under prefer.
@@ -87,6 +90,7 @@ impl Source for Bouncer {
         Ok(Connected {
             session: client,
             version,
+            version_num: None,
             tls,
         })
     }
@@ -95,14 +99,11 @@ impl Source for Bouncer {
         session.is_closed()
     }
 
-    async fn poll(&mut self, session: &Client, recorder: &Recorder) -> Result<(), String> {
-        let ctx = BouncerContext {
+    fn context<'s>(&'s self, session: &'s Client) -> BouncerContext<'s> {
+        BouncerContext {
             client: session,
             config: &self.config,
-        };
-        recorder
-            .collect_all(&mut self.collectors, &ctx, || session.is_closed())
-            .await
+        }
     }
 }
 
@@ -119,21 +120,4 @@ fn explain(e: &tokio_postgres::Error) -> String {
         ""
     };
     format!("{text}{hint}")
-}
-
-impl<'c> Collects<BouncerContext<'c>> for Box<dyn BouncerCollector> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-
-    fn collect<'a>(
-        &'a mut self,
-        ctx: &'a BouncerContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        // A polled PgBouncer always has a report, even if every collector fails: its parts
-        // stay None, which the rules read as "unknown" rather than "fine".
-        observations.pgbouncer.get_or_insert_with(Default::default);
-        (**self).collect(ctx, observations)
-    }
 }

@@ -20,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::Shared;
 use crate::exposition;
+use crate::hub::Hub;
 
 type Body = Full<Bytes>;
 
 /// Accept connections until `shutdown`, then let in-flight requests finish.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Hub>, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -67,7 +67,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     connections.wait().await;
 }
 
-fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -98,7 +98,7 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
     }
 }
 
-fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+fn metrics(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
     let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let (body, content_type) = if exposition::wants_openmetrics(accept) {
         (
@@ -162,7 +162,7 @@ pub(crate) fn escape(s: &str) -> String {
 }
 
 /// PgBouncer pools from the latest polls: clients against servers against the pool's limit.
-fn pgbouncer_pools(shared: &Shared, page: &mut String) {
+fn pgbouncer_pools(shared: &Hub, page: &mut String) {
     let mut rows = String::new();
     for (target, obs) in shared.latest_observations() {
         let Some(report) = &obs.pgbouncer else {
@@ -194,7 +194,7 @@ fn pgbouncer_pools(shared: &Shared, page: &mut String) {
     }
 }
 
-fn status_page(shared: &Shared) -> String {
+fn status_page(shared: &Hub) -> String {
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgvigil</title>\
          <meta http-equiv=\"refresh\" content=\"10\">\
@@ -262,7 +262,7 @@ fn status_page(shared: &Shared) -> String {
 }
 
 /// `/api/v1/imports`: every target's latest import verdicts, with their numbers.
-fn imports_api(shared: &Shared) -> serde_json::Value {
+fn imports_api(shared: &Hub) -> serde_json::Value {
     let mut targets = serde_json::Map::new();
     for (target, obs) in shared.latest_observations() {
         let value = match &obs.imports {
@@ -275,7 +275,7 @@ fn imports_api(shared: &Shared) -> serde_json::Value {
 }
 
 /// The status page's imports section: problems first, then each import's verdict.
-fn imports_section(page: &mut String, shared: &Shared) {
+fn imports_section(page: &mut String, shared: &Hub) {
     use crate::collect::imports::reconcile::Verdict;
     page.push_str("<h2>Imports</h2>");
     let mut rows = String::new();

@@ -70,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
+    match pgvigil::app::load(file) {
         Ok(config) => {
             // PgBouncer instances are targets too (their name is the `target` label).
             let names: Vec<&str> = config
@@ -97,7 +97,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 
 fn load(path: Option<&std::path::Path>) -> Result<Config, pgvigil::config::ConfigError> {
     match path {
-        Some(path) => Config::load(path),
+        Some(path) => pgvigil::app::load(path),
         None => Config::from_environment(),
     }
 }

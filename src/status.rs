@@ -1,5 +1,5 @@
-//! What the daemon knows about each target right now: state, last poll, last error. Written by
-//! the target tasks, read by `/api/v1/targets`, `/readyz` and the status page.
+//! What the daemon knows about each source right now: state, last poll, last error. Written by
+//! the poll loops, read by `/api/v1/targets`, `/readyz` and the status page.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -105,6 +105,12 @@ impl Status {
                 collectors: BTreeMap::new(),
             },
         );
+    }
+
+    /// Forget a source (it is no longer watched).
+    pub fn remove(&self, name: &str) {
+        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        targets.remove(name);
     }
 
     /// Change one target's status.

@@ -1,50 +1,37 @@
-//! One task per target: hold its single monitoring connection and poll its collectors on
-//! schedule. The schedule, backoff and up/down bookkeeping are [`crate::poll`]'s; this module
-//! says how a PostgreSQL session is opened and which collectors run on it.
+//! The PostgreSQL [`Driver`]: how a target's single monitoring session is opened and what its
+//! collectors see of it. The schedule, backoff and up/down bookkeeping are [`crate::poll`]'s;
+//! the collectors are the registry's ([`crate::collect::registry::POSTGRES`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::Shared;
-use crate::collect::{
-    self, BoxFuture, CollectError, Collector, Observations, PollContext, ServerInfo,
-    describe_pg_error,
-};
-use crate::config::TargetConfig;
-use crate::metrics::Snapshot;
-use crate::poll::{self, Collects, Connected, Recorder, Schedule, Source};
+use crate::collect::{PollContext, Postgres, ServerInfo, describe_pg_error};
+use crate::config::{SourceSettings, TargetConfig};
+use crate::hub::Hub;
+use crate::poll::{self, Connected, Driver, PollError};
 use crate::tls;
 
 /// Run a target until `shutdown` is cancelled.
 pub(crate) async fn run(
     target: Arc<TargetConfig>,
-    shared: Arc<Shared>,
+    hub: Arc<Hub>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let schedule = Schedule {
-        name: target.name.clone(),
-        connection: target.connection.describe(),
-        poll_interval: target.poll_interval,
-        connect_timeout: target.connect_timeout,
-        statement_timeout: target.statement_timeout,
-        reconnect_max_backoff: target.reconnect_max_backoff,
-    };
-    let source = Target {
-        collectors: collect::for_target(&target),
+    let driver = Target {
         tls: tls::Connector::new(&target.connection),
         target,
         tracker,
     };
-    poll::run(source, schedule, shared, shutdown).await;
+    poll::run(driver, hub, shutdown).await;
 }
 
-struct Session {
+/// An open monitoring session.
+pub(crate) struct Session {
     client: Client,
     server: ServerInfo,
 }
@@ -53,19 +40,32 @@ struct Target {
     target: Arc<TargetConfig>,
     tls: tls::Connector,
     tracker: TaskTracker,
-    collectors: Vec<Box<dyn Collector>>,
 }
 
-impl Source for Target {
+impl Driver for Target {
+    type Source = Postgres;
     type Session = Session;
 
-    async fn connect(&self) -> Result<Connected<Session>, String> {
+    fn config(&self) -> &TargetConfig {
+        &self.target
+    }
+
+    fn settings(&self) -> &SourceSettings {
+        &self.target.source
+    }
+
+    async fn connect(&self) -> Result<Connected<Session>, PollError> {
         let target = &self.target;
-        let config = target.connection.connect_config(target.connect_timeout)?;
+        let config = target
+            .connection
+            .connect_config(target.connect_timeout)
+            .map_err(PollError::Connect)?;
         let (client, connection) = config
-            .connect(self.tls.get()?)
+            .connect(self.tls.get().map_err(PollError::Connect)?)
             .await
-            .map_err(|e| tls::explain(&target.connection, describe_pg_error(&e)))?;
+            .map_err(|e| {
+                PollError::Connect(tls::explain(&target.connection, describe_pg_error(&e)))
+            })?;
         let name = target.name.clone();
         self.tracker.spawn(async move {
             if let Err(e) = connection.await {
@@ -73,6 +73,7 @@ impl Source for Target {
             }
         });
         // Session settings, so a poll can neither run long nor queue behind a lock.
+        let session_error = |e: tokio_postgres::Error| PollError::Session(describe_pg_error(&e));
         client
             .batch_execute(&format!(
                 "SET statement_timeout = {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = 0",
@@ -80,7 +81,7 @@ impl Source for Target {
                 target.lock_timeout.as_millis()
             ))
             .await
-            .map_err(|e| describe_pg_error(&e))?;
+            .map_err(session_error)?;
         let row = client
             .query_one(
                 "SELECT current_setting('server_version_num')::int, current_setting('server_version'), pg_backend_pid(), \
@@ -88,7 +89,7 @@ impl Source for Target {
                 &[],
             )
             .await
-            .map_err(|e| describe_pg_error(&e))?;
+            .map_err(session_error)?;
         let server = ServerInfo {
             version_num: row.get(0),
             version: row.get(1),
@@ -97,6 +98,7 @@ impl Source for Target {
         let tls: Option<bool> = row.get(3);
         Ok(Connected {
             version: server.version.clone(),
+            version_num: Some(server.version_num),
             tls,
             session: Session { client, server },
         })
@@ -106,32 +108,12 @@ impl Source for Target {
         session.client.is_closed()
     }
 
-    async fn poll(&mut self, session: &Session, recorder: &Recorder) -> Result<(), String> {
-        let ctx = PollContext {
+    fn context<'s>(&'s self, session: &'s Session) -> PollContext<'s> {
+        PollContext {
             client: &session.client,
             target: &self.target,
             server: &session.server,
-        };
-        recorder
-            .collect_all(&mut self.collectors, &ctx, || session.client.is_closed())
-            .await
-    }
-}
-
-impl<'c> Collects<PollContext<'c>> for Box<dyn Collector> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-
-    fn time_limit(&self, default: Duration) -> Duration {
-        (**self).time_limit(default)
-    }
-
-    fn collect<'a>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        (**self).collect(ctx, observations)
+            database: self.target.connection.dbname(),
+        }
     }
 }

@@ -12,15 +12,18 @@ BEGIN
 END
 $$;
 
+-- What each collector needs is listed in the README's collectors reference (and tested
+-- against this file).
+
 -- pg_stat_activity with other users' queries, pg_stat_statements, pg_locks, table statistics.
 GRANT pg_monitor TO pgvigil;
 
 -- Import reconciliation reads the audit table and counts each import's rows in its target table
--- (by the import id column). Grant SELECT on the audit table and on every import target.
+-- (by the import id column): SELECT ON import_audit, and SELECT ON <import target tables>.
 GRANT SELECT ON import_audit TO pgvigil;
 -- GRANT SELECT ON contacts TO pgvigil;
 
--- Exact counts ([targets.tables] exact_count_tables) need SELECT on those tables too.
+-- Exact counts ([targets.tables] exact_count_tables) need SELECT ON <exact_count_tables> too.
 -- GRANT SELECT ON orders, invoices TO pgvigil;
 
 -- pgvigil never writes. To make that a guarantee, not a promise:

@@ -1,10 +1,15 @@
 //! The alert engine task: observations in, notifications out.
 //!
-//! Target tasks hand every poll's observations to [`AlertHub::offer`], which never waits: the
+//! Poll loops hand every poll's observations to [`AlertHub::offer`], which never waits: the
 //! channel is bounded and a full channel drops the poll (counted in
 //! `pgvigil_alert_observations_dropped_total`; the next poll is evaluated instead). The engine
-//! runs the target's rules, feeds the [`AlertBook`], persists it when something changed,
+//! runs the source's rules, feeds the [`AlertBook`], persists it when something changed,
 //! publishes the view the HTTP API reads, and hands notifications to the sinks' bounded queues.
+//!
+//! Each source's rules live in the [`AlertHub`] (`set_rules`, `forget`), so sources can come
+//! and go at runtime: when a source's rules change or it is forgotten, the engine is told on an
+//! unbounded control channel (control messages are never dropped) and resolves — and
+//! delivers the resolution of — every alert no rule of its source produces any more.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -22,9 +27,9 @@ use super::sink::http::{Format, HttpSink};
 use super::sink::{Notification, log::log_event, payload::rfc3339};
 use super::state::{AlertBook, Event, EventKind, Labels, RuleSettings};
 use super::{ConfiguredRule, Evaluation};
-use crate::Shared;
 use crate::collect::Observations;
-use crate::config::{AlertsConfig, Config};
+use crate::config::AlertsConfig;
+use crate::metrics::Metrics;
 
 /// Polls waiting for the engine; beyond this they are dropped.
 const INBOX_CAPACITY: usize = 256;
@@ -40,25 +45,69 @@ const TARGET_DOWN: &str = "PgvigilTargetDown";
 
 type Inbound = (String, Arc<Observations>);
 
-/// The engine's door, shared with the target tasks and the HTTP server.
+/// What the engine is told besides observations.
+#[derive(Debug)]
+enum Control {
+    /// Some source's rules changed or it is gone: resolve the alerts no rule produces any more.
+    Reconcile,
+}
+
+/// Each source's rules. A std lock: held only for a lookup or a swap, never across an await.
+#[derive(Debug, Default)]
+struct RuleMap(RwLock<HashMap<String, Arc<[ConfiguredRule]>>>);
+
+impl RuleMap {
+    fn get(&self, source: &str) -> Option<Arc<[ConfiguredRule]>> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(source).cloned()
+    }
+
+    /// Whether `source` has a rule named `alertname`.
+    fn has(&self, source: &str, alertname: &str) -> bool {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(source)
+            .is_some_and(|rules| rules.iter().any(|r| r.alertname == alertname))
+    }
+}
+
+/// The engine's door, shared with the poll loops and the HTTP server: observations in, each
+/// source's rules, and the view of the alerts out.
 #[derive(Debug)]
 pub(crate) struct AlertHub {
     tx: mpsc::Sender<Inbound>,
-    view: RwLock<AlertsView>,
+    control: mpsc::UnboundedSender<Control>,
+    rules: Arc<RuleMap>,
+    view: Arc<RwLock<AlertsView>>,
 }
 
 /// The receiving end, handed to [`spawn`].
 #[derive(Debug)]
-pub(crate) struct Inbox(mpsc::Receiver<Inbound>);
+pub(crate) struct Inbox {
+    observations: mpsc::Receiver<Inbound>,
+    control: mpsc::UnboundedReceiver<Control>,
+    rules: Arc<RuleMap>,
+    view: Arc<RwLock<AlertsView>>,
+}
 
 impl AlertHub {
     pub(crate) fn new() -> (AlertHub, Inbox) {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let rules = Arc::new(RuleMap::default());
+        let view = Arc::new(RwLock::default());
         let hub = AlertHub {
             tx,
-            view: RwLock::default(),
+            control,
+            rules: rules.clone(),
+            view: view.clone(),
         };
-        (hub, Inbox(rx))
+        let inbox = Inbox {
+            observations: rx,
+            control: control_rx,
+            rules,
+            view,
+        };
+        (hub, inbox)
     }
 
     /// Queue a poll for evaluation without waiting; false when the queue is full.
@@ -71,13 +120,33 @@ impl AlertHub {
         }
     }
 
+    /// Set (or replace) a source's rules. Alerts of rules it no longer has resolve; the others
+    /// keep their state (a changed threshold applies from the next evaluation, without
+    /// re-notifying).
+    pub(crate) fn set_rules(&self, source: &str, rules: Vec<ConfiguredRule>) {
+        let replaced = {
+            let mut map = self.rules.0.write().unwrap_or_else(|e| e.into_inner());
+            map.insert(source.to_owned(), rules.into())
+        };
+        if replaced.is_some() {
+            let _ = self.control.send(Control::Reconcile);
+        }
+    }
+
+    /// Forget a source's rules: its alerts resolve, and the resolutions are delivered.
+    pub(crate) fn forget(&self, source: &str) {
+        let removed = {
+            let mut map = self.rules.0.write().unwrap_or_else(|e| e.into_inner());
+            map.remove(source)
+        };
+        if removed.is_some() {
+            let _ = self.control.send(Control::Reconcile);
+        }
+    }
+
     /// What `/api/v1/alerts` and the status page show.
     pub(crate) fn view(&self) -> AlertsView {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn publish(&self, view: AlertsView) {
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
     }
 }
 
@@ -122,15 +191,17 @@ pub(crate) struct ResolvedAlertView {
     pub(crate) resolved_at: String,
 }
 
-/// Start the engine and its sinks on `tracker`; they stop when `shutdown` is cancelled.
+/// Start the engine and its sinks on `tracker`; they stop when `shutdown` is cancelled. The
+/// sources' rules must be set in the [`AlertHub`] first: alerts restored from the state file
+/// whose rule is gone are resolved at start.
 pub(crate) fn spawn(
-    config: &Config,
-    shared: Arc<Shared>,
+    alerts: &AlertsConfig,
+    metrics: Arc<Metrics>,
     inbox: Inbox,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    let alerts = config.alerts.clone();
+    let alerts = alerts.clone();
     let mut sinks = Vec::new();
     for (format, list) in [
         (Format::AlertmanagerV2, &alerts.alertmanagers),
@@ -142,30 +213,20 @@ pub(crate) fn spawn(
                 format,
                 sink_config.clone(),
                 alerts.external_url.clone(),
-                shared.clone(),
+                metrics.clone(),
             );
             tracker.spawn(sink.run(rx, shutdown.clone()));
             sinks.push((format.sink_name(), tx));
         }
     }
-    let rules = config
-        .targets
-        .iter()
-        .map(|t| (t.name.clone(), t.alerts.clone()))
-        .chain(
-            config
-                .pgbouncers
-                .iter()
-                .map(|b| (b.name.clone(), b.alerts.clone())),
-        )
-        .collect();
     let store = alerts.state_dir.as_deref().map(StateStore::new);
     let engine = Engine {
-        rules,
+        rules: inbox.rules.clone(),
+        view: inbox.view.clone(),
         store,
         queue_full: vec![false; sinks.len()],
         sinks,
-        shared,
+        metrics,
         book: AlertBook::default(),
         persist_error: None,
         gauges: BTreeSet::new(),
@@ -176,12 +237,13 @@ pub(crate) fn spawn(
 
 struct Engine {
     alerts: AlertsConfig,
-    rules: HashMap<String, Vec<ConfiguredRule>>,
+    rules: Arc<RuleMap>,
+    view: Arc<RwLock<AlertsView>>,
     store: Option<StateStore>,
     sinks: Vec<(&'static str, mpsc::Sender<Notification>)>,
     /// Per sink: whether its full queue was reported (once until it has room again).
     queue_full: Vec<bool>,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     book: AlertBook,
     persist_error: Option<String>,
     /// Every (alertname, severity, state) ever exported, so vanished ones are set to 0.
@@ -196,8 +258,12 @@ impl Engine {
         loop {
             let events = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                inbound = inbox.0.recv() => match inbound {
+                inbound = inbox.observations.recv() => match inbound {
                     Some((target, observations)) => self.evaluate(&target, &observations),
+                    None => break,
+                },
+                control = inbox.control.recv() => match control {
+                    Some(Control::Reconcile) => self.reconcile(),
                     None => break,
                 },
                 _ = tick.tick() => self.book.resend_due(self.alerts.resend_interval, SystemTime::now()),
@@ -235,18 +301,19 @@ impl Engine {
             );
         }
         // Alerts of targets or rules no longer configured would never resolve otherwise.
-        let rules = &self.rules;
-        let events = self.book.retain(
-            |target, alertname| {
-                rules
-                    .get(target)
-                    .is_some_and(|r| r.iter().any(|r| r.alertname == alertname))
-            },
-            SystemTime::now(),
-        );
+        let events = self.reconcile();
         self.dispatch(&events);
         self.persist();
         self.publish();
+    }
+
+    /// Resolve every alert whose source or rule is no longer configured.
+    fn reconcile(&mut self) -> Vec<Event> {
+        let rules = &self.rules;
+        self.book.retain(
+            |target, alertname| rules.has(target, alertname),
+            SystemTime::now(),
+        )
     }
 
     fn evaluate(&mut self, target: &str, observations: &Observations) -> Vec<Event> {
@@ -255,7 +322,7 @@ impl Engine {
         };
         let now = SystemTime::now();
         let mut events = Vec::new();
-        for configured in rules {
+        for configured in rules.iter() {
             let evaluation = if !observations.up && configured.alertname != TARGET_DOWN {
                 Evaluation::Unknown
             } else {
@@ -292,7 +359,7 @@ impl Engine {
         let valid_for = self.alerts.resend_interval * VALID_FOR_RESENDS;
         for event in events {
             if self.alerts.log && log_event(event) {
-                self.shared.metrics.notification("log", "sent", 1);
+                self.metrics.notification("log", "sent", 1);
             }
             let resolved_at = match event.kind {
                 EventKind::Firing | EventKind::Resend => None,
@@ -313,7 +380,7 @@ impl Engine {
                     *reported = false;
                     continue;
                 }
-                self.shared.metrics.notification(sink, "dropped", 1);
+                self.metrics.notification(sink, "dropped", 1);
                 if !*reported {
                     warn!(
                         sink,
@@ -370,7 +437,7 @@ impl Engine {
         }
         for key in &self.gauges {
             let n = counts.get(key).copied().unwrap_or(0);
-            self.shared.metrics.set_alerts(&key.0, key.1, key.2, n);
+            self.metrics.set_alerts(&key.0, key.1, key.2, n);
         }
         let resolved = self
             .book
@@ -382,11 +449,11 @@ impl Engine {
                 resolved_at: rfc3339(r.resolved_at),
             })
             .collect();
-        self.shared.alerts.publish(AlertsView {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = AlertsView {
             active,
             resolved,
             state_file: self.store.as_ref().map(|s| s.path().display().to_string()),
             state_error: self.persist_error.clone(),
-        });
+        };
     }
 }

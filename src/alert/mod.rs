@@ -14,6 +14,7 @@
 //! * [`rules`]: the rules, one file each, and the registry [`rules::RULES`].
 //! * [`state`]: the pure lifecycle state machine ([`state::AlertBook`]), time passed in.
 //! * [`persist`]: the state file, written atomically.
+//! * [`configure`]: each source's rules built from the config's rule tables.
 //! * `engine` (crate-private): the task that feeds observations through the rules and the
 //!   book, persists, and hands notifications to the sinks.
 //! * [`sink`]: delivery to Alertmanager, webhooks and the log.
@@ -27,6 +28,7 @@
 //! that the warning instance resolved and a critical instance started: routes and inhibitions
 //! on `severity` then work as they do for Prometheus rules.
 
+pub mod configure;
 pub(crate) mod engine;
 pub mod persist;
 pub mod rules;

@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext};
+use super::registry::{self, CollectorSpec, Scope};
+use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
 use crate::config::ActivityConfig;
 use crate::metrics::{self, Snapshot};
 
@@ -229,14 +230,28 @@ impl Activity {
     }
 }
 
-impl Collector for Activity {
+/// The registry's entry (see [`super::registry`]).
+pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
+    name: "activity",
+    table: "activity",
+    reads: "pg_stat_activity, max_connections, reserved connection slots, server version",
+    scope: Scope::Cluster,
+    versions: registry::PG13,
+    grants: &["pg_monitor"],
+    metrics: metrics::ACTIVITY_METRICS,
+    section: |t| &t.activity,
+    build: |t| Box::new(Activity::new(&t.activity)),
+    carry: |from, to| to.activity = from.activity.clone(),
+};
+
+impl Collector<Postgres> for Activity {
     fn name(&self) -> &'static str {
         "activity"
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a PollContext<'a>,
+        ctx: &'a PollContext<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {

@@ -1,25 +1,90 @@
-//! Collectors: one module per data source, each turning what the database says into a metrics
+//! Collectors: one module per data source, each turning what the server says into a metrics
 //! [`Snapshot`] and typed [`Observations`] for the alert rules.
 //!
-//! A collector runs inside its target's poll loop (`target.rs`), on the target's single
-//! connection, one collector after another, so polls never overlap and the database sees at
-//! most one pgvigil query at a time. A collector that fails loses only its own series; the
-//! others go on.
+//! A collector runs inside its source's poll loop (`crate::poll`), on the source's session,
+//! one collector after another, so polls never overlap and the server sees at most one pgvigil
+//! query at a time. A collector that fails loses only its own series; the others go on.
+//!
+//! # Shape
+//!
+//! * [`SourceType`] is a kind of source ([`Postgres`], [`Pgbouncer`]): its config type, the
+//!   context a collector sees during a poll ([`PollContext`], [`pgbouncer::BouncerContext`]),
+//!   and its collectors.
+//! * [`Collector<S>`] is one data source of a kind `S`: named, polled once per run.
+//! * [`registry`] lists every collector with what it declares (scope, interval, versions,
+//!   grants, metrics, how to build it), like the alert rules' `RULES`; the poll loop runs what
+//!   it lists, each collector on its own interval.
+//!
+//! # What a rule sees of a collector that did not run
+//!
+//! Collectors run on their own intervals, so a poll may run only some of them. Each poll's
+//! [`Observations`] carry over the last report of every collector that was not due (its
+//! registry entry's `carry`), so a rule over a slow collector does not flap to Unknown between
+//! its runs; a collector that ran and failed leaves its part `None` (unknown) until it
+//! succeeds again.
 
 pub mod activity;
 pub mod imports;
 pub mod pgbouncer;
+pub mod registry;
 pub mod statements;
 pub mod tables;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
-use crate::config::TargetConfig;
+use crate::config::{PgbouncerConfig, TargetConfig};
 use crate::metrics::Snapshot;
+use crate::status::SourceKind;
 
-/// A boxed, sendable future, so collectors can live in one `Vec<Box<dyn Collector>>`.
+pub use registry::{CollectorSpec, Scope, Versions};
+
+/// A boxed, sendable future, so collectors can live in one `Vec<Box<dyn Collector<S>>>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A kind of source: what its collectors are configured by and see while they poll.
+pub trait SourceType: Sized + Send + Sync + 'static {
+    /// The configuration of one source of this kind.
+    type Config: Send + Sync + 'static;
+    /// What a collector sees during one poll: the session and what is known about it.
+    type Context<'a>: Sync;
+    /// How the status page and API call this kind.
+    const KIND: SourceKind;
+    /// Every collector of this kind, in poll order (see [`registry`]).
+    const COLLECTORS: &'static [CollectorSpec<Self>];
+
+    /// Prepare the observations of a poll before any collector runs.
+    fn begin(_observations: &mut Observations) {}
+}
+
+/// PostgreSQL targets (`[[targets]]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres;
+
+impl SourceType for Postgres {
+    type Config = TargetConfig;
+    type Context<'a> = PollContext<'a>;
+    const KIND: SourceKind = SourceKind::Postgres;
+    const COLLECTORS: &'static [CollectorSpec<Self>] = registry::POSTGRES;
+}
+
+/// PgBouncer instances (`[[pgbouncers]]`), read through their admin console.
+#[derive(Debug, Clone, Copy)]
+pub struct Pgbouncer;
+
+impl SourceType for Pgbouncer {
+    type Config = PgbouncerConfig;
+    type Context<'a> = pgbouncer::BouncerContext<'a>;
+    const KIND: SourceKind = SourceKind::Pgbouncer;
+    const COLLECTORS: &'static [CollectorSpec<Self>] = registry::PGBOUNCER;
+
+    fn begin(observations: &mut Observations) {
+        // A polled PgBouncer always has a report, even if every collector fails: its parts
+        // stay None, which the rules read as "unknown" rather than "fine".
+        observations.pgbouncer.get_or_insert_with(Default::default);
+    }
+}
 
 /// Facts about the server learnt when the connection was opened.
 #[derive(Debug, Clone)]
@@ -32,24 +97,27 @@ pub struct ServerInfo {
     pub backend_pid: i32,
 }
 
-/// What a collector sees of its target during one poll.
+/// What a PostgreSQL collector sees of its target during one poll.
 #[derive(Debug)]
 pub struct PollContext<'a> {
-    /// The target's monitoring connection.
+    /// The session to query: the target's main connection for cluster-scope collectors; for
+    /// database-scope ones, the connection to [`PollContext::database`].
     pub client: &'a tokio_postgres::Client,
     /// The target's configuration.
     pub target: &'a TargetConfig,
     /// The connected server.
     pub server: &'a ServerInfo,
+    /// The database `client` is connected to (database-scope collectors report per database).
+    pub database: &'a str,
 }
 
-/// Typed results of one poll of a target, for the alert rules and the API.
+/// Typed results of one poll of a source, for the alert rules and the API.
 #[derive(Debug, Default, Clone)]
 pub struct Observations {
-    /// Whether the target was reachable and polled. When it is not, every other field is
+    /// Whether the source was reachable and polled. When it is not, every other field is
     /// `None`.
     pub up: bool,
-    /// Why the target is down (the connection or poll error), when `up` is false.
+    /// Why the source is down (the connection or poll error), when `up` is false.
     pub down_reason: Option<String>,
     /// From pg_stat_activity; `None` when that collector failed.
     pub activity: Option<activity::ActivityReport>,
@@ -66,40 +134,28 @@ pub struct Observations {
     pub statements: Option<statements::StatementsReport>,
 }
 
-/// One data source.
-pub trait Collector: Send + Sync {
-    /// Stable name: the `collector` label and the key of its snapshot.
+/// One data source of a kind of source `S`.
+pub trait Collector<S: SourceType>: Send + Sync {
+    /// Stable name: the `collector` label and the key of its snapshot (its registry name).
     fn name(&self) -> &'static str;
 
-    /// The longest one poll of this collector may take, given the target's default limit
+    /// The longest one run of this collector may take, given the source's default limit
     /// (collectors that run their own longer statements extend it).
-    fn time_limit(&self, default: std::time::Duration) -> std::time::Duration {
+    fn time_limit(&self, default: Duration) -> Duration {
         default
     }
 
     /// Poll once: return the metrics and fill this collector's part of `observations`.
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a PollContext<'a>,
+        ctx: &'a S::Context<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>>;
 }
 
-/// The collectors a target runs, in poll order.
-pub fn for_target(target: &TargetConfig) -> Vec<Box<dyn Collector>> {
-    let mut collectors: Vec<Box<dyn Collector>> =
-        vec![Box::new(activity::Activity::new(&target.activity))];
-    if target.statements.enabled {
-        collectors.push(Box::new(statements::Statements::new(&target.statements)));
-    }
-    // The data-loss guard: table statistics, then import reconciliation.
-    if target.tables.enabled {
-        collectors.push(Box::new(tables::Tables::new(&target.tables)));
-    }
-    if target.imports.enabled {
-        collectors.push(Box::new(imports::Imports::new(&target.imports)));
-    }
-    collectors
+/// The enabled collectors of a target, in poll order, as the registry builds them.
+pub fn for_target(target: &TargetConfig) -> Vec<Box<dyn Collector<Postgres>>> {
+    registry::build_enabled(target)
 }
 
 /// Why a collector could not finish a poll.

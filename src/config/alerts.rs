@@ -1,22 +1,21 @@
-//! `[alerts]`: sinks, state, and the rules with their per-target overrides.
+//! `[alerts]`: sinks, state, and the rule tables with their per-source overrides.
 //!
-//! Rule tables are free-form TOML (each rule has its own parameters), so they are read as
-//! tables and handed to each [`RuleSpec`]'s `build`, which rejects unknown keys and bad values;
-//! the errors point at the table they came from.
+//! Rule tables are free-form TOML (each rule has its own parameters), so they are kept as
+//! tables with the place each was written ([`RuleTable`]); the alert module builds the rules
+//! from them (`crate::alert::configure`), rejecting unknown rules, keys and values with
+//! errors that point at the table they came from. Config itself knows no rule.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::Validator;
-use super::error::{ConfigError, improve_message};
+use super::error::ConfigError;
 use super::raw::HumanDuration;
-use crate::alert::rules::{self, RULES, RuleSpec};
-use crate::alert::{ConfiguredRule, Severity};
+use super::source::Location;
 
 /// Default `[alerts] resend_interval`.
 pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(300);
@@ -26,8 +25,23 @@ pub const DEFAULT_RUNBOOK_BASE_URL: &str =
 const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Per-target rule tables: `[targets.alerts.<AlertName>]`.
+/// Rule tables as written: `[alerts.rules.<AlertName>]`, `[targets.alerts.<AlertName>]`.
 pub(crate) type RawRuleTables = BTreeMap<Spanned<String>, Spanned<toml::Table>>;
+
+/// One rule table as written: `[alerts.rules.<AlertName>]` or a source's override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleTable {
+    /// Where the rule's name was written (errors about the name point here).
+    pub name_at: Location,
+    /// Where the table was written (errors about its keys point here).
+    pub at: Location,
+    /// Its keys: the common ones (`enabled`, `severity`, `for`, `keep_firing_for`) and the
+    /// rule's own parameters.
+    pub params: toml::Table,
+}
+
+/// Rule tables by rule name (`alertname`).
+pub type RuleTables = BTreeMap<String, RuleTable>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +80,7 @@ struct RawHttpSink {
 }
 
 /// `[alerts]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
     /// Where the alert state file lives; `None` keeps state in memory only.
     pub state_dir: Option<PathBuf>,
@@ -82,6 +96,8 @@ pub struct AlertsConfig {
     pub alertmanagers: Vec<HttpSinkConfig>,
     /// `[[alerts.webhook]]`
     pub webhooks: Vec<HttpSinkConfig>,
+    /// `[alerts.rules.<AlertName>]`: every source's rules unless it overrides them.
+    pub rules: RuleTables,
 }
 
 impl Default for AlertsConfig {
@@ -94,6 +110,7 @@ impl Default for AlertsConfig {
             log: true,
             alertmanagers: Vec::new(),
             webhooks: Vec::new(),
+            rules: RuleTables::new(),
         }
     }
 }
@@ -109,7 +126,7 @@ impl AlertsConfig {
 }
 
 /// One HTTP receiver (an Alertmanager or a webhook).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpSinkConfig {
     /// `http://host:port[/path]`.
     pub url: String,
@@ -147,15 +164,6 @@ pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or("").trim_end().to_owned())
 }
 
-/// The common keys of a rule table.
-#[derive(Debug)]
-struct Common {
-    enabled: bool,
-    severity: Severity,
-    for_: Duration,
-    keep_firing_for: Duration,
-}
-
 impl Validator<'_> {
     pub(super) fn alerts(&self, raw: RawAlerts) -> Result<AlertsConfig, ConfigError> {
         let mut config = AlertsConfig::default();
@@ -182,6 +190,7 @@ impl Validator<'_> {
             config.external_url = Some(url.get_ref().trim_end_matches('/').to_owned());
         }
         config.log = raw.log.enabled.unwrap_or(true);
+        config.rules = self.rule_tables(&raw.rules);
         for (tables, sinks, kind) in [
             (raw.alertmanager, &mut config.alertmanagers, "alertmanager"),
             (raw.webhook, &mut config.webhooks, "webhook"),
@@ -297,168 +306,20 @@ impl Validator<'_> {
         })
     }
 
-    /// Check the global rule tables: every name is a rule, every table builds.
-    pub(super) fn global_rules(&self, tables: &RawRuleTables) -> Result<(), ConfigError> {
-        for (name, table) in tables {
-            let spec = self.rule_spec(name)?;
-            self.configure(spec, table.get_ref(), table)?;
-        }
-        Ok(())
-    }
-
-    /// The enabled rules of one target: the global tables overlaid with the target's own.
-    pub(super) fn target_rules(
-        &self,
-        global: &RawRuleTables,
-        overrides: &RawRuleTables,
-    ) -> Result<Vec<ConfiguredRule>, ConfigError> {
-        for name in overrides.keys() {
-            self.rule_spec(name)?;
-        }
-        let mut configured = Vec::new();
-        for spec in RULES {
-            let global_table = global.get(spec.alertname);
-            let mut merged = global_table
-                .map(|t| t.get_ref().clone())
-                .unwrap_or_default();
-            let mut span_of = global_table;
-            if let Some(own) = overrides.get(spec.alertname) {
-                merged.extend(own.get_ref().clone());
-                span_of = Some(own);
-            }
-            let rule = match span_of {
-                Some(spanned) => self.configure(spec, &merged, spanned)?,
-                None => configure(spec, &merged).map_err(|e| {
-                    ConfigError::at(
-                        self.path,
-                        self.text,
-                        None,
-                        format!("{}: {e}", spec.alertname),
-                    )
-                })?,
-            };
-            if let Some(rule) = rule {
-                configured.push(rule);
-            }
-        }
-        Ok(configured)
-    }
-
-    fn rule_spec(&self, name: &Spanned<String>) -> Result<&'static RuleSpec, ConfigError> {
-        if let Some(spec) = rules::find(name.get_ref()) {
-            return Ok(spec);
-        }
-        let known: Vec<&str> = RULES.iter().map(|s| s.alertname).collect();
-        let near = known
-            .iter()
-            .map(|k| {
+    /// Rule tables as plain data, each with the place it was written.
+    pub(super) fn rule_tables(&self, raw: &RawRuleTables) -> RuleTables {
+        raw.iter()
+            .map(|(name, table)| {
                 (
-                    strsim::jaro_winkler(&name.get_ref().to_lowercase(), &k.to_lowercase()),
-                    *k,
+                    name.get_ref().clone(),
+                    RuleTable {
+                        name_at: self.location(name.span().start),
+                        at: self.location(table.span().start),
+                        params: table.get_ref().clone(),
+                    },
                 )
             })
-            .filter(|(score, _)| *score >= 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        let hint = match near {
-            Some((_, k)) => format!("did you mean `{k}`? "),
-            None => String::new(),
-        };
-        Err(self.err(
-            name,
-            format!(
-                "unknown alert rule `{}`; {hint}(rules: {})",
-                name.get_ref(),
-                known.join(", ")
-            ),
-        ))
-    }
-
-    fn configure(
-        &self,
-        spec: &'static RuleSpec,
-        table: &toml::Table,
-        at: &Spanned<toml::Table>,
-    ) -> Result<Option<ConfiguredRule>, ConfigError> {
-        configure(spec, table).map_err(|e| self.err(at, format!("[{}] {e}", spec.alertname)))
-    }
-}
-
-/// Every rule with its defaults: what a target gets when the config says nothing.
-pub(super) fn default_rules() -> Vec<ConfiguredRule> {
-    RULES
-        .iter()
-        .filter_map(|spec| configure(spec, &toml::Table::new()).ok().flatten())
-        .collect()
-}
-
-/// Resolve the common keys and build the rule; `None` when it is disabled.
-fn configure(
-    spec: &'static RuleSpec,
-    table: &toml::Table,
-) -> Result<Option<ConfiguredRule>, String> {
-    let mut params = table.clone();
-    let common = common(spec, &mut params)?;
-    let rule = (spec.build)(&params).map_err(|e| improve_message(&e))?;
-    Ok(common.enabled.then(|| ConfiguredRule {
-        alertname: spec.alertname,
-        severity: common.severity,
-        for_: common.for_,
-        keep_firing_for: common.keep_firing_for,
-        rule: Arc::from(rule),
-    }))
-}
-
-fn common(spec: &RuleSpec, params: &mut toml::Table) -> Result<Common, String> {
-    let enabled = match params.remove("enabled") {
-        None => true,
-        Some(toml::Value::Boolean(b)) => b,
-        Some(v) => {
-            return Err(format!(
-                "enabled = {v} is not a boolean; write enabled = true or enabled = false"
-            ));
-        }
-    };
-    let severity = match params.remove("severity") {
-        None => spec.default_severity,
-        Some(toml::Value::String(s)) => match s.as_str() {
-            "info" => Severity::Info,
-            "warning" => Severity::Warning,
-            "critical" => Severity::Critical,
-            _ => {
-                return Err(format!(
-                    "severity = \"{s}\" is not a severity; use \"info\", \"warning\" or \"critical\""
-                ));
-            }
-        },
-        Some(v) => {
-            return Err(format!(
-                "severity = {v} is not a severity; use \"info\", \"warning\" or \"critical\""
-            ));
-        }
-    };
-    let for_ = duration_key(params, "for", spec.default_for)?;
-    let keep_firing_for = duration_key(params, "keep_firing_for", spec.default_keep_firing_for)?;
-    Ok(Common {
-        enabled,
-        severity,
-        for_,
-        keep_firing_for,
-    })
-}
-
-fn duration_key(
-    params: &mut toml::Table,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, String> {
-    match params.remove(key) {
-        None => Ok(default),
-        Some(toml::Value::String(s)) => humantime::parse_duration(&s).map_err(|e| {
-            format!("{key} = \"{s}\" is not a duration ({e}); write e.g. {key} = \"5m\"")
-        }),
-        Some(v) => Err(format!(
-            "{key} = {v} has no unit; write a duration string such as {key} = \"5m\""
-        )),
+            .collect()
     }
 }
 
@@ -473,115 +334,6 @@ mod tests {
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(Path::new("pgvigil.toml"), text, &LibpqEnv::default())
             .map_err(|e| e.to_string())
-    }
-
-    fn rule<'a>(cfg: &'a Config, name: &str) -> Option<&'a crate::alert::ConfiguredRule> {
-        cfg.targets[0].alerts.iter().find(|r| r.alertname == name)
-    }
-
-    #[test]
-    fn every_rule_is_on_by_default_with_the_log_sink() {
-        let cfg = parse(TARGET).unwrap();
-        assert_eq!(
-            cfg.targets[0].alerts.len(),
-            crate::alert::rules::RULES.len()
-        );
-        assert!(cfg.alerts.log);
-        assert!(cfg.alerts.alertmanagers.is_empty());
-        assert_eq!(
-            cfg.alerts.runbook_url("IdleInTransaction"),
-            "https://github.com/pgvigil/pgvigil/blob/main/docs/runbooks/IdleInTransaction.md"
-        );
-    }
-
-    #[test]
-    fn global_settings_and_per_target_overrides_merge() {
-        let text = format!(
-            "[alerts.rules.ConnectionsNearLimit]\nseverity = \"critical\"\nfor = \"30s\"\nwarning_ratio = 0.5\n\
-             [alerts.rules.LongRunningTransaction]\nenabled = false\n\
-             {TARGET}[targets.alerts.ConnectionsNearLimit]\nfor = \"10s\"\n\
-             [[targets]]\nname = \"b\"\ndsn = \"host=h\"\n[targets.alerts.LongRunningTransaction]\nenabled = true\n"
-        );
-        let cfg = parse(&text).unwrap();
-        let c = rule(&cfg, "ConnectionsNearLimit").unwrap();
-        assert_eq!(c.severity, crate::alert::Severity::Critical);
-        assert_eq!(c.for_, std::time::Duration::from_secs(10));
-        assert!(
-            c.rule
-                .describe_params()
-                .contains(&("warning_ratio", "0.5".into()))
-        );
-        assert!(rule(&cfg, "LongRunningTransaction").is_none());
-        assert!(
-            cfg.targets[1]
-                .alerts
-                .iter()
-                .any(|r| r.alertname == "LongRunningTransaction")
-        );
-    }
-
-    #[test]
-    fn bad_rule_config_is_a_located_error_with_the_fix() {
-        let cases = [
-            (
-                "[alerts.rules.IdleInTransactoin]\nmax_idle = \"1m\"\n".to_owned(),
-                "pgvigil.toml:1:15: unknown alert rule `IdleInTransactoin`; did you mean `IdleInTransaction`?",
-            ),
-            (
-                format!("{TARGET}[targets.alerts.ConectionsNearLimit]\nwarning_ratio = 0.5\n"),
-                "pgvigil.toml:4:17: unknown alert rule `ConectionsNearLimit`; did you mean `ConnectionsNearLimit`?",
-            ),
-            (
-                "[alerts.rules.ConnectionsNearLimit]\nwarning_ratio = -0.5\n".to_owned(),
-                "[ConnectionsNearLimit] warning_ratio = -0.5 is out of range",
-            ),
-            (
-                "[alerts.rules.IdleInTransaction]\nmax_idel = \"1m\"\n".to_owned(),
-                "unknown key `max_idel`; did you mean `max_idle`?",
-            ),
-            (
-                "[alerts.rules.IdleInTransaction]\nseverity = \"page\"\n".to_owned(),
-                "severity = \"page\" is not a severity",
-            ),
-            (
-                "[alerts.rules.IdleInTransaction]\nfor = 5\n".to_owned(),
-                "for = 5 has no unit",
-            ),
-            (
-                format!("{TARGET}[targets.alerts.ConnectionsNearLimit]\ncritical_ratio = 0.5\n"),
-                "pgvigil.toml:4:1: [ConnectionsNearLimit] critical_ratio (0.5) is below warning_ratio",
-            ),
-            (
-                "[[alerts.alertmanager]]\nurls = [\"https://am:9093\"]\n".to_owned(),
-                "uses https",
-            ),
-            (
-                "[[alerts.alertmanager]]\ntimeout = \"1s\"\n".to_owned(),
-                "has no receiver",
-            ),
-            (
-                "[[alerts.webhook]]\nurl = \"http://x\"\nbearer_token_file = \"/nonexistent/token\"\n"
-                    .to_owned(),
-                "bearer_token_file: cannot read /nonexistent/token",
-            ),
-            (
-                "[alerts]\nresend_interval = \"10ms\"\n".to_owned(),
-                "resend_interval is too short",
-            ),
-        ];
-        for (text, needle) in cases {
-            let text = if text.contains("[[targets]]") {
-                text
-            } else {
-                format!("{text}{TARGET}")
-            };
-            let err = parse(&text).unwrap_err();
-            assert!(
-                err.contains(needle),
-                "expected {needle:?} in {err:?}\n{text}"
-            );
-            assert!(err.starts_with("pgvigil.toml:"), "{err}");
-        }
     }
 
     #[test]

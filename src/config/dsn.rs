@@ -45,7 +45,7 @@ impl LibpqEnv {
 }
 
 /// How to reach one target.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct ConnectionSpec {
     config: tokio_postgres::Config,
     password_file: Option<PathBuf>,

@@ -50,6 +50,17 @@ impl ConfigError {
         }
     }
 
+    /// An error at a [`super::Location`] (found after parsing: an alert rule, a duplicate
+    /// across files).
+    pub fn located(at: &super::Location, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: at.path.clone(),
+            line: at.line,
+            column: at.column,
+            message: message.into(),
+        }
+    }
+
     /// Translate a TOML/serde error into our form, with a suggestion for misspelt keys.
     pub(crate) fn from_toml(path: &Path, source: &str, err: &toml::de::Error) -> Self {
         let message = improve_message(err.message());

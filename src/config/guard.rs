@@ -1,4 +1,5 @@
-//! `[targets.tables]` and `[targets.imports]`: the data-loss guard's settings, validated.
+//! `[targets.tables]` and `[targets.imports]`: the data-loss guard's settings, validated (their
+//! `enabled` and `interval` are the uniform keys of [`super::CollectorConfig`]).
 //!
 //! Every table and column name from the config is checked here ([`Ident`]) and only ever reaches
 //! SQL quoted, so a config file can name any table but never inject SQL.
@@ -12,10 +13,8 @@ use super::raw::{HumanDuration, RawAuditColumns, RawImports, RawTables};
 use super::{ConfigError, Validator};
 
 /// `[targets.tables]`: row-count estimates for every table, exact counts for an allow-list.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TablesConfig {
-    /// Collect table statistics at all.
-    pub enabled: bool,
     /// Glob patterns (`*` and `?`) over `schema.table`; empty = every user table.
     pub include: Vec<String>,
     /// Glob patterns over `schema.table` never exported.
@@ -35,7 +34,6 @@ pub struct TablesConfig {
 impl Default for TablesConfig {
     fn default() -> Self {
         TablesConfig {
-            enabled: true,
             include: Vec::new(),
             exclude: Vec::new(),
             max_tables: 300,
@@ -48,10 +46,8 @@ impl Default for TablesConfig {
 }
 
 /// `[targets.imports]`: reconciliation of the app's import audit tables.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImportsConfig {
-    /// Reconcile imports at all.
-    pub enabled: bool,
     /// A committed import is not called short until it finished at least this long ago.
     pub grace_period: Duration,
     /// Committed imports are re-counted for this long after they finished (later deletes are
@@ -72,7 +68,6 @@ pub struct ImportsConfig {
 impl Default for ImportsConfig {
     fn default() -> Self {
         ImportsConfig {
-            enabled: true,
             grace_period: Duration::from_secs(10),
             recheck_window: Duration::from_secs(3600),
             recheck_interval: Duration::from_secs(60),
@@ -318,7 +313,6 @@ impl Validator<'_> {
             .map(|t| self.name(t, "exact_count_tables"))
             .collect::<Result<_, _>>()?;
         Ok(TablesConfig {
-            enabled: raw.enabled.unwrap_or(d.enabled),
             include,
             exclude,
             max_tables: self.positive(&raw.max_tables, "max_tables", d.max_tables)?,
@@ -352,7 +346,6 @@ impl Validator<'_> {
             });
         }
         Ok(ImportsConfig {
-            enabled: raw.enabled.unwrap_or(d.enabled),
             grace_period: self.guard_duration(&raw.grace_period, "grace_period", d.grace_period)?,
             recheck_window: self.guard_duration(
                 &raw.recheck_window,

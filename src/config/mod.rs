@@ -1,37 +1,57 @@
-//! Configuration: TOML in, a validated [`Config`] out.
+//! Configuration: TOML in, a validated [`Config`] out — plain data, nothing built.
 //!
 //! Loading is two-stage, like ripgrep's flags: `raw` mirrors the file (unknown keys are
 //! errors, spans kept), and [`Config::parse`] validates it into rich types, so every later
 //! stage can trust what it gets. Every error names `FILE:LINE:COL`, what is wrong, and the fix.
 //! Every key, with its default, is documented in `config/pgvigil.example.toml`.
+//!
+//! Config knows nothing of the modules that use it. Alert rule tables are kept as written, with
+//! their locations ([`RuleTable`]); `crate::alert::configure` builds the rules from them, and
+//! `crate::app::load` runs both, so every entry point rejects a bad config the same way.
+//!
+//! # Layout
+//!
+//! * `source`: [`SourceSettings`], what every source has (name, connection, timeouts, alert
+//!   overrides), and [`Location`].
+//! * `target`: `[[targets]]` ([`TargetConfig`]); `pgbouncer`: `[[pgbouncers]]`.
+//! * `collectors`: [`CollectorConfig`], the uniform `enabled`/`interval` keys of every
+//!   collector table; `guard`: the tables and imports collectors' own settings.
+//! * `alerts`: `[alerts]` sinks and rule tables; `dsn`, `tls`: connections; `raw`: serde types;
+//!   `error`: [`ConfigError`].
 
 mod alerts;
+mod collectors;
 mod dsn;
 mod error;
 mod guard;
 mod pgbouncer;
 mod raw;
+mod source;
+mod target;
 mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use toml::Spanned;
 
 pub use alerts::{
     AlertsConfig, DEFAULT_RESEND_INTERVAL, DEFAULT_RUNBOOK_BASE_URL, HttpAuth, HttpSinkConfig,
-    read_secret,
+    RuleTable, RuleTables, read_secret,
 };
+pub use collectors::{CollectorConfig, Section};
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
+pub(crate) use error::improve_message;
 pub use guard::{
     AuditColumns, AuditTableConfig, Ident, ImportsConfig, QualifiedName, TablesConfig,
 };
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
-use raw::{HumanDuration, RawConfig, RawTarget};
+use raw::RawConfig;
+pub use source::{Location, SourceSettings};
+pub use target::{ActivityConfig, StatementsConfig, TargetConfig};
 pub(crate) use tls::ca_certificates as tls_ca_certificates;
 pub use tls::{TlsConfig, TlsVerify};
 
@@ -40,7 +60,7 @@ pub use tls::{TlsConfig, TlsVerify};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9961";
 
 /// The whole validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// HTTP server settings.
     pub server: ServerConfig,
@@ -53,19 +73,20 @@ pub struct Config {
     /// The PgBouncer instances to watch (`[[pgbouncers]]`); their names share the `target`
     /// label with the targets.
     pub pgbouncers: Vec<PgbouncerConfig>,
-    /// `[alerts]`: sinks and alert state (the rules are per target).
+    /// `[alerts]`: sinks, alert state and the global rule tables (each source may override
+    /// them).
     pub alerts: AlertsConfig,
 }
 
 /// `[server]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Where `/metrics`, the API and the status page are served.
     pub listen: SocketAddr,
 }
 
 /// `[logging]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoggingConfig {
     /// An `EnvFilter` directive such as `info` or `pgvigil=debug`; `RUST_LOG` overrides it.
     pub level: String,
@@ -74,7 +95,7 @@ pub struct LoggingConfig {
 }
 
 /// `[telemetry]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     /// Export spans over OTLP (needs the `otel` cargo feature).
     pub otlp_enabled: bool,
@@ -83,80 +104,6 @@ pub struct TelemetryConfig {
     /// `service.name` resource attribute.
     pub service_name: String,
 }
-
-/// One `[[targets]]` entry: a database pgvigil watches over its own connection.
-#[derive(Debug, Clone)]
-pub struct TargetConfig {
-    /// Unique name; the `target` label of every series.
-    pub name: String,
-    /// How to connect.
-    pub connection: ConnectionSpec,
-    /// Time between the starts of two polls.
-    pub poll_interval: Duration,
-    /// Give up a connection attempt after this long.
-    pub connect_timeout: Duration,
-    /// `statement_timeout` of the monitoring session.
-    pub statement_timeout: Duration,
-    /// `lock_timeout` of the monitoring session: a poll never queues behind a lock for long.
-    pub lock_timeout: Duration,
-    /// Upper bound of the exponential reconnect backoff.
-    pub reconnect_max_backoff: Duration,
-    /// `[targets.activity]`
-    pub activity: ActivityConfig,
-    /// `[targets.tables]`
-    pub tables: TablesConfig,
-    /// `[targets.imports]`
-    pub imports: ImportsConfig,
-    /// The enabled alert rules: `[alerts.rules.*]` overlaid with `[targets.alerts.*]`.
-    pub alerts: Vec<crate::alert::ConfiguredRule>,
-    /// `[targets.statements]`
-    pub statements: StatementsConfig,
-}
-
-/// `[targets.activity]`: the pg_stat_activity collector.
-#[derive(Debug, Clone, Default)]
-pub struct ActivityConfig {
-    /// application_name values exported as themselves; all others become `other`, which keeps
-    /// the label bounded.
-    pub application_names: Vec<String>,
-}
-
-/// `[targets.statements]`: the pg_stat_statements collector.
-#[derive(Debug, Clone)]
-pub struct StatementsConfig {
-    /// Collect pg_stat_statements at all.
-    pub enabled: bool,
-    /// Statements exported individually; the rest are summed into `queryid="other"`.
-    pub top_k: usize,
-    /// Window of the execution-time ranking that picks the top-K.
-    pub rank_window: Duration,
-    /// Query texts are cut to this many characters.
-    pub query_text_length: usize,
-    /// Window of each statement's latency baseline (the SlowQuery regression check).
-    pub baseline_window: Duration,
-    /// Intervals with calls a statement needs before its baseline is used.
-    pub baseline_min_samples: u32,
-}
-
-impl Default for StatementsConfig {
-    fn default() -> Self {
-        StatementsConfig {
-            enabled: true,
-            top_k: 100,
-            rank_window: Duration::from_secs(15 * 60),
-            query_text_length: 200,
-            baseline_window: Duration::from_secs(60 * 60),
-            baseline_min_samples: 5,
-        }
-    }
-}
-
-const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-const DEFAULT_RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(60);
-const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Config {
     /// Read and validate a config file.
@@ -169,6 +116,7 @@ impl Config {
     }
 
     /// Validate config text; `path` is only used in error messages, `env` fills DSN gaps.
+    /// Alert rule tables are checked by `crate::app::parse`, which calls this.
     pub fn parse(path: &Path, text: &str, env: &LibpqEnv) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
@@ -206,6 +154,14 @@ impl Config {
             alerts: AlertsConfig::default(),
         })
     }
+
+    /// Every source, targets first, with the settings all kinds share.
+    pub fn sources(&self) -> impl Iterator<Item = &SourceSettings> {
+        self.targets
+            .iter()
+            .map(|t| &t.source)
+            .chain(self.pgbouncers.iter().map(|b| &b.source))
+    }
 }
 
 impl Default for TelemetryConfig {
@@ -214,26 +170,6 @@ impl Default for TelemetryConfig {
             otlp_enabled: false,
             otlp_endpoint: "http://localhost:4317".into(),
             service_name: "pgvigil".into(),
-        }
-    }
-}
-
-impl TargetConfig {
-    /// A target with every setting at its default.
-    pub fn new(name: &str, connection: ConnectionSpec) -> Self {
-        TargetConfig {
-            name: name.to_owned(),
-            connection,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
-            activity: ActivityConfig::default(),
-            tables: TablesConfig::default(),
-            imports: ImportsConfig::default(),
-            alerts: alerts::default_rules(),
-            statements: StatementsConfig::default(),
         }
     }
 }
@@ -249,6 +185,21 @@ impl Validator<'_> {
         ConfigError::at(self.path, self.text, Some(spanned.span()), message)
     }
 
+    /// Where byte `offset` of this file is.
+    fn location(&self, offset: usize) -> Location {
+        Location::of(self.path, self.text, offset)
+    }
+
+    /// How an error in this file refers to `other`: "on line 3" here, "in FILE on line 3"
+    /// in another file.
+    fn where_is(&self, other: &Location) -> String {
+        if other.path == self.path {
+            format!("on line {}", other.line)
+        } else {
+            format!("in {} on line {}", other.path.display(), other.line)
+        }
+    }
+
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let listen = match &raw.server.listen {
             None => DEFAULT_LISTEN.parse().expect("valid default"),
@@ -262,7 +213,32 @@ impl Validator<'_> {
                 )
             })?,
         };
-        let level = match &raw.logging.level {
+        let logging = self.logging(&raw.logging)?;
+        let telemetry = self.telemetry(raw.telemetry)?;
+        if raw.targets.is_empty() && raw.pgbouncers.is_empty() {
+            return Err(ConfigError::at(
+                self.path,
+                self.text,
+                None,
+                "no [[targets]] or [[pgbouncers]] defined; add a target with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
+            ));
+        }
+        let mut names = HashMap::new();
+        let targets = self.targets(raw.targets, &mut names)?;
+        let pgbouncers = self.pgbouncers(raw.pgbouncers, &mut names)?;
+        let alerts = self.alerts(raw.alerts)?;
+        Ok(Config {
+            server: ServerConfig { listen },
+            logging,
+            telemetry,
+            targets,
+            pgbouncers,
+            alerts,
+        })
+    }
+
+    fn logging(&self, raw: &raw::RawLogging) -> Result<LoggingConfig, ConfigError> {
+        let level = match &raw.level {
             None => "info".to_owned(),
             Some(level) => {
                 tracing_subscriber::EnvFilter::try_new(level.get_ref()).map_err(|e| {
@@ -277,8 +253,15 @@ impl Validator<'_> {
                 level.get_ref().clone()
             }
         };
+        Ok(LoggingConfig {
+            level,
+            format: raw.format.unwrap_or_default(),
+        })
+    }
+
+    fn telemetry(&self, raw: raw::RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
         let mut telemetry = TelemetryConfig::default();
-        if let Some(enabled) = &raw.telemetry.otlp_enabled {
+        if let Some(enabled) = &raw.otlp_enabled {
             if *enabled.get_ref() && !cfg!(feature = "otel") {
                 return Err(self.err(
                     enabled,
@@ -287,292 +270,40 @@ impl Validator<'_> {
             }
             telemetry.otlp_enabled = *enabled.get_ref();
         }
-        if let Some(endpoint) = raw.telemetry.otlp_endpoint {
+        if let Some(endpoint) = raw.otlp_endpoint {
             telemetry.otlp_endpoint = endpoint;
         }
-        if let Some(service_name) = raw.telemetry.service_name {
+        if let Some(service_name) = raw.service_name {
             telemetry.service_name = service_name;
         }
-
-        if raw.targets.is_empty() && raw.pgbouncers.is_empty() {
-            return Err(ConfigError::at(
-                self.path,
-                self.text,
-                None,
-                "no [[targets]] or [[pgbouncers]] defined; add a target with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
-            ));
-        }
-        self.global_rules(&raw.alerts.rules)?;
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut targets = Vec::with_capacity(raw.targets.len());
-        for target in raw.targets {
-            let name = target.get_ref().name.clone();
-            if let Some(first) = seen.get(name.get_ref()) {
-                let (line, _) = error::line_column(self.text, *first);
-                return Err(self.err(
-                    &name,
-                    format!(
-                        "duplicate target name \"{}\" (first used on line {line}); every target needs a unique name, it becomes the `target` label",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            seen.insert(name.get_ref().clone(), name.span().start);
-            targets.push(self.target(target, &raw.alerts.rules)?);
-        }
-        let pgbouncers = self.pgbouncers(raw.pgbouncers, &seen, &raw.alerts.rules)?;
-        let alerts = self.alerts(raw.alerts)?;
-
-        Ok(Config {
-            server: ServerConfig { listen },
-            logging: LoggingConfig {
-                level,
-                format: raw.logging.format.unwrap_or_default(),
-            },
-            telemetry,
-            targets,
-            pgbouncers,
-            alerts,
-        })
-    }
-
-    fn target(
-        &self,
-        spanned: Spanned<RawTarget>,
-        global_rules: &alerts::RawRuleTables,
-    ) -> Result<TargetConfig, ConfigError> {
-        let span = spanned.span();
-        let raw = spanned.into_inner();
-        let name = self.source_name(&raw.name, "target")?;
-        let mut connection = self.connection(
-            name,
-            span,
-            &raw.dsn,
-            &raw.dsn_env,
-            &raw.password_file,
-            ConnectionSpec::parse,
-        )?;
-        self.tls(&mut connection, &raw.tls_ca_file, &raw.tls_verify)?;
-
-        let mut target = TargetConfig::new(name, connection);
-        let duration = |value: &Option<Spanned<HumanDuration>>, key: &str, default, min| {
-            self.duration(value, key, default, min)
-        };
-        target.poll_interval = duration(
-            &raw.poll_interval,
-            "poll_interval",
-            DEFAULT_POLL_INTERVAL,
-            MIN_POLL_INTERVAL,
-        )?;
-        target.connect_timeout = duration(
-            &raw.connect_timeout,
-            "connect_timeout",
-            DEFAULT_CONNECT_TIMEOUT,
-            Duration::from_millis(100),
-        )?;
-        target.statement_timeout = duration(
-            &raw.statement_timeout,
-            "statement_timeout",
-            DEFAULT_STATEMENT_TIMEOUT,
-            Duration::from_millis(100),
-        )?;
-        target.lock_timeout = duration(
-            &raw.lock_timeout,
-            "lock_timeout",
-            DEFAULT_LOCK_TIMEOUT,
-            Duration::from_millis(10),
-        )?;
-        target.reconnect_max_backoff = duration(
-            &raw.reconnect_max_backoff,
-            "reconnect_max_backoff",
-            DEFAULT_RECONNECT_MAX_BACKOFF,
-            Duration::from_millis(100),
-        )?;
-        target.activity.application_names = raw.activity.application_names;
-        target.tables = self.tables(raw.tables)?;
-        target.imports = self.imports(raw.imports)?;
-        target.alerts = self.target_rules(global_rules, &raw.alerts)?;
-        target.statements = self.statements(raw.statements, &duration)?;
-        Ok(target)
+        Ok(telemetry)
     }
 }
 
-impl Validator<'_> {
-    /// A target or PgBouncer name: it becomes the `target` label value and part of URLs.
-    fn source_name<'n>(
-        &self,
-        name: &'n Spanned<String>,
-        what: &str,
-    ) -> Result<&'n str, ConfigError> {
-        let value = name.get_ref();
-        if value.is_empty()
-            || !value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(self.err(
-                name,
-                format!(
-                    "invalid {what} name \"{value}\"; use letters, digits, '_', '-' or '.' (it becomes the target label value and part of URLs)"
-                ),
-            ));
-        }
-        Ok(value)
-    }
-
-    /// A connection from exactly one of `dsn` / `dsn_env`, plus an optional password file.
-    /// `parse` turns the DSN text into a spec (targets and PgBouncer admin consoles default
-    /// differently).
-    fn connection(
-        &self,
-        name: &str,
-        span: std::ops::Range<usize>,
-        dsn: &Option<Spanned<String>>,
-        dsn_env: &Option<Spanned<String>>,
-        password_file: &Option<Spanned<String>>,
-        parse: fn(&str, &LibpqEnv) -> Result<ConnectionSpec, String>,
-    ) -> Result<ConnectionSpec, ConfigError> {
-        let mut connection = match (dsn, dsn_env) {
-            (Some(dsn), None) => parse(dsn.get_ref(), self.env).map_err(|e| self.err(dsn, e))?,
-            (None, Some(var)) => {
-                let value = std::env::var(var.get_ref()).map_err(|_| {
-                    self.err(
-                        var,
-                        format!(
-                            "environment variable {} (named by dsn_env) is not set; export it, or use dsn = \"...\" instead",
-                            var.get_ref()
-                        ),
-                    )
-                })?;
-                parse(&value, self.env).map_err(|e| {
-                    self.err(var, format!("environment variable {}: {e}", var.get_ref()))
-                })?
-            }
-            (Some(dsn), Some(_)) => {
-                return Err(self.err(
-                    dsn,
-                    format!("target \"{name}\" sets both dsn and dsn_env; keep exactly one"),
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::at(
-                    self.path,
-                    self.text,
-                    Some(span),
-                    format!(
-                        "target \"{name}\" has no connection; add dsn = \"postgres://user@host:5432/db\" or dsn_env = \"VARIABLE\""
-                    ),
-                ));
-            }
-        };
-        if let Some(file) = password_file {
-            let path = PathBuf::from(file.get_ref());
-            dsn::read_password_file(&path).map_err(|e| self.err(file, e))?;
-            connection.set_password_file(path);
-        }
-        Ok(connection)
-    }
-
-    /// An optional duration with a default and a lower bound.
-    fn duration(
-        &self,
-        value: &Option<Spanned<HumanDuration>>,
-        key: &str,
-        default: Duration,
-        min: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let Some(value) = value else {
-            return Ok(default);
-        };
-        let d = value.get_ref().0;
-        if d < min {
-            return Err(self.err(
-                value,
-                format!(
-                    "{key} = \"{}\" is too short; use at least {}",
-                    humantime::format_duration(d),
-                    humantime::format_duration(min)
-                ),
-            ));
-        }
-        Ok(d)
-    }
-}
-
-/// Validates one optional duration key: (value, key, default, minimum).
-type DurationCheck<'a> = dyn Fn(&Option<Spanned<HumanDuration>>, &str, Duration, Duration) -> Result<Duration, ConfigError>
-    + 'a;
-
-impl Validator<'_> {
-    fn statements(
-        &self,
-        raw: raw::RawStatements,
-        duration: &DurationCheck<'_>,
-    ) -> Result<StatementsConfig, ConfigError> {
-        let defaults = StatementsConfig::default();
-        let int = |value: &Option<Spanned<i64>>,
-                   key: &str,
-                   default: usize,
-                   range: std::ops::RangeInclusive<i64>,
-                   why: &str|
-         -> Result<usize, ConfigError> {
-            let Some(value) = value else {
-                return Ok(default);
-            };
-            let v = *value.get_ref();
-            if !range.contains(&v) {
-                return Err(self.err(
-                    value,
-                    format!(
-                        "{key} = {v} is out of range; use {} to {} ({why})",
-                        range.start(),
-                        range.end()
-                    ),
-                ));
-            }
-            Ok(v as usize)
-        };
-        Ok(StatementsConfig {
-            enabled: raw.enabled.unwrap_or(defaults.enabled),
-            top_k: int(
-                &raw.top_k,
-                "top_k",
-                defaults.top_k,
-                1..=10_000,
-                "each exported statement is a series per metric",
-            )?,
-            rank_window: duration(
-                &raw.rank_window,
-                "rank_window",
-                defaults.rank_window,
-                Duration::from_secs(1),
-            )?,
-            query_text_length: int(
-                &raw.query_text_length,
-                "query_text_length",
-                defaults.query_text_length,
-                16..=10_000,
-                "characters of query text kept per statement",
-            )?,
-            baseline_window: duration(
-                &raw.baseline_window,
-                "baseline_window",
-                defaults.baseline_window,
-                Duration::from_secs(1),
-            )?,
-            baseline_min_samples: int(
-                &raw.baseline_min_samples,
-                "baseline_min_samples",
-                defaults.baseline_min_samples as usize,
-                1..=crate::collect::statements::BASELINE_WARMUP as i64,
-                "intervals with calls before a statement's baseline is trusted",
-            )? as u32,
-        })
-    }
+/// The keys a collector table accepts, as the parser says when it meets an unknown one; for
+/// the registry's tests (every key documented in the example config).
+#[cfg(test)]
+pub(crate) fn accepted_keys(kind: &str, table: &str) -> Vec<String> {
+    let text =
+        format!("[[{kind}]]\nname = \"x\"\ndsn = \"host=h\"\n[{kind}.{table}]\nno_such_key = 1\n");
+    let err = Config::parse(Path::new("probe.toml"), &text, &LibpqEnv::default())
+        .expect_err("the probe key is unknown")
+        .to_string();
+    let Some((_, valid)) = err.split_once("valid here: ") else {
+        panic!("[{kind}.{table}] is no collector table: {err}");
+    };
+    valid
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, String> {

@@ -5,130 +5,124 @@
 //! must therefore be unique across `[[targets]]` and `[[pgbouncers]]`.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
 
 use toml::Spanned;
 
+use super::collectors::CollectorConfig;
 use super::raw::RawPgbouncer;
-use super::{
-    ConfigError, ConnectionSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POLL_INTERVAL,
-    DEFAULT_RECONNECT_MAX_BACKOFF, DEFAULT_STATEMENT_TIMEOUT, MIN_POLL_INTERVAL, Validator, error,
-};
+use super::source::{Location, RawSource, SourceSettings};
+use super::{ConfigError, ConnectionSpec, Validator};
 
-/// One `[[pgbouncers]]` entry.
-#[derive(Debug, Clone)]
+/// One `[[pgbouncers]]` entry. It dereferences to its [`SourceSettings`] (`bouncer.name`,
+/// `bouncer.poll_interval`, ...).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PgbouncerConfig {
-    /// Unique across targets and PgBouncers; the `target` label of every series.
-    pub name: String,
-    /// How to reach the admin console (database `pgbouncer`).
-    pub connection: ConnectionSpec,
-    /// Time between the starts of two polls.
-    pub poll_interval: Duration,
-    /// Give up a connection attempt after this long.
-    pub connect_timeout: Duration,
-    /// The admin console cannot `SET statement_timeout`, so this bounds each `SHOW` on the
-    /// client side: a poll that gets no answer within twice this (plus a second) reconnects.
-    pub statement_timeout: Duration,
-    /// Upper bound of the exponential reconnect backoff.
-    pub reconnect_max_backoff: Duration,
-    /// The enabled alert rules: `[alerts.rules.*]` overlaid with `[pgbouncers.alerts.*]`.
-    /// Rules about other sources see no data of theirs here and stay silent.
-    pub alerts: Vec<crate::alert::ConfiguredRule>,
+    /// Name, connection (the admin console, database `pgbouncer`), timeouts and alert
+    /// overrides. The admin console cannot `SET statement_timeout`, so `statement_timeout`
+    /// bounds each `SHOW` on the client side: a poll that gets no answer within twice this
+    /// (plus a second) reconnects. Rules about other kinds of source see no data of theirs here
+    /// and stay silent.
+    pub source: SourceSettings,
+    /// `[pgbouncers.instance]`: SHOW VERSION, LISTS, CONFIG.
+    pub instance: CollectorConfig<()>,
+    /// `[pgbouncers.pools]`: SHOW POOLS.
+    pub pools: CollectorConfig<()>,
+    /// `[pgbouncers.databases]`: SHOW DATABASES.
+    pub databases: CollectorConfig<()>,
+    /// `[pgbouncers.stats]`: SHOW STATS.
+    pub stats: CollectorConfig<()>,
+}
+
+impl Deref for PgbouncerConfig {
+    type Target = SourceSettings;
+
+    fn deref(&self) -> &SourceSettings {
+        &self.source
+    }
+}
+
+impl DerefMut for PgbouncerConfig {
+    fn deref_mut(&mut self) -> &mut SourceSettings {
+        &mut self.source
+    }
 }
 
 impl PgbouncerConfig {
     /// An instance with every setting at its default.
     pub fn new(name: &str, connection: ConnectionSpec) -> Self {
         PgbouncerConfig {
-            name: name.to_owned(),
-            connection,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
-            reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
-            alerts: super::alerts::default_rules(),
+            source: SourceSettings::new(name, connection),
+            instance: CollectorConfig::on(()),
+            pools: CollectorConfig::on(()),
+            databases: CollectorConfig::on(()),
+            stats: CollectorConfig::on(()),
         }
     }
 }
 
 impl Validator<'_> {
-    /// Validate every `[[pgbouncers]]` entry; `targets` maps the target names already taken
-    /// to the offset where each was defined.
+    /// Validate every `[[pgbouncers]]` entry; `names` maps the names already taken (by
+    /// targets, here or in other files) to where each was defined, and gets these added.
     pub(super) fn pgbouncers(
         &self,
         raw: Vec<Spanned<RawPgbouncer>>,
-        targets: &HashMap<String, usize>,
-        global_rules: &super::alerts::RawRuleTables,
+        names: &mut HashMap<String, (Location, &'static str)>,
     ) -> Result<Vec<PgbouncerConfig>, ConfigError> {
-        let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
         for entry in raw {
             let name = &entry.get_ref().name;
-            let taken = |what: &str, first: usize| {
-                let (line, _) = error::line_column(self.text, first);
-                self.err(
+            if let Some((first, kind)) = names.get(name.get_ref()) {
+                let what = if *kind == "pgbouncer" {
+                    "another [[pgbouncers]] entry"
+                } else {
+                    "a [[targets]] entry"
+                };
+                return Err(self.err(
                     name,
                     format!(
-                        "duplicate name \"{}\" (already used by {what} on line {line}); PgBouncer instances and targets share the `target` label, so every name must be unique across [[targets]] and [[pgbouncers]]",
-                        name.get_ref()
+                        "duplicate name \"{}\" (already used by {what} {}); PgBouncer instances and targets share the `target` label, so every name must be unique across [[targets]] and [[pgbouncers]]",
+                        name.get_ref(),
+                        self.where_is(first)
                     ),
-                )
-            };
-            if let Some(first) = targets.get(name.get_ref()) {
-                return Err(taken("a [[targets]] entry", *first));
+                ));
             }
-            if let Some(first) = seen.get(name.get_ref()) {
-                return Err(taken("another [[pgbouncers]] entry", *first));
-            }
-            seen.insert(name.get_ref().clone(), name.span().start);
-            out.push(self.pgbouncer(entry, global_rules)?);
+            names.insert(
+                name.get_ref().clone(),
+                (self.location(name.span().start), "pgbouncer"),
+            );
+            out.push(self.pgbouncer(entry)?);
         }
         Ok(out)
     }
 
-    fn pgbouncer(
-        &self,
-        spanned: Spanned<RawPgbouncer>,
-        global_rules: &super::alerts::RawRuleTables,
-    ) -> Result<PgbouncerConfig, ConfigError> {
+    fn pgbouncer(&self, spanned: Spanned<RawPgbouncer>) -> Result<PgbouncerConfig, ConfigError> {
         let span = spanned.span();
         let raw = spanned.into_inner();
-        let name = self.source_name(&raw.name, "pgbouncer")?;
-        let mut connection = self.connection(
-            name,
+        let source = self.source(
+            RawSource {
+                name: &raw.name,
+                dsn: &raw.dsn,
+                dsn_env: &raw.dsn_env,
+                password_file: &raw.password_file,
+                tls_ca_file: &raw.tls_ca_file,
+                tls_verify: &raw.tls_verify,
+                poll_interval: &raw.poll_interval,
+                connect_timeout: &raw.connect_timeout,
+                statement_timeout: &raw.statement_timeout,
+                reconnect_max_backoff: &raw.reconnect_max_backoff,
+            },
             span,
-            &raw.dsn,
-            &raw.dsn_env,
-            &raw.password_file,
+            "pgbouncer",
             ConnectionSpec::parse_admin,
         )?;
-        self.tls(&mut connection, &raw.tls_ca_file, &raw.tls_verify)?;
-        let mut bouncer = PgbouncerConfig::new(name, connection);
-        bouncer.poll_interval = self.duration(
-            &raw.poll_interval,
-            "poll_interval",
-            DEFAULT_POLL_INTERVAL,
-            MIN_POLL_INTERVAL,
-        )?;
-        bouncer.connect_timeout = self.duration(
-            &raw.connect_timeout,
-            "connect_timeout",
-            DEFAULT_CONNECT_TIMEOUT,
-            Duration::from_millis(100),
-        )?;
-        bouncer.statement_timeout = self.duration(
-            &raw.statement_timeout,
-            "statement_timeout",
-            DEFAULT_STATEMENT_TIMEOUT,
-            Duration::from_millis(100),
-        )?;
-        bouncer.reconnect_max_backoff = self.duration(
-            &raw.reconnect_max_backoff,
-            "reconnect_max_backoff",
-            DEFAULT_RECONNECT_MAX_BACKOFF,
-            Duration::from_millis(100),
-        )?;
-        bouncer.alerts = self.target_rules(global_rules, &raw.alerts)?;
+        let mut bouncer = PgbouncerConfig::new(&source.name, source.connection.clone());
+        bouncer.source = source;
+        bouncer.source.alerts = self.rule_tables(&raw.alerts);
+        bouncer.instance = self.toggle(bouncer.instance, &raw.instance)?;
+        bouncer.pools = self.toggle(bouncer.pools, &raw.pools)?;
+        bouncer.databases = self.toggle(bouncer.databases, &raw.databases)?;
+        bouncer.stats = self.toggle(bouncer.stats, &raw.stats)?;
         Ok(bouncer)
     }
 }
@@ -142,32 +136,6 @@ mod tests {
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(Path::new("pgvigil.toml"), text, &LibpqEnv::default())
             .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn instances_get_the_global_rules_with_their_own_overrides() {
-        let cfg = parse(
-            "[alerts.rules.PoolSaturated]\nfor = \"1m\"\n\n[[pgbouncers]]\nname = \"b\"\ndsn = \"host=h port=6432\"\n\n[pgbouncers.alerts.PoolClientsWaiting]\nfor = \"30s\"\n",
-        )
-        .unwrap();
-        let rule = |name: &str| {
-            cfg.pgbouncers[0]
-                .alerts
-                .iter()
-                .find(|r| r.alertname == name)
-                .unwrap_or_else(|| panic!("{name} is not configured for the instance"))
-                .for_
-        };
-        assert_eq!(
-            rule("PoolClientsWaiting"),
-            std::time::Duration::from_secs(30)
-        );
-        assert_eq!(rule("PoolSaturated"), std::time::Duration::from_secs(60));
-        let err = parse(
-            "[[pgbouncers]]\nname = \"b\"\ndsn = \"host=h\"\n[pgbouncers.alerts.PoolClientWaiting]\nfor = \"1s\"\n",
-        )
-        .unwrap_err();
-        assert!(err.contains("did you mean `PoolClientsWaiting`"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::collectors::RawToggle;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -84,6 +86,8 @@ pub(crate) struct RawTarget {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawActivity {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) interval: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub(crate) application_names: Vec<String>,
 }
@@ -104,6 +108,15 @@ pub(crate) struct RawPgbouncer {
     pub(crate) reconnect_max_backoff: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub(crate) alerts: super::alerts::RawRuleTables,
+    // The collectors, each with only the uniform keys.
+    #[serde(default)]
+    pub(crate) instance: RawToggle,
+    #[serde(default)]
+    pub(crate) pools: RawToggle,
+    #[serde(default)]
+    pub(crate) databases: RawToggle,
+    #[serde(default)]
+    pub(crate) stats: RawToggle,
 }
 
 // --- tables and imports (the data-loss guard) ------------------------------------------------
@@ -112,6 +125,7 @@ pub(crate) struct RawPgbouncer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTables {
     pub(crate) enabled: Option<bool>,
+    pub(crate) interval: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     pub(crate) include: Vec<Spanned<String>>,
     #[serde(default)]
@@ -128,6 +142,7 @@ pub(crate) struct RawTables {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawImports {
     pub(crate) enabled: Option<bool>,
+    pub(crate) interval: Option<Spanned<HumanDuration>>,
     pub(crate) grace_period: Option<Spanned<HumanDuration>>,
     pub(crate) recheck_window: Option<Spanned<HumanDuration>>,
     pub(crate) recheck_interval: Option<Spanned<HumanDuration>>,
@@ -170,6 +185,7 @@ pub(crate) struct RawAuditColumns {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStatements {
     pub(crate) enabled: Option<bool>,
+    pub(crate) interval: Option<Spanned<HumanDuration>>,
     pub(crate) top_k: Option<Spanned<i64>>,
     pub(crate) rank_window: Option<Spanned<HumanDuration>>,
     pub(crate) query_text_length: Option<Spanned<i64>>,

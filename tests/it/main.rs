@@ -17,6 +17,7 @@ mod lifecycle;
 mod operator_kit;
 mod package;
 mod pgbouncer;
+mod registry;
 mod statements;
 mod support;
 mod support_alerting;

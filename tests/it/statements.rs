@@ -318,6 +318,7 @@ impl Harness {
             client: &self.client,
             target: &self.target,
             server: &self.server,
+            database: self.target.connection.dbname(),
         };
         let mut observations = Observations {
             up: true,

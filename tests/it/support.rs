@@ -239,7 +239,7 @@ pub struct Poller {
     pub client: tokio_postgres::Client,
     pub target: pgvigil::config::TargetConfig,
     server: pgvigil::collect::ServerInfo,
-    collectors: Vec<Box<dyn pgvigil::collect::Collector>>,
+    collectors: Vec<Box<dyn pgvigil::collect::Collector<pgvigil::collect::Postgres>>>,
 }
 
 impl Poller {
@@ -282,6 +282,7 @@ impl Poller {
             client: &self.client,
             target: &self.target,
             server: &self.server,
+            database: self.target.connection.dbname(),
         };
         let mut observations = pgvigil::collect::Observations {
             up: true,

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{Notification, payload};
-use crate::Shared;
 use crate::config::{HttpAuth, HttpSinkConfig, read_secret};
+use crate::metrics::Metrics;
 
 /// Most alerts an outbox holds while its receiver is down; more are dropped and counted.
 pub const OUTBOX_CAPACITY: usize = 10_000;
@@ -63,7 +63,7 @@ pub(crate) struct HttpSink {
     config: HttpSinkConfig,
     external_url: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     outbox: BTreeMap<String, Notification>,
 }
 
@@ -72,7 +72,7 @@ impl HttpSink {
         format: Format,
         config: HttpSinkConfig,
         external_url: Option<String>,
-        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
@@ -84,7 +84,7 @@ impl HttpSink {
             config,
             external_url,
             client,
-            shared,
+            metrics,
             outbox: BTreeMap::new(),
         }
     }
@@ -92,8 +92,7 @@ impl HttpSink {
     fn add(&mut self, n: Notification) {
         let key = serde_json::to_string(&n.labels).unwrap_or_default();
         if self.outbox.len() >= OUTBOX_CAPACITY && !self.outbox.contains_key(&key) {
-            self.shared
-                .metrics
+            self.metrics
                 .notification(self.format.sink_name(), "dropped", 1);
             return;
         }
@@ -131,7 +130,7 @@ impl HttpSink {
             };
             match result {
                 Ok(()) => {
-                    self.shared.metrics.notification(sink, "sent", count);
+                    self.metrics.notification(sink, "sent", count);
                     self.outbox.clear();
                     backoff = INITIAL_BACKOFF;
                     if failing_since_log {
@@ -140,12 +139,12 @@ impl HttpSink {
                     }
                 }
                 Err(Failure::Permanent(e)) => {
-                    self.shared.metrics.notification(sink, "failed", count);
+                    self.metrics.notification(sink, "failed", count);
                     error!(sink, %url, "alert receiver rejected {count} alerts, not retrying: {e}");
                     self.outbox.clear();
                 }
                 Err(Failure::Transient(e)) => {
-                    self.shared.metrics.notification(sink, "failed", count);
+                    self.metrics.notification(sink, "failed", count);
                     if failing_since_log {
                         debug!(sink, %url, "alert delivery still failing: {e}");
                     } else {

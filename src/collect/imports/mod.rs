@@ -21,7 +21,10 @@ use tracing::warn;
 
 use self::audit::{IdColumn, RawRow, Target};
 use self::reconcile::{AuditStatus, Facts, ImportVerdict, Policy, Reconciler, Verdict};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, describe_pg_error};
+use super::registry::{self, CollectorSpec, Scope};
+use super::{
+    BoxFuture, CollectError, Collector, Observations, PollContext, Postgres, describe_pg_error,
+};
 use crate::config::{AuditTableConfig, ImportsConfig};
 use crate::metrics::{self, Snapshot};
 
@@ -350,14 +353,28 @@ fn unix_now() -> f64 {
         .unwrap_or_default()
 }
 
-impl Collector for Imports {
+/// The registry's entry (see [`super::registry`]).
+pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
+    name: "imports",
+    table: "imports",
+    reads: "import audit tables, and the rows of each import in its target table",
+    scope: Scope::Database,
+    versions: registry::PG13,
+    grants: &["SELECT ON import_audit", "SELECT ON <import target tables>"],
+    metrics: metrics::IMPORTS_METRICS,
+    section: |t| &t.imports,
+    build: |t| Box::new(Imports::new(&t.imports)),
+    carry: |from, to| to.imports = from.imports.clone(),
+};
+
+impl Collector<Postgres> for Imports {
     fn name(&self) -> &'static str {
         "imports"
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a PollContext<'a>,
+        ctx: &'a PollContext<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {

@@ -1,8 +1,10 @@
 //! `SHOW DATABASES`: each PgBouncer database's limits (pool_size, max_db_connections), where
 //! it points, and whether it is paused or disabled.
 
-use super::{ADMIN_DATABASE, BouncerCollector, BouncerContext, number, report, show, text};
+use super::{ADMIN_DATABASE, BouncerContext, number, report, show, text};
+use crate::collect::registry::{CollectorSpec, Scope, Versions};
 use crate::collect::{BoxFuture, CollectError, Observations};
+use crate::collect::{Collector, Pgbouncer};
 use crate::metrics::{self, Snapshot};
 
 const COMMAND: &str = "SHOW DATABASES";
@@ -90,14 +92,37 @@ impl Databases {
     }
 }
 
-impl BouncerCollector for Databases {
+/// The registry's entry (see [`crate::collect::registry`]).
+pub(crate) const SPEC: CollectorSpec<Pgbouncer> = CollectorSpec {
+    name: "pgbouncer_databases",
+    table: "databases",
+    reads: "SHOW DATABASES",
+    scope: Scope::Cluster,
+    versions: Versions::ANY,
+    grants: &["stats_users"],
+    metrics: &[
+        &metrics::PGBOUNCER_POOL_SIZE,
+        &metrics::PGBOUNCER_DB_MAX_CONNECTIONS,
+        &metrics::PGBOUNCER_DB_CURRENT_CONNECTIONS,
+        &metrics::PGBOUNCER_DB_PAUSED,
+        &metrics::PGBOUNCER_DB_DISABLED,
+        &metrics::PGBOUNCER_DB_INFO,
+    ],
+    section: |b| &b.databases,
+    build: |_| Box::new(Databases),
+    carry: |from, to| {
+        report(to).databases = from.pgbouncer.as_ref().and_then(|r| r.databases.clone());
+    },
+};
+
+impl Collector<Pgbouncer> for Databases {
     fn name(&self) -> &'static str {
         "pgbouncer_databases"
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a BouncerContext<'a>,
+        ctx: &'a BouncerContext<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {

@@ -1,8 +1,10 @@
 //! Instance-wide facts: `SHOW VERSION`, `SHOW LISTS` (how many clients are connected) and
 //! `SHOW CONFIG` (the limits they are measured against).
 
-use super::{BouncerCollector, BouncerContext, number, report, show, text};
+use super::{BouncerContext, number, report, show, text};
+use crate::collect::registry::{CollectorSpec, Scope, Versions};
 use crate::collect::{BoxFuture, CollectError, Observations};
+use crate::collect::{Collector, Pgbouncer};
 use crate::metrics::{self, Snapshot};
 
 /// The instance collector.
@@ -82,14 +84,40 @@ fn parse_version(text: &str) -> String {
         .to_owned()
 }
 
-impl BouncerCollector for Instance {
+/// The registry's entry (see [`crate::collect::registry`]).
+pub(crate) const SPEC: CollectorSpec<Pgbouncer> = CollectorSpec {
+    name: "pgbouncer_instance",
+    table: "instance",
+    reads: "SHOW VERSION, SHOW LISTS, SHOW CONFIG",
+    scope: Scope::Cluster,
+    versions: Versions::ANY,
+    grants: &["stats_users"],
+    metrics: &[
+        &metrics::PGBOUNCER_INFO,
+        &metrics::PGBOUNCER_LIST_ITEMS,
+        &metrics::PGBOUNCER_CLIENT_CONNECTIONS,
+        &metrics::PGBOUNCER_MAX_CLIENT_CONN,
+        &metrics::PGBOUNCER_DEFAULT_POOL_SIZE,
+    ],
+    section: |b| &b.instance,
+    build: |_| Box::new(Instance),
+    carry: |from, to| {
+        let from = from.pgbouncer.as_ref();
+        let to = report(to);
+        to.version = from.and_then(|r| r.version.clone());
+        to.client_connections = from.and_then(|r| r.client_connections);
+        to.max_client_conn = from.and_then(|r| r.max_client_conn);
+    },
+};
+
+impl Collector<Pgbouncer> for Instance {
     fn name(&self) -> &'static str {
         "pgbouncer_instance"
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a BouncerContext<'a>,
+        ctx: &'a BouncerContext<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {

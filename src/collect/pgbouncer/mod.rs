@@ -11,16 +11,15 @@
 //! `pgvigil_connections` uses, so a PgBouncer pool lines up with the server connections behind
 //! it (see the README's "one picture" section).
 
-mod databases;
-mod instance;
-mod pools;
-mod stats;
+pub(crate) mod databases;
+pub(crate) mod instance;
+pub(crate) mod pools;
+pub(crate) mod stats;
 
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
-use super::{BoxFuture, CollectError, Observations};
+use super::{CollectError, Collector, Observations, Pgbouncer};
 use crate::config::PgbouncerConfig;
-use crate::metrics::Snapshot;
 
 pub use databases::Database;
 pub(crate) use instance::version;
@@ -38,22 +37,9 @@ pub struct BouncerContext<'a> {
     pub config: &'a PgbouncerConfig,
 }
 
-/// One PgBouncer data source.
-pub trait BouncerCollector: Send + Sync {
-    /// Stable name: the `collector` label and the key of its snapshot.
-    fn name(&self) -> &'static str;
-
-    /// Poll once: return the metrics and fill this collector's part of
-    /// `observations.pgbouncer`.
-    fn collect<'a>(
-        &'a mut self,
-        ctx: &'a BouncerContext<'a>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>>;
-}
-
-/// The collectors a PgBouncer instance runs, in poll order.
-pub fn collectors() -> Vec<Box<dyn BouncerCollector>> {
+/// Every PgBouncer collector with its defaults, in poll order (the registry's
+/// [`crate::collect::registry::PGBOUNCER`]; none of them has settings).
+pub fn collectors() -> Vec<Box<dyn Collector<Pgbouncer>>> {
     vec![
         Box::new(instance::Instance),
         Box::new(pools::Pools),
@@ -171,6 +157,16 @@ mod tests {
             "{err}"
         );
         assert_eq!(micros(1_500_000), 1.5);
+    }
+
+    #[test]
+    fn collectors_are_the_registry_in_its_order() {
+        let names: Vec<&str> = collectors().iter().map(|c| c.name()).collect();
+        let registry: Vec<&str> = crate::collect::registry::PGBOUNCER
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, registry);
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! `SHOW POOLS`: per (database, user) pool, clients by state, servers by state, and how long
 //! the oldest waiting client has waited.
 
-use super::{
-    ADMIN_DATABASE, BouncerCollector, BouncerContext, micros, number, optional_number, report,
-    show, text,
-};
+use super::{ADMIN_DATABASE, BouncerContext, micros, number, optional_number, report, show, text};
+use crate::collect::registry::{CollectorSpec, Scope, Versions};
 use crate::collect::{BoxFuture, CollectError, Observations};
+use crate::collect::{Collector, Pgbouncer};
 use crate::metrics::{self, Snapshot};
 
 const COMMAND: &str = "SHOW POOLS";
@@ -98,14 +97,32 @@ impl Pools {
     }
 }
 
-impl BouncerCollector for Pools {
+/// The registry's entry (see [`crate::collect::registry`]).
+pub(crate) const SPEC: CollectorSpec<Pgbouncer> = CollectorSpec {
+    name: "pgbouncer_pools",
+    table: "pools",
+    reads: "SHOW POOLS",
+    scope: Scope::Cluster,
+    versions: Versions::ANY,
+    grants: &["stats_users"],
+    metrics: &[
+        &metrics::PGBOUNCER_CLIENTS,
+        &metrics::PGBOUNCER_SERVERS,
+        &metrics::PGBOUNCER_MAX_WAIT,
+    ],
+    section: |b| &b.pools,
+    build: |_| Box::new(Pools),
+    carry: |from, to| report(to).pools = from.pgbouncer.as_ref().and_then(|r| r.pools.clone()),
+};
+
+impl Collector<Pgbouncer> for Pools {
     fn name(&self) -> &'static str {
         "pgbouncer_pools"
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a BouncerContext<'a>,
+        ctx: &'a BouncerContext<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {

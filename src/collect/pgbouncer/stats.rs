@@ -2,8 +2,10 @@
 //! microseconds to seconds. PgBouncer keeps the counters, so they are exported as they are:
 //! a PgBouncer restart is a counter reset, which `rate()` handles.
 
-use super::{ADMIN_DATABASE, BouncerCollector, BouncerContext, micros, number, show, text};
+use super::{ADMIN_DATABASE, BouncerContext, micros, number, show, text};
+use crate::collect::registry::{CollectorSpec, Scope, Versions};
 use crate::collect::{BoxFuture, CollectError, Observations};
+use crate::collect::{Collector, Pgbouncer};
 use crate::metrics::{self, MetricDef, Snapshot};
 
 const COMMAND: &str = "SHOW STATS";
@@ -42,14 +44,36 @@ impl Stats {
     }
 }
 
-impl BouncerCollector for Stats {
+/// The registry's entry (see [`crate::collect::registry`]).
+pub(crate) const SPEC: CollectorSpec<Pgbouncer> = CollectorSpec {
+    name: "pgbouncer_stats",
+    table: "stats",
+    reads: "SHOW STATS",
+    scope: Scope::Cluster,
+    versions: Versions::ANY,
+    grants: &["stats_users"],
+    metrics: &[
+        &metrics::PGBOUNCER_TRANSACTIONS,
+        &metrics::PGBOUNCER_QUERIES,
+        &metrics::PGBOUNCER_RECEIVED_BYTES,
+        &metrics::PGBOUNCER_SENT_BYTES,
+        &metrics::PGBOUNCER_XACT_TIME,
+        &metrics::PGBOUNCER_QUERY_TIME,
+        &metrics::PGBOUNCER_WAIT_TIME,
+    ],
+    section: |b| &b.stats,
+    build: |_| Box::new(Stats),
+    carry: |_, _| {},
+};
+
+impl Collector<Pgbouncer> for Stats {
     fn name(&self) -> &'static str {
         "pgbouncer_stats"
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a BouncerContext<'a>,
+        ctx: &'a BouncerContext<'c>,
         _observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(self.poll(ctx))

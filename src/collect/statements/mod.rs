@@ -37,7 +37,8 @@ use self::baseline::Baselines;
 use self::delta::{Counter, Counters, DeltaTracker, Key};
 use self::sql::{Dialect, StatementRow};
 use self::topk::TopK;
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext};
+use super::registry::{self, CollectorSpec, Scope};
+use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
 use crate::config::StatementsConfig;
 use crate::metrics::{self, MetricDef, Snapshot};
 
@@ -568,14 +569,28 @@ async fn names(
         .collect()
 }
 
-impl Collector for Statements {
+/// The registry's entry (see [`super::registry`]).
+pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
+    name: "statements",
+    table: "statements",
+    reads: "pg_stat_statements (the extension in the DSN's database), pg_stat_statements_info",
+    scope: Scope::Cluster,
+    versions: registry::PG13,
+    grants: &["pg_monitor"],
+    metrics: metrics::STATEMENTS_METRICS,
+    section: |t| &t.statements,
+    build: |t| Box::new(Statements::new(&t.statements)),
+    carry: |from, to| to.statements = from.statements.clone(),
+};
+
+impl Collector<Postgres> for Statements {
     fn name(&self) -> &'static str {
         "statements"
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a PollContext<'a>,
+        ctx: &'a PollContext<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {

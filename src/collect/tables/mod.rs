@@ -21,7 +21,8 @@ use tracing::warn;
 
 use self::changes::{Counters, TableChange};
 use self::exact::ExactCounter;
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext};
+use super::registry::{self, CollectorSpec, Scope};
+use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
 use crate::config::TablesConfig;
 use crate::metrics::{self, Snapshot};
 
@@ -233,7 +234,21 @@ impl Tables {
     }
 }
 
-impl Collector for Tables {
+/// The registry's entry (see [`super::registry`]).
+pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
+    name: "tables",
+    table: "tables",
+    reads: "pg_stat_user_tables and pg_class estimates; count(*) of exact_count_tables on their own schedule",
+    scope: Scope::Database,
+    versions: registry::PG13,
+    grants: &["SELECT ON <exact_count_tables>"],
+    metrics: metrics::TABLES_METRICS,
+    section: |t| &t.tables,
+    build: |t| Box::new(Tables::new(&t.tables)),
+    carry: |from, to| to.tables = from.tables.clone(),
+};
+
+impl Collector<Postgres> for Tables {
     fn name(&self) -> &'static str {
         "tables"
     }
@@ -242,9 +257,9 @@ impl Collector for Tables {
         default + self.exact.max_round()
     }
 
-    fn collect<'a>(
+    fn collect<'a, 'c>(
         &'a mut self,
-        ctx: &'a PollContext<'a>,
+        ctx: &'a PollContext<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
         Box::pin(async move {

@@ -1,0 +1,135 @@
+//! Per-source state in one place: status, published snapshots, latest observations,
+//! `pgvigil_up`, and the alert engine's rules for each source.
+//!
+//! The poll loops write here, the HTTP server reads here, and the supervisor
+//! (`crate::app`) adds and forgets sources here. [`Hub::forget`] removes everything a source
+//! left behind, so a source removed at runtime leaves no series on `/metrics`, no row in the
+//! API, and no alert that can never resolve (its alerts resolve, and the resolutions are
+//! delivered).
+//!
+//! Tasks take only the handles they use: the alert engine and its sinks take the metrics
+//! handle and their end of the [`AlertHub`], not the whole hub.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::alert::ConfiguredRule;
+use crate::alert::engine::AlertHub;
+use crate::collect::{Observations, registry};
+use crate::metrics::Metrics;
+use crate::status::{SourceKind, Status};
+
+/// State shared by the poll loops, the supervisor and the HTTP server.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) status: Status,
+    /// The latest observations of every source. A std lock: never held across an await.
+    observations: RwLock<BTreeMap<String, Arc<Observations>>>,
+    pub(crate) alerts: AlertHub,
+}
+
+impl Hub {
+    pub(crate) fn new(metrics: Arc<Metrics>, alerts: AlertHub) -> Self {
+        Hub {
+            metrics,
+            status: Status::default(),
+            observations: RwLock::default(),
+            alerts,
+        }
+    }
+
+    /// Register a source before its task starts: its status row (starting), `pgvigil_up 0`,
+    /// and its rules.
+    pub(crate) fn register(
+        &self,
+        name: &str,
+        kind: SourceKind,
+        connection: String,
+        rules: Vec<ConfiguredRule>,
+    ) {
+        self.status.add_source(name, connection, kind);
+        self.metrics.set_up(name, false);
+        self.alerts.set_rules(name, rules);
+    }
+
+    /// A source is about to be restarted on a new connection: back to starting, with nothing
+    /// published from the old one. Its alerts keep their state.
+    pub(crate) fn restart(&self, name: &str, kind: SourceKind, connection: String) {
+        self.metrics.store().clear_target(name);
+        self.metrics.set_up(name, false);
+        self.remove_observations(name);
+        self.status.add_source(name, connection, kind);
+    }
+
+    /// Remove everything about a source that is no longer watched. Call it once its task has
+    /// stopped, so nothing publishes after it.
+    pub(crate) fn forget(&self, name: &str, kind: SourceKind) {
+        let collectors: Vec<&str> = match kind {
+            SourceKind::Postgres => registry::POSTGRES.iter().map(|s| s.name).collect(),
+            SourceKind::Pgbouncer => registry::PGBOUNCER.iter().map(|s| s.name).collect(),
+        };
+        self.metrics.forget(name, collectors);
+        self.status.remove(name);
+        self.remove_observations(name);
+        self.alerts.forget(name);
+    }
+
+    fn remove_observations(&self, name: &str) {
+        let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
+        latest.remove(name);
+    }
+
+    /// Accept the observations of a finished poll (or of a failed connection attempt) and
+    /// hand them to the alert engine without waiting for it.
+    pub(crate) fn observe(&self, source: &str, observations: Observations) {
+        let observations = Arc::new(observations);
+        {
+            let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
+            latest.insert(source.to_owned(), observations.clone());
+        }
+        if !self.alerts.offer(source, observations) {
+            self.metrics.alert_observations_dropped(source);
+        }
+    }
+
+    /// The latest observations of every source.
+    pub(crate) fn latest_observations(&self) -> BTreeMap<String, Arc<Observations>> {
+        self.observations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{MAX_CONNECTIONS, Snapshot};
+
+    #[test]
+    fn forget_leaves_nothing_of_the_source_behind() {
+        let (alerts, _inbox) = AlertHub::new();
+        let hub = Hub::new(Arc::new(Metrics::new()), alerts);
+        for name in ["gone", "kept"] {
+            hub.register(
+                name,
+                SourceKind::Postgres,
+                format!("u@h:5432/{name}"),
+                Vec::new(),
+            );
+            let mut snap = Snapshot::default();
+            snap.set(&MAX_CONNECTIONS, 100.0);
+            hub.metrics.store().publish(name, "activity", snap);
+            hub.metrics.poll_finished(name, "activity", 0.01, true);
+            hub.observe(name, Observations::default());
+        }
+        hub.forget("gone", SourceKind::Postgres);
+        let text = hub.metrics.encode_classic();
+        assert!(!text.contains("target=\"gone\""), "{text}");
+        assert!(text.contains("target=\"kept\""), "{text}");
+        let names: Vec<String> = hub.status.targets().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["kept"]);
+        assert!(!hub.latest_observations().contains_key("gone"));
+    }
+}

@@ -1,0 +1,21 @@
+//! pgvigil itself: its build, whether each target is up, how its polls go.
+
+use super::{Kind, MetricDef};
+
+super::catalogue! {
+    /// Every metric of this file, in the order of the README reference.
+    PROCESS_METRICS;
+
+    BUILD_INFO, Gauge, "pgvigil_build_info", ["version"],
+        "pgvigil build information; always 1.";
+    UP, Gauge, "pgvigil_up", ["target"],
+        "1 if pgvigil's last connection attempt or poll of the target succeeded, 0 otherwise.";
+    POLL_DURATION, Histogram, "pgvigil_poll_duration_seconds", ["target", "collector"],
+        "Time one collector took to poll its target.";
+    POLL_ERRORS, Counter, "pgvigil_poll_errors_total", ["target", "collector"],
+        "Polls of a collector that failed.";
+    LAST_SUCCESS, Gauge, "pgvigil_last_successful_poll_timestamp_seconds", ["target", "collector"],
+        "Unix time of the collector's last successful poll.";
+    CONNECT_ATTEMPTS, Counter, "pgvigil_connection_attempts_total", ["target", "result"],
+        "Attempts to open the monitoring connection to the target, by result (success, failure).";
+}

@@ -1,0 +1,252 @@
+//! [`Metrics`]: the prometheus-client registry, the process families that describe pgvigil
+//! itself, and the snapshot store attached as a custom collector.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::store::{SnapshotCollector, SnapshotStore};
+use super::*;
+
+/// Buckets for poll durations: a healthy poll takes milliseconds, a stuck one hits the
+/// statement timeout (seconds).
+const POLL_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectorLabels {
+    target: String,
+    collector: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    target: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkResultLabels {
+    sink: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    alertname: String,
+    severity: &'static str,
+    state: &'static str,
+}
+
+type PollHistograms = Family<CollectorLabels, Histogram, fn() -> Histogram>;
+
+/// The process metrics plus the store of snapshot metrics, and the registry that encodes both.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    store: Arc<SnapshotStore>,
+    up: Family<TargetLabels, Gauge>,
+    poll_duration: PollHistograms,
+    poll_errors: Family<CollectorLabels, Counter>,
+    last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
+    connect_attempts: Family<ResultLabels, Counter>,
+    // alerting
+    notifications: Family<SinkResultLabels, Counter>,
+    alerts: Family<AlertLabels, Gauge>,
+    alert_observations_dropped: Family<TargetLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create the registry with every process metric registered and the snapshot collector
+    /// attached.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let store = Arc::new(SnapshotStore::default());
+
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        register(&mut registry, &BUILD_INFO, build_info);
+        let up = Family::default();
+        register(&mut registry, &UP, up.clone());
+        let poll_duration: PollHistograms =
+            Family::new_with_constructor(|| Histogram::new(POLL_BUCKETS));
+        register(&mut registry, &POLL_DURATION, poll_duration.clone());
+        let poll_errors = Family::default();
+        register(&mut registry, &POLL_ERRORS, poll_errors.clone());
+        let last_success = Family::default();
+        register(&mut registry, &LAST_SUCCESS, last_success.clone());
+        let connect_attempts = Family::default();
+        register(&mut registry, &CONNECT_ATTEMPTS, connect_attempts.clone());
+
+        // alerting
+        let notifications = Family::default();
+        register(&mut registry, &NOTIFICATIONS, notifications.clone());
+        let alerts = Family::default();
+        register(&mut registry, &ALERTS, alerts.clone());
+        let alert_observations_dropped = Family::default();
+        register(
+            &mut registry,
+            &ALERT_OBSERVATIONS_DROPPED,
+            alert_observations_dropped.clone(),
+        );
+
+        registry.register_collector(Box::new(SnapshotCollector(store.clone())));
+
+        Metrics {
+            registry,
+            store,
+            up,
+            poll_duration,
+            poll_errors,
+            last_success,
+            connect_attempts,
+            notifications,
+            alerts,
+            alert_observations_dropped,
+        }
+    }
+
+    /// The store collectors publish their snapshots to.
+    pub fn store(&self) -> &Arc<SnapshotStore> {
+        &self.store
+    }
+
+    /// Record whether a target is reachable and pollable.
+    pub fn set_up(&self, target: &str, up: bool) {
+        self.up
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Remove every series about `target` (it is no longer watched): its snapshots, and its
+    /// process series for each of `collectors` (the collector names its kind of source has).
+    pub fn forget<'c>(&self, target: &str, collectors: impl IntoIterator<Item = &'c str>) {
+        self.store.clear_target(target);
+        let labels = TargetLabels {
+            target: target.to_owned(),
+        };
+        self.up.remove(&labels);
+        self.alert_observations_dropped.remove(&labels);
+        for result in ["success", "failure"] {
+            self.connect_attempts.remove(&ResultLabels {
+                target: target.to_owned(),
+                result,
+            });
+        }
+        for collector in collectors {
+            let labels = CollectorLabels {
+                target: target.to_owned(),
+                collector: collector.to_owned(),
+            };
+            self.poll_duration.remove(&labels);
+            self.poll_errors.remove(&labels);
+            self.last_success.remove(&labels);
+        }
+    }
+
+    /// Record one connection attempt.
+    pub fn connect_attempt(&self, target: &str, ok: bool) {
+        self.connect_attempts
+            .get_or_create(&ResultLabels {
+                target: target.to_owned(),
+                result: if ok { "success" } else { "failure" },
+            })
+            .inc();
+    }
+
+    /// Record the outcome of one collector poll.
+    pub fn poll_finished(&self, target: &str, collector: &str, seconds: f64, ok: bool) {
+        let labels = CollectorLabels {
+            target: target.to_owned(),
+            collector: collector.to_owned(),
+        };
+        self.poll_duration.get_or_create(&labels).observe(seconds);
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            self.last_success.get_or_create(&labels).set(now);
+        } else {
+            self.poll_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Count one alert notification outcome (`result`: sent, failed, dropped).
+    pub fn notification(&self, sink: &'static str, result: &'static str, n: u64) {
+        self.notifications
+            .get_or_create(&SinkResultLabels { sink, result })
+            .inc_by(n);
+    }
+
+    /// Set how many alerts of one name, severity and state pgvigil holds.
+    pub fn set_alerts(&self, alertname: &str, severity: &'static str, state: &'static str, n: i64) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                alertname: alertname.to_owned(),
+                severity,
+                state,
+            })
+            .set(n);
+    }
+
+    /// Count a poll whose observations the alert engine had no room for.
+    pub fn alert_observations_dropped(&self, target: &str) {
+        self.alert_observations_dropped
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Encode everything in the OpenMetrics text format.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Encode everything in the classic Prometheus text format (0.0.4), for clients that do not
+    /// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+    pub fn encode_classic(&self) -> String {
+        crate::exposition::openmetrics_to_classic(&self.encode_openmetrics())
+    }
+}
+
+fn register<M>(registry: &mut Registry, def: &MetricDef, metric: M)
+where
+    M: prometheus_client::registry::Metric,
+{
+    // The registry appends the final period itself.
+    registry.register(def.family_name(), def.help.trim_end_matches('.'), metric);
+}

@@ -1,0 +1,303 @@
+//! What every poll loop shares, whatever it polls (a PostgreSQL target, a PgBouncer admin
+//! console): the schedule, reconnecting with capped exponential backoff, `pgvigil_up` and the
+//! status entry, and recording each collector's outcome.
+//!
+//! A [`Driver`] says how to open a session of its kind of source and what its collectors see
+//! of it; [`run`] does the rest. Step by step:
+//!
+//! 1. Connect (bounded by connect + statement timeout). On failure the source is down:
+//!    `pgvigil_up 0`, its snapshots are dropped, the rules see `up: false`, and the loop retries
+//!    after a backoff doubling from 0.5 s up to `reconnect_max_backoff`.
+//! 2. Once connected, every collector is due. A poll runs the due ones one after another on
+//!    the one session (`schedule`), so polls never overlap and the server sees one pgvigil
+//!    query at a time; each collector runs on its own interval (`interval` in its table, else
+//!    `poll_interval`).
+//! 3. Each collector's outcome is published at once (`record`): its snapshot, its status, its
+//!    duration. The poll's observations — with the last report of each collector that was not
+//!    due carried over — go to the alert engine, without waiting for it.
+//! 4. A collector timeout or a closed connection drops the session: back to 1.
+//!
+//! The loop stops when its cancellation token is cancelled (shutdown, or the supervisor
+//! removing or restarting the source); dropping the session closes its connection.
+
+mod error;
+mod record;
+mod schedule;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::collect::{Observations, SourceType};
+use crate::config::SourceSettings;
+use crate::hub::Hub;
+use crate::status::{TargetState, now_rfc3339};
+pub(crate) use error::PollError;
+use record::Recorder;
+use schedule::Schedule;
+
+/// First reconnect delay; doubled on every failure up to `reconnect_max_backoff`.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// A source that stays down is reported at warn level at most this often.
+const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// An open session and the server version it reported.
+pub(crate) struct Connected<S> {
+    pub(crate) session: S,
+    /// The version as shown on the status page.
+    pub(crate) version: String,
+    /// PostgreSQL's `server_version_num`, which decides the collectors that can run; `None`
+    /// for sources that have none (PgBouncer).
+    pub(crate) version_num: Option<i32>,
+    /// Whether the session is encrypted; `None` if that cannot be known.
+    pub(crate) tls: Option<bool>,
+}
+
+/// How to open and read one kind of source.
+pub(crate) trait Driver: Send + Sync + 'static {
+    /// The kind of source, which names its collectors.
+    type Source: SourceType;
+    /// What a connection attempt yields.
+    type Session: Send + Sync + 'static;
+
+    /// The source's configuration.
+    fn config(&self) -> &<Self::Source as SourceType>::Config;
+
+    /// The settings every source has.
+    fn settings(&self) -> &SourceSettings;
+
+    /// Open a session. The loop bounds the whole attempt by connect + statement timeout.
+    fn connect(&self) -> impl Future<Output = Result<Connected<Self::Session>, PollError>> + Send;
+
+    /// The session's connection is gone.
+    fn is_closed(session: &Self::Session) -> bool;
+
+    /// What the collectors see of `session` during a poll.
+    fn context<'s>(
+        &'s self,
+        session: &'s Self::Session,
+    ) -> <Self::Source as SourceType>::Context<'s>;
+}
+
+/// Run `driver`'s source until `shutdown` is cancelled.
+pub(crate) async fn run<D: Driver>(driver: D, hub: Arc<Hub>, shutdown: CancellationToken) {
+    let settings = driver.settings();
+    let mut state = LoopState {
+        backoff: Backoff::new(INITIAL_BACKOFF, settings.reconnect_max_backoff),
+        last_down_log: None,
+        session: None,
+        schedule: Schedule::new(driver.config(), settings.poll_interval),
+        last: Observations::default(),
+        recorder: Recorder::new(settings, hub),
+    };
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        let delay = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            delay = state.cycle(&driver, started) => delay,
+        };
+        next = match delay {
+            // Up: the earliest due collector; an overrunning poll pushes the next one back.
+            None => state
+                .schedule
+                .next_due()
+                .unwrap_or(started + driver.settings().poll_interval)
+                .max(Instant::now()),
+            Some(backoff) => Instant::now() + backoff,
+        };
+    }
+    // Dropping the client closes the connection (tokio-postgres sends Terminate).
+    state.session = None;
+    debug!(target = %driver.settings().name, "poll loop stopped");
+}
+
+struct LoopState<D: Driver> {
+    backoff: Backoff,
+    last_down_log: Option<Instant>,
+    session: Option<D::Session>,
+    schedule: Schedule<D::Source>,
+    /// The last poll's observations, whose parts carry over to polls a collector skips.
+    last: Observations,
+    recorder: Recorder,
+}
+
+impl<D: Driver> LoopState<D> {
+    /// Connect if needed and poll the due collectors once. Returns a reconnect delay when the
+    /// source is down.
+    async fn cycle(&mut self, driver: &D, started: Instant) -> Option<Duration> {
+        if self.session.as_ref().is_some_and(D::is_closed) {
+            self.session = None;
+        }
+        if self.session.is_none() {
+            match self.connect(driver).await {
+                Ok(connected) => {
+                    self.connected(&connected);
+                    self.session = Some(connected.session);
+                }
+                Err(error) => return Some(self.down(&error)),
+            }
+        }
+        let session = self.session.as_ref()?;
+        let ctx = driver.context(session);
+        let result = self
+            .recorder
+            .collect_due(&mut self.schedule, &ctx, &self.last, started, || {
+                D::is_closed(session)
+            })
+            .await;
+        drop(ctx);
+        match result {
+            Ok(observations) => {
+                self.last = observations;
+                None
+            }
+            Err(error) => {
+                self.session = None;
+                Some(self.down(&error))
+            }
+        }
+    }
+
+    async fn connect(&self, driver: &D) -> Result<Connected<D::Session>, PollError> {
+        let settings = driver.settings();
+        // connect_timeout bounds the TCP connect; this bounds the whole handshake.
+        let limit = settings.connect_timeout + settings.statement_timeout;
+        let result = match timeout(limit, driver.connect()).await {
+            Ok(result) => result,
+            Err(_) => Err(PollError::ConnectTimeout { limit }),
+        };
+        self.recorder
+            .hub
+            .metrics
+            .connect_attempt(&settings.name, result.is_ok());
+        result
+    }
+
+    fn connected(&mut self, connected: &Connected<D::Session>) {
+        let recorder = &self.recorder;
+        info!(
+            target = %recorder.name,
+            connection = %recorder.connection,
+            server_version = %connected.version,
+            "connected"
+        );
+        self.backoff.reset();
+        self.last_down_log = None;
+        self.schedule.reset(connected.version_num);
+        for c in self.schedule.collectors.iter().filter(|c| c.unsupported) {
+            info!(
+                target = %recorder.name,
+                collector = c.spec.name,
+                supported = %c.spec.versions.describe(),
+                "collector skipped: it does not support this server version"
+            );
+        }
+        // Up from the moment the session exists: collectors publish their series as each one
+        // finishes, so waiting for the end of the first poll left a window in which a scrape
+        // saw this poll's fresh series next to `pgvigil_up 0`.
+        // The API and /readyz agree with pgvigil_up from the same moment.
+        recorder.hub.metrics.set_up(&recorder.name, true);
+        recorder.hub.status.update(&recorder.name, |s| {
+            s.state = TargetState::Up;
+            s.server_version = Some(connected.version.clone());
+            s.tls = connected.tls;
+            s.consecutive_failures = 0;
+        });
+    }
+
+    /// Record that the source is unreachable and return how long to wait before retrying.
+    fn down(&mut self, error: &PollError) -> Duration {
+        let recorder = &self.recorder;
+        let hub = &recorder.hub;
+        let name = &recorder.name;
+        let delay = self.backoff.next_delay();
+        let error = error.to_string();
+        self.last = Observations::default();
+        hub.metrics.set_up(name, false);
+        hub.metrics.store().clear_target(name);
+        let mut failures = 0;
+        hub.status.update(name, |s| {
+            s.state = TargetState::Down;
+            s.last_poll = Some(now_rfc3339());
+            s.last_error = Some(error.clone());
+            s.consecutive_failures += 1;
+            failures = s.consecutive_failures;
+        });
+        hub.observe(
+            name,
+            Observations {
+                down_reason: Some(error.clone()),
+                ..Observations::default()
+            },
+        );
+        let now = Instant::now();
+        if self
+            .last_down_log
+            .is_none_or(|last| now.duration_since(last) >= DOWN_LOG_EVERY)
+        {
+            warn!(
+                target = %name,
+                connection = %recorder.connection,
+                failures,
+                retry_in = %humantime::format_duration(delay),
+                "target is down: {error}"
+            );
+            self.last_down_log = Some(now);
+        } else {
+            debug!(target = %name, failures, "target still down: {error}");
+        }
+        delay
+    }
+}
+
+/// Capped exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.min(max);
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+        let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 3000, 3000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(500));
+    }
+}

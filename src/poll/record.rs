@@ -1,0 +1,214 @@
+//! Running the due collectors of one poll and recording each outcome: the snapshot published
+//! or retracted, `pgvigil_poll_*`, the collector's status, and the poll's observations handed
+//! to the alert engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::PollError;
+use super::schedule::Schedule;
+use crate::collect::{CollectError, CollectorSpec, Observations, SourceType};
+use crate::config::SourceSettings;
+use crate::hub::Hub;
+use crate::metrics::Snapshot;
+use crate::status::{CollectorStatus, TargetState, now_rfc3339};
+
+/// Records a poll's outcome: metrics, snapshots, status and observations of one source.
+#[derive(Debug)]
+pub(super) struct Recorder {
+    /// The `target` label and status key.
+    pub(super) name: String,
+    /// `user@host:port/db`, safe to log.
+    pub(super) connection: String,
+    statement_timeout: Duration,
+    pub(super) hub: Arc<Hub>,
+    /// Each failing collector's last error, so one repeated every poll is logged once. A std
+    /// mutex: never held across an await.
+    last_errors: Mutex<HashMap<&'static str, String>>,
+}
+
+impl Recorder {
+    pub(super) fn new(settings: &SourceSettings, hub: Arc<Hub>) -> Self {
+        Recorder {
+            name: settings.name.clone(),
+            connection: settings.connection.describe(),
+            statement_timeout: settings.statement_timeout,
+            hub,
+            last_errors: Mutex::default(),
+        }
+    }
+
+    /// Run every collector due at `started`, one after another, publish what they found, and
+    /// hand the poll's observations (parts of collectors not due carried over from `last`) to
+    /// the alert engine. A collector that fails loses only its own series; a timeout or a lost
+    /// connection ends the poll with an error, because the session is then in an unknown
+    /// state.
+    pub(super) async fn collect_due<S: SourceType>(
+        &self,
+        schedule: &mut Schedule<S>,
+        ctx: &S::Context<'_>,
+        last: &Observations,
+        started: Instant,
+        is_closed: impl Fn() -> bool,
+    ) -> Result<Observations, PollError> {
+        let mut observations = Observations {
+            up: true,
+            ..Observations::default()
+        };
+        S::begin(&mut observations);
+        // A network stall is not a statement: bound each collector on the client side too.
+        let default_limit = self.statement_timeout * 2 + Duration::from_secs(1);
+        for c in schedule.collectors.iter_mut() {
+            if !Schedule::take_due(c, started) {
+                (c.spec.carry)(last, &mut observations);
+                continue;
+            }
+            let name = c.spec.name;
+            let span = info_span!("poll", target = %self.name, collector = name);
+            let limit = c.collector.time_limit(default_limit);
+            let run_started = Instant::now();
+            let result = timeout(limit, c.collector.collect(ctx, &mut observations))
+                .instrument(span)
+                .await;
+            let seconds = run_started.elapsed().as_secs_f64();
+            // A degraded collector still publishes the series that say what is wrong.
+            let (snapshot, result, timed_out) = match result {
+                Ok(Ok(snapshot)) => (Some(snapshot), Ok(()), false),
+                Ok(Err(CollectError::Degraded { message, snapshot })) => {
+                    (Some(*snapshot), Err(message), false)
+                }
+                Ok(Err(e)) => (None, Err(e.to_string()), false),
+                Err(_) => (
+                    None,
+                    Err(format!(
+                        "no answer within {}; the connection will be reopened",
+                        humantime::format_duration(limit)
+                    )),
+                    true,
+                ),
+            };
+            self.record(c.spec, seconds, snapshot, result);
+            if timed_out {
+                // Do not run the remaining collectors on a connection in an unknown state.
+                return Err(PollError::CollectorTimeout { collector: name });
+            }
+            if is_closed() {
+                return Err(PollError::ConnectionLost);
+            }
+        }
+        self.finish(observations.clone());
+        Ok(observations)
+    }
+
+    /// Publish or retract one collector's snapshot and update its status.
+    fn record<S: SourceType>(
+        &self,
+        spec: &'static CollectorSpec<S>,
+        seconds: f64,
+        snapshot: Option<Snapshot>,
+        result: Result<(), String>,
+    ) {
+        let collector = spec.name;
+        let name = &self.name;
+        let hub = &self.hub;
+        hub.metrics
+            .poll_finished(name, collector, seconds, result.is_ok());
+        let store = hub.metrics.store();
+        match snapshot {
+            Some(snapshot) => {
+                check_declared(spec, &snapshot);
+                store.publish(name, collector, snapshot);
+            }
+            None => store.retract(name, collector),
+        }
+        let status = self.status_of(collector, seconds, result);
+        hub.status.update(name, |s| {
+            let previous = s.collectors.remove(collector);
+            let mut status = status;
+            if status.last_success.is_none() {
+                status.last_success = previous.and_then(|p| p.last_success);
+            }
+            s.collectors.insert(collector.to_owned(), status);
+        });
+    }
+
+    /// The collector's status after a run, logging a failure once until it changes.
+    fn status_of(
+        &self,
+        collector: &'static str,
+        seconds: f64,
+        result: Result<(), String>,
+    ) -> CollectorStatus {
+        let name = &self.name;
+        let mut last_errors = self.last_errors.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                if last_errors.remove(collector).is_some() {
+                    info!(target = %name, collector, "poll succeeded again");
+                }
+                CollectorStatus {
+                    last_duration_seconds: seconds,
+                    last_success: Some(now_rfc3339()),
+                    last_error: None,
+                }
+            }
+            Err(error) => {
+                // The same error every poll is logged once; a different one again.
+                if last_errors.get(collector) == Some(&error) {
+                    debug!(target = %name, collector, "poll failed again: {error}");
+                } else {
+                    warn!(target = %name, collector, "poll failed: {error}");
+                    last_errors.insert(collector, error.clone());
+                }
+                CollectorStatus {
+                    last_duration_seconds: seconds,
+                    last_success: None,
+                    last_error: Some(error),
+                }
+            }
+        }
+    }
+
+    /// The poll finished: the source is up; hand its observations to the alert rules. The
+    /// source's last error is that of a collector still failing, whether or not it ran now.
+    fn finish(&self, observations: Observations) {
+        let name = &self.name;
+        self.hub.metrics.set_up(name, true);
+        self.hub.status.update(name, |s| {
+            s.state = TargetState::Up;
+            s.last_poll = Some(now_rfc3339());
+            match s.collectors.values().find_map(|c| c.last_error.clone()) {
+                None => {
+                    s.last_success = s.last_poll.clone();
+                    s.last_error = None;
+                }
+                Some(e) => s.last_error = Some(e),
+            }
+        });
+        self.hub.observe(name, observations);
+    }
+}
+
+/// A collector publishes only the metrics its registry entry declares: the declarations feed
+/// the README and the invariant tests, so an undeclared one is a bug (caught in debug builds,
+/// logged in release ones; the series is exported either way).
+fn check_declared<S: SourceType>(spec: &CollectorSpec<S>, snapshot: &Snapshot) {
+    for def in snapshot.metrics() {
+        if !spec.metrics.iter().any(|d| d.name == def.name) {
+            error!(
+                collector = spec.name,
+                metric = def.name,
+                "collector published a metric its registry entry does not declare"
+            );
+            debug_assert!(
+                false,
+                "collector {} published {}, which its registry entry does not declare",
+                spec.name, def.name
+            );
+        }
+    }
+}

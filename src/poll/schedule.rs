@@ -1,0 +1,139 @@
+//! Which collectors of a source are due, and when the loop should wake next: each collector
+//! runs on its own interval. Pure (time is passed in), so it is tested without a database.
+//!
+//! A collector that runs in a poll started at `t` is next due at `t + interval`, measured from
+//! the poll's start, so collectors with the same interval stay together and a slow poll does
+//! not drift the ones after it. The loop wakes at the earliest due time; a poll that overran
+//! it starts the next one when it ends, never queueing polls up.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::collect::{Collector, CollectorSpec, SourceType};
+
+/// One collector of a source with its schedule.
+pub(crate) struct Scheduled<S: SourceType> {
+    pub(crate) spec: &'static CollectorSpec<S>,
+    pub(crate) collector: Box<dyn Collector<S>>,
+    pub(crate) interval: Duration,
+    /// When it is next due; `None`: now (never run, or the session is new).
+    next_due: Option<Instant>,
+    /// The connected server's version is outside the collector's `versions`.
+    pub(crate) unsupported: bool,
+}
+
+impl<S: SourceType> std::fmt::Debug for Scheduled<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduled")
+            .field("collector", &self.spec.name)
+            .field("interval", &self.interval)
+            .field("next_due", &self.next_due)
+            .finish()
+    }
+}
+
+/// Every enabled collector of a source, in the registry's order.
+#[derive(Debug)]
+pub(crate) struct Schedule<S: SourceType> {
+    pub(crate) collectors: Vec<Scheduled<S>>,
+}
+
+impl<S: SourceType> Schedule<S> {
+    /// Build the collectors `config` enables; `poll_interval` is the interval of those without
+    /// one of their own.
+    pub(crate) fn new(config: &S::Config, poll_interval: Duration) -> Self {
+        let collectors = S::COLLECTORS
+            .iter()
+            .filter(|spec| spec.enabled(config))
+            .map(|spec| Scheduled {
+                spec,
+                collector: (spec.build)(config),
+                interval: spec.interval(config, poll_interval),
+                next_due: None,
+                unsupported: false,
+            })
+            .collect();
+        Schedule { collectors }
+    }
+
+    /// A new session: everything is due at once, and the server's version decides which
+    /// collectors can run (`None`: unknown, all run).
+    pub(crate) fn reset(&mut self, version_num: Option<i32>) {
+        for c in &mut self.collectors {
+            c.next_due = None;
+            c.unsupported = version_num.is_some_and(|v| !c.spec.versions.supports(v));
+        }
+    }
+
+    /// Whether `c` runs in the poll that starts at `started`; if so, it is booked for its next
+    /// run.
+    pub(crate) fn take_due(c: &mut Scheduled<S>, started: Instant) -> bool {
+        if c.unsupported || c.next_due.is_some_and(|due| due > started) {
+            return false;
+        }
+        c.next_due = Some(started + c.interval);
+        true
+    }
+
+    /// When the next poll is due; `None` when no collector can run (then the loop still
+    /// polls every `poll_interval`, to stay up and evaluate its rules).
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.collectors
+            .iter()
+            .filter(|c| !c.unsupported)
+            .map(|c| c.next_due.unwrap_or_else(Instant::now))
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::Postgres;
+    use crate::config::{ConnectionSpec, LibpqEnv, TargetConfig};
+
+    fn target() -> TargetConfig {
+        let connection = ConnectionSpec::parse("host=h", &LibpqEnv::default()).unwrap();
+        TargetConfig::new("t", connection)
+    }
+
+    fn due(schedule: &mut Schedule<Postgres>, at: Instant) -> Vec<&'static str> {
+        schedule
+            .collectors
+            .iter_mut()
+            .filter_map(|c| Schedule::take_due(c, at).then_some(c.spec.name))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_collector_runs_on_its_own_interval() {
+        let mut config = target();
+        config.tables.interval = Some(Duration::from_secs(60));
+        config.imports.enabled = false;
+        let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15));
+        schedule.reset(Some(170000));
+        let t0 = Instant::now();
+        assert_eq!(due(&mut schedule, t0), ["activity", "statements", "tables"]);
+        assert_eq!(schedule.next_due(), Some(t0 + Duration::from_secs(15)));
+        let t1 = t0 + Duration::from_secs(15);
+        assert_eq!(due(&mut schedule, t1), ["activity", "statements"]);
+        let t4 = t0 + Duration::from_secs(60);
+        assert_eq!(due(&mut schedule, t4), ["activity", "statements", "tables"]);
+        // A new session runs everything at once.
+        schedule.reset(Some(170000));
+        assert_eq!(
+            due(&mut schedule, t4 + Duration::from_secs(1)),
+            ["activity", "statements", "tables"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collector_the_server_cannot_run_is_skipped() {
+        let config = target();
+        let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15));
+        schedule.reset(Some(120000));
+        assert!(due(&mut schedule, Instant::now()).is_empty());
+        assert_eq!(schedule.next_due(), None);
+    }
+}

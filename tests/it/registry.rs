@@ -1,0 +1,99 @@
+//! The collector registry against a real server: every metric a collector declares is
+//! published after real polls of a target and a PgBouncer with something to show, except the
+//! few that only exist while a condition holds (each listed with its reason).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use pgvigil::collect::registry::{PGBOUNCER, POSTGRES};
+use pgvigil_testkit::{TestCluster, TestPgbouncer};
+use pgvigil_timing::ImportAudit;
+
+use crate::imports::import_correctly;
+use crate::pgbouncer::bouncer_config;
+use crate::support::{Daemon, connect, one_target};
+
+/// Metrics that exist only while a condition holds, which this test does not create.
+const CONDITIONAL: &[(&str, &str)] = &[
+    (
+        "pgvigil_connections_waiting",
+        "only while an active session waits (on a lock, IO, ...)",
+    ),
+    (
+        "pgvigil_import_missing_rows",
+        "only for an import with a confirmed shortfall",
+    ),
+    (
+        "pgvigil_statements_resets_total",
+        "only once a pg_stat_statements reset was seen",
+    ),
+];
+
+#[tokio::test]
+async fn every_declared_metric_is_published_by_real_polls() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("registry");
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);",
+    );
+    let audit = connect(&cluster.dsn(&db)).await;
+    ImportAudit::ensure_table(&audit).await.unwrap();
+    import_correctly(&cluster.dsn(&db), &audit, "registry.csv", 100).await;
+    cluster.psql(&db, "VACUUM ANALYZE contacts");
+    let bouncer = TestPgbouncer::start(&cluster, 2);
+    let pooled = connect(&bouncer.dsn(&db)).await;
+    pooled.simple_query("SELECT 1").await.unwrap();
+    // A transaction holding writes, for the writing-transaction series.
+    let writer = connect(&cluster.dsn(&db)).await;
+    writer
+        .batch_execute("BEGIN; INSERT INTO contacts (email) VALUES ('open@example.com')")
+        .await
+        .unwrap();
+
+    let toml = format!(
+        "{}{}",
+        one_target(
+            "main",
+            &cluster.dsn(&db),
+            "[targets.tables]\nexact_count_tables = [\"contacts\"]\n[targets.imports]\ngrace_period = \"100ms\"\n",
+        ),
+        bouncer_config("bouncer", &bouncer)
+    );
+    let daemon = Daemon::start(&toml).await;
+    let declared: BTreeSet<&str> = POSTGRES
+        .iter()
+        .flat_map(|s| s.metrics.iter())
+        .chain(PGBOUNCER.iter().flat_map(|s| s.metrics.iter()))
+        .map(|m| m.name)
+        .collect();
+    for (name, why) in CONDITIONAL {
+        assert!(
+            declared.contains(name),
+            "{name} ({why}) is declared by no collector"
+        );
+    }
+    // pg_stat_statements_info (evictions) exists from PostgreSQL 14 on.
+    let too_old_for = |name: &str| {
+        name == "pgvigil_statements_deallocations_total" && cluster.server_version_num() < 140000
+    };
+    let expected: BTreeSet<&str> = declared
+        .iter()
+        .copied()
+        .filter(|name| !CONDITIONAL.iter().any(|(c, _)| c == name) && !too_old_for(name))
+        .collect();
+    let mut missing = expected.clone();
+    daemon
+        .wait_for("every declared metric", Duration::from_secs(30), |m| {
+            missing = expected
+                .iter()
+                .copied()
+                .filter(|name| m.samples.iter().all(|(n, _, _)| n != name))
+                .collect();
+            missing.is_empty().then_some(())
+        })
+        .await;
+    assert!(missing.is_empty(), "never published: {missing:?}");
+    writer.batch_execute("ROLLBACK").await.unwrap();
+    daemon.stop().await;
+}
