@@ -349,6 +349,7 @@ impl State {
             }
         }
         self.own_pids();
+        self.budget.set_capacity(self.watched.len(), now);
         self.round = Some(now);
         self.publish();
     }

@@ -133,25 +133,40 @@ pub(crate) fn visit_order<'a>(
     due.into_iter().map(|(name, _)| name).collect()
 }
 
-/// A token bucket over connections: `per_hour` tokens an hour, holding at most a quarter of
-/// an hour's worth, so the first round can visit that many databases at once.
+/// A token bucket over connections: `per_hour` tokens an hour, holding at most one round's
+/// worth (one per watched database), so a round can visit every database at once and the
+/// steady state is the rate.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectBudget {
     tokens: f64,
     capacity: f64,
     per_second: f64,
     at: Instant,
+    /// No capacity set yet: the first one fills the bucket.
+    fresh: bool,
 }
 
 impl ConnectBudget {
-    /// A full bucket at `now`.
+    /// A bucket that fills when its capacity is first set.
     pub(crate) fn new(per_hour: u32, now: Instant) -> Self {
-        let capacity = (f64::from(per_hour) / 4.0).max(1.0);
         ConnectBudget {
-            tokens: capacity,
-            capacity,
+            tokens: 1.0,
+            capacity: 1.0,
             per_second: f64::from(per_hour) / 3600.0,
             at: now,
+            fresh: true,
+        }
+    }
+
+    /// Hold at most `databases` tokens (the watched databases; at least one).
+    pub(crate) fn set_capacity(&mut self, databases: usize, now: Instant) {
+        self.refill(now);
+        self.capacity = databases.max(1) as f64;
+        if self.fresh {
+            self.tokens = self.capacity;
+            self.fresh = false;
+        } else {
+            self.tokens = self.tokens.min(self.capacity);
         }
     }
 
@@ -302,8 +317,11 @@ mod tests {
     async fn the_connect_budget_allows_a_burst_then_its_rate() {
         let t0 = Instant::now();
         let mut b = ConnectBudget::new(300, t0);
+        b.set_capacity(75, t0);
         let burst = (0..100).take_while(|_| b.try_take(t0)).count();
-        assert_eq!(burst, 75);
+        assert_eq!(burst, 75, "one round of 75 databases");
+        b.set_capacity(75, t0);
+        assert!(!b.try_take(t0), "setting it again does not refill it");
         // 300 an hour: one every 12 s.
         assert!(!b.try_take(t0 + Duration::from_secs(11)));
         assert!(b.try_take(t0 + Duration::from_secs(12)));
