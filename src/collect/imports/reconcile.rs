@@ -203,8 +203,13 @@ pub struct ImportRecord {
 
 impl ImportRecord {
     /// Rows that should be in the target table: expected − rejected − skipped.
+    ///
+    /// Saturating: a validated record has `rejected + skipped <= expected`, all non-negative, so
+    /// this never saturates for one; a hand-built one cannot make it wrap either.
     pub fn expected_net(&self) -> i64 {
-        self.expected_rows - self.rejected_rows - self.skipped_rows
+        self.expected_rows
+            .saturating_sub(self.rejected_rows)
+            .saturating_sub(self.skipped_rows)
     }
 
     fn key(&self) -> (String, String) {
@@ -302,7 +307,10 @@ impl ImportVerdict {
 
     /// `expected_net / committed` as the share of rows that arrived, 0..1.
     pub fn committed_ratio(&self) -> Option<f64> {
-        let expected = self.expected_rows? - self.rejected_rows? - self.skipped_rows?;
+        let expected = self
+            .expected_rows?
+            .checked_sub(self.rejected_rows?)?
+            .checked_sub(self.skipped_rows?)?;
         let committed = self.committed_rows?;
         (expected > 0).then(|| committed as f64 / expected as f64)
     }
@@ -490,7 +498,7 @@ impl Reconciler {
                 let finished_age = record.finished_age_seconds.unwrap_or(record.age_seconds);
                 let confirmed = finished_age >= policy.grace_period.as_secs_f64()
                     && tracked.discrepancy_polls >= CONFIRMING_POLLS;
-                verdict.missing_rows = (count < expected).then_some(expected - count);
+                verdict.missing_rows = (count < expected).then_some(expected.saturating_sub(count));
                 verdict.verdict = if !confirmed {
                     Verdict::Confirming
                 } else if count < expected {
