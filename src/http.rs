@@ -304,7 +304,10 @@ fn imports_section(page: &mut String, shared: &Shared) {
                 escape(&v.status),
                 v.verdict.as_str(),
                 num(v.expected_rows),
-                num(v.rejected_rows.zip(v.skipped_rows).map(|(r, s)| r.saturating_add(s))),
+                num(v
+                    .rejected_rows
+                    .zip(v.skipped_rows)
+                    .map(|(r, s)| r.saturating_add(s))),
                 num(v.committed_rows),
                 num(v.missing_rows),
                 num(v.reported_rows),
