@@ -453,9 +453,13 @@ fn duration_key(
 ) -> Result<Duration, String> {
     match params.remove(key) {
         None => Ok(default),
-        Some(toml::Value::String(s)) => humantime::parse_duration(&s).map_err(|e| {
-            format!("{key} = \"{s}\" is not a duration ({e}); write e.g. {key} = \"5m\"")
-        }),
+        Some(toml::Value::String(s)) => {
+            let d = humantime::parse_duration(&s).map_err(|e| {
+                format!("{key} = \"{s}\" is not a duration ({e}); write e.g. {key} = \"5m\"")
+            })?;
+            super::limits::check_general(key, d)?;
+            Ok(d)
+        }
         Some(v) => Err(format!(
             "{key} = {v} has no unit; write a duration string such as {key} = \"5m\""
         )),

@@ -9,6 +9,7 @@ mod alerts;
 mod dsn;
 mod error;
 mod guard;
+mod limits;
 mod pgbouncer;
 mod raw;
 mod tls;
@@ -29,6 +30,7 @@ pub use error::ConfigError;
 pub use guard::{
     AuditColumns, AuditTableConfig, Ident, ImportsConfig, QualifiedName, TablesConfig,
 };
+pub use limits::{MAX_DURATION, PG_INT_MILLIS_MAX};
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
 use raw::{HumanDuration, RawConfig, RawTarget};
@@ -495,6 +497,7 @@ impl Validator<'_> {
                 ),
             ));
         }
+        limits::check_max(key, d).map_err(|e| self.err(value, e))?;
         Ok(d)
     }
 }
@@ -608,6 +611,45 @@ mod tests {
         let err = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"1ms\"\n")
             .unwrap_err();
         assert!(err.contains("too short"), "{err}");
+    }
+
+    #[test]
+    fn durations_postgresql_cannot_take_are_refused_where_they_are_written() {
+        // Defect 2 of issue 16: "30d" passed check-config and the target stayed down for good.
+        for key in ["statement_timeout", "lock_timeout"] {
+            let err = parse(&format!(
+                "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n{key} = \"30d\"\n"
+            ))
+            .unwrap_err();
+            let col = key.len() + 4;
+            assert!(
+                err.starts_with(&format!(
+                    "pgvigil.toml:4:{col}: {key} = \"30days\" is more than PostgreSQL accepts"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("2147483647ms"), "{err}");
+        }
+        let err = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.tables]\nexact_count_tables = [\"t\"]\nexact_count_timeout = \"30d\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:6:23: exact_count_timeout = \"30days\" is more than PostgreSQL accepts"),
+            "{err}"
+        );
+        // The largest value PostgreSQL takes is fine.
+        let cfg = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\nstatement_timeout = \"2147483647ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.targets[0].statement_timeout, PG_INT_MILLIS_MAX);
+        // Everything else has a general bound.
+        let err =
+            parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"400years\"\n")
+                .unwrap_err();
+        assert!(err.starts_with("pgvigil.toml:4:17:"), "{err}");
+        assert!(err.contains("too long"), "{err}");
     }
 
     #[test]

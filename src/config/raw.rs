@@ -190,11 +190,18 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration string such as \"15s\", \"2m\" or \"500ms\"")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(v).map(HumanDuration).map_err(|e| {
+                let d = humantime::parse_duration(v).map_err(|e| {
                     E::custom(format!(
                         "invalid duration \"{v}\" ({e}); write a number with a unit, e.g. \"15s\", \"2m\", \"500ms\""
                     ))
-                })
+                })?;
+                // Key-specific bounds (PostgreSQL's) are checked where the key is known.
+                if d > super::limits::MAX_DURATION {
+                    return Err(E::custom(format!(
+                        "duration \"{v}\" is too long; use at most \"365days\""
+                    )));
+                }
+                Ok(HumanDuration(d))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HumanDuration, E> {
                 Err(E::custom(format!(
