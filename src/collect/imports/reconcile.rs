@@ -337,6 +337,9 @@ struct Tracked {
     last_count: Option<i64>,
     last_counted: Option<Instant>,
     verified: bool,
+    /// A confirmed shortfall, surplus or mismatch: re-counted every `recheck_interval` like a
+    /// verified import, not every poll.
+    settled: bool,
 }
 
 /// Verdicts, and the memory between polls they need.
@@ -357,14 +360,15 @@ impl Reconciler {
         }
     }
 
-    /// Whether the committed rows of `record` must be counted this poll: every poll until it
-    /// checked out, then every `recheck_interval`.
+    /// Whether the committed rows of `record` must be counted this poll: every poll while its
+    /// verdict is open (not counted yet, or a discrepancy being confirmed), then every
+    /// `recheck_interval` once it is settled (it checked out, or its discrepancy is confirmed).
     pub fn needs_count(&self, record: &ImportRecord, now: Instant) -> bool {
         if record.status != AuditStatus::Committed {
             return false;
         }
         match self.tracked.get(&record.key()) {
-            Some(t) if t.verified => t
+            Some(t) if t.verified || t.settled => t
                 .last_counted
                 .is_none_or(|at| now.duration_since(at) >= self.policy.recheck_interval),
             _ => true,
@@ -488,6 +492,7 @@ impl Reconciler {
                 if count == expected && !reported_differs {
                     tracked.discrepancy_polls = 0;
                     tracked.verified = true;
+                    tracked.settled = false;
                     verdict.verdict = Verdict::Ok;
                     return verdict;
                 }
@@ -498,6 +503,7 @@ impl Reconciler {
                 let finished_age = record.finished_age_seconds.unwrap_or(record.age_seconds);
                 let confirmed = finished_age >= policy.grace_period.as_secs_f64()
                     && tracked.discrepancy_polls >= CONFIRMING_POLLS;
+                tracked.settled = confirmed;
                 verdict.missing_rows = (count < expected).then_some(expected.saturating_sub(count));
                 verdict.verdict = if !confirmed {
                     Verdict::Confirming
@@ -605,6 +611,28 @@ mod tests {
         assert_eq!(v.verdict, Verdict::Shortfall);
         assert_eq!(v.missing_rows, Some(9_700));
         assert_eq!(v.committed_ratio(), Some(0.03));
+    }
+
+    /// Defect 8 of issue 16: a confirmed shortfall was re-counted on every poll (3,370 counts
+    /// in 14 minutes for 4 imports).
+    #[test]
+    fn a_confirmed_shortfall_is_recounted_every_recheck_interval_not_every_poll() {
+        let mut r = Reconciler::new(policy());
+        let t0 = Instant::now();
+        let rec = committed(10_000, 30.0);
+        r.judge(&rec, counted(300), t0);
+        assert!(r.needs_count(&rec, t0), "a discrepancy is confirmed by counting");
+        assert_eq!(r.judge(&rec, counted(300), t0).verdict, Verdict::Shortfall);
+        // Settled: polls in between keep the verdict without counting.
+        let soon = t0 + Duration::from_secs(5);
+        assert!(!r.needs_count(&rec, soon));
+        let v = r.judge(&rec, Facts::default(), soon);
+        assert_eq!(v.verdict, Verdict::Shortfall);
+        assert_eq!(v.missing_rows, Some(9_700));
+        // Re-counted after recheck_interval: the late commit resolves it.
+        let later = t0 + Duration::from_secs(61);
+        assert!(r.needs_count(&rec, later));
+        assert_eq!(r.judge(&rec, counted(10_000), later).verdict, Verdict::Ok);
     }
 
     #[test]
