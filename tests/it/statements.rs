@@ -708,10 +708,18 @@ async fn the_sql_of_every_extension_version_reads_a_view_of_that_shape() {
             assert_eq!(row.get::<_, Option<f64>>(1), Some(1_704_067_200.0));
         }
         let texts = client
-            .query(&dialect.texts_sql(&schema), &[&vec![-42_i64]])
+            .query(&dialect.texts_sql(&schema), &[&vec![-42_i64], &100_i32])
             .await
             .unwrap();
         assert_eq!(texts[0].get::<_, String>(1), "SELECT 1");
+        assert!(!texts[0].get::<_, bool>(2));
+        // Cut by the server.
+        let texts = client
+            .query(&dialect.texts_sql(&schema), &[&vec![-42_i64], &3_i32])
+            .await
+            .unwrap();
+        assert_eq!(texts[0].get::<_, String>(1), "SEL");
+        assert!(texts[0].get::<_, bool>(2));
     }
     // And the real extension of this server is recognised.
     let v: String = client

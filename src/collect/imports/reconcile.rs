@@ -621,7 +621,10 @@ mod tests {
         let t0 = Instant::now();
         let rec = committed(10_000, 30.0);
         r.judge(&rec, counted(300), t0);
-        assert!(r.needs_count(&rec, t0), "a discrepancy is confirmed by counting");
+        assert!(
+            r.needs_count(&rec, t0),
+            "a discrepancy is confirmed by counting"
+        );
         assert_eq!(r.judge(&rec, counted(300), t0).verdict, Verdict::Shortfall);
         // Settled: polls in between keep the verdict without counting.
         let soon = t0 + Duration::from_secs(5);
