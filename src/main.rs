@@ -72,6 +72,13 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
+            // The one setting that can be checked only by trying: may pgvigil write there?
+            if let Some(dir) = &config.alerts.state_dir {
+                if let Err(e) = pgvigil::alert::persist::StateStore::new(dir).probe() {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             // PgBouncer instances are targets too (their name is the `target` label).
             let names: Vec<&str> = config
                 .targets

@@ -163,7 +163,21 @@ impl Validator<'_> {
             if dir.get_ref().is_empty() {
                 return Err(self.err(dir, "state_dir is empty; name a directory pgvigil may write, e.g. \"/var/lib/pgvigil\", or leave the key out to keep alert state in memory"));
             }
-            config.state_dir = Some(PathBuf::from(dir.get_ref()));
+            let path = PathBuf::from(dir.get_ref());
+            if let Some(file) = path
+                .ancestors()
+                .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()))
+            {
+                return Err(self.err(
+                    dir,
+                    format!(
+                        "state_dir = \"{}\" is not a directory ({} is a file); name a directory pgvigil may write, e.g. \"/var/lib/pgvigil\", or move the file away",
+                        path.display(),
+                        file.display()
+                    ),
+                ));
+            }
+            config.state_dir = Some(path);
         }
         if let Some(interval) = &raw.resend_interval {
             if interval.get_ref().0 < Duration::from_secs(1) {

@@ -163,11 +163,13 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(path, &text, &LibpqEnv::from_process())
+        let text =
+            std::str::from_utf8(&bytes).map_err(|e| ConfigError::not_utf8(path, &bytes, &e))?;
+        Config::parse(path, text, &LibpqEnv::from_process())
     }
 
     /// Validate config text; `path` is only used in error messages, `env` fills DSN gaps.
