@@ -232,9 +232,10 @@ mod tests {
 
     #[test]
     fn non_utf8_bytes_are_located() {
-        let bytes = b"[server]\nlisten = \"caf\xe9\"\n";
-        let err = std::str::from_utf8(bytes).unwrap_err();
-        let msg = ConfigError::not_utf8(Path::new("x.toml"), bytes, &err).to_string();
+        let mut bytes = b"[server]\nlisten = \"caf".to_vec();
+        bytes.extend_from_slice(&[0xe9, b'"', b'\n']);
+        let err = std::str::from_utf8(&bytes).unwrap_err();
+        let msg = ConfigError::not_utf8(Path::new("x.toml"), &bytes, &err).to_string();
         assert!(
             msg.starts_with("x.toml:2:14: the file is not UTF-8 text (byte 0xe9 here)"),
             "{msg}"

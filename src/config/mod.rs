@@ -6,9 +6,11 @@
 //! Every key, with its default, is documented in `config/pgvigil.example.toml`.
 
 mod alerts;
+mod client_cert;
 mod dsn;
 mod error;
 mod guard;
+mod libpq;
 mod limits;
 mod pgbouncer;
 mod raw;
@@ -357,6 +359,12 @@ impl Validator<'_> {
             ConnectionSpec::parse,
         )?;
         self.tls(&mut connection, &raw.tls_ca_file, &raw.tls_verify)?;
+        self.client_cert(
+            &mut connection,
+            &raw.tls_cert_file,
+            &raw.tls_key_file,
+            raw.dsn.as_ref().map(|d| d.span()),
+        )?;
 
         let mut target = TargetConfig::new(name, connection);
         let duration = |value: &Option<Spanned<HumanDuration>>, key: &str, default, min| {

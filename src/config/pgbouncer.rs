@@ -103,6 +103,12 @@ impl Validator<'_> {
             ConnectionSpec::parse_admin,
         )?;
         self.tls(&mut connection, &raw.tls_ca_file, &raw.tls_verify)?;
+        self.client_cert(
+            &mut connection,
+            &raw.tls_cert_file,
+            &raw.tls_key_file,
+            raw.dsn.as_ref().map(|d| d.span()),
+        )?;
         let mut bouncer = PgbouncerConfig::new(name, connection);
         bouncer.poll_interval = self.duration(
             &raw.poll_interval,

@@ -49,6 +49,8 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "password_file",
         "tls_ca_file",
         "tls_verify",
+        "tls_cert_file",
+        "tls_key_file",
         "poll_interval",
         "connect_timeout",
         "statement_timeout",
