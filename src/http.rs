@@ -25,8 +25,15 @@ use crate::exposition;
 
 type Body = Full<Bytes>;
 
-/// Accept connections until `shutdown`, then let in-flight requests finish.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Accept connections until `shutdown`, then let in-flight requests finish. `web` secures
+/// them (TLS, basic auth, headers: see [`crate::web`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    web: crate::config::WebSettings,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let web = crate::web::Web::new(&web);
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -43,12 +50,22 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let active = web.current();
         connections.spawn(async move {
+            let Some(io) = active.handshake(stream, peer).await else {
+                return;
+            };
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&req, &shared)) }
+                let active = active.clone();
+                async move {
+                    if let Some(refused) = active.refusal(&req).await {
+                        return Ok::<_, Infallible>(refused);
+                    }
+                    Ok(active.decorate(route(&req, &shared)))
+                }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

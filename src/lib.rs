@@ -22,6 +22,7 @@
 //! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
 //!   `/api/v1/alerts`, `/api/v1/imports`, status page.
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
+//! * [`web`]: HTTPS and basic authentication of the endpoints (exporter-toolkit web config).
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
 //!
 //! Collection is decoupled from scraping: `/metrics` serves the latest published snapshots
@@ -41,6 +42,7 @@ pub mod status;
 mod target;
 pub mod telemetry;
 mod tls;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -172,7 +174,12 @@ pub async fn serve(
             tracker.clone(),
         ));
     }
-    tracker.spawn(http::serve(listener, shared.clone(), token.clone()));
+    tracker.spawn(http::serve(
+        listener,
+        config.server.web,
+        shared.clone(),
+        token.clone(),
+    ));
 
     shutdown.await;
     info!("shutting down");

@@ -15,6 +15,7 @@ mod limits;
 mod pgbouncer;
 mod raw;
 mod tls;
+mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub use alerts::{
 };
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
+pub(crate) use error::{improve_message, line_column};
 pub use guard::{
     AuditColumns, AuditTableConfig, Ident, ImportsConfig, QualifiedName, TablesConfig,
 };
@@ -38,6 +40,7 @@ pub use raw::LogFormat;
 use raw::{HumanDuration, RawConfig, RawTarget};
 pub(crate) use tls::ca_certificates as tls_ca_certificates;
 pub use tls::{TlsConfig, TlsVerify};
+pub use web::{DEFAULT_AUTH_EXEMPT_PATHS, WebSettings};
 
 /// Default address of the HTTP server. 9961 stays clear of postgres_exporter (9187),
 /// pgbouncer_exporter (9127) and pg_exporter (9630).
@@ -66,6 +69,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Where `/metrics`, the API and the status page are served.
     pub listen: SocketAddr,
+    /// HTTPS and authentication (`web_config_file`, `auth_exempt_paths`).
+    pub web: WebSettings,
 }
 
 /// `[logging]`
@@ -201,6 +206,7 @@ impl Config {
         Ok(Config {
             server: ServerConfig {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
+                web: WebSettings::default(),
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -268,6 +274,7 @@ impl Validator<'_> {
                 )
             })?,
         };
+        let web = self.web(&raw.server.web_config_file, &raw.server.auth_exempt_paths)?;
         let level = match &raw.logging.level {
             None => "info".to_owned(),
             Some(level) => {
@@ -330,7 +337,7 @@ impl Validator<'_> {
         let alerts = self.alerts(raw.alerts)?;
 
         Ok(Config {
-            server: ServerConfig { listen },
+            server: ServerConfig { listen, web },
             logging: LoggingConfig {
                 level,
                 format: raw.logging.format.unwrap_or_default(),

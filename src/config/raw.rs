@@ -27,6 +27,8 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) web_config_file: Option<Spanned<String>>,
+    pub(crate) auth_exempt_paths: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,8 @@ fn example_config_documents_every_key_the_parser_accepts() {
     let example = std::fs::read_to_string(root.join("config/pgvigil.example.toml")).unwrap();
     for key in [
         "listen",
+        "web_config_file",
+        "auth_exempt_paths",
         "level",
         "format",
         "otlp_enabled",

@@ -23,3 +23,4 @@ mod support_certs;
 mod support_prometheus;
 mod tables;
 mod tls;
+mod web;

@@ -79,6 +79,15 @@ impl Pki {
         self.issue(name, cn, "extendedKeyUsage = clientAuth\n")
     }
 
+    /// A client certificate with common name `cn` and the DNS name `san`.
+    pub fn client_with_san(&self, name: &str, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+        self.issue(
+            name,
+            cn,
+            &format!("extendedKeyUsage = clientAuth\nsubjectAltName = DNS:{san}\n"),
+        )
+    }
+
     fn issue(&self, name: &str, cn: &str, extensions: &str) -> (PathBuf, PathBuf) {
         let dir = self.dir.path();
         std::fs::write(
