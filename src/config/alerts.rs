@@ -63,6 +63,7 @@ struct RawHttpSink {
     basic_auth_user: Option<String>,
     basic_auth_password_file: Option<String>,
     bearer_token_file: Option<String>,
+    tls_config: Option<Spanned<super::sink_tls::RawSinkTls>>,
 }
 
 /// `[alerts]`
@@ -119,6 +120,8 @@ pub struct HttpSinkConfig {
     pub max_backoff: Duration,
     /// Credentials.
     pub auth: HttpAuth,
+    /// HTTPS settings (`tls_config`); the defaults verify against the system's roots.
+    pub tls: super::SinkTlsConfig,
 }
 
 /// How to authenticate to a receiver. Secrets stay in files, re-read at every attempt.
@@ -192,7 +195,7 @@ impl Validator<'_> {
             config.runbook_base_url = url;
         }
         if let Some(url) = &raw.external_url {
-            self.http_url(url, "external_url", true)?;
+            self.http_url(url, "external_url")?;
             config.external_url = Some(url.get_ref().trim_end_matches('/').to_owned());
         }
         config.log = raw.log.enabled.unwrap_or(true);
@@ -225,7 +228,7 @@ impl Validator<'_> {
                     ));
                 }
                 for url in &urls {
-                    self.http_url(url, "url", false)?;
+                    self.http_url(url, "url")?;
                     sinks.push(self.http_sink(url.get_ref(), &sink, span.clone())?);
                 }
             }
@@ -233,29 +236,20 @@ impl Validator<'_> {
         Ok(config)
     }
 
-    fn http_url(
-        &self,
-        url: &Spanned<String>,
-        key: &str,
-        https_ok: bool,
-    ) -> Result<(), ConfigError> {
+    fn http_url(&self, url: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
         let value = url.get_ref();
         let parsed = value.parse::<hyper::Uri>();
-        let scheme_ok = match parsed.as_ref().ok().and_then(|u| u.scheme_str()) {
-            Some("http") => true,
-            Some("https") => https_ok,
-            _ => false,
-        };
+        let scheme_ok = matches!(
+            parsed.as_ref().ok().and_then(|u| u.scheme_str()),
+            Some("http" | "https")
+        );
         if parsed.as_ref().is_ok_and(|u| u.host().is_some()) && scheme_ok {
             return Ok(());
-        }
-        if value.starts_with("https://") {
-            return Err(self.err(url, format!("{key}: \"{value}\" uses https, which pgvigil cannot send to yet; use http:// on a private network or a local TLS-terminating proxy")));
         }
         Err(self.err(
             url,
             format!(
-                "{key}: \"{value}\" is not an http URL; write e.g. \"http://alertmanager:9093\""
+                "{key}: \"{value}\" is not an http or https URL; write e.g. \"http://alertmanager:9093\" or \"https://hooks.example.com/pgvigil\""
             ),
         ))
     }
@@ -308,6 +302,7 @@ impl Validator<'_> {
             timeout,
             max_backoff,
             auth,
+            tls: self.sink_tls(url, &raw.tls_config)?,
         })
     }
 
@@ -570,8 +565,24 @@ mod tests {
                 "pgvigil.toml:4:1: [ConnectionsNearLimit] critical_ratio (0.5) is below warning_ratio",
             ),
             (
-                "[[alerts.alertmanager]]\nurls = [\"https://am:9093\"]\n".to_owned(),
-                "uses https",
+                "[[alerts.alertmanager]]\nurls = [\"ftp://am:9093\"]\n".to_owned(),
+                "is not an http or https URL",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"http://hook\"\ntls_config = { insecure_skip_verify = true }\n".to_owned(),
+                "pgvigil.toml:3:14: tls_config applies to https:// receivers",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://hook\"\ntls_config = { cert_file = \"/x\" }\n".to_owned(),
+                "pgvigil.toml:3:14: tls_config needs both cert_file and key_file",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://hook\"\ntls_config = { ca_file = \"/nonexistent/ca.pem\" }\n".to_owned(),
+                "pgvigil.toml:3:14: tls_config: cannot read ca_file /nonexistent/ca.pem",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://hook\"\ntls_config = { insecure = true }\n".to_owned(),
+                "unknown key `insecure`; did you mean `insecure_skip_verify`?",
             ),
             (
                 "[[alerts.alertmanager]]\ntimeout = \"1s\"\n".to_owned(),

@@ -14,6 +14,7 @@ mod libpq;
 mod limits;
 mod pgbouncer;
 mod raw;
+mod sink_tls;
 mod tls;
 mod web;
 
@@ -38,6 +39,7 @@ pub use limits::{MAX_DURATION, PG_INT_MILLIS_MAX};
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
 use raw::{HumanDuration, RawConfig, RawTarget};
+pub use sink_tls::SinkTlsConfig;
 pub(crate) use tls::ca_certificates as tls_ca_certificates;
 pub use tls::{TlsConfig, TlsVerify};
 pub use web::{DEFAULT_AUTH_EXEMPT_PATHS, WebSettings};

@@ -25,6 +25,7 @@
 //! is done outside it); the credentials cache has its own.
 
 mod auth;
+pub mod client;
 mod config;
 mod tls;
 

@@ -102,6 +102,7 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "basic_auth_user",
         "basic_auth_password_file",
         "bearer_token_file",
+        "tls_config",
         "severity",
         "for",
         "warning_ratio",

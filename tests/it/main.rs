@@ -12,6 +12,7 @@ mod cli;
 mod client_certs;
 mod deploy;
 mod endpoints;
+mod https_receivers;
 mod imports;
 mod lifecycle;
 mod operator_kit;

@@ -111,7 +111,8 @@ async fn https_with_basic_auth_checked_with_curl_and_certificates_reloaded() {
         let (code, body) = curl(args).await;
         assert_eq!(code, 401, "{creds:?}: {body}");
         assert!(
-            body.to_ascii_lowercase().contains("www-authenticate: basic"),
+            body.to_ascii_lowercase()
+                .contains("www-authenticate: basic"),
             "{body}"
         );
         assert!(
