@@ -126,25 +126,18 @@ async fn targets_log_in_with_a_client_certificate_from_keys_or_the_dsn() {
     );
     assert_eq!(sessions, format!("2 true /CN={ROLE}"));
 
-    let (_, targets) = daemon.get("/api/v1/targets").await;
-    let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
-    let error = |name: &str| {
-        targets
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == name)
-            .and_then(|t| t["last_error"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let none = error("none");
-    assert!(
-        none.contains("set tls_cert_file and tls_key_file"),
-        "{none}"
-    );
-    let wrong = error("wrong_cn");
-    assert!(wrong.contains(ROLE), "{wrong}");
+    // pgvigil_up starts at 0: the refusals asserted are in last_error, so wait for those.
+    for (name, expected) in [
+        ("none", "set tls_cert_file and tls_key_file"),
+        ("wrong_cn", ROLE),
+    ] {
+        let error = daemon
+            .wait_for_target(name, "a connection error", WAIT, |t| {
+                t["last_error"].as_str().map(str::to_owned)
+            })
+            .await;
+        assert!(error.contains(expected), "{name}: {error}");
+    }
     daemon.stop().await;
 }
 
