@@ -340,6 +340,9 @@ struct Tracked {
     /// A confirmed shortfall, surplus or mismatch: re-counted every `recheck_interval` like a
     /// verified import, not every poll.
     settled: bool,
+    /// The transaction status seen with the last count: a settled import's transaction is not
+    /// asked about between re-counts, and its verdict must not lose it meanwhile.
+    last_xact_status: Option<XactStatus>,
 }
 
 /// Verdicts, and the memory between polls they need.
@@ -391,6 +394,14 @@ impl Reconciler {
     pub fn judge(&mut self, record: &ImportRecord, facts: Facts, now: Instant) -> ImportVerdict {
         let tracked = self.tracked.entry(record.key()).or_default();
         let counted_now = facts.committed_rows.is_some();
+        let mut facts = facts;
+        if record.status == AuditStatus::Committed {
+            match facts.xact_status {
+                Some(status) => tracked.last_xact_status = Some(status),
+                None if !counted_now => facts.xact_status = tracked.last_xact_status,
+                None => tracked.last_xact_status = None,
+            }
+        }
         if let Some(n) = facts.committed_rows {
             tracked.last_count = Some(n);
             tracked.last_counted = Some(now);
@@ -632,6 +643,15 @@ mod tests {
         let v = r.judge(&rec, Facts::default(), soon);
         assert_eq!(v.verdict, Verdict::Shortfall);
         assert_eq!(v.missing_rows, Some(9_700));
+        // The transaction's fate seen at the count is kept between counts.
+        let mut aborted = counted(300);
+        aborted.xact_status = Some(XactStatus::Aborted);
+        let mut r2 = Reconciler::new(policy());
+        r2.judge(&rec, aborted.clone(), t0);
+        r2.judge(&rec, aborted, t0);
+        let v = r2.judge(&rec, Facts::default(), soon);
+        assert_eq!(v.xact_status, Some(XactStatus::Aborted));
+        assert!(v.reason.unwrap().contains("ABORTED"));
         // Re-counted after recheck_interval: the late commit resolves it.
         let later = t0 + Duration::from_secs(61);
         assert!(r.needs_count(&rec, later));
