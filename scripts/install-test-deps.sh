@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real (DESIGN.md, "Tests"): the PostgreSQL server with
 # pg_stat_statements, Prometheus (promtool), Alertmanager, PgBouncer, postgres_exporter, runuser
-# and ps, openssl (certificates for the TLS tests), plus cargo-nextest.
+# and ps, openssl (certificates for the TLS tests), curl (the HTTPS endpoint tests), plus
+# cargo-nextest.
 #
 # Idempotent, and fast when everything is present: it then only looks for programs and makes no
 # apt call. Missing Debian packages are installed with apt-get (as root, or through sudo) with
@@ -55,7 +56,8 @@ detect() {
         prometheus-postgres-exporter:prometheus-postgres-exporter \
         util-linux:runuser \
         procps:ps \
-        openssl:openssl; do
+        openssl:openssl \
+        curl:curl; do
         pkg="${pair%%:*}" prog="${pair#*:}"
         label="$pkg"; [ "$prog" = "$pkg" ] || label="$pkg ($prog)"
         if command -v "$prog" >/dev/null 2>&1; then
