@@ -23,6 +23,8 @@
 
 pub mod baseline;
 pub mod delta;
+#[cfg(test)]
+mod proptests;
 pub mod sql;
 pub mod topk;
 

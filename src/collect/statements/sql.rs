@@ -204,7 +204,7 @@ pub fn normalise_fetched_text(text: &str, cut: bool, max_chars: usize) -> String
 /// Collapse whitespace runs to one space, trim, and cut to `max_chars` characters (marking a
 /// cut with `…`), so texts are short, one line, and stable across formatting differences.
 pub fn normalise_query_text(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars * 4));
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
     let mut chars = 0;
     for word in text.split_whitespace() {
         if chars > 0 {
