@@ -13,6 +13,8 @@ mod guard;
 mod libpq;
 mod limits;
 mod pgbouncer;
+#[cfg(test)]
+mod proptests;
 mod raw;
 mod sink_tls;
 mod tls;

@@ -238,9 +238,11 @@ pub(super) async fn count_rows(
 
 /// The SQL an operator runs to see for themselves.
 pub(super) fn confirm_sql(target: &str, column: &str, import_id: &str) -> String {
+    // Always quoted: a name Ident refuses (empty, over 63 bytes, control characters) is
+    // quoted by hand rather than shown raw, so the SQL never carries an unquoted identifier.
     let column = Ident::new(column)
         .map(|c| c.quoted())
-        .unwrap_or_else(|_| column.to_owned());
+        .unwrap_or_else(|_| format!("\"{}\"", column.replace('"', "\"\"")));
     format!(
         "SELECT count(*) FROM {target} WHERE {column} = '{}';",
         import_id.replace('\'', "''")
@@ -286,10 +288,12 @@ pub(super) async fn at_risk(
 impl RawRow {
     /// The row's import id and status as text, for an invalid verdict.
     pub(super) fn id_and_status(&self) -> (String, String) {
-        (
-            self.import_id.clone().unwrap_or_else(|| "(null)".into()),
-            self.status.clone().unwrap_or_else(|| "(null)".into()),
-        )
+        let shown = |v: &Option<String>| match v.as_deref() {
+            None => "(null)".to_owned(),
+            Some("") => "(empty)".to_owned(),
+            Some(s) => s.to_owned(),
+        };
+        (shown(&self.import_id), shown(&self.status))
     }
 
     /// Check and parse everything that does not need the database. The target table is
