@@ -17,6 +17,7 @@ mod imports;
 mod lifecycle;
 mod operator_kit;
 mod pgbouncer;
+mod pgbouncer_tls;
 mod statements;
 mod support;
 mod support_alerting;
