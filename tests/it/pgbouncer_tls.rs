@@ -95,7 +95,9 @@ async fn the_admin_console_is_reached_over_tls_with_a_client_certificate() {
     assert_eq!(with_cert["tls"], true, "{with_cert}");
     // Without a certificate, or with another user's, PgBouncer refuses the login.
     for (name, why) in [
-        ("no-cert", "certificate required"),
+        // TLS 1.3 sends the alert after the handshake: the client sees it, or the reset
+        // that follows it when it writes first.
+        ("no-cert", "certificate required|reset by peer"),
         ("wrong-cn", "certificate authentication failed"),
     ] {
         let error = daemon
@@ -111,7 +113,7 @@ async fn the_admin_console_is_reached_over_tls_with_a_client_certificate() {
             Some(0.0),
             "{name}: {error}"
         );
-        assert!(error.contains(why), "{name}: {error}");
+        assert!(why.split('|').any(|w| error.contains(w)), "{name}: {error}");
     }
     daemon.stop().await;
 }
