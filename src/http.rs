@@ -25,8 +25,15 @@ use crate::hub::Hub;
 
 type Body = Full<Bytes>;
 
-/// Accept connections until `shutdown`, then let in-flight requests finish.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Hub>, shutdown: CancellationToken) {
+/// Accept connections until `shutdown`, then let in-flight requests finish. `web` secures
+/// them (TLS, basic auth, headers: see [`crate::web`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    web: crate::config::WebSettings,
+    shared: Arc<Hub>,
+    shutdown: CancellationToken,
+) {
+    let web = crate::web::Web::new(&web);
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -43,12 +50,22 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Hub>, shutdown: Can
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let active = web.current();
         connections.spawn(async move {
+            let Some(io) = active.handshake(stream, peer).await else {
+                return;
+            };
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&req, &shared)) }
+                let active = active.clone();
+                async move {
+                    if let Some(refused) = active.refusal(&req).await {
+                        return Ok::<_, Infallible>(refused);
+                    }
+                    Ok(active.decorate(route(&req, &shared)))
+                }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
@@ -304,7 +321,10 @@ fn imports_section(page: &mut String, shared: &Hub) {
                 escape(&v.status),
                 v.verdict.as_str(),
                 num(v.expected_rows),
-                num(v.rejected_rows.zip(v.skipped_rows).map(|(r, s)| r + s)),
+                num(v
+                    .rejected_rows
+                    .zip(v.skipped_rows)
+                    .map(|(r, s)| r.saturating_add(s))),
                 num(v.committed_rows),
                 num(v.missing_rows),
                 num(v.reported_rows),

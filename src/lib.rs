@@ -27,6 +27,7 @@
 //! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
 //!   `/api/v1/alerts`, `/api/v1/imports`, status page.
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
+//! * [`web`]: HTTPS and basic authentication of the endpoints (exporter-toolkit web config).
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
 //!
 //! Collection is decoupled from scraping: `/metrics` serves the latest published snapshots
@@ -48,6 +49,7 @@ pub mod status;
 mod target;
 pub mod telemetry;
 mod tls;
+pub mod web;
 
 pub use app::{RunError, SHUTDOWN_GRACE, run, serve};
 pub use config::Config;

@@ -26,6 +26,15 @@ struct Cli {
     #[arg(long, env = "PGVIGIL_LISTEN", global = true)]
     listen: Option<std::net::SocketAddr>,
 
+    /// A Prometheus exporter-toolkit web config file (TLS, basic auth, headers), overriding
+    /// [server] web_config_file.
+    #[arg(
+        long = "web.config.file",
+        env = "PGVIGIL_WEB_CONFIG_FILE",
+        global = true
+    )]
+    web_config_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,12 +53,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::CheckConfig { file }) => check_config(&file, cli.web_config_file),
         Some(Command::Run) | None => {
             let config = match load(cli.config.as_deref()) {
                 Ok(mut config) => {
                     if let Some(listen) = cli.listen {
                         config.server.listen = listen;
+                    }
+                    if let Some(web) = cli.web_config_file {
+                        if let Err(e) = config.server.web.set_config_file(web) {
+                            eprintln!("pgvigil: {e}");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
                     }
                     config
                 }
@@ -69,9 +84,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+fn check_config(file: &std::path::Path, web_config_file: Option<PathBuf>) -> ExitCode {
     match pgvigil::app::load(file) {
-        Ok(config) => {
+        Ok(mut config) => {
+            if let Some(web) = web_config_file {
+                if let Err(e) = config.server.web.set_config_file(web) {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+            // The one setting that can be checked only by trying: may pgvigil write there?
+            if let Some(dir) = &config.alerts.state_dir {
+                if let Err(e) = pgvigil::alert::persist::StateStore::new(dir).probe() {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             // PgBouncer instances are targets too (their name is the `target` label).
             let names: Vec<&str> = config
                 .targets

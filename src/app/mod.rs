@@ -99,7 +99,12 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, targets = supervisor.len(), "pgvigil listening");
     }
-    tracker.spawn(http::serve(listener, hub.clone(), token.clone()));
+    tracker.spawn(http::serve(
+        listener,
+        config.server.web.clone(),
+        hub.clone(),
+        token.clone(),
+    ));
 
     shutdown.await;
     info!("shutting down");

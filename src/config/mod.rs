@@ -20,15 +20,22 @@
 //!   `error`: [`ConfigError`].
 
 mod alerts;
+mod client_cert;
 mod collectors;
 mod dsn;
 mod error;
 mod guard;
+mod libpq;
+mod limits;
 mod pgbouncer;
+#[cfg(test)]
+mod proptests;
 mod raw;
+mod sink_tls;
 mod source;
 mod target;
 mod tls;
+mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,17 +50,21 @@ pub use alerts::{
 pub use collectors::{CollectorConfig, Section};
 pub use dsn::{ConnectionSpec, LibpqEnv};
 pub use error::ConfigError;
-pub(crate) use error::improve_message;
+pub(crate) use error::{improve_message, line_column};
 pub use guard::{
     AuditColumns, AuditTableConfig, Ident, ImportsConfig, QualifiedName, TablesConfig,
 };
+pub(crate) use limits::check_general as check_duration_bound;
+pub use limits::{MAX_DURATION, PG_INT_MILLIS_MAX};
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
 use raw::RawConfig;
+pub use sink_tls::SinkTlsConfig;
 pub use source::{Location, SourceSettings};
 pub use target::{ActivityConfig, StatementsConfig, TargetConfig};
 pub(crate) use tls::ca_certificates as tls_ca_certificates;
 pub use tls::{TlsConfig, TlsVerify};
+pub use web::{DEFAULT_AUTH_EXEMPT_PATHS, WebSettings};
 
 /// Default address of the HTTP server. 9961 stays clear of postgres_exporter (9187),
 /// pgbouncer_exporter (9127) and pg_exporter (9630).
@@ -83,6 +94,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Where `/metrics`, the API and the status page are served.
     pub listen: SocketAddr,
+    /// HTTPS and authentication (`web_config_file`, `auth_exempt_paths`).
+    pub web: WebSettings,
 }
 
 /// `[logging]`
@@ -108,11 +121,13 @@ pub struct TelemetryConfig {
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(path, &text, &LibpqEnv::from_process())
+        let text =
+            std::str::from_utf8(&bytes).map_err(|e| ConfigError::not_utf8(path, &bytes, &e))?;
+        Config::parse(path, text, &LibpqEnv::from_process())
     }
 
     /// Validate config text; `path` is only used in error messages, `env` fills DSN gaps.
@@ -143,6 +158,7 @@ impl Config {
         Ok(Config {
             server: ServerConfig {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
+                web: WebSettings::default(),
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -213,6 +229,7 @@ impl Validator<'_> {
                 )
             })?,
         };
+        let web = self.web(&raw.server.web_config_file, &raw.server.auth_exempt_paths)?;
         let logging = self.logging(&raw.logging)?;
         let telemetry = self.telemetry(raw.telemetry)?;
         if raw.targets.is_empty() && raw.pgbouncers.is_empty() {
@@ -228,7 +245,7 @@ impl Validator<'_> {
         let pgbouncers = self.pgbouncers(raw.pgbouncers, &mut names)?;
         let alerts = self.alerts(raw.alerts)?;
         Ok(Config {
-            server: ServerConfig { listen },
+            server: ServerConfig { listen, web },
             logging,
             telemetry,
             targets,
@@ -339,6 +356,45 @@ mod tests {
         let err = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"1ms\"\n")
             .unwrap_err();
         assert!(err.contains("too short"), "{err}");
+    }
+
+    #[test]
+    fn durations_postgresql_cannot_take_are_refused_where_they_are_written() {
+        // Defect 2 of issue 16: "30d" passed check-config and the target stayed down for good.
+        for key in ["statement_timeout", "lock_timeout"] {
+            let err = parse(&format!(
+                "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n{key} = \"30d\"\n"
+            ))
+            .unwrap_err();
+            let col = key.len() + 4;
+            assert!(
+                err.starts_with(&format!(
+                    "pgvigil.toml:4:{col}: {key} = \"30days\" is more than PostgreSQL accepts"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("2147483647ms"), "{err}");
+        }
+        let err = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.tables]\nexact_count_tables = [\"t\"]\nexact_count_timeout = \"30d\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:6:23: exact_count_timeout = \"30days\" is more than PostgreSQL accepts"),
+            "{err}"
+        );
+        // The largest value PostgreSQL takes is fine.
+        let cfg = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\nstatement_timeout = \"2147483647ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.targets[0].statement_timeout, PG_INT_MILLIS_MAX);
+        // Everything else has a general bound.
+        let err =
+            parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"400years\"\n")
+                .unwrap_err();
+        assert!(err.starts_with("pgvigil.toml:4:17:"), "{err}");
+        assert!(err.contains("too long"), "{err}");
     }
 
     #[test]

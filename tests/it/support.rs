@@ -77,6 +77,37 @@ impl Daemon {
         }
     }
 
+    /// Poll `/api/v1/targets` until `check` returns Some for the entry of target `name`, or
+    /// panic after `timeout`. For assertions on the API (last_poll, last_error, collectors):
+    /// `pgvigil_up` turns 1 at connect, before the first poll, and starts at 0 before the
+    /// first connection attempt has failed, so it is no signal for those.
+    pub async fn wait_for_target<T>(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&serde_json::Value) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, body) = self.get("/api/v1/targets").await;
+            let targets: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let target = targets
+                .as_array()
+                .and_then(|all| all.iter().find(|t| t["name"] == name))
+                .cloned()
+                .unwrap_or_default();
+            if let Some(v) = check(&target) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last /api/v1/targets entry of {name}: {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stop the daemon and wait for it; returns how long shutdown took.
     pub async fn stop(mut self) -> Duration {
         let started = Instant::now();
