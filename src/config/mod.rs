@@ -21,8 +21,10 @@
 
 mod alerts;
 mod collectors;
+mod discovery;
 mod dsn;
 mod error;
+mod fragments;
 mod guard;
 mod pgbouncer;
 mod raw;
@@ -30,9 +32,8 @@ mod source;
 mod target;
 mod tls;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -41,7 +42,8 @@ pub use alerts::{
     RuleTable, RuleTables, read_secret,
 };
 pub use collectors::{CollectorConfig, Section};
-pub use dsn::{ConnectionSpec, LibpqEnv};
+pub use discovery::{DEFAULT_REFRESH_INTERVAL, DiscoveryConfig};
+pub use dsn::{ConnectionSpec, DsnPieces, LibpqEnv};
 pub use error::ConfigError;
 pub(crate) use error::improve_message;
 pub use guard::{
@@ -49,7 +51,6 @@ pub use guard::{
 };
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
-use raw::RawConfig;
 pub use source::{Location, SourceSettings};
 pub use target::{ActivityConfig, StatementsConfig, TargetConfig};
 pub(crate) use tls::ca_certificates as tls_ca_certificates;
@@ -76,6 +77,8 @@ pub struct Config {
     /// `[alerts]`: sinks, alert state and the global rule tables (each source may override
     /// them).
     pub alerts: AlertsConfig,
+    /// `[discovery]`: targets from file_sd files; `None` without `files`.
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 /// `[server]`
@@ -83,6 +86,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Where `/metrics`, the API and the status page are served.
     pub listen: SocketAddr,
+    /// Serve `POST /-/reload` (Prometheus' lifecycle API); off by default.
+    pub enable_lifecycle: bool,
 }
 
 /// `[logging]`
@@ -106,8 +111,12 @@ pub struct TelemetryConfig {
 }
 
 impl Config {
-    /// Read and validate a config file.
+    /// Read and validate a config file, or a directory of `*.toml` fragments merged in name
+    /// order.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if path.is_dir() {
+            return fragments::load_dir(path, &LibpqEnv::from_process());
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -118,9 +127,16 @@ impl Config {
     /// Validate config text; `path` is only used in error messages, `env` fills DSN gaps.
     /// Alert rule tables are checked by `crate::app::parse`, which calls this.
     pub fn parse(path: &Path, text: &str, env: &LibpqEnv) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
-        Validator { path, text, env }.config(raw)
+        fragments::assemble(&[(path, text)], env)
+    }
+
+    /// Every file the configuration at `path` is read from (the fragments of a directory).
+    pub fn files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        if path.is_dir() {
+            fragments::fragment_paths(path)
+        } else {
+            Ok(vec![path.to_owned()])
+        }
     }
 
     /// The configuration used when no file is given: one target named `default`, from
@@ -143,6 +159,7 @@ impl Config {
         Ok(Config {
             server: ServerConfig {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
+                enable_lifecycle: false,
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -152,6 +169,7 @@ impl Config {
             targets: vec![TargetConfig::new("default", connection)],
             pgbouncers: Vec::new(),
             alerts: AlertsConfig::default(),
+            discovery: None,
         })
     }
 
@@ -200,44 +218,7 @@ impl Validator<'_> {
         }
     }
 
-    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let listen = match &raw.server.listen {
-            None => DEFAULT_LISTEN.parse().expect("valid default"),
-            Some(listen) => listen.get_ref().parse().map_err(|_| {
-                self.err(
-                    listen,
-                    format!(
-                        "invalid listen address \"{}\"; write host:port, e.g. \"0.0.0.0:9961\" or \"127.0.0.1:9961\"",
-                        listen.get_ref()
-                    ),
-                )
-            })?,
-        };
-        let logging = self.logging(&raw.logging)?;
-        let telemetry = self.telemetry(raw.telemetry)?;
-        if raw.targets.is_empty() && raw.pgbouncers.is_empty() {
-            return Err(ConfigError::at(
-                self.path,
-                self.text,
-                None,
-                "no [[targets]] or [[pgbouncers]] defined; add a target with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
-            ));
-        }
-        let mut names = HashMap::new();
-        let targets = self.targets(raw.targets, &mut names)?;
-        let pgbouncers = self.pgbouncers(raw.pgbouncers, &mut names)?;
-        let alerts = self.alerts(raw.alerts)?;
-        Ok(Config {
-            server: ServerConfig { listen },
-            logging,
-            telemetry,
-            targets,
-            pgbouncers,
-            alerts,
-        })
-    }
-
-    fn logging(&self, raw: &raw::RawLogging) -> Result<LoggingConfig, ConfigError> {
+    pub(super) fn logging(&self, raw: &raw::RawLogging) -> Result<LoggingConfig, ConfigError> {
         let level = match &raw.level {
             None => "info".to_owned(),
             Some(level) => {
@@ -259,7 +240,10 @@ impl Validator<'_> {
         })
     }
 
-    fn telemetry(&self, raw: raw::RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    pub(super) fn telemetry(
+        &self,
+        raw: &raw::RawTelemetry,
+    ) -> Result<TelemetryConfig, ConfigError> {
         let mut telemetry = TelemetryConfig::default();
         if let Some(enabled) = &raw.otlp_enabled {
             if *enabled.get_ref() && !cfg!(feature = "otel") {
@@ -270,11 +254,11 @@ impl Validator<'_> {
             }
             telemetry.otlp_enabled = *enabled.get_ref();
         }
-        if let Some(endpoint) = raw.otlp_endpoint {
-            telemetry.otlp_endpoint = endpoint;
+        if let Some(endpoint) = &raw.otlp_endpoint {
+            telemetry.otlp_endpoint = endpoint.clone();
         }
-        if let Some(service_name) = raw.service_name {
-            telemetry.service_name = service_name;
+        if let Some(service_name) = &raw.service_name {
+            telemetry.service_name = service_name.clone();
         }
         Ok(telemetry)
     }
