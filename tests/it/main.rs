@@ -16,6 +16,7 @@ mod lifecycle;
 mod operator_kit;
 mod pgbouncer;
 mod registry;
+mod reload;
 mod statements;
 mod support;
 mod support_alerting;
