@@ -38,6 +38,10 @@ fn example_config_documents_every_key_the_parser_accepts() {
     let example = std::fs::read_to_string(root.join("config/pgvigil.example.toml")).unwrap();
     for key in [
         "listen",
+        "enable_lifecycle",
+        // [discovery]
+        "files",
+        "refresh_interval",
         "level",
         "format",
         "otlp_enabled",

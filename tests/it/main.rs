@@ -10,6 +10,7 @@ mod alerting;
 mod alerts_e2e;
 mod cli;
 mod deploy;
+mod discovery;
 mod endpoints;
 mod imports;
 mod lifecycle;
