@@ -24,3 +24,4 @@ mod support_alerting;
 mod support_prometheus;
 mod tables;
 mod tls;
+mod versions;

@@ -24,8 +24,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::postmaster::{STOP_TIMEOUT, live_postmaster, stop_server};
-use crate::programs::{RunAs, effective_uid, parse_postgres_version};
+use crate::programs::{RunAs, effective_uid};
 use crate::util::{base36, pid_alive, run, salt};
+use crate::versions::parse_postgres_version;
 
 /// Bump when [`TEST_SETTINGS`] or the `initdb` options change in a way the cache key would
 /// not notice.
@@ -144,8 +145,8 @@ fn traversable_by_others(path: &Path) -> bool {
 }
 
 /// Returns the template data directory for this PostgreSQL build, running `initdb` first if no
-/// test process has yet.
-pub(crate) fn ensure_template(root: &Path, bindir: &Path, run_as: &RunAs) -> PathBuf {
+/// test process has yet, and the build's version (`postgres --version`, e.g. `"18.4"`).
+pub(crate) fn ensure_template(root: &Path, bindir: &Path, run_as: &RunAs) -> (PathBuf, String) {
     let version_output = run(
         Command::new(bindir.join("postgres")).arg("--version"),
         "asking postgres for its version",
@@ -164,11 +165,11 @@ pub(crate) fn ensure_template(root: &Path, bindir: &Path, run_as: &RunAs) -> Pat
     let name = format!("template-{version}-{:016x}", hasher.finish());
     let template = root.join(&name);
     if template.is_dir() {
-        return template;
+        return (template, version);
     }
     let _lock = LockFile::acquire(root.join(format!("{name}.lock")));
     if template.is_dir() {
-        return template;
+        return (template, version);
     }
     let building = root.join(format!(".building-{}-{}", process::id(), base36(salt())));
     fs::create_dir(&building)
@@ -222,7 +223,7 @@ pub(crate) fn ensure_template(root: &Path, bindir: &Path, run_as: &RunAs) -> Pat
             template.display()
         );
     }
-    template
+    (template, version)
 }
 
 /// Creates `<root>/clusters/<pid>-<seq>-<salt>`; the pid in the name lets

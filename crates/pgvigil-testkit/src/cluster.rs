@@ -9,10 +9,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
+use crate::builder::ClusterBuilder;
 use crate::conninfo::ConnInfo;
-use crate::private::PrivateCluster;
-use crate::programs::{find_program, pg_bindir_result};
+use crate::private::{ClusterSpec, PrivateCluster};
+use crate::replication::StandbyOf;
 use crate::util::{base36, salt, scrub_pg_env};
+use crate::versions::{default_bindir, default_bindir_result, parse_major, psql_for};
 
 /// Environment variable naming a server to reuse instead of starting one.
 const TEST_DSN_VAR: &str = "PGVIGIL_TEST_DSN";
@@ -23,19 +25,25 @@ pub const PSQL_APPLICATION_NAME: &str = "pgvigil-testkit";
 
 /// A throwaway PostgreSQL cluster for one test (or the one named by `PGVIGIL_TEST_DSN`).
 ///
-/// A *private* cluster ([`start_private`](Self::start_private)) is a copy of a cached template
-/// (see the crate docs) running on a free port on 127.0.0.1 with `pg_stat_statements` preloaded,
-/// trust authentication and superuser `postgres`; dropping it stops the server and deletes its
-/// directory. A *shared* one ([`from_dsn`](Self::from_dsn)) is an existing server: tests must
-/// work in databases from [`create_database`](Self::create_database), which are dropped again
-/// when the `TestCluster` is.
+/// A *private* cluster ([`start_private`](Self::start_private),
+/// [`start_version`](Self::start_version), [`builder`](Self::builder)) is a copy of a cached
+/// template (see the crate docs) running on a free port on 127.0.0.1 with `pg_stat_statements`
+/// preloaded, trust authentication and superuser `postgres`; dropping it stops the server and
+/// deletes its directory. A *standby* ([`start_standby`](Self::start_standby)) is a private
+/// cluster streaming from another. A *shared* one ([`from_dsn`](Self::from_dsn)) is an existing
+/// server: tests must work in databases from [`create_database`](Self::create_database), which
+/// are dropped again when the `TestCluster` is.
 ///
 /// `TestCluster` is `Send + Sync`; share it between tasks with an `Arc` or a reference.
 #[derive(Debug)]
 pub struct TestCluster {
-    conn: ConnInfo,
+    pub(crate) conn: ConnInfo,
     bindir: PathBuf,
-    private: Option<PrivateCluster>,
+    /// The `psql` run against this server (the build's own, or Debian's for a build without).
+    psql: PathBuf,
+    pub(crate) private: Option<PrivateCluster>,
+    /// Set for a standby: what it streams from.
+    pub(crate) standby: Option<StandbyOf>,
     /// Databases created on a shared server, to drop on drop.
     created: Mutex<Vec<String>>,
 }
@@ -55,19 +63,47 @@ impl TestCluster {
         }
     }
 
-    /// Always starts a private cluster, for tests that stop or restart the server or change
-    /// its configuration.
+    /// Always starts a private cluster of the default PostgreSQL version (see the crate docs:
+    /// `PGVIGIL_TEST_PG_VERSION`, else Debian's), for tests that stop or restart the server or
+    /// change its configuration.
     ///
     /// # Panics
     ///
     /// If the PostgreSQL binaries are missing or the server does not start; the message
     /// includes the last 30 lines of the server log.
     pub fn start_private() -> TestCluster {
-        let private = PrivateCluster::create();
+        TestCluster::from_private(PrivateCluster::create(
+            default_bindir(),
+            ClusterSpec::default(),
+        ))
+    }
+
+    /// Starts a private cluster of PostgreSQL major version `major` (e.g. `13`), whatever
+    /// `PGVIGIL_TEST_PG_VERSION` says. Short for `TestCluster::builder().version(major).start()`.
+    ///
+    /// # Panics
+    ///
+    /// If that version is not installed, with a message saying where it was looked for and to
+    /// run `scripts/install-test-deps.sh` (which installs every version of
+    /// [`SUPPORTED_VERSIONS`](crate::SUPPORTED_VERSIONS)); or if the server does not start.
+    pub fn start_version(major: u32) -> TestCluster {
+        TestCluster::builder().version(major).start()
+    }
+
+    /// A [`ClusterBuilder`] for a private cluster with a chosen version, extra
+    /// `postgresql.conf` settings, `pg_hba.conf` lines or TLS files.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Wraps a started private cluster.
+    pub(crate) fn from_private(private: PrivateCluster) -> TestCluster {
         TestCluster {
             conn: ConnInfo::new("127.0.0.1", private.port(), "postgres"),
+            psql: psql_for(private.bindir()),
             bindir: private.bindir().to_path_buf(),
             private: Some(private),
+            standby: None,
             created: Mutex::new(Vec::new()),
         }
     }
@@ -97,17 +133,20 @@ impl TestCluster {
             .unwrap_or_else(|| "postgres".to_owned());
         let conn = ConnInfo::parse(dsn, &default_user)
             .unwrap_or_else(|e| panic!("cannot parse the test DSN {dsn:?}: {e}"));
-        let bindir = match pg_bindir_result() {
-            Ok(dir) => dir.clone(),
-            Err(_) => find_program("psql")
-                .parent()
-                .expect("a program path has a parent")
-                .to_path_buf(),
+        let psql = match default_bindir_result() {
+            Ok(dir) => psql_for(dir),
+            Err(_) => crate::programs::find_program("psql"),
         };
+        let bindir = psql
+            .parent()
+            .expect("a program path has a parent")
+            .to_path_buf();
         let cluster = TestCluster {
             conn,
             bindir,
+            psql,
             private: None,
+            standby: None,
             created: Mutex::new(Vec::new()),
         };
         let preload = cluster
@@ -209,9 +248,13 @@ impl TestCluster {
         name
     }
 
-    /// Runs `sql` (one or more statements, or psql meta-commands) in database `dbname` with the
-    /// cluster's own `psql` (`-X -v ON_ERROR_STOP=1 -qAt`, script on stdin) and returns its
-    /// stdout without the trailing newline: rows one per line, columns separated by `|`.
+    /// Runs `sql` (one or more statements, or psql meta-commands) in database `dbname` with
+    /// [`psql_program`](Self::psql_program) (`-X -v ON_ERROR_STOP=1 -qAt`, script on stdin) and
+    /// returns its stdout without the trailing newline: rows one per line, columns separated
+    /// by `|`.
+    ///
+    /// On a private cluster the session connects to 127.0.0.1 without TLS (`sslmode=disable`),
+    /// whatever `ssl` and `pg_hba.conf` lines a test sets up for the code under test.
     ///
     /// # Panics
     ///
@@ -224,16 +267,22 @@ impl TestCluster {
     /// Like [`psql`](Self::psql), but returns psql's exit status and stderr as `Err` instead of
     /// panicking; for tests that expect a statement (or the connection) to fail.
     pub fn try_psql(&self, dbname: &str, sql: &str) -> Result<String, String> {
-        let mut conninfo = self.dsn(dbname);
-        if !self
-            .conn
-            .options
-            .iter()
-            .any(|(k, _)| k == "application_name")
-        {
+        self.try_psql_at(&self.conn, dbname, sql)
+    }
+
+    /// [`try_psql`](Self::try_psql) against the server `conn` (for a standby: its primary),
+    /// with this cluster's `psql` and environment.
+    pub(crate) fn try_psql_at(
+        &self,
+        conn: &ConnInfo,
+        dbname: &str,
+        sql: &str,
+    ) -> Result<String, String> {
+        let mut conninfo = conn.to_dsn(dbname);
+        if !conn.options.iter().any(|(k, _)| k == "application_name") {
             let _ = write!(conninfo, " application_name={PSQL_APPLICATION_NAME}");
         }
-        let mut cmd = Command::new(self.bindir.join("psql"));
+        let mut cmd = Command::new(&self.psql);
         cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", "-d"])
             .arg(&conninfo)
             .args(["-f", "-"])
@@ -242,13 +291,16 @@ impl TestCluster {
             .stderr(Stdio::piped());
         if self.private.is_some() {
             scrub_pg_env(&mut cmd);
+            // Our own sessions never depend on the TLS set-up under test (a `hostssl ... cert`
+            // line would turn away a psql that tried TLS without a client certificate).
+            cmd.env("PGSSLMODE", "disable");
         }
         if self.private.is_some() || env::var_os("PGCONNECT_TIMEOUT").is_none() {
             cmd.env("PGCONNECT_TIMEOUT", "10");
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.bindir.join("psql").display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", self.psql.display()))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let script = sql.to_owned();
         // Written from another thread so a large script cannot deadlock against psql's output.
@@ -276,6 +328,35 @@ impl TestCluster {
         let v = self.psql(self.maintenance_db(), "SHOW server_version_num");
         v.parse()
             .unwrap_or_else(|_| panic!("unexpected server_version_num {v:?}"))
+    }
+
+    /// The server's major version, e.g. `15`: known without a query for a private cluster,
+    /// asked of the server otherwise.
+    pub fn major_version(&self) -> u32 {
+        self.private
+            .as_ref()
+            .and_then(|p| parse_major(p.version()))
+            .unwrap_or_else(|| self.server_version_num() / 10_000)
+    }
+
+    /// Makes the server re-read its configuration files (`pg_reload_conf()`) and waits until
+    /// new sessions see the result, for tests that edit `postgresql.conf`, `pg_hba.conf` or
+    /// run `ALTER SYSTEM`: it returns once a new session's `pg_conf_load_time()` is later than
+    /// before the reload.
+    ///
+    /// # Panics
+    ///
+    /// If a statement fails or the reload is not seen within 30 s.
+    pub fn reload(&self) {
+        let db = self.maintenance_db();
+        let before = self.psql(db, "SELECT pg_conf_load_time()");
+        self.psql(db, "SELECT pg_reload_conf()");
+        let check = format!("SELECT pg_conf_load_time() > '{before}'::timestamptz");
+        crate::wait_until(
+            "the server to reload its configuration",
+            std::time::Duration::from_secs(30),
+            || (self.psql(db, &check) == "t").then_some(()),
+        );
     }
 
     /// Stops the server (`pg_ctl stop -m fast`) and waits until it is down.
@@ -313,10 +394,17 @@ impl TestCluster {
         self.private.is_some()
     }
 
-    /// Directory of the PostgreSQL binaries (`psql`, and for a private cluster `pg_ctl`,
-    /// `postgres`, ...).
+    /// Directory of the server's PostgreSQL build (`initdb`, `pg_ctl`, `postgres`, and for
+    /// Debian's builds `psql` and the other client programs; the npm builds have none) for a
+    /// private cluster; the directory of [`psql_program`](Self::psql_program) for a shared one.
     pub fn bindir(&self) -> PathBuf {
         self.bindir.clone()
+    }
+
+    /// The `psql` [`psql`](Self::psql) runs: the build's own, else Debian's (psql works
+    /// against servers of other major versions).
+    pub fn psql_program(&self) -> PathBuf {
+        self.psql.clone()
     }
 
     /// Data directory of a private cluster; `None` for a shared server.
@@ -345,7 +433,7 @@ impl TestCluster {
             .unwrap_or_default()
     }
 
-    fn private_cluster(&self, action: &str) -> &PrivateCluster {
+    pub(crate) fn private_cluster(&self, action: &str) -> &PrivateCluster {
         self.private.as_ref().unwrap_or_else(|| {
             panic!(
                 "TestCluster::{action} needs a private cluster (TestCluster::start_private), \
@@ -355,7 +443,7 @@ impl TestCluster {
     }
 
     /// Database to run `CREATE DATABASE` in.
-    fn maintenance_db(&self) -> &str {
+    pub(crate) fn maintenance_db(&self) -> &str {
         self.conn.dbname.as_deref().unwrap_or("postgres")
     }
 }

@@ -61,12 +61,18 @@ pub(crate) fn stop_server(
 }
 
 /// The postmaster's pid from the contents of `postmaster.pid`, and whether it says the server is
-/// ready for connections (line 8 is the status since PostgreSQL 10: `starting`, `ready`,
-/// `stopping`, `standby`). `None` while the file is still being written.
+/// up (line 8 is the status since PostgreSQL 10: `starting`, `ready`, `stopping`, `standby`).
+/// `None` while the file is still being written.
+///
+/// `standby` counts as up, as for `pg_ctl start -w`: a standby with `hot_standby = off` stays
+/// there. With `hot_standby = on` (the default) it goes on to `ready` once it accepts
+/// read-only connections.
 pub(crate) fn parse_pid_file(contents: &str) -> Option<(u32, bool)> {
     let mut lines = contents.lines();
     let pid = lines.next()?.trim().parse().ok()?;
-    let ready = lines.nth(6).is_some_and(|status| status.trim() == "ready");
+    let ready = lines
+        .nth(6)
+        .is_some_and(|status| matches!(status.trim(), "ready" | "standby"));
     Some((pid, ready))
 }
 
@@ -164,6 +170,8 @@ mod tests {
         assert_eq!(parse_pid_file(ready), Some((4242, true)));
         let starting = ready.replace("ready   ", "starting");
         assert_eq!(parse_pid_file(&starting), Some((4242, false)));
+        let standby = ready.replace("ready   ", "standby ");
+        assert_eq!(parse_pid_file(&standby), Some((4242, true)));
         assert_eq!(parse_pid_file("4242\n/data\n"), Some((4242, false)));
         assert_eq!(parse_pid_file(""), None);
     }

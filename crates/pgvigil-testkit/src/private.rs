@@ -1,8 +1,11 @@
-//! Private clusters: copying the template, starting the server, stopping it and cleaning up.
+//! Private clusters: copying the template (or, for a standby, filling the data directory some
+//! other way), starting the server, stopping it and cleaning up.
 
 use std::env;
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{self, Command, Stdio};
 use std::thread;
@@ -13,11 +16,11 @@ use crate::postmaster::{
     POLL_INTERVAL, STOP_TIMEOUT, Startup, live_postmaster, parse_shmid, port_taken,
     shm_attachments, startup_state, stop_server,
 };
-use crate::programs::{RunAs, pg_bindir, try_find_program};
+use crate::programs::{RunAs, try_find_program};
 use crate::util::{free_port, last_lines, pid_alive, run};
 
-/// The per-cluster settings file (port, socket directory) the template's `postgresql.conf`
-/// includes; the name is repeated in `TEST_SETTINGS` in `cache.rs`.
+/// The per-cluster settings file (port, socket directory, the builder's settings) the template's
+/// `postgresql.conf` includes; the name is repeated in `TEST_SETTINGS` in `cache.rs`.
 const CLUSTER_CONF: &str = "pgvigil-testkit.conf";
 
 /// The server log, in the data directory.
@@ -35,7 +38,19 @@ const MAX_SOCKET_PATH: usize = 107;
 /// Lines of the server log shown when it fails to start.
 const LOG_TAIL_LINES: usize = 30;
 
-/// A cluster this process created from the template; stopped and removed on drop.
+/// What a new private cluster has beyond a copy of the template.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterSpec {
+    /// `postgresql.conf` settings (name, unquoted value), written into the per-cluster include
+    /// file after the port, so they override the template's.
+    pub(crate) settings: Vec<(String, String)>,
+    /// Lines put at the top of `pg_hba.conf`, in order, before the template's `trust` lines.
+    pub(crate) hba_lines: Vec<String>,
+    /// Files written into the data directory (name, contents), mode 0600.
+    pub(crate) files: Vec<(String, Vec<u8>)>,
+}
+
+/// A cluster this process created; stopped and removed on drop.
 #[derive(Debug)]
 pub(crate) struct PrivateCluster {
     bindir: PathBuf,
@@ -45,28 +60,21 @@ pub(crate) struct PrivateCluster {
     data: PathBuf,
     port: u16,
     socket_dir: Option<PathBuf>,
+    /// `postgres --version` of the build, e.g. `"18.4"`.
+    version: String,
+    /// Written into [`CLUSTER_CONF`] after the port.
+    settings: Vec<(String, String)>,
 }
 
 impl PrivateCluster {
-    /// Copies the template (building it first if needed) and starts a server on a free port.
-    pub(crate) fn create() -> PrivateCluster {
-        let bindir = pg_bindir();
+    /// Copies the template of the build in `bindir` (building it first if needed), applies
+    /// `spec` and starts a server on a free port.
+    pub(crate) fn create(bindir: PathBuf, spec: ClusterSpec) -> PrivateCluster {
         let run_as = RunAs::detect();
         let root = cache_root(&run_as);
         reap_dead_clusters(&root, &bindir, &run_as);
-        let template = ensure_template(&root, &bindir, &run_as);
-        let dir = new_cluster_dir(&root, &run_as);
-        let data = dir.join("data");
-        // From here on `Drop` cleans up if anything panics.
-        let mut cluster = PrivateCluster {
-            bindir,
-            run_as,
-            socket_dir: socket_dir_for(&data),
-            dir,
-            data,
-            port: 0,
-        };
-        cluster.spawn_watchdog();
+        let (template, version) = ensure_template(&root, &bindir, &run_as);
+        let cluster = PrivateCluster::new(bindir, run_as, &root, version, spec.settings);
         run(
             Command::new("cp")
                 .arg("-a")
@@ -74,20 +82,99 @@ impl PrivateCluster {
                 .arg(&cluster.data),
             "copying the template cluster",
         );
+        cluster.prepend_hba_lines(&spec.hba_lines);
+        cluster.write_files(&spec.files);
+        cluster.start_new()
+    }
+
+    /// Like [`create`](Self::create), but `fill` makes the data directory (it is given its
+    /// path, which does not exist yet) instead of a copy of the template: for standbys, a
+    /// base backup of a running primary. `version` is the build's, as the primary knows it.
+    pub(crate) fn create_with(
+        bindir: PathBuf,
+        version: String,
+        settings: Vec<(String, String)>,
+        fill: impl FnOnce(&PrivateCluster),
+    ) -> PrivateCluster {
+        let run_as = RunAs::detect();
+        let root = cache_root(&run_as);
+        reap_dead_clusters(&root, &bindir, &run_as);
+        let cluster = PrivateCluster::new(bindir, run_as, &root, version, settings);
+        fill(&cluster);
+        cluster.start_new()
+    }
+
+    /// A new cluster directory (not yet with a data directory) and its watchdog. From here on
+    /// `Drop` cleans up if anything panics.
+    fn new(
+        bindir: PathBuf,
+        run_as: RunAs,
+        root: &Path,
+        version: String,
+        settings: Vec<(String, String)>,
+    ) -> PrivateCluster {
+        let dir = new_cluster_dir(root, &run_as);
+        let data = dir.join("data");
+        let cluster = PrivateCluster {
+            bindir,
+            run_as,
+            socket_dir: socket_dir_for(&data),
+            dir,
+            data,
+            port: 0,
+            version,
+            settings,
+        };
+        cluster.spawn_watchdog();
+        cluster
+    }
+
+    /// Gives the data directory to the server's user and starts the server on a free port,
+    /// with another port if the one chosen was taken meanwhile.
+    fn start_new(mut self) -> PrivateCluster {
         for attempt in 1..=START_ATTEMPTS {
-            cluster.port = free_port();
-            cluster.write_cluster_conf();
+            self.port = free_port();
+            self.write_cluster_conf();
             if attempt == 1 {
-                // cp -a kept the template's owner; this covers the file we just wrote.
-                cluster.run_as.chown(&cluster.data);
+                // cp -a kept the template's owner; this covers the files we wrote.
+                self.run_as.chown(&self.data);
             }
-            match cluster.try_start() {
-                Ok(()) => return cluster,
+            match self.try_start() {
+                Ok(()) => return self,
                 Err(failure) if failure.port_taken && attempt < START_ATTEMPTS => continue,
                 Err(failure) => panic!("{}", failure.message),
             }
         }
         unreachable!("the last start attempt either returns or panics")
+    }
+
+    /// Puts `lines` at the top of `pg_hba.conf` (the first matching line wins).
+    fn prepend_hba_lines(&self, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let path = self.data.join("pg_hba.conf");
+        let old = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut new = String::from("# Added by pgvigil-testkit (ClusterBuilder::hba_line).\n");
+        for line in lines {
+            new.push_str(line);
+            new.push('\n');
+        }
+        new.push('\n');
+        new.push_str(&old);
+        fs::write(&path, new).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+
+    /// Writes each `(name, contents)` into the data directory, mode 0600 (what the server
+    /// demands of a private key).
+    fn write_files(&self, files: &[(String, Vec<u8>)]) {
+        for (name, contents) in files {
+            let path = self.data.join(name);
+            fs::write(&path, contents)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o600)))
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
     }
 
     /// Starts a small shell process that stops the server and removes the cluster directory
@@ -149,6 +236,21 @@ while kill -0 "$pid" 2>/dev/null; do sleep 1; done
         self.data.join(LOG_FILE)
     }
 
+    /// The build's version, e.g. `"18.4"`.
+    pub(crate) fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The settings given at creation (written after the port into [`CLUSTER_CONF`]).
+    pub(crate) fn settings(&self) -> &[(String, String)] {
+        &self.settings
+    }
+
+    /// The directory holding the data directory (removed on drop), for scratch files.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Starts the server on its port, panicking with the log on failure.
     pub(crate) fn start(&self) {
         if let Err(failure) = self.try_start() {
@@ -185,11 +287,14 @@ while kill -0 "$pid" 2>/dev/null; do sleep 1; done
             .as_deref()
             .map(|d| d.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let conf = format!(
+        let mut conf = format!(
             "# Written by pgvigil-testkit for this cluster.\nport = {}\nunix_socket_directories = {}\n",
             self.port,
             conf_string(&socket_dir)
         );
+        for (name, value) in &self.settings {
+            let _ = writeln!(conf, "{name} = {}", conf_string(value));
+        }
         let path = self.data.join(CLUSTER_CONF);
         fs::write(&path, conf).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
@@ -349,7 +454,7 @@ fn read_from(path: &Path, offset: u64) -> String {
 }
 
 /// A `postgresql.conf` string literal.
-fn conf_string(value: &str) -> String {
+pub(crate) fn conf_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 

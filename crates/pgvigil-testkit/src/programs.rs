@@ -9,19 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use crate::versions::{debian_bindirs, default_bindir_result};
+
 /// Appended to every "not found" panic.
 const INSTALL_HINT: &str = "install it with scripts/install-test-deps.sh";
-
-/// Where Debian and Ubuntu put each PostgreSQL major version's binaries (`<root>/<ver>/bin`).
-const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
 
 /// Directories searched after `PATH`: Debian puts daemons such as `pgbouncer` and `runuser` in
 /// `sbin`, which a non-root `PATH` often lacks.
 const EXTRA_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
 
 /// Locates the program `name` on `PATH`, then in `/usr/local/sbin`, `/usr/sbin`, `/sbin`, the
-/// PostgreSQL binary directory (see the crate docs) and every `/usr/lib/postgresql/<ver>/bin`,
-/// highest version first.
+/// default PostgreSQL build's directory (see the crate docs) and every
+/// `/usr/lib/postgresql/<ver>/bin`, highest version first.
 ///
 /// # Panics
 ///
@@ -36,7 +35,7 @@ pub fn find_program(name: &str) -> PathBuf {
         EXTRA_DIRS
             .iter()
             .map(|d| d.to_string())
-            .chain([format!("{DEBIAN_PG_ROOT}/*/bin")])
+            .chain(["/usr/lib/postgresql/*/bin".to_owned()])
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -48,104 +47,17 @@ pub(crate) fn try_find_program(name: &str) -> Option<PathBuf> {
         .map(|path| env::split_paths(&path).collect())
         .unwrap_or_default();
     dirs.extend(EXTRA_DIRS.iter().map(PathBuf::from));
-    if let Ok(bindir) = pg_bindir_result() {
+    if let Ok(bindir) = default_bindir_result() {
         dirs.push(bindir.clone());
     }
-    dirs.extend(debian_bindirs());
+    dirs.extend(debian_bindirs().into_iter().map(|(_, dir)| dir));
     dirs.into_iter()
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
 }
 
-/// The directory holding `initdb`, `pg_ctl`, `postgres` and `psql`.
-///
-/// Resolved once per process: `PGVIGIL_PG_BINDIR`, else `pg_config --bindir` if that directory
-/// has `initdb`, else the highest `/usr/lib/postgresql/*/bin` that has it.
-///
-/// # Panics
-///
-/// If none of these yields a directory with `initdb`.
-pub(crate) fn pg_bindir() -> PathBuf {
-    match pg_bindir_result() {
-        Ok(dir) => dir.clone(),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// [`pg_bindir`] without the panic, cached.
-pub(crate) fn pg_bindir_result() -> Result<&'static PathBuf, &'static String> {
-    static BINDIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BINDIR.get_or_init(resolve_pg_bindir).as_ref()
-}
-
-fn resolve_pg_bindir() -> Result<PathBuf, String> {
-    if let Some(dir) = env::var_os("PGVIGIL_PG_BINDIR").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        return if is_executable(&dir.join("initdb")) {
-            Ok(dir)
-        } else {
-            Err(format!(
-                "PGVIGIL_PG_BINDIR={} has no executable `initdb`",
-                dir.display()
-            ))
-        };
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if is_executable(&dir.join("initdb")) {
-                return Ok(dir);
-            }
-        }
-    }
-    debian_bindirs()
-        .into_iter()
-        .find(|dir| is_executable(&dir.join("initdb")))
-        .ok_or_else(|| {
-            format!(
-                "PostgreSQL server binaries (initdb) not found: set PGVIGIL_PG_BINDIR, put \
-                 pg_config on PATH, or {INSTALL_HINT}"
-            )
-        })
-}
-
-/// Every `/usr/lib/postgresql/<ver>/bin`, highest version first.
-fn debian_bindirs() -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(DEBIAN_PG_ROOT) else {
-        return Vec::new();
-    };
-    let mut versions: Vec<((u32, u32), PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let version = parse_version_dir(&e.file_name().to_string_lossy())?;
-            Some((version, e.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
-    versions.into_iter().map(|(_, dir)| dir).collect()
-}
-
-/// Parses a Debian version directory name: `"15"` → `(15, 0)`, `"9.6"` → `(9, 6)`.
-pub(crate) fn parse_version_dir(name: &str) -> Option<(u32, u32)> {
-    let (major, minor) = match name.split_once('.') {
-        Some((major, minor)) => (major, minor),
-        None => (name, "0"),
-    };
-    Some((major.parse().ok()?, minor.parse().ok()?))
-}
-
-/// Extracts the version from `postgres --version` output:
-/// `"postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"` → `"15.20"`.
-pub(crate) fn parse_postgres_version(output: &str) -> Option<String> {
-    let rest = output.split_once("(PostgreSQL)")?.1.trim_start();
-    let version: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
-        .collect();
-    (!version.is_empty()).then_some(version)
-}
-
-fn is_executable(path: &Path) -> bool {
+/// Whether `path` is a file with an execute bit.
+pub(crate) fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
@@ -264,31 +176,6 @@ impl RunAs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn version_dirs() {
-        assert_eq!(parse_version_dir("15"), Some((15, 0)));
-        assert_eq!(parse_version_dir("9.6"), Some((9, 6)));
-        assert_eq!(parse_version_dir("main"), None);
-        assert_eq!(parse_version_dir("15.x"), None);
-        let mut v = ["9.6", "15", "10", "17"].map(|s| parse_version_dir(s).unwrap());
-        v.sort();
-        assert_eq!(v, [(9, 6), (10, 0), (15, 0), (17, 0)]);
-    }
-
-    #[test]
-    fn postgres_version() {
-        assert_eq!(
-            parse_postgres_version("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)\n")
-                .as_deref(),
-            Some("15.20")
-        );
-        assert_eq!(
-            parse_postgres_version("postgres (PostgreSQL) 18beta1").as_deref(),
-            Some("18beta1")
-        );
-        assert_eq!(parse_postgres_version("postgres 15"), None);
-    }
 
     #[test]
     fn euid_from_status() {

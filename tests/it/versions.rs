@@ -1,0 +1,163 @@
+//! The daemon against every supported PostgreSQL major version (`pgvigil_testkit::
+//! SUPPORTED_VERSIONS`; the npm builds of 13, 14, 16, 17 and 18 that
+//! `scripts/install-test-deps.sh` installs, and Debian's 15): every default collector publishes
+//! its series and no poll fails. One test per version, so they run in parallel and a failure
+//! names its version; a version that is not installed fails, it is not skipped.
+
+use std::time::Duration;
+
+use pgvigil_testkit::TestCluster;
+
+use crate::support::{Daemon, Metrics, one_target};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The collectors a `[[targets]]` entry runs with no collector configured.
+const DEFAULT_COLLECTORS: [&str; 4] = ["activity", "tables", "imports", "statements"];
+
+/// How many polls of every collector to see before judging the error counters.
+const POLLS: f64 = 3.0;
+
+macro_rules! version_tests {
+    ($($name:ident: $major:literal,)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                every_default_collector_publishes_without_errors($major).await;
+            }
+        )*
+
+        #[test]
+        fn every_supported_version_is_tested() {
+            assert_eq!(pgvigil_testkit::SUPPORTED_VERSIONS, [$($major),*]);
+        }
+    };
+}
+
+version_tests! {
+    postgres_13: 13,
+    postgres_14: 14,
+    postgres_15: 15,
+    postgres_16: 16,
+    postgres_17: 17,
+    postgres_18: 18,
+}
+
+async fn every_default_collector_publishes_without_errors(major: u32) {
+    let cluster = TestCluster::start_version(major);
+    let db = cluster.create_database("versions");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let audit_ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
+    cluster.psql(&db, &audit_ddl);
+    // A table for the tables collector, and one committed import of its three rows.
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (id int, import_id uuid);
+         CREATE INDEX ON contacts (import_id);
+         WITH audit AS (
+             INSERT INTO import_audit (import_id, target_table, source_name, expected_rows,
+                                       status, started_at, finished_at, xact_id)
+             VALUES (gen_random_uuid(), 'contacts', 'versions.csv', 3, 'committed',
+                     now(), now(), pg_current_xact_id())
+             RETURNING import_id)
+         INSERT INTO contacts SELECT g, import_id FROM audit, generate_series(1, 3) g;
+         SELECT count(*) FROM contacts WHERE id > 1",
+    );
+
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
+    // The table's row count reaches the statistics a moment after the insert (on 13 and 14
+    // through the statistics collector), so it is waited for too.
+    let m = daemon
+        .wait_for(
+            &format!("{POLLS} polls of every default collector on PostgreSQL {major}"),
+            WAIT,
+            |m| {
+                let polled = DEFAULT_COLLECTORS.iter().all(|c| polls(m, c) >= POLLS);
+                (polled && contacts_live_rows(m) == Some(3.0)).then(|| m.clone())
+            },
+        )
+        .await;
+
+    assert_eq!(m.value("pgvigil_up", &[("target", "main")]), Some(1.0));
+    let server_version = m
+        .matching("pgvigil_postgres_info", &[("target", "main")])
+        .map(|(labels, _)| labels["server_version"].clone())
+        .next()
+        .expect("pgvigil_postgres_info");
+    assert!(
+        server_version.starts_with(&format!("{major}.")),
+        "{server_version}"
+    );
+    for collector in DEFAULT_COLLECTORS {
+        let errors = m.sum(
+            "pgvigil_poll_errors_total",
+            &[("target", "main"), ("collector", collector)],
+        );
+        assert_eq!(errors, 0.0, "poll errors of {collector} on {major}");
+        assert!(
+            m.value(
+                "pgvigil_last_successful_poll_timestamp_seconds",
+                &[("target", "main"), ("collector", collector)],
+            )
+            .is_some(),
+            "{collector} never polled successfully on {major}"
+        );
+    }
+
+    // Each collector's own series.
+    assert_eq!(
+        m.value("pgvigil_connections_max", &[("target", "main")]),
+        Some(60.0),
+        "activity: max_connections"
+    );
+    assert_eq!(
+        contacts_live_rows(&m),
+        Some(3.0),
+        "tables: live rows of contacts"
+    );
+    assert_eq!(
+        m.value("pgvigil_import_audit_tables", &[("target", "main")]),
+        Some(1.0),
+        "imports: the audit table is found"
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_imports",
+            &[("target", "main"), ("status", "committed")]
+        ),
+        Some(1.0),
+        "imports: the committed import"
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_statements_available",
+            &[("target", "main"), ("reason", "ok")]
+        ),
+        Some(1.0),
+        "statements: pg_stat_statements is read"
+    );
+    let tracked = m
+        .value("pgvigil_statements_tracked", &[("target", "main")])
+        .unwrap_or(0.0);
+    assert!(tracked > 0.0, "statements tracked: {tracked}");
+    assert!(
+        m.sum("pgvigil_statement_calls_total", &[("target", "main")]) > 0.0,
+        "statements: per-statement calls"
+    );
+    daemon.stop().await;
+}
+
+/// `pgvigil_table_live_rows` of the test's table.
+fn contacts_live_rows(m: &Metrics) -> Option<f64> {
+    m.matching("pgvigil_table_live_rows", &[("target", "main")])
+        .find(|(labels, _)| labels["table"].ends_with(".contacts"))
+        .map(|(_, v)| v)
+}
+
+/// Polls of `collector` so far.
+fn polls(m: &Metrics, collector: &str) -> f64 {
+    m.sum(
+        "pgvigil_poll_duration_seconds_count",
+        &[("target", "main"), ("collector", collector)],
+    )
+}
