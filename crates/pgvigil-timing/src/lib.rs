@@ -26,7 +26,7 @@
 //!     assert_eq!(row.get::<_, i32>(0), 42);
 //!     client
 //!         .named("load_campaign") // a name of your choosing instead of "SELECT campaign"
-//!         .query("SELECT * FROM campaign WHERE id = $1", &[&7_i64])
+//!         .query("SELECT id, name FROM campaign WHERE id = $1", &[&7_i64])
 //!         .await?;
 //!
 //!     let mut text = String::new();
@@ -50,6 +50,12 @@
 //! * a `warn!` on target `pgvigil_timing::slow_query` when the operation took longer than
 //!   [`RecorderBuilder::slow_query_threshold`], with the statement name, duration and rows.
 //!
+//! Within a unit of work ([`Recorder::unit_of_work`], or a span marked `unit_of_work` with the
+//! `tracing-subscriber` feature), a statement run more than 10 times is an N+1, reported when
+//! the unit ends (`db.client.n_plus_one`, a warning, a span event; see [`unit`](mod@unit)). A statement
+//! that breaks the SQL rulebook (`SELECT *`, whole-table reads) is logged at debug level and
+//! counted once (`db.client.rulebook.violations`; see [`summary`]).
+//!
 //! A wrapped deadpool pool (feature `deadpool`) adds `db.client.connection.count{state}`,
 //! `.max`, `.pending_requests` (sampled at scrape time), `.wait_time`, `.use_time` and
 //! `.timeouts`. The metric table is in the [`backend`] module.
@@ -64,8 +70,9 @@
 //! # Imports
 //!
 //! [`ImportAudit`] writes the audit row pgvigil reconciles (status, expected/reported rows,
-//! heartbeat, the import transaction's `xact_id`) on its own autocommit connection and hands out
-//! the import id to stamp on each imported row.
+//! heartbeat, the import transaction's `xact_id`) on its own autocommit connection, hands out
+//! the import id to stamp on each imported row, warns when `finish` runs before the COMMIT
+//! returned, and NOTIFYs `pgvigil_import` when an import ends.
 //!
 //! # Features
 //!
@@ -75,6 +82,7 @@
 //! | `prometheus` | no | `RecorderBuilder::prometheus`: the `prometheus` crate (0.14, no default features) |
 //! | `otel` | no | `RecorderBuilder::opentelemetry`: OpenTelemetry metric instruments; `trace_id` exemplars on the prometheus-client histogram from the tracing-opentelemetry span |
 //! | `deadpool` | no | `TimedPool` / `TimedObject` and pool metrics for deadpool-postgres |
+//! | `tracing-subscriber` | no | `Recorder::unit_of_work_layer`: spans with a `unit_of_work` field are units of work |
 //!
 //! No feature needs a C toolchain.
 //!
@@ -87,7 +95,9 @@
 //! * `recorder`: [`Recorder`] and its builder; turns a finished operation into a histogram
 //!   sample, span attributes and a slow-query warning;
 //! * [`backend`]: one module per metrics backend;
-//! * [`summary`]: the SQL tokenizer and the bounded label cache;
+//! * [`summary`]: the SQL tokenizer, the statement facts (fingerprint, rulebook lints) and the
+//!   bounded label cache;
+//! * [`unit`](mod@unit): units of work and N+1 detection;
 //! * `pool` (feature `deadpool`): `TimedPool`, `TimedObject`;
 //! * [`audit`]: [`ImportAudit`], [`AuditTable`], [`IMPORT_AUDIT_DDL`].
 //!
@@ -104,10 +114,11 @@ mod pool;
 mod recorder;
 mod stream;
 pub mod summary;
+pub mod unit;
 
 pub use audit::{
     AsClient, AuditError, AuditTable, IMPORT_AUDIT_DDL, ImportAudit, ImportAuditBuilder,
-    MAX_ERROR_MESSAGE_LEN,
+    MAX_ERROR_MESSAGE_LEN, NOTIFY_CHANNEL,
 };
 #[doc(hidden)]
 pub use client::__private;
@@ -118,7 +129,12 @@ pub use client::{
 pub use pool::{DEFAULT_POOL_NAME, TimedObject, TimedPool};
 pub use recorder::{
     DB_SYSTEM_NAME, DEFAULT_MAX_STATEMENT_NAMES, DEFAULT_SLOW_QUERY_THRESHOLD, DURATION_BUCKETS,
-    PoolStatus, Recorder, RecorderBuilder, error_type,
+    PoolStatus, Recorder, RecorderBuilder, ServerAddress, error_type,
 };
 pub use stream::{TimedCopyInSink, TimedCopyOutStream, TimedRowStream};
-pub use summary::{QuerySummary, summarize};
+pub use summary::{Lint, QuerySummary, StatementFacts, summarize};
+#[cfg(feature = "tracing-subscriber")]
+pub use unit::UnitOfWorkLayer;
+pub use unit::{
+    DEFAULT_N_PLUS_ONE_THRESHOLD, EnteredUnit, InUnitOfWork, UNIT_OF_WORK_FIELD, UnitOfWork,
+};

@@ -1,6 +1,7 @@
 //! The [`Recorder`]: one place that turns a finished database operation into metrics (fanned out to
 //! the enabled backends), a tracing span and, above a threshold, a slow-query warning.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,11 +33,24 @@ pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
 pub struct Recorder {
     pub(crate) shared: Arc<Shared>,
     namespace: Arc<str>,
+    server: Option<Arc<ServerAddress>>,
+}
+
+/// The server a recorder's clients talk to: OpenTelemetry's `server.address` and `server.port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// Host name, IP address or Unix socket directory, as the app connects to it.
+    pub address: Arc<str>,
+    /// TCP port.
+    pub port: u16,
 }
 
 pub(crate) struct Shared {
     pub(crate) summarizer: Summarizer,
     slow_query_threshold: Option<Duration>,
+    n_plus_one_threshold: Option<u64>,
+    /// Fingerprints of statements already flagged by the rulebook (bounded).
+    flagged: Mutex<HashSet<u64>>,
     capture_query_text: bool,
     pub(crate) backends: Backends,
     pub(crate) pools: Arc<Pools>,
@@ -71,7 +85,29 @@ impl Recorder {
         Recorder {
             shared: self.shared.clone(),
             namespace: Arc::from(namespace.as_ref()),
+            server: self.server.clone(),
         }
+    }
+
+    /// The same recorder reporting `server.address` and `server.port` (OpenTelemetry's
+    /// recommended attributes) on its spans and OpenTelemetry metrics. tokio-postgres does not
+    /// tell a `Client`'s peer, so the app says it, e.g. from its `tokio_postgres::Config`
+    /// (`get_hosts()`, `get_ports()`). The Prometheus backends leave it out: a scrape target
+    /// already says where it runs, and one more label would multiply the series.
+    pub fn with_server_address(&self, address: impl AsRef<str>, port: u16) -> Recorder {
+        Recorder {
+            shared: self.shared.clone(),
+            namespace: self.namespace.clone(),
+            server: Some(Arc::new(ServerAddress {
+                address: Arc::from(address.as_ref()),
+                port,
+            })),
+        }
+    }
+
+    /// The server address set with [`with_server_address`](Self::with_server_address).
+    pub fn server_address(&self) -> Option<&ServerAddress> {
+        self.server.as_deref()
     }
 
     /// The `db.namespace` this recorder reports (empty if not set).
@@ -86,12 +122,66 @@ impl Recorder {
 
     /// The bounded statement label the recorder will use for `sql`.
     pub fn summary_for(&self, sql: &str) -> QuerySummary {
-        self.shared.summarizer.for_sql(sql)
+        let (label, fresh) = self.shared.summarizer.lookup(sql);
+        if fresh {
+            self.check_rulebook(&label);
+        }
+        label
     }
 
     /// The bounded label for a caller-provided statement name.
     pub(crate) fn named(&self, name: &str, sql: Option<&str>) -> QuerySummary {
-        self.shared.summarizer.named(name, sql)
+        let (label, fresh) = self.shared.summarizer.named(name, sql);
+        if fresh {
+            self.check_rulebook(&label);
+        }
+        label
+    }
+
+    /// The N+1 threshold, `None` if N+1 detection is off.
+    pub fn n_plus_one_threshold(&self) -> Option<u64> {
+        self.shared.n_plus_one_threshold
+    }
+
+    /// Rulebook lints of a statement seen for the first time (a summary-cache miss, so never on
+    /// the hot path): a debug event and `db_client_rulebook_violations_total`, once per
+    /// statement fingerprint.
+    fn check_rulebook(&self, label: &QuerySummary) {
+        const MAX_FLAGGED: usize = 4096;
+        let Some(facts) = label.facts().filter(|f| f.has_lints()) else {
+            return;
+        };
+        {
+            let mut flagged = self
+                .shared
+                .flagged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if flagged.len() >= MAX_FLAGGED {
+                flagged.clear();
+            }
+            if !flagged.insert(facts.fingerprint()) {
+                return;
+            }
+        }
+        for lint in facts.lints() {
+            self.shared
+                .backends
+                .rulebook(lint.name(), label.summary_arc());
+            let rule = match lint {
+                crate::summary::Lint::SelectStar => "rule 6: never SELECT *, name the columns",
+                _ => "rule 3: reads whole tables (no WHERE, LIMIT or aggregate)",
+            };
+            tracing::debug!(
+                target: "pgvigil_timing::rulebook",
+                rule = lint.name(),
+                db.query.summary = label.summary(),
+                statement = facts.normalized(),
+                "rulebook: {} breaks {rule}: {}",
+                label.summary(),
+                facts.normalized(),
+            );
+        }
     }
 
     /// How many distinct statement names have been handed out (bounded by
@@ -158,11 +248,22 @@ impl Recorder {
             db.response.returned_rows = Empty,
             db.response.status_code = Empty,
             error.type = Empty,
+            server.address = Empty,
+            server.port = Empty,
         );
+        if let Some(server) = &self.server {
+            if !span.is_disabled() {
+                span.record("server.address", &*server.address);
+                span.record("server.port", server.port);
+            }
+        }
         if self.shared.capture_query_text && !span.is_disabled() {
             if let Some(sql) = sql {
                 span.record("db.query.text", sql);
             }
+        }
+        if self.shared.n_plus_one_threshold.is_some() {
+            crate::unit::count(&label);
         }
         Op {
             recorder: self.clone(),
@@ -263,6 +364,7 @@ impl Op {
         }
         shared.backends.operation(&crate::backend::Observation {
             namespace: &self.recorder.namespace,
+            server: self.recorder.server.as_deref(),
             summary: &self.label,
             error_type: error.as_ref(),
             seconds,
@@ -371,6 +473,7 @@ pub struct RecorderBuilder {
     namespace: String,
     max_statement_names: usize,
     slow_query_threshold: Option<Duration>,
+    n_plus_one_threshold: Option<u64>,
     capture_query_text: bool,
     backends: Backends,
     pools: Arc<Pools>,
@@ -382,6 +485,7 @@ impl RecorderBuilder {
             namespace: String::new(),
             max_statement_names: DEFAULT_MAX_STATEMENT_NAMES,
             slow_query_threshold: Some(DEFAULT_SLOW_QUERY_THRESHOLD),
+            n_plus_one_threshold: Some(crate::unit::DEFAULT_N_PLUS_ONE_THRESHOLD),
             capture_query_text: false,
             backends: Backends::default(),
             pools: Arc::new(Pools::default()),
@@ -407,6 +511,16 @@ impl RecorderBuilder {
     /// [`DEFAULT_SLOW_QUERY_THRESHOLD`].
     pub fn slow_query_threshold(mut self, threshold: impl Into<Option<Duration>>) -> Self {
         self.slow_query_threshold = threshold.into();
+        self
+    }
+
+    /// N+1 detection: a statement that runs more than `threshold` times within one unit of
+    /// work ([`Recorder::unit_of_work`], or a span marked `unit_of_work` with the
+    /// `tracing-subscriber` feature's layer) is reported when the unit ends. Default
+    /// [`DEFAULT_N_PLUS_ONE_THRESHOLD`](crate::DEFAULT_N_PLUS_ONE_THRESHOLD) (10); `None` turns
+    /// it off (then no operation even looks for a unit). See the [`unit`](mod@crate::unit) module.
+    pub fn n_plus_one_threshold(mut self, threshold: impl Into<Option<u64>>) -> Self {
+        self.n_plus_one_threshold = threshold.into();
         self
     }
 
@@ -464,11 +578,14 @@ impl RecorderBuilder {
             shared: Arc::new(Shared {
                 summarizer: Summarizer::new(self.max_statement_names),
                 slow_query_threshold: self.slow_query_threshold,
+                n_plus_one_threshold: self.n_plus_one_threshold,
+                flagged: Mutex::new(HashSet::new()),
                 capture_query_text: self.capture_query_text,
                 backends: self.backends,
                 pools: self.pools,
             }),
             namespace: Arc::from(self.namespace),
+            server: None,
         }
     }
 }

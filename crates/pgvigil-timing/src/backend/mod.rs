@@ -10,6 +10,8 @@
 //! | `db.client.connection.wait_time` (s) | `db_client_connection_wait_time_seconds` | `db_client_connection_pool_name` |
 //! | `db.client.connection.use_time` (s) | `db_client_connection_use_time_seconds` | `db_client_connection_pool_name` |
 //! | `db.client.connection.timeouts` | `db_client_connection_timeouts_total` | `db_client_connection_pool_name` |
+//! | `db.client.n_plus_one` | `db_client_n_plus_one_total` | `db_query_summary` |
+//! | `db.client.rulebook.violations` | `db_client_rulebook_violations_total` | `rule` (`select_star`, `unbounded_select`), `db_query_summary` |
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub(crate) mod help {
     pub(crate) const USE_TIME: &str =
         "Time between checking a connection out of the pool and returning it.";
     pub(crate) const TIMEOUTS: &str = "Connection checkouts that timed out.";
+    pub(crate) const N_PLUS_ONE: &str = "Units of work (requests, jobs) in which one statement ran more than the N+1 threshold times.";
+    pub(crate) const RULEBOOK: &str = "Distinct statements seen breaking a rule of the SQL rulebook (select_star: SELECT *; unbounded_select: reads whole tables), each counted once.";
 }
 
 /// One finished operation.
@@ -53,6 +57,8 @@ pub(crate) mod help {
 )]
 pub(crate) struct Observation<'a> {
     pub(crate) namespace: &'a Arc<str>,
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) server: Option<&'a crate::recorder::ServerAddress>,
     pub(crate) summary: &'a QuerySummary,
     pub(crate) error_type: Option<&'a Arc<str>>,
     pub(crate) seconds: f64,
@@ -118,6 +124,36 @@ impl Backends {
         #[cfg(feature = "otel")]
         if let Some(m) = &self.otel {
             m.pool_use(pool, seconds);
+        }
+    }
+
+    pub(crate) fn n_plus_one(&self, summary: &Arc<str>) {
+        #[cfg(feature = "prometheus-client")]
+        if let Some(m) = &self.prometheus_client {
+            m.n_plus_one(summary);
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(m) = &self.prometheus {
+            m.n_plus_one(summary);
+        }
+        #[cfg(feature = "otel")]
+        if let Some(m) = &self.otel {
+            m.n_plus_one(summary);
+        }
+    }
+
+    pub(crate) fn rulebook(&self, rule: &'static str, summary: &Arc<str>) {
+        #[cfg(feature = "prometheus-client")]
+        if let Some(m) = &self.prometheus_client {
+            m.rulebook(rule, summary);
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(m) = &self.prometheus {
+            m.rulebook(rule, summary);
+        }
+        #[cfg(feature = "otel")]
+        if let Some(m) = &self.otel {
+            m.rulebook(rule, summary);
         }
     }
 

@@ -15,6 +15,8 @@ pub(crate) struct Metrics {
     wait: Histogram<f64>,
     used: Histogram<f64>,
     timeouts: Counter<u64>,
+    n_plus_one: Counter<u64>,
+    rulebook: Counter<u64>,
     // Held so the callbacks stay registered for the recorder's lifetime.
     _count: ObservableUpDownCounter<i64>,
     _max: ObservableUpDownCounter<i64>,
@@ -99,6 +101,16 @@ impl Metrics {
                 .with_unit("{timeout}")
                 .with_description("The number of connection timeouts that have occurred trying to obtain a connection from the pool.")
                 .build(),
+            n_plus_one: meter
+                .u64_counter("db.client.n_plus_one")
+                .with_unit("{unit_of_work}")
+                .with_description("Units of work in which one statement ran more than the N+1 threshold times.")
+                .build(),
+            rulebook: meter
+                .u64_counter("db.client.rulebook.violations")
+                .with_unit("{statement}")
+                .with_description("Distinct statements seen breaking a rule of the SQL rulebook.")
+                .build(),
             _count: count,
             _max: max,
             _pending: pending,
@@ -106,7 +118,7 @@ impl Metrics {
     }
 
     pub(crate) fn operation(&self, obs: &Observation<'_>) {
-        let mut attrs = Vec::with_capacity(5);
+        let mut attrs = Vec::with_capacity(7);
         attrs.push(KeyValue::new("db.system.name", DB_SYSTEM_NAME));
         if !obs.namespace.is_empty() {
             attrs.push(KeyValue::new("db.namespace", obs.namespace.clone()));
@@ -119,6 +131,10 @@ impl Metrics {
         if let Some(e) = obs.error_type {
             attrs.push(KeyValue::new("error.type", e.clone()));
         }
+        if let Some(server) = obs.server {
+            attrs.push(KeyValue::new("server.address", server.address.clone()));
+            attrs.push(KeyValue::new("server.port", i64::from(server.port)));
+        }
         self.duration.record(obs.seconds, &attrs);
     }
 
@@ -130,6 +146,21 @@ impl Metrics {
     pub(crate) fn pool_use(&self, pool: &str, seconds: f64) {
         self.used
             .record(seconds, &[KeyValue::new(POOL, pool.to_owned())]);
+    }
+
+    pub(crate) fn n_plus_one(&self, summary: &Arc<str>) {
+        self.n_plus_one
+            .add(1, &[KeyValue::new("db.query.summary", summary.clone())]);
+    }
+
+    pub(crate) fn rulebook(&self, rule: &'static str, summary: &Arc<str>) {
+        self.rulebook.add(
+            1,
+            &[
+                KeyValue::new("rule", rule),
+                KeyValue::new("db.query.summary", summary.clone()),
+            ],
+        );
     }
 
     pub(crate) fn pool_timeout(&self, pool: &str) {

@@ -24,6 +24,8 @@ pub(crate) struct Metrics {
     wait: HistogramVec,
     used: HistogramVec,
     timeouts: IntCounterVec,
+    n_plus_one: IntCounterVec,
+    rulebook: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<HistogramVec> {
@@ -54,6 +56,16 @@ impl Metrics {
             Opts::new("db_client_connection_timeouts_total", help::TIMEOUTS),
             &[POOL],
         )?;
+        let n_plus_one = IntCounterVec::new(
+            Opts::new("db_client_n_plus_one_total", help::N_PLUS_ONE),
+            &["db_query_summary"],
+        )?;
+        let rulebook = IntCounterVec::new(
+            Opts::new("db_client_rulebook_violations_total", help::RULEBOOK),
+            &["rule", "db_query_summary"],
+        )?;
+        registry.register(Box::new(n_plus_one.clone()))?;
+        registry.register(Box::new(rulebook.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(wait.clone()))?;
         registry.register(Box::new(used.clone()))?;
@@ -64,6 +76,8 @@ impl Metrics {
             wait,
             used,
             timeouts,
+            n_plus_one,
+            rulebook,
         })
     }
 
@@ -89,6 +103,14 @@ impl Metrics {
 
     pub(crate) fn pool_timeout(&self, pool: &str) {
         self.timeouts.with_label_values(&[pool]).inc();
+    }
+
+    pub(crate) fn n_plus_one(&self, summary: &str) {
+        self.n_plus_one.with_label_values(&[summary]).inc();
+    }
+
+    pub(crate) fn rulebook(&self, rule: &str, summary: &str) {
+        self.rulebook.with_label_values(&[rule, summary]).inc();
     }
 }
 

@@ -35,6 +35,17 @@ struct PoolStateLabels {
     db_client_connection_state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SummaryLabels {
+    db_query_summary: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: &'static str,
+    db_query_summary: Arc<str>,
+}
+
 /// Exemplar label set: the trace that produced the observation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TraceLabels {
@@ -50,6 +61,8 @@ pub(crate) struct Metrics {
     wait: PoolHistograms,
     used: PoolHistograms,
     timeouts: Family<PoolLabels, Counter>,
+    n_plus_one: Family<SummaryLabels, Counter>,
+    rulebook: Family<RuleLabels, Counter>,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -86,12 +99,22 @@ impl Metrics {
             help::TIMEOUTS,
             timeouts.clone(),
         );
+        let n_plus_one = Family::<SummaryLabels, Counter>::default();
+        registry.register("db_client_n_plus_one", help::N_PLUS_ONE, n_plus_one.clone());
+        let rulebook = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "db_client_rulebook_violations",
+            help::RULEBOOK,
+            rulebook.clone(),
+        );
         registry.register_collector(Box::new(PoolCollector { pools }));
         Self {
             duration,
             wait,
             used,
             timeouts,
+            n_plus_one,
+            rulebook,
         }
     }
 
@@ -132,6 +155,23 @@ impl Metrics {
 
     pub(crate) fn pool_timeout(&self, pool: &str) {
         self.timeouts.get_or_create(&Self::pool_labels(pool)).inc();
+    }
+
+    pub(crate) fn n_plus_one(&self, summary: &Arc<str>) {
+        self.n_plus_one
+            .get_or_create(&SummaryLabels {
+                db_query_summary: summary.clone(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn rulebook(&self, rule: &'static str, summary: &Arc<str>) {
+        self.rulebook
+            .get_or_create(&RuleLabels {
+                rule,
+                db_query_summary: summary.clone(),
+            })
+            .inc();
     }
 }
 

@@ -21,7 +21,24 @@ async fn prometheus_crate_backend() {
     let client = recorder.wrap(connect(&db).await);
     client.query_one("SELECT $1::int4", &[&1]).await.unwrap();
     let _ = client.query("SELECT * FROM nope", &[]).await.unwrap_err();
+    recorder
+        .unit_of_work("n+1")
+        .scope(async {
+            for _ in 0..11 {
+                client.query_one("SELECT $1::int4", &[&1]).await.unwrap();
+            }
+        })
+        .await;
     let families = registry.gather();
+    let family = |name: &str| {
+        families
+            .iter()
+            .find(|f| f.name() == name)
+            .map(|f| f.get_metric().len())
+    };
+    assert_eq!(family("db_client_n_plus_one_total"), Some(1));
+    // SELECT * FROM nope: select_star and unbounded_select.
+    assert_eq!(family("db_client_rulebook_violations_total"), Some(2));
     let duration = families
         .iter()
         .find(|f| f.name() == "db_client_operation_duration_seconds")
@@ -58,6 +75,18 @@ async fn opentelemetry_metrics_backend() {
         .build();
     let client = recorder.wrap(connect(&db).await);
     client.query_one("SELECT $1::int4", &[&1]).await.unwrap();
+    recorder
+        .unit_of_work("n+1")
+        .scope(async {
+            for _ in 0..11 {
+                client.query_one("SELECT $1::int4", &[&1]).await.unwrap();
+            }
+        })
+        .await;
+    let _ = client
+        .query("SELECT * FROM generate_series(1, 2)", &[])
+        .await
+        .unwrap();
     recorder.register_pool("fake", || {
         Some(pgvigil_timing::PoolStatus {
             max: 5,
@@ -82,6 +111,8 @@ async fn opentelemetry_metrics_backend() {
         "db.client.connection.count",
         "db.client.connection.max",
         "db.client.connection.pending_requests",
+        "db.client.n_plus_one",
+        "db.client.rulebook.violations",
     ] {
         assert!(
             names.contains(expected),

@@ -5,6 +5,7 @@
 
 mod audit;
 mod backends;
+mod n_plus_one;
 #[cfg(feature = "deadpool")]
 mod pool;
 mod support;

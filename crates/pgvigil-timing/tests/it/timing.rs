@@ -462,6 +462,15 @@ async fn spans_carry_semconv_attributes_and_slow_queries_warn() {
         .execute("INSERT INTO nope VALUES (1)", &[])
         .await
         .unwrap_err();
+    let addressed = client
+        .recorder()
+        .with_server_address("db.internal", 6432)
+        .wrap(connect(&db).await);
+    addressed
+        .named("with_server")
+        .query("SELECT n FROM s WHERE n = $1", &[&1])
+        .await
+        .unwrap();
     drop(client);
 
     let spans: Vec<_> = capture
@@ -482,6 +491,13 @@ async fn spans_carry_semconv_attributes_and_slow_queries_warn() {
     assert_eq!(select["db.query.summary"], "SELECT s");
     assert_eq!(select["db.response.returned_rows"], "5");
     assert_eq!(select["otel.kind"], "client");
+    assert!(!select.contains_key("server.address"), "{select:?}");
+    let addressed = spans
+        .iter()
+        .find(|s| s.get("otel.name").map(String::as_str) == Some("with_server"))
+        .unwrap();
+    assert_eq!(addressed["server.address"], "db.internal");
+    assert_eq!(addressed["server.port"], "6432");
     let failed = spans
         .iter()
         .find(|s| s.get("otel.name").map(String::as_str) == Some("INSERT nope"))

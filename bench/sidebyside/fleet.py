@@ -1,0 +1,127 @@
+"""The fleet case: one pgvigil watching many targets at its default collectors.
+
+A cluster of its own (`max_connections` raised, `pg_stat_statements.max` = `pgss_max`) holds
+one template database (pg_stat_statements, `tables` small tables) and N copies of it; each copy
+is a `[[targets]]` entry of one daemon. For each fleet size in turn (`run_size`):
+1. start pgvigil, wait until every target has polled twice;
+2. a window of `window_intervals` poll intervals: `/api/v1/targets` every `sample_every`
+   seconds (each target's staleness, now - last_success, against 1.5 x its interval) and one
+   `/metrics` scrape as Prometheus does it per interval, each with the CPU around it;
+3. memory, and the CPU of the window less that of the requests, over the target polls in it.
+
+pg_stat_statements is one view per server, so on one cluster every target reads every
+database's entries: `pgss_max` bounds what one target's statements collector reads, like a
+small server of its own would.
+"""
+
+import datetime
+import statistics
+import time
+
+from .cluster import Cluster, wait_until
+from .phases import quantile
+from .subjects import CpuSample, Pgvigil, proc_mem, threads_cpu
+
+
+def setup_cluster(bindir, port, max_targets, tables, pgss_max):
+    cluster = Cluster(bindir, port, {
+        "max_connections": str(max_targets + 40),
+        "pg_stat_statements.max": str(pgss_max),
+        "shared_buffers": "'128MB'",
+    }, "fleet")
+    cluster.start()
+    cluster.create_roles(["bench_fleet"])
+    cluster.create_database("fleet_tpl")
+    if tables:
+        cluster.fill_tables("fleet_tpl", tables)
+    names = [f"fleet_{i:04d}" for i in range(1, max_targets + 1)]
+    for start in range(0, len(names), 50):
+        cluster.psql("postgres", "".join(
+            f"CREATE DATABASE {n} TEMPLATE fleet_tpl STRATEGY FILE_COPY;\n"
+            for n in names[start:start + 50]))
+    return cluster, names
+
+
+def parse_rfc3339(value):
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def run_size(cluster, names, n, binary, port, workdir, interval, window_intervals,
+             sample_every=2.0):
+    targets = [(f"f{i:04d}", names[i - 1]) for i in range(1, n + 1)]
+    daemon = Pgvigil(f"fleet-{n}", binary, port, "bench_fleet", cluster, names[0], workdir,
+                     interval, targets=targets)
+    daemon.start()
+    try:
+        wait_until(f"pgvigil on {n} targets to answer", daemon.ready, 60)
+
+        def polled_twice():
+            polls = daemon.polls(daemon.scrape(prometheus=False).body)
+            return len(polls) == n and min(polls.values()) >= 2
+
+        wait_until(f"every one of {n} targets to be polled twice", polled_twice,
+                   interval * 4 + 120, every=interval / 3)
+        first = daemon.scrape(prometheus=False)
+        polls0 = sum(daemon.polls(first.body).values())
+        cpu0 = CpuSample(daemon.pid)
+        t0 = time.monotonic()
+        end = t0 + interval * window_intervals
+        request_cpu, scrapes, staleness, api_walls = 0.0, [], {}, []
+        next_scrape = t0
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_scrape:
+                sc = daemon.scrape(prometheus=True)
+                request_cpu += sc.cpu
+                scrapes.append({"wall": sc.wall, "cpu": sc.cpu, "wire": sc.wire_bytes,
+                                "series": sc.series()})
+                next_scrape += interval
+            c0, w0 = threads_cpu(daemon.pid), time.perf_counter()
+            api = daemon.targets_api()
+            api_walls.append(time.perf_counter() - w0)
+            request_cpu += threads_cpu(daemon.pid) - c0
+            wall_now = time.time()
+            for t in api_targets(api):
+                last = t.get("last_success")
+                age = wall_now - parse_rfc3339(last) if last else float("inf")
+                staleness[t["name"]] = max(staleness.get(t["name"], 0.0), age)
+            time.sleep(sample_every)
+        window = time.monotonic() - t0
+        cpu_window = cpu0.until(CpuSample(daemon.pid))
+        rss, hwm = proc_mem(daemon.pid)
+        polls1 = sum(daemon.polls(daemon.scrape(prometheus=False).body).values())
+    finally:
+        daemon.stop()
+    polls = polls1 - polls0
+    # A target never seen with a last success counts as late, with no staleness (JSON has no inf).
+    ages = [staleness.get(name, float("inf")) for name, _ in targets]
+    limit = 1.5 * interval
+    finite = [a for a in ages if a != float("inf")]
+    return {
+        "targets": n,
+        "interval": interval,
+        "window_seconds": window,
+        "rss": rss,
+        "hwm": hwm,
+        "polls": polls,
+        "cpu_window": cpu_window,
+        "request_cpu": request_cpu,
+        "cpu_per_target_poll": (cpu_window - request_cpu) / polls if polls else None,
+        "core_share": cpu_window / window,
+        "metrics_wall_median": statistics.median(s["wall"] for s in scrapes),
+        "metrics_wall_p90": quantile([s["wall"] for s in scrapes], 0.9),
+        "metrics_cpu_median": statistics.median(s["cpu"] for s in scrapes),
+        "metrics_series": scrapes[-1]["series"],
+        "metrics_wire_bytes": scrapes[-1]["wire"],
+        "api_wall_median": statistics.median(api_walls),
+        "max_staleness": max(finite) if len(finite) == len(ages) else None,
+        "late_targets": sum(1 for a in ages if a > limit),
+        "polled_within_limit": all(a <= limit for a in ages),
+    }
+
+
+def api_targets(api):
+    """The target entries of /api/v1/targets, whether it answers a list or {"targets": [...]}."""
+    if isinstance(api, dict):
+        api = api.get("targets", [])
+    return [t for t in api if isinstance(t, dict) and "name" in t]

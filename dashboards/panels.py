@@ -1,0 +1,337 @@
+"""What pgvigil's Grafana dashboards show: every panel, query and annotation, as plain data.
+
+`generate.py` turns these lists into dashboards with the Grafana Foundation SDK's typed builders.
+Every `expr` here is evaluated against a real Prometheus scraping a real pgvigil by the
+integration test `operator_kit::live_prometheus_answers_every_dashboard_and_rule`, and every
+metric name it uses is checked against pgvigil's metric catalogue (src/metrics.rs).
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from grafana_foundation_sdk.models import units
+
+T = 'target=~"$target"'
+TD = 'target=~"$target",datname=~"$datname"'
+RI = "$__rate_interval"
+TOPK_BY = "target, datname, queryid"
+OTHER = 'queryid!="other"'
+
+# Threshold steps: (value, colour), the first with value None (the base).
+Steps = tuple[tuple[float | None, str], ...]
+
+
+def above(*steps: tuple[float, str]) -> Steps:
+    """Green, then the given steps."""
+    return ((None, "green"), *steps)
+
+
+@dataclass(frozen=True)
+class Q:
+    """One query of a panel."""
+
+    expr: str
+    legend: str = ""
+    # An instant query in table format (the table panels), instead of a range query.
+    table: bool = False
+
+
+@dataclass(frozen=True)
+class P:
+    """One panel."""
+
+    kind: Literal["timeseries", "stat", "gauge", "table"]
+    title: str
+    queries: tuple[Q, ...]
+    desc: str
+    unit: str = units.Short
+    w: int = 12
+    h: int = 8
+    # None: no threshold is drawn (the base green only).
+    steps: Steps | None = None
+    min: float | None = None
+    max: float | None = None
+    # Show 0/1 as DOWN/UP.
+    up_down: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A Prometheus annotation query: every sample above 0 marks the graphs of the dashboard."""
+
+    name: str
+    expr: str
+    title: str
+    tags: tuple[str, ...]
+    color: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    title: str
+    items: tuple[P | Row, ...]
+    # Has the `datname` variable (dashboards whose queries filter by database).
+    datname: bool
+
+
+OVERVIEW = (
+    Row("Health"),
+    P("stat", "Targets up", (Q(f"pgvigil_up{{{T}}}", "{{target}}"),), w=8, h=5,
+      desc="1 if pgvigil's last poll of the target succeeded. DOWN: see the PgvigilTargetDown runbook.",
+      steps=((None, "red"), (1, "green")), up_down=True),
+    P("stat", "Alerts firing (pgvigil)", (Q('sum(pgvigil_alerts{state="firing"}) or vector(0)', "firing"),), w=4, h=5,
+      desc="Alerts pgvigil's own engine holds in state firing.", steps=above((1, "red"))),
+    P("stat", "Rows missing after imports", (Q(f"sum(pgvigil_import_missing_rows{{{T}}}) or vector(0)", "missing rows"),),
+      w=4, h=5, desc="Rows missing from tables over confirmed import shortfalls. Anything above 0 is data loss: see the ImportRowShortfall runbook.",
+      steps=above((1, "red"))),
+    P("gauge", "Connection slots used", (Q(f"pgvigil:connections_used:ratio{{{T}}}", "{{target}}"),), unit=units.PercentUnit,
+      w=8, h=5, desc="Client connections / (max_connections - reserved). ConnectionsNearLimit warns at 80%, critical at 95%.",
+      steps=above((0.8, "orange"), (0.95, "red")), min=0, max=1),
+    Row("Load"),
+    P("timeseries", "Connections vs usable limit",
+      (Q(f"sum by (target) (pgvigil_connections{{{T}}})", "{{target}} connections"),
+       Q(f"pgvigil_connections_max{{{T}}} - pgvigil_connections_reserved{{{T}}}", "{{target}} usable slots")),
+      desc="Client connections against max_connections minus reserved slots: when the lines meet, new connections are refused."),
+    P("timeseries", "Statement time by database",
+      (Q(f"sum by (target, datname) (rate(pgvigil_database_statement_exec_seconds_total{{{TD}}}[{RI}]))", "{{target}}/{{datname}}"),),
+      unit=units.Seconds,
+      desc="Seconds of execution per second (average number of busy backends) by database, from pg_stat_statements."),
+    P("table", "Top statements by total time",
+      (Q(f"topk(10, sum by (target, datname, queryid) (rate(pgvigil_statement_exec_seconds_total{{{TD}}}[5m])))"
+         f" * on (target, queryid) group_left (query) max by (target, queryid, query) (pgvigil_statement_info{{{T}}})",
+         table=True),),
+      unit=units.Seconds, w=24,
+      desc="The 10 statements that used the most execution time per second over the last 5 minutes, with their text."),
+    Row("Import health"),
+    P("timeseries", "Imports by verdict", (Q(f"sum by (target, verdict) (pgvigil_import_verdicts{{{T}}})", "{{target}} {{verdict}}"),),
+      desc="Imports in the re-check window by pgvigil's verdict: shortfall, mismatch, surplus, stalled and aborted need a look."),
+    P("timeseries", "Import checks per second by result",
+      (Q(f"sum by (target, result) (rate(pgvigil_import_checks_total{{{T}}}[{RI}]))", "{{target}} {{result}}"),),
+      unit=units.OpsPerSecond, desc="Reconciliations of committed imports against their tables, by verdict."),
+)
+
+QUERIES = (
+    Row("Top statements"),
+    P("timeseries", "Top 10 statements by total time",
+      (Q(f"topk(10, sum by ({TOPK_BY}) (rate(pgvigil_statement_exec_seconds_total{{{TD},{OTHER}}}[{RI}])))", "{{datname}} {{queryid}}"),),
+      unit=units.Seconds, desc="Execution seconds per second. The text of a queryid is in the table at the bottom."),
+    P("timeseries", "Top 10 statements by calls",
+      (Q(f"topk(10, sum by ({TOPK_BY}) (rate(pgvigil_statement_calls_total{{{TD},{OTHER}}}[{RI}])))", "{{datname}} {{queryid}}"),),
+      unit=units.OpsPerSecond, desc="Calls per second. A statement that jumps here without more users is usually a loop in an application (N+1 queries)."),
+    P("timeseries", "Top 10 statements by mean latency",
+      (Q(f"topk(10, sum by ({TOPK_BY}) (rate(pgvigil_statement_exec_seconds_total{{{TD},{OTHER}}}[{RI}]))"
+         f" / (sum by ({TOPK_BY}) (rate(pgvigil_statement_calls_total{{{TD},{OTHER}}}[{RI}])) > 0))", "{{datname}} {{queryid}}"),),
+      unit=units.Seconds, desc="Mean execution time per call. SlowQuery fires at 1s.", steps=above((1, "red"))),
+    P("timeseries", "Latency regressions (mean now / mean an hour ago)",
+      (Q(f"topk(10, pgvigil:statement_mean_seconds:rate5m{{{TD}}} / (pgvigil:statement_mean_seconds:rate5m{{{TD}}} offset 1h > 0))",
+         "{{datname}} {{queryid}}"),),
+      desc="How many times slower each statement is than an hour ago; 5 or more is what the in-daemon SlowQuery regression check flags.",
+      steps=above((2, "orange"), (5, "red"))),
+    P("timeseries", "Rows per second by database",
+      (Q(f"sum by (target, datname) (rate(pgvigil_database_statement_rows_total{{{TD}}}[{RI}]))", "{{target}}/{{datname}}"),),
+      desc="Rows returned or affected per second by all statements of each database."),
+    P("timeseries", "Planning time",
+      (Q(f"topk(10, sum by ({TOPK_BY}) (rate(pgvigil_statement_plan_seconds_total{{{TD},{OTHER}}}[{RI}])))", "{{datname}} {{queryid}}"),),
+      unit=units.Seconds, desc="Needs pg_stat_statements.track_planning = on."),
+    Row("I/O and WAL"),
+    P("timeseries", "Shared buffer hit ratio",
+      (Q(f"sum by (target, datname) (rate(pgvigil_statement_shared_blocks_hit_total{{{TD}}}[{RI}]))"
+         f" / (sum by (target, datname) (rate(pgvigil_statement_shared_blocks_hit_total{{{TD}}}[{RI}]))"
+         f" + sum by (target, datname) (rate(pgvigil_statement_shared_blocks_read_total{{{TD}}}[{RI}])) > 0)", "{{target}}/{{datname}}"),),
+      unit=units.PercentUnit, min=0, max=1, steps=((None, "red"), (0.9, "orange"), (0.99, "green")),
+      desc="Share of block reads served from shared buffers. Below 99% on an OLTP database, the working set no longer fits in shared_buffers."),
+    P("timeseries", "Top 10 statements by blocks read",
+      (Q(f"topk(10, sum by ({TOPK_BY}) (rate(pgvigil_statement_shared_blocks_read_total{{{TD},{OTHER}}}[{RI}])))", "{{datname}} {{queryid}}"),),
+      desc="8 KiB blocks per second not found in shared buffers."),
+    P("timeseries", "Blocks dirtied and written",
+      (Q(f"sum by (target, datname) (rate(pgvigil_statement_shared_blocks_dirtied_total{{{TD}}}[{RI}]))", "{{datname}} dirtied"),
+       Q(f"sum by (target, datname) (rate(pgvigil_statement_shared_blocks_written_total{{{TD}}}[{RI}]))", "{{datname}} written")),
+      desc="8 KiB blocks per second that statements modified, and those a backend had to write out itself (checkpointer and background writer not keeping up)."),
+    P("timeseries", "Temp blocks (work_mem spills)",
+      (Q(f"sum by (target, datname) (rate(pgvigil_statement_temp_blocks_written_total{{{TD}}}[{RI}]))", "{{datname}} written"),
+       Q(f"sum by (target, datname) (rate(pgvigil_statement_temp_blocks_read_total{{{TD}}}[{RI}]))", "{{datname}} read")),
+      desc="Temporary-file blocks: sorts and hashes that did not fit in work_mem."),
+    P("timeseries", "Time in block I/O",
+      (Q(f"sum by (target, datname) (rate(pgvigil_statement_block_read_seconds_total{{{TD}}}[{RI}]))", "{{datname}} read"),
+       Q(f"sum by (target, datname) (rate(pgvigil_statement_block_write_seconds_total{{{TD}}}[{RI}]))", "{{datname}} write")),
+      unit=units.Seconds, desc="Needs track_io_timing = on; otherwise flat at 0."),
+    P("timeseries", "Top 10 statements by WAL",
+      (Q(f"topk(10, sum by ({TOPK_BY}) (rate(pgvigil_statement_wal_bytes_total{{{TD},{OTHER}}}[{RI}])))", "{{datname}} {{queryid}}"),),
+      unit=units.BytesPerSecondSI, desc="WAL bytes per second written by each statement: what fills the archive and the replicas' network."),
+    Row("pg_stat_statements"),
+    P("timeseries", "Entries tracked vs max",
+      (Q(f"pgvigil_statements_tracked{{{T}}}", "{{target}} tracked"), Q(f"pgvigil_statements_max{{{T}}}", "{{target}} max")),
+      desc="At max, pg_stat_statements evicts the least used entries and statistics get lost."),
+    P("timeseries", "Evictions and resets",
+      (Q(f"sum by (target) (increase(pgvigil_statements_deallocations_total{{{T}}}[{RI}]))", "{{target}} evicted"),
+       Q(f"sum by (target, scope) (increase(pgvigil_statements_resets_total{{{T}}}[{RI}]))", "{{target}} resets ({{scope}})")),
+      desc="Entries pg_stat_statements threw away to make room (raise pg_stat_statements.max), and resets of its statistics."),
+    P("table", "Statement texts", (Q(f"pgvigil_statement_info{{{T}}}", table=True),), w=24,
+      desc="Normalised text of each top-K queryid."),
+)
+
+POOLS = (
+    Row("PostgreSQL server"),
+    P("timeseries", "Server connections by state",
+      (Q(f"sum by (target, state) (pgvigil_connections{{{TD}}})", "{{target}} {{state}}"),
+       Q(f"pgvigil_connections_max{{{T}}} - pgvigil_connections_reserved{{{T}}}", "{{target}} usable slots")),
+      desc="Client backends by state (active, idle, idle in transaction, ...) against the slots clients may use."),
+    P("timeseries", "Server connections by application",
+      (Q(f"sum by (target, application_name) (pgvigil_connections{{{TD}}})", "{{target}} {{application_name}}"),),
+      desc="Client backends by application_name: which application holds the connections."),
+    P("timeseries", "Waiting connections by wait event type",
+      (Q(f"sum by (target, wait_event_type) (pgvigil_connections_waiting{{{TD}}})", "{{target}} {{wait_event_type}}"),),
+      desc="Active connections waiting, mostly on Lock when something holds a lock too long."),
+    P("timeseries", "Oldest transactions",
+      (Q(f"pgvigil_oldest_transaction_age_seconds{{{T}}}", "{{target}} oldest transaction"),
+       Q(f"pgvigil_idle_in_transaction_max_age_seconds{{{T}}}", "{{target}} longest idle in transaction"),
+       Q(f"pgvigil_transactions_with_writes_max_age_seconds{{{T}}}", "{{target}} oldest uncommitted write")),
+      unit=units.Seconds, steps=above((120, "orange"), (1800, "red")),
+      desc="IdleInTransaction fires at 2m idle with writes; LongRunningTransaction at 30m."),
+    P("timeseries", "Server processes by type",
+      (Q(f"sum by (target, backend_type) (pgvigil_backends{{{T}}})", "{{target}} {{backend_type}}"),),
+      desc="Every server process by backend_type: client backends, autovacuum workers, WAL senders, parallel workers."),
+    Row("PgBouncer"),
+    P("timeseries", "PgBouncer clients by state",
+      (Q(f"sum by (target, datname, state) (pgvigil_pgbouncer_clients{{{TD}}})", "{{target}} {{datname}} {{state}}"),),
+      desc="Waiting clients are queued for a server connection."),
+    P("timeseries", "PgBouncer servers by state",
+      (Q(f"sum by (target, datname, state) (pgvigil_pgbouncer_servers{{{TD}}})", "{{target}} {{datname}} {{state}}"),),
+      desc="Server connections PgBouncer holds to PostgreSQL, by state: active ones are linked to a client."),
+    P("timeseries", "PgBouncer pool use (active servers / pool_size)",
+      (Q(f"max without (state) (pgvigil_pgbouncer_servers{{{TD},state=\"active\"}})"
+         f" / ignoring (usename) group_left () (pgvigil_pgbouncer_pool_size{{{TD}}} > 0)", "{{target}} {{datname}}/{{usename}}"),),
+      unit=units.PercentUnit, steps=above((0.8, "orange"), (1, "red")), desc="PoolSaturated fires at 100% for 5m."),
+    P("timeseries", "PgBouncer longest client wait",
+      (Q(f"pgvigil_pgbouncer_max_wait_seconds{{{TD}}}", "{{target}} {{datname}}/{{usename}}"),), unit=units.Seconds,
+      steps=above((1, "orange"), (10, "red")), desc="PoolMaxWaitHigh fires over 10s."),
+    P("timeseries", "PgBouncer client connections vs max_client_conn",
+      (Q(f"pgvigil_pgbouncer_client_connections{{{T}}}", "{{target}} clients"),
+       Q(f"pgvigil_pgbouncer_max_client_connections{{{T}}}", "{{target}} max_client_conn")),
+      desc="At max_client_conn PgBouncer refuses new clients; PoolClientConnectionsNearLimit warns before."),
+    P("timeseries", "PgBouncer transactions and average wait",
+      (Q(f"sum by (target, datname) (rate(pgvigil_pgbouncer_transactions_total{{{TD}}}[{RI}]))", "{{target}} {{datname}} transactions/s"),
+       Q(f"sum by (target, datname) (rate(pgvigil_pgbouncer_client_wait_time_seconds_total{{{TD}}}[{RI}]))", "{{target}} {{datname}} clients waiting (avg)")),
+      desc="Transactions per second through each pool, and seconds of client waiting per second (the average number of clients queued)."),
+    Row("Application pools (pgvigil-timing)"),
+    P("timeseries", "App pool connections by state",
+      (Q("sum by (job, db_client_connection_pool_name, db_client_connection_state) (db_client_connection_count)",
+         "{{job}} {{db_client_connection_pool_name}} {{db_client_connection_state}}"),
+       Q("sum by (job, db_client_connection_pool_name) (db_client_connection_max)", "{{job}} {{db_client_connection_pool_name}} max")),
+      desc="From applications instrumented with pgvigil-timing (scrape them too)."),
+    P("timeseries", "App pool pending requests",
+      (Q("sum by (job, db_client_connection_pool_name) (db_client_connection_pending_requests)", "{{job}} {{db_client_connection_pool_name}}"),),
+      steps=above((1, "orange")), desc="Requests waiting for a pooled connection in the application."),
+    P("timeseries", "App query latency p95 by statement",
+      (Q(f"histogram_quantile(0.95, sum by (job, db_query_summary, le) (rate(db_client_operation_duration_seconds_bucket[{RI}])))",
+         "{{job}} {{db_query_summary}}"),), unit=units.Seconds, w=24,
+      desc="Latency as the application sees it, pool wait excluded; compare with the server-side mean on the Queries dashboard."),
+)
+
+TABLES = (
+    Row("Row counts"),
+    P("timeseries", "Live rows by table", (Q(f"pgvigil_table_live_rows{{{T}}}", "{{target}} {{table}}"),),
+      desc="Estimated live rows (pg_stat_user_tables.n_live_tup) of each watched table."),
+    P("timeseries", "Row count change over 5m",
+      (Q(f"delta(pgvigil_table_live_rows{{{T}}}[5m])", "{{target}} {{table}}"),),
+      desc="A deep negative dip is a mass DELETE or TRUNCATE: TableRowsDropped fires at -50% within a poll."),
+    P("timeseries", "Rows written per second",
+      (Q(f"sum by (target, table) (rate(pgvigil_table_rows_inserted_total{{{T}}}[{RI}]))", "{{table}} inserted"),
+       Q(f"sum by (target, table) (rate(pgvigil_table_rows_updated_total{{{T}}}[{RI}]))", "{{table}} updated"),
+       Q(f"sum by (target, table) (rate(pgvigil_table_rows_deleted_total{{{T}}}[{RI}]))", "{{table}} deleted")),
+      desc="Rows inserted, updated and deleted per second, committed or not."),
+    P("timeseries", "Rolled-back inserts (estimate, 5m)",
+      (Q(f"clamp_min(increase(pgvigil_table_rows_inserted_total{{{T}}}[5m]) - clamp_min(delta(pgvigil_table_live_rows{{{T}}}[5m]), 0), 0)",
+         "{{target}} {{table}}"),), steps=above((1000, "red")),
+      desc="Inserts that did not become live rows: an import that rolled back or never committed. RolledBackInserts fires at 1000 rows."),
+    P("timeseries", "Dead rows", (Q(f"pgvigil_table_dead_rows{{{T}}}", "{{target}} {{table}}"),),
+      desc="Dead row versions waiting for vacuum; they grow after rolled-back imports and mass updates."),
+    P("timeseries", "Table size", (Q(f"pgvigil_table_size_bytes{{{T}}}", "{{target}} {{table}}"),), unit=units.BytesIEC,
+      desc="Size of each table with its indexes and TOAST data, as of its last vacuum or analyze."),
+    P("table", "Exact row counts", (Q(f"pgvigil_table_exact_rows{{{T}}}", table=True),),
+      desc="count(*) of the allow-listed tables ([targets.tables] exact_count)."),
+    P("timeseries", "Time since last vacuum or analyze",
+      (Q(f"time() - pgvigil_table_last_maintenance_timestamp_seconds{{{T}}}", "{{table}} {{operation}}"),), unit=units.Seconds,
+      desc="Age of the last (auto)vacuum and (auto)analyze of each table; stale statistics make the planner guess."),
+    Row("Imports"),
+    P("timeseries", "Imports by verdict", (Q(f"sum by (target, verdict) (pgvigil_import_verdicts{{{T}}})", "{{target}} {{verdict}}"),),
+      desc="shortfall: rows missing after commit; mismatch/surplus: counts disagree; stalled: no heartbeat; aborted: rolled back."),
+    P("timeseries", "Rows missing after imports, by table",
+      (Q(f"pgvigil_import_missing_rows{{{T}}}", "{{target}} {{table}}"),), steps=above((1, "red")),
+      desc="ImportRowShortfall fires from 1 row."),
+    P("timeseries", "Imports by audit status", (Q(f"sum by (target, status) (pgvigil_imports{{{T}}})", "{{target}} {{status}}"),),
+      desc="Imports in the audit tables by the status the application wrote (running, committed, failed, ...)."),
+    P("timeseries", "Time since an import was last verified complete",
+      (Q(f"time() - pgvigil_import_last_verified_timestamp_seconds{{{T}}}", "{{target}} {{table}}"),), unit=units.Seconds,
+      desc="How long ago pgvigil last re-counted a committed import into each table and found every row."),
+    P("stat", "Audit tables read", (Q(f"pgvigil_import_audit_tables{{{T}}}", "{{target}}"),), w=8, h=5,
+      desc="0 means no import is checked: create the import_audit table (deploy/sql/import_audit.sql).",
+      steps=((None, "orange"), (1, "green"))),
+    P("stat", "Tables exported / omitted",
+      (Q(f"sum(pgvigil_tables_exported{{{T}}})", "exported"), Q(f"sum(pgvigil_tables_omitted{{{T}}})", "omitted (raise max_tables)")),
+      w=8, h=5, desc="Tables with per-table series, and those cut off by [targets.tables] max_tables (smallest first)."),
+    P("timeseries", "Exact counts by result",
+      (Q(f"sum by (target, result) (rate(pgvigil_table_exact_counts_total{{{T}}}[{RI}]))", "{{target}} {{result}}"),),
+      unit=units.OpsPerSecond, w=8, h=5, desc="count(*) runs per second by result; errors and timeouts leave the exact count stale."),
+)
+
+SELF = (
+    Row("Polling"),
+    P("timeseries", "Poll duration p95 by collector",
+      (Q(f"histogram_quantile(0.95, sum by (target, collector, le) (rate(pgvigil_poll_duration_seconds_bucket{{{T}}}[{RI}])))",
+         "{{target}} {{collector}}"),), unit=units.Seconds,
+      desc="How long each collector's queries take; a poll close to its interval means a slow or loaded server."),
+    P("timeseries", "Poll errors per second by collector",
+      (Q(f"sum by (target, collector) (rate(pgvigil_poll_errors_total{{{T}}}[{RI}]))", "{{target}} {{collector}}"),),
+      unit=units.OpsPerSecond, steps=above((0.001, "red")), desc="The status page (/status) says why a collector fails."),
+    P("timeseries", "Time since last successful poll",
+      (Q(f"time() - pgvigil_last_successful_poll_timestamp_seconds{{{T}}}", "{{target}} {{collector}}"),), unit=units.Seconds,
+      desc="Age of the data each collector serves; it climbs while a collector fails or the target is down."),
+    P("timeseries", "Connection attempts by result",
+      (Q(f"sum by (target, result) (rate(pgvigil_connection_attempts_total{{{T}}}[{RI}]))", "{{target}} {{result}}"),),
+      unit=units.OpsPerSecond, desc="Attempts to open the monitoring connection; failures repeat while the target is down."),
+    Row("Alerting"),
+    P("timeseries", "Alerts held", (Q("sum by (alertname, severity, state) (pgvigil_alerts)", "{{alertname}} {{severity}} {{state}}"),),
+      desc="Alerts pgvigil's engine holds, pending or firing."),
+    P("timeseries", "Notifications by sink and result",
+      (Q(f"sum by (sink, result) (rate(pgvigil_notifications_total[{RI}]))", "{{sink}} {{result}}"),), unit=units.OpsPerSecond,
+      desc="failed: an attempt that will be retried."),
+    P("timeseries", "Alert observations dropped",
+      (Q(f"sum by (target) (rate(pgvigil_alert_observations_dropped_total{{{T}}}[{RI}]))", "{{target}}"),), unit=units.OpsPerSecond,
+      steps=above((0.001, "red")), desc="Observations the alert engine could not take in time; anything above 0 can delay alerts."),
+    P("table", "pgvigil version", (Q("pgvigil_build_info", table=True),),
+      desc="Version and build of each pgvigil instance Prometheus scrapes."),
+)
+
+DASHBOARDS = (
+    Dashboard("pgvigil-overview", "pgvigil / Overview", OVERVIEW, True),
+    Dashboard("pgvigil-queries", "pgvigil / Queries", QUERIES, True),
+    Dashboard("pgvigil-pools", "pgvigil / Connections & pools", POOLS, True),
+    Dashboard("pgvigil-tables", "pgvigil / Tables & data integrity", TABLES, False),
+    Dashboard("pgvigil-self", "pgvigil / pgvigil itself", SELF, False),
+)
+
+# On every dashboard. Grafana marks each sample above 0 of these queries on every graph.
+ANNOTATIONS = (
+    Annotation("Alerts firing (pgvigil)", 'sum by (alertname, severity) (pgvigil_alerts{state="firing"})',
+               title="{{alertname}} firing (pgvigil)", tags=("alertname", "severity"), color="red"),
+    Annotation("Alerts firing (Prometheus rules)", f'ALERTS{{alertstate="firing",{T}}}',
+               title="{{alertname}} firing on {{target}}", tags=("alertname", "severity", "target"), color="orange"),
+    # The schema-guard issue adds a series of DDL and migrations; until then, the number of
+    # tables pgvigil sees (exported + cut off by max_tables) changes on CREATE and DROP TABLE.
+    Annotation("Schema changes (tables created or dropped)",
+               f"changes(pgvigil_tables_exported{{{T}}}[2m]) + changes(pgvigil_tables_omitted{{{T}}}[2m]) > 0",
+               title="Tables created or dropped on {{target}}", tags=("target",), color="purple",
+               text="The number of tables pgvigil watches (after include/exclude) changed: CREATE, DROP or a rename."),
+    Annotation("Reconnects (server restart or upgrade)",
+               f'sum by (target) (increase(pgvigil_connection_attempts_total{{{T},result="success"}}[2m])) > 0',
+               title="pgvigil reconnected to {{target}}", tags=("target",), color="blue",
+               text="A new monitoring connection: the server restarted (or was upgraded), the network failed, or pgvigil restarted."),
+)
