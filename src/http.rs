@@ -1,4 +1,5 @@
-//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets` and the status page.
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `POST /-/reload` and
+//! the status page.
 //!
 //! Every handler reads in-memory state only; none waits on a database, so a scrape stays fast
 //! while a target is slow, locked or gone.
@@ -62,6 +63,9 @@ pub(crate) async fn serve(
                     if let Some(refused) = active.refusal(&req).await {
                         return Ok::<_, Infallible>(refused);
                     }
+                    if req.uri().path() == "/-/reload" {
+                        return Ok(active.decorate(reload(&req, &shared).await));
+                    }
                     Ok(active.decorate(route(&req, &shared)))
                 }
             });
@@ -111,6 +115,38 @@ fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /healthz, /readyz, /api/v1/targets, /api/v1/alerts, /api/v1/imports or /\n",
+        ),
+    }
+}
+
+/// `POST /-/reload` (Prometheus' lifecycle API): re-read the configuration and say what
+/// changed (200) or why it was rejected (500, the same message as `check-config`).
+async fn reload(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
+    if req.method() != Method::POST && req.method() != Method::PUT {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST /-/reload\n");
+    }
+    if !shared.lifecycle.load(std::sync::atomic::Ordering::Relaxed) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the lifecycle API is not enabled; set [server] enable_lifecycle = true (or send SIGHUP)\n",
+        );
+    }
+    let Some(trigger) = shared.reload.get() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this daemon has no configuration to re-read\n",
+        );
+    };
+    match trigger.reload().await {
+        Ok(summary) => respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            format!("{summary}\n"),
+        ),
+        Err(e) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
         ),
     }
 }
@@ -220,6 +256,21 @@ fn status_page(shared: &Hub) -> String {
          .up{color:#080}.down{color:#b00;font-weight:bold}.starting{color:#888}code{font-size:90%}</style>\
          </head><body><h1>pgvigil</h1>",
     );
+    if let Some((at, error)) = shared.reload_error() {
+        let _ = write!(
+            page,
+            "<p class=\"down\">Configuration reload rejected at {}; the previous configuration still runs:<br><code>{}</code></p>",
+            escape(&at),
+            escape(&error)
+        );
+    }
+    for error in shared.discovery_errors() {
+        let _ = write!(
+            page,
+            "<p class=\"down\">Discovery file not read (its last good targets keep running): <code>{}</code></p>",
+            escape(&error)
+        );
+    }
     page.push_str("<h2>Targets</h2><table><tr><th>target</th><th>connection</th><th>state</th><th>server</th><th>last poll</th><th>last error</th></tr>");
     for t in shared.status.targets() {
         let state = match t.state {

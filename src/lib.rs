@@ -12,6 +12,7 @@
 //!   supervisor that starts, replaces and removes sources at runtime.
 //! * `hub` (private): per-source state in one place (status, snapshots, observations, up,
 //!   alert rules); forgetting a source removes all of it.
+//! * `discover` (private): targets from Prometheus file_sd files (`[discovery]`).
 //! * [`config`]: TOML in, validated [`Config`] out (plain data); errors carry `FILE:LINE:COL`.
 //! * `poll` (private): the poll loop every source runs: schedule (each collector on its own
 //!   interval), reconnect with backoff, `pgvigil_up`, recording each collector's outcome.
@@ -38,6 +39,7 @@ pub mod app;
 mod bouncer;
 pub mod collect;
 pub mod config;
+pub(crate) mod discover;
 pub mod exposition;
 mod http;
 mod hub;

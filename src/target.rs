@@ -21,13 +21,14 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    updates: tokio::sync::watch::Receiver<Arc<TargetConfig>>,
 ) {
     let driver = Target {
         tls: tls::Connector::new(&target.connection),
         target,
         tracker,
     };
-    poll::run(driver, hub, shutdown).await;
+    poll::run(driver, hub, shutdown, updates).await;
 }
 
 /// An open monitoring session.
@@ -48,6 +49,10 @@ impl Driver for Target {
 
     fn config(&self) -> &TargetConfig {
         &self.target
+    }
+
+    fn update(&mut self, config: Arc<TargetConfig>) {
+        self.target = config;
     }
 
     fn settings(&self) -> &SourceSettings {

@@ -44,6 +44,17 @@ impl LibpqEnv {
     }
 }
 
+/// The DSN pieces a discovery file may set per group (`__pgvigil_dbname`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DsnPieces {
+    /// The database.
+    pub dbname: Option<String>,
+    /// The user.
+    pub user: Option<String>,
+    /// `disable`, `prefer` or `require`.
+    pub sslmode: Option<String>,
+}
+
 /// How to reach one target.
 #[derive(Clone, PartialEq)]
 pub struct ConnectionSpec {
@@ -114,6 +125,50 @@ impl ConnectionSpec {
         self.tls.key_file = files.key.map(PathBuf::from);
         self.tls.ca_file = files.root_cert.map(PathBuf::from);
         self
+    }
+
+    /// A discovered target's connection: the `[discovery.defaults]` DSN (`base`, which must
+    /// not name a host or port) with the host and port from the discovery file and the pieces
+    /// its group overrides.
+    pub fn discovered(
+        base: &str,
+        host: &str,
+        port: u16,
+        pieces: &DsnPieces,
+        env: &LibpqEnv,
+    ) -> Result<Self, String> {
+        let mut config = if base.trim().is_empty() {
+            tokio_postgres::Config::new()
+        } else {
+            tokio_postgres::Config::from_str(base)
+                .map_err(|e| format!("[discovery.defaults] dsn is invalid: {e}"))?
+        };
+        if !config.get_hosts().is_empty() || !config.get_ports().is_empty() {
+            return Err(
+                "[discovery.defaults] dsn names a host or port; leave them out: each discovered target's host and port come from its file".to_owned(),
+            );
+        }
+        config.host(host);
+        config.port(port);
+        if let Some(dbname) = &pieces.dbname {
+            config.dbname(dbname);
+        }
+        if let Some(user) = &pieces.user {
+            config.user(user);
+        }
+        if let Some(mode) = &pieces.sslmode {
+            config.ssl_mode(match mode.as_str() {
+                "disable" => tokio_postgres::config::SslMode::Disable,
+                "prefer" => tokio_postgres::config::SslMode::Prefer,
+                "require" => tokio_postgres::config::SslMode::Require,
+                other => {
+                    return Err(format!(
+                        "sslmode \"{other}\" is not one of disable, prefer, require"
+                    ));
+                }
+            });
+        }
+        Ok(Self::with_defaults(config, env))
     }
 
     /// A spec from the libpq environment alone.

@@ -22,8 +22,10 @@
 mod alerts;
 mod client_cert;
 mod collectors;
+mod discovery;
 mod dsn;
 mod error;
+mod fragments;
 mod guard;
 mod libpq;
 mod limits;
@@ -37,9 +39,8 @@ mod target;
 mod tls;
 mod web;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -48,7 +49,8 @@ pub use alerts::{
     RuleTable, RuleTables, read_secret,
 };
 pub use collectors::{CollectorConfig, Section};
-pub use dsn::{ConnectionSpec, LibpqEnv};
+pub use discovery::{DEFAULT_REFRESH_INTERVAL, DiscoveryConfig};
+pub use dsn::{ConnectionSpec, DsnPieces, LibpqEnv};
 pub use error::ConfigError;
 pub(crate) use error::{improve_message, line_column};
 pub use guard::{
@@ -58,7 +60,6 @@ pub(crate) use limits::check_general as check_duration_bound;
 pub use limits::{MAX_DURATION, PG_INT_MILLIS_MAX};
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
-use raw::RawConfig;
 pub use sink_tls::SinkTlsConfig;
 pub use source::{Location, SourceSettings};
 pub use target::{ActivityConfig, StatementsConfig, TargetConfig};
@@ -87,6 +88,8 @@ pub struct Config {
     /// `[alerts]`: sinks, alert state and the global rule tables (each source may override
     /// them).
     pub alerts: AlertsConfig,
+    /// `[discovery]`: targets from file_sd files; `None` without `files`.
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 /// `[server]`
@@ -96,6 +99,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// HTTPS and authentication (`web_config_file`, `auth_exempt_paths`).
     pub web: WebSettings,
+    /// Serve `POST /-/reload` (Prometheus' lifecycle API); off by default.
+    pub enable_lifecycle: bool,
 }
 
 /// `[logging]`
@@ -119,23 +124,29 @@ pub struct TelemetryConfig {
 }
 
 impl Config {
-    /// Read and validate a config file.
+    /// Read and validate a config file, or a directory of `*.toml` fragments merged in name
+    /// order.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let text =
-            std::str::from_utf8(&bytes).map_err(|e| ConfigError::not_utf8(path, &bytes, &e))?;
-        Config::parse(path, text, &LibpqEnv::from_process())
+        if path.is_dir() {
+            return fragments::load_dir(path, &LibpqEnv::from_process());
+        }
+        let text = read_text(path)?;
+        Config::parse(path, &text, &LibpqEnv::from_process())
     }
 
     /// Validate config text; `path` is only used in error messages, `env` fills DSN gaps.
     /// Alert rule tables are checked by `crate::app::parse`, which calls this.
     pub fn parse(path: &Path, text: &str, env: &LibpqEnv) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
-        Validator { path, text, env }.config(raw)
+        fragments::assemble(&[(path, text)], env)
+    }
+
+    /// Every file the configuration at `path` is read from (the fragments of a directory).
+    pub fn files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        if path.is_dir() {
+            fragments::fragment_paths(path)
+        } else {
+            Ok(vec![path.to_owned()])
+        }
     }
 
     /// The configuration used when no file is given: one target named `default`, from
@@ -159,6 +170,7 @@ impl Config {
             server: ServerConfig {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
                 web: WebSettings::default(),
+                enable_lifecycle: false,
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -168,6 +180,7 @@ impl Config {
             targets: vec![TargetConfig::new("default", connection)],
             pgbouncers: Vec::new(),
             alerts: AlertsConfig::default(),
+            discovery: None,
         })
     }
 
@@ -178,6 +191,16 @@ impl Config {
             .map(|t| &t.source)
             .chain(self.pgbouncers.iter().map(|b| &b.source))
     }
+}
+
+/// A config file's text: its bytes must be UTF-8, and a file that is not gets the position of
+/// the first bad byte.
+pub(super) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| ConfigError::not_utf8(path, e.as_bytes(), &e.utf8_error()))
 }
 
 impl Default for TelemetryConfig {
@@ -216,45 +239,7 @@ impl Validator<'_> {
         }
     }
 
-    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let listen = match &raw.server.listen {
-            None => DEFAULT_LISTEN.parse().expect("valid default"),
-            Some(listen) => listen.get_ref().parse().map_err(|_| {
-                self.err(
-                    listen,
-                    format!(
-                        "invalid listen address \"{}\"; write host:port, e.g. \"0.0.0.0:9961\" or \"127.0.0.1:9961\"",
-                        listen.get_ref()
-                    ),
-                )
-            })?,
-        };
-        let web = self.web(&raw.server.web_config_file, &raw.server.auth_exempt_paths)?;
-        let logging = self.logging(&raw.logging)?;
-        let telemetry = self.telemetry(raw.telemetry)?;
-        if raw.targets.is_empty() && raw.pgbouncers.is_empty() {
-            return Err(ConfigError::at(
-                self.path,
-                self.text,
-                None,
-                "no [[targets]] or [[pgbouncers]] defined; add a target with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
-            ));
-        }
-        let mut names = HashMap::new();
-        let targets = self.targets(raw.targets, &mut names)?;
-        let pgbouncers = self.pgbouncers(raw.pgbouncers, &mut names)?;
-        let alerts = self.alerts(raw.alerts)?;
-        Ok(Config {
-            server: ServerConfig { listen, web },
-            logging,
-            telemetry,
-            targets,
-            pgbouncers,
-            alerts,
-        })
-    }
-
-    fn logging(&self, raw: &raw::RawLogging) -> Result<LoggingConfig, ConfigError> {
+    pub(super) fn logging(&self, raw: &raw::RawLogging) -> Result<LoggingConfig, ConfigError> {
         let level = match &raw.level {
             None => "info".to_owned(),
             Some(level) => {
@@ -276,7 +261,10 @@ impl Validator<'_> {
         })
     }
 
-    fn telemetry(&self, raw: raw::RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    pub(super) fn telemetry(
+        &self,
+        raw: &raw::RawTelemetry,
+    ) -> Result<TelemetryConfig, ConfigError> {
         let mut telemetry = TelemetryConfig::default();
         if let Some(enabled) = &raw.otlp_enabled {
             if *enabled.get_ref() && !cfg!(feature = "otel") {
@@ -287,11 +275,11 @@ impl Validator<'_> {
             }
             telemetry.otlp_enabled = *enabled.get_ref();
         }
-        if let Some(endpoint) = raw.otlp_endpoint {
-            telemetry.otlp_endpoint = endpoint;
+        if let Some(endpoint) = &raw.otlp_endpoint {
+            telemetry.otlp_endpoint = endpoint.clone();
         }
-        if let Some(service_name) = raw.service_name {
-            telemetry.service_name = service_name;
+        if let Some(service_name) = &raw.service_name {
+            telemetry.service_name = service_name.clone();
         }
         Ok(telemetry)
     }

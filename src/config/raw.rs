@@ -23,6 +23,18 @@ pub(crate) struct RawConfig {
     pub(crate) pgbouncers: Vec<Spanned<RawPgbouncer>>,
     #[serde(default)]
     pub(crate) alerts: super::alerts::RawAlerts,
+    #[serde(default)]
+    pub(crate) discovery: RawDiscovery,
+}
+
+/// `[discovery]`: targets from Prometheus file_sd files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    #[serde(default)]
+    pub(crate) files: Vec<Spanned<String>>,
+    pub(crate) refresh_interval: Option<Spanned<HumanDuration>>,
+    pub(crate) defaults: Option<Spanned<RawTarget>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +43,7 @@ pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) web_config_file: Option<Spanned<String>>,
     pub(crate) auth_exempt_paths: Option<Spanned<Vec<String>>>,
+    pub(crate) enable_lifecycle: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +75,8 @@ pub(crate) struct RawTelemetry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTarget {
-    pub(crate) name: Spanned<String>,
+    /// Required in `[[targets]]`; absent in `[discovery.defaults]`.
+    pub(crate) name: Option<Spanned<String>>,
     pub(crate) dsn: Option<Spanned<String>>,
     pub(crate) dsn_env: Option<Spanned<String>>,
     pub(crate) password_file: Option<Spanned<String>>,

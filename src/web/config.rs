@@ -391,7 +391,7 @@ impl WebConfig {
         let raw: RawWebConfig = if text.trim().is_empty() {
             RawWebConfig::default()
         } else {
-            serde_norway::from_str(text).map_err(|e| yaml_error(path, &e))?
+            serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?
         };
         let dir = path.parent().unwrap_or(Path::new(""));
         let tls = match raw.tls_server_config {
@@ -615,10 +615,10 @@ fn tls_settings(
 }
 
 /// A YAML error in our form: `FILE:LINE:COL: message`, with a suggestion for a misspelt key.
-fn yaml_error(path: &Path, e: &serde_norway::Error) -> WebConfigError {
+fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> WebConfigError {
     let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
     let mut message = e.to_string();
-    // serde_norway appends " at line L column C"; the location is in front already.
+    // serde_yaml_ng appends " at line L column C"; the location is in front already.
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }

@@ -40,6 +40,10 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "listen",
         "web_config_file",
         "auth_exempt_paths",
+        "enable_lifecycle",
+        // [discovery]
+        "files",
+        "refresh_interval",
         "level",
         "format",
         "otlp_enabled",
