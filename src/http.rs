@@ -1,4 +1,5 @@
-//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets` and the status page.
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `POST /-/reload` and
+//! the status page.
 //!
 //! Every handler reads in-memory state only; none waits on a database, so a scrape stays fast
 //! while a target is slow, locked or gone.
@@ -25,8 +26,15 @@ use crate::hub::Hub;
 
 type Body = Full<Bytes>;
 
-/// Accept connections until `shutdown`, then let in-flight requests finish.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Hub>, shutdown: CancellationToken) {
+/// Accept connections until `shutdown`, then let in-flight requests finish. `web` secures
+/// them (TLS, basic auth, headers: see [`crate::web`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    web: crate::config::WebSettings,
+    shared: Arc<Hub>,
+    shutdown: CancellationToken,
+) {
+    let web = crate::web::Web::new(&web);
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -43,12 +51,25 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Hub>, shutdown: Can
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let active = web.current();
         connections.spawn(async move {
+            let Some(io) = active.handshake(stream, peer).await else {
+                return;
+            };
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&req, &shared)) }
+                let active = active.clone();
+                async move {
+                    if let Some(refused) = active.refusal(&req).await {
+                        return Ok::<_, Infallible>(refused);
+                    }
+                    if req.uri().path() == "/-/reload" {
+                        return Ok(active.decorate(reload(&req, &shared).await));
+                    }
+                    Ok(active.decorate(route(&req, &shared)))
+                }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
@@ -94,6 +115,38 @@ fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /healthz, /readyz, /api/v1/targets, /api/v1/alerts, /api/v1/imports or /\n",
+        ),
+    }
+}
+
+/// `POST /-/reload` (Prometheus' lifecycle API): re-read the configuration and say what
+/// changed (200) or why it was rejected (500, the same message as `check-config`).
+async fn reload(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
+    if req.method() != Method::POST && req.method() != Method::PUT {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST /-/reload\n");
+    }
+    if !shared.lifecycle.load(std::sync::atomic::Ordering::Relaxed) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the lifecycle API is not enabled; set [server] enable_lifecycle = true (or send SIGHUP)\n",
+        );
+    }
+    let Some(trigger) = shared.reload.get() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this daemon has no configuration to re-read\n",
+        );
+    };
+    match trigger.reload().await {
+        Ok(summary) => respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            format!("{summary}\n"),
+        ),
+        Err(e) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
         ),
     }
 }
@@ -203,6 +256,21 @@ fn status_page(shared: &Hub) -> String {
          .up{color:#080}.down{color:#b00;font-weight:bold}.starting{color:#888}code{font-size:90%}</style>\
          </head><body><h1>pgvigil</h1>",
     );
+    if let Some((at, error)) = shared.reload_error() {
+        let _ = write!(
+            page,
+            "<p class=\"down\">Configuration reload rejected at {}; the previous configuration still runs:<br><code>{}</code></p>",
+            escape(&at),
+            escape(&error)
+        );
+    }
+    for error in shared.discovery_errors() {
+        let _ = write!(
+            page,
+            "<p class=\"down\">Discovery file not read (its last good targets keep running): <code>{}</code></p>",
+            escape(&error)
+        );
+    }
     page.push_str("<h2>Targets</h2><table><tr><th>target</th><th>connection</th><th>state</th><th>server</th><th>last poll</th><th>last error</th></tr>");
     for t in shared.status.targets() {
         let state = match t.state {
@@ -338,7 +406,10 @@ fn imports_section(page: &mut String, shared: &Hub) {
                     escape(&v.status),
                     v.verdict.as_str(),
                     num(v.expected_rows),
-                    num(v.rejected_rows.zip(v.skipped_rows).map(|(r, s)| r + s)),
+                    num(v
+                        .rejected_rows
+                        .zip(v.skipped_rows)
+                        .map(|(r, s)| r.saturating_add(s))),
                     num(v.committed_rows),
                     num(v.missing_rows),
                     num(v.reported_rows),

@@ -11,7 +11,8 @@
 //! handle and their end of the [`AlertHub`], not the whole hub.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::alert::ConfiguredRule;
 use crate::alert::engine::AlertHub;
@@ -27,6 +28,14 @@ pub(crate) struct Hub {
     /// The latest observations of every source. A std lock: never held across an await.
     observations: RwLock<BTreeMap<String, Arc<Observations>>>,
     pub(crate) alerts: AlertHub,
+    /// `[server] enable_lifecycle`: whether `POST /-/reload` is served.
+    pub(crate) lifecycle: AtomicBool,
+    /// How `POST /-/reload` asks for a reload; unset when there is nothing to re-read.
+    pub(crate) reload: OnceLock<crate::app::ReloadTrigger>,
+    /// The last rejected reload (when, why), until one succeeds.
+    reload_error: RwLock<Option<(String, String)>>,
+    /// Discovery files that could not be read, with why and where.
+    discovery_errors: RwLock<Vec<String>>,
 }
 
 impl Hub {
@@ -36,7 +45,40 @@ impl Hub {
             status: Status::default(),
             observations: RwLock::default(),
             alerts,
+            lifecycle: AtomicBool::new(false),
+            reload: OnceLock::new(),
+            reload_error: RwLock::default(),
+            discovery_errors: RwLock::default(),
         }
+    }
+
+    /// Record the outcome of the last reload: `Some((when, why))` if it was rejected.
+    pub(crate) fn set_reload_error(&self, error: Option<(String, String)>) {
+        *self.reload_error.write().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// The last rejected reload, until one succeeds.
+    pub(crate) fn reload_error(&self) -> Option<(String, String)> {
+        self.reload_error
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The discovery files that cannot be read right now.
+    pub(crate) fn set_discovery_errors(&self, errors: Vec<String>) {
+        *self
+            .discovery_errors
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = errors;
+    }
+
+    /// See [`Hub::set_discovery_errors`].
+    pub(crate) fn discovery_errors(&self) -> Vec<String> {
+        self.discovery_errors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Register a source before its task starts: its status row (starting), `pgvigil_up 0`,

@@ -12,6 +12,7 @@
 //!   supervisor that starts, replaces and removes sources at runtime.
 //! * `hub` (private): per-source state in one place (status, snapshots, observations, up,
 //!   alert rules); forgetting a source removes all of it.
+//! * `discover` (private): targets from Prometheus file_sd files (`[discovery]`).
 //! * [`config`]: TOML in, validated [`Config`] out (plain data); errors carry `FILE:LINE:COL`.
 //! * `poll` (private): the poll loop every source runs: schedule (each collector on its own
 //!   interval), reconnect with backoff, `pgvigil_up`, recording each collector's outcome.
@@ -29,6 +30,7 @@
 //! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
 //!   `/api/v1/alerts`, `/api/v1/imports`, status page.
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
+//! * [`web`]: HTTPS and basic authentication of the endpoints (exporter-toolkit web config).
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
 //!
 //! Collection is decoupled from scraping: `/metrics` serves the latest published snapshots
@@ -40,6 +42,7 @@ mod bouncer;
 pub mod collect;
 pub mod config;
 mod databases;
+pub(crate) mod discover;
 pub mod exposition;
 mod http;
 mod hub;
@@ -51,6 +54,7 @@ pub mod status;
 mod target;
 pub mod telemetry;
 mod tls;
+pub mod web;
 
 pub use app::{RunError, SHUTDOWN_GRACE, run, serve};
 pub use config::Config;

@@ -1,5 +1,5 @@
-//! The `pgvigil` command: parse arguments, load the config, set up telemetry, call
-//! [`pgvigil::run`] until SIGINT or SIGTERM.
+//! The `pgvigil` command: parse arguments, load the config, set up telemetry, run the daemon
+//! until SIGINT or SIGTERM, reloading the config at SIGHUP.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,14 +17,24 @@ const EXIT_CONFIG: u8 = 2;
     about = "PostgreSQL observability sidecar: metrics, alerts and import-integrity checks"
 )]
 struct Cli {
-    /// Config file (TOML). Without one, pgvigil watches the database named by DATABASE_URL or
-    /// the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE).
+    /// Config file (TOML), or a directory of *.toml fragments merged in name order. Without
+    /// one, pgvigil watches the database named by DATABASE_URL or the libpq environment
+    /// (PGHOST, PGPORT, PGUSER, PGDATABASE).
     #[arg(long, short, env = "PGVIGIL_CONFIG", global = true)]
     config: Option<PathBuf>,
 
     /// Listen address for /metrics and the API (host:port), overriding [server] listen.
     #[arg(long, env = "PGVIGIL_LISTEN", global = true)]
     listen: Option<std::net::SocketAddr>,
+
+    /// A Prometheus exporter-toolkit web config file (TLS, basic auth, headers), overriding
+    /// [server] web_config_file.
+    #[arg(
+        long = "web.config.file",
+        env = "PGVIGIL_WEB_CONFIG_FILE",
+        global = true
+    )]
+    web_config_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -36,7 +46,7 @@ enum Command {
     Run,
     /// Validate a config file and exit: 0 if it is valid, 2 with FILE:LINE:COL and the fix if not.
     CheckConfig {
-        /// The config file to check.
+        /// The config file (or directory of fragments) to check.
         file: PathBuf,
     },
 }
@@ -44,21 +54,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::CheckConfig { file }) => check_config(&file, cli.web_config_file),
         Some(Command::Run) | None => {
-            let config = match load(cli.config.as_deref()) {
-                Ok(mut config) => {
-                    if let Some(listen) = cli.listen {
-                        config.server.listen = listen;
-                    }
-                    config
-                }
+            let source = pgvigil::app::ConfigSource {
+                path: cli.config,
+                listen: cli.listen,
+                web_config_file: cli.web_config_file,
+            };
+            let config = match source.load() {
+                Ok(config) => config,
                 Err(e) => {
                     eprintln!("pgvigil: {e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match run(config) {
+            match run(config, source) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pgvigil: {e:#}");
@@ -69,9 +79,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+fn check_config(file: &std::path::Path, web_config_file: Option<PathBuf>) -> ExitCode {
     match pgvigil::app::load(file) {
-        Ok(config) => {
+        Ok(mut config) => {
+            if let Some(web) = web_config_file {
+                if let Err(e) = config.server.web.set_config_file(web) {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+            // The one setting that can be checked only by trying: may pgvigil write there?
+            if let Some(dir) = &config.alerts.state_dir {
+                if let Err(e) = pgvigil::alert::persist::StateStore::new(dir).probe() {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             // PgBouncer instances are targets too (their name is the `target` label).
             let names: Vec<&str> = config
                 .targets
@@ -95,23 +118,39 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn load(path: Option<&std::path::Path>) -> Result<Config, pgvigil::config::ConfigError> {
-    match path {
-        Some(path) => pgvigil::app::load(path),
-        None => Config::from_environment(),
-    }
-}
-
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, source: pgvigil::app::ConfigSource) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let _telemetry = pgvigil::telemetry::init(&config.logging, &config.telemetry)?;
-        pgvigil::run(config, shutdown_signal()).await?;
+        let reloader = pgvigil::app::Reloader::new(source);
+        reload_on_sighup(reloader.trigger());
+        pgvigil::app::run_with(config, Some(reloader), shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Reload the configuration at every SIGHUP (the daemon logs the outcome).
+fn reload_on_sighup(trigger: pgvigil::app::ReloadTrigger) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /-/reload");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = trigger.reload().await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = trigger;
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what systemd, Docker and Kubernetes send).

@@ -34,6 +34,7 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    updates: tokio::sync::watch::Receiver<Arc<TargetConfig>>,
 ) {
     let own = OwnBackends::default();
     let tls = Arc::new(tls::Connector::new(&target.connection));
@@ -43,8 +44,11 @@ pub(crate) async fn run(
         tracker: tracker.clone(),
         own: own.clone(),
     };
-    let lane = databases::Lane::new(target, hub.clone(), tls, tracker, own);
-    tokio::join!(poll::run(driver, hub, shutdown.clone()), lane.run(shutdown));
+    let lane = databases::Lane::new(target, hub.clone(), tls, tracker, own, updates.clone());
+    tokio::join!(
+        poll::run(driver, hub, shutdown.clone(), updates),
+        lane.run(shutdown)
+    );
 }
 
 /// What the two loops of a target know of each other's sessions: the backend pids of all of
@@ -182,6 +186,10 @@ impl Driver for Target {
 
     fn config(&self) -> &TargetConfig {
         &self.target
+    }
+
+    fn update(&mut self, config: Arc<TargetConfig>) {
+        self.target = config;
     }
 
     fn settings(&self) -> &SourceSettings {

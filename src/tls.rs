@@ -12,8 +12,16 @@ use crate::config::{ConnectionSpec, TlsConfig, TlsVerify};
 /// Hands out the connector for a connection's `tls_ca_file` / `tls_verify`.
 pub(crate) struct Connector {
     config: TlsConfig,
-    /// The CA bundle's bytes the cached connector was built from (empty without a bundle).
-    cached: Mutex<Option<(Vec<u8>, MakeTlsConnector)>>,
+    /// The files' bytes the cached connector was built from.
+    cached: Mutex<Option<(Files, MakeTlsConnector)>>,
+}
+
+/// The bytes of a connection's TLS files as read for one connect (empty when not configured).
+#[derive(PartialEq, Eq)]
+struct Files {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -32,35 +40,53 @@ impl Connector {
         }
     }
 
-    /// The connector to connect with now. The CA bundle is read at every connect so a rotated
-    /// bundle is used without a restart; the connector is rebuilt only if it changed.
+    /// The connector to connect with now. The CA bundle and the client certificate and key
+    /// are read at every connect so rotated files are used without a restart; the connector
+    /// is rebuilt only if one of them changed.
     pub(crate) fn get(&self) -> Result<MakeTlsConnector, String> {
-        let pem = match &self.config.ca_file {
+        let read = |key: &str, path: &Option<std::path::PathBuf>| {
+            match path {
             Some(path) => std::fs::read(path).map_err(|e| {
                 format!(
-                    "cannot read tls_ca_file {}: {e}; check that it exists and that pgvigil's user may read it",
+                    "cannot read {key} {}: {e}; check that it exists and that pgvigil's user may read it",
                     path.display()
                 )
-            })?,
-            None => Vec::new(),
+            }),
+            None => Ok(Vec::new()),
+        }
+        };
+        let files = Files {
+            ca: read("tls_ca_file", &self.config.ca_file)?,
+            cert: read("tls_cert_file", &self.config.cert_file)?,
+            key: read("tls_key_file", &self.config.key_file)?,
         };
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((built_from, connector)) = cached.as_ref() {
-            if *built_from == pem {
+            if *built_from == files {
                 return Ok(connector.clone());
             }
         }
-        let connector = self.build(&pem)?;
-        *cached = Some((pem, connector.clone()));
+        let connector = self.build(&files)?;
+        *cached = Some((files, connector.clone()));
         Ok(connector)
     }
 
-    fn build(&self, pem: &[u8]) -> Result<MakeTlsConnector, String> {
+    fn build(&self, files: &Files) -> Result<MakeTlsConnector, String> {
         let mut builder = native_tls::TlsConnector::builder();
         if let Some(path) = &self.config.ca_file {
-            for cert in tls_ca_certificates(path, pem)? {
+            for cert in tls_ca_certificates(path, &files.ca)? {
                 builder.add_root_certificate(cert);
             }
+        }
+        if let (Some(cert), Some(key)) = (&self.config.cert_file, &self.config.key_file) {
+            let identity = native_tls::Identity::from_pkcs8(&files.cert, &files.key).map_err(|e| {
+                format!(
+                    "tls_cert_file {} and tls_key_file {} are not a usable pair: {e}; the key must be an unencrypted PEM private key that belongs to the certificate",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder.identity(identity);
         }
         match self.config.verify {
             TlsVerify::Full => {}
@@ -87,6 +113,11 @@ pub(crate) fn explain(spec: &ConnectionSpec, text: String) -> String {
         "; the server's certificate is not signed by a CA pgvigil trusts: set tls_ca_file to the server's CA bundle (e.g. the RDS CA bundle), or tls_verify = \"ca\" if you connect by IP, or tls_verify = \"none\" to encrypt without verifying"
     } else if text.contains("server does not support TLS") {
         "; the server has ssl = off: enable ssl on the server, or drop sslmode=require from the DSN"
+    } else if text.contains("certificate")
+        && (text.contains("28000")
+            || text.contains("connection requires a valid client certificate"))
+    {
+        "; the server demands a client certificate (pg_hba.conf `cert` or clientcert=verify-full): set tls_cert_file and tls_key_file (or sslcert/sslkey in the DSN) to a certificate the server's ssl_ca_file trusts, whose CN is the user name"
     } else if text.contains("no hostname provided for TLS") {
         "; TLS needs a TCP host, not a Unix socket: put a host name in the DSN, or drop sslmode=require"
     } else {

@@ -185,9 +185,13 @@ fn duration_key(
 ) -> Result<Duration, String> {
     match params.remove(key) {
         None => Ok(default),
-        Some(toml::Value::String(s)) => humantime::parse_duration(&s).map_err(|e| {
-            format!("{key} = \"{s}\" is not a duration ({e}); write e.g. {key} = \"5m\"")
-        }),
+        Some(toml::Value::String(s)) => {
+            let d = humantime::parse_duration(&s).map_err(|e| {
+                format!("{key} = \"{s}\" is not a duration ({e}); write e.g. {key} = \"5m\"")
+            })?;
+            crate::config::check_duration_bound(key, d)?;
+            Ok(d)
+        }
         Some(v) => Err(format!(
             "{key} = {v} has no unit; write a duration string such as {key} = \"5m\""
         )),
@@ -298,8 +302,24 @@ mod tests {
                 "pgvigil.toml:4:1: [ConnectionsNearLimit] critical_ratio (0.5) is below warning_ratio",
             ),
             (
-                "[[alerts.alertmanager]]\nurls = [\"https://am:9093\"]\n".to_owned(),
-                "uses https",
+                "[[alerts.alertmanager]]\nurls = [\"ftp://am:9093\"]\n".to_owned(),
+                "is not an http or https URL",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"http://hook\"\ntls_config = { insecure_skip_verify = true }\n".to_owned(),
+                "pgvigil.toml:3:14: tls_config applies to https:// receivers",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://hook\"\ntls_config = { cert_file = \"/x\" }\n".to_owned(),
+                "pgvigil.toml:3:14: tls_config needs both cert_file and key_file",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://hook\"\ntls_config = { ca_file = \"/nonexistent/ca.pem\" }\n".to_owned(),
+                "pgvigil.toml:3:14: tls_config: cannot read ca_file /nonexistent/ca.pem",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://hook\"\ntls_config = { insecure = true }\n".to_owned(),
+                "unknown key `insecure`; did you mean `insecure_skip_verify`?",
             ),
             (
                 "[[alerts.alertmanager]]\ntimeout = \"1s\"\n".to_owned(),

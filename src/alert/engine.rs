@@ -28,7 +28,7 @@ use super::sink::{Notification, log::log_event, payload::rfc3339};
 use super::state::{AlertBook, Event, EventKind, Labels, RuleSettings};
 use super::{ConfiguredRule, Evaluation};
 use crate::collect::Observations;
-use crate::config::AlertsConfig;
+use crate::config::{AlertsConfig, HttpSinkConfig};
 use crate::metrics::Metrics;
 
 /// Polls waiting for the engine; beyond this they are dropped.
@@ -50,6 +50,8 @@ type Inbound = (String, Arc<Observations>);
 enum Control {
     /// Some source's rules changed or it is gone: resolve the alerts no rule produces any more.
     Reconcile,
+    /// A reloaded `[alerts]`: receivers, resend interval, runbook URL, state directory.
+    Reconfigure(Box<AlertsConfig>),
 }
 
 /// Each source's rules. A std lock: held only for a lookup or a swap, never across an await.
@@ -144,6 +146,12 @@ impl AlertHub {
         }
     }
 
+    /// Apply a reloaded `[alerts]` in place: receivers that did not change keep their queue
+    /// and connection, new ones start, removed ones stop; alerts keep their state.
+    pub(crate) fn reconfigure(&self, alerts: AlertsConfig) {
+        let _ = self.control.send(Control::Reconfigure(Box::new(alerts)));
+    }
+
     /// What `/api/v1/alerts` and the status page show.
     pub(crate) fn view(&self) -> AlertsView {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -191,6 +199,18 @@ pub(crate) struct ResolvedAlertView {
     pub(crate) resolved_at: String,
 }
 
+/// One receiver's task and the queue to it.
+#[derive(Debug)]
+struct SinkHandle {
+    /// What it was started with: kept across a reload when this is unchanged.
+    key: (Format, HttpSinkConfig, Option<String>),
+    name: &'static str,
+    queue: mpsc::Sender<Notification>,
+    stop: CancellationToken,
+    /// Whether its full queue was reported (once until it has room again).
+    queue_full: bool,
+}
+
 /// Start the engine and its sinks on `tracker`; they stop when `shutdown` is cancelled. The
 /// sources' rules must be set in the [`AlertHub`] first: alerts restored from the state file
 /// whose rule is gone are resolved at start.
@@ -201,37 +221,20 @@ pub(crate) fn spawn(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    let alerts = alerts.clone();
-    let mut sinks = Vec::new();
-    for (format, list) in [
-        (Format::AlertmanagerV2, &alerts.alertmanagers),
-        (Format::Webhook, &alerts.webhooks),
-    ] {
-        for sink_config in list {
-            let (tx, rx) = mpsc::channel(SINK_QUEUE_CAPACITY);
-            let sink = HttpSink::new(
-                format,
-                sink_config.clone(),
-                alerts.external_url.clone(),
-                metrics.clone(),
-            );
-            tracker.spawn(sink.run(rx, shutdown.clone()));
-            sinks.push((format.sink_name(), tx));
-        }
-    }
-    let store = alerts.state_dir.as_deref().map(StateStore::new);
-    let engine = Engine {
+    let mut engine = Engine {
         rules: inbox.rules.clone(),
         view: inbox.view.clone(),
-        store,
-        queue_full: vec![false; sinks.len()],
-        sinks,
+        store: alerts.state_dir.as_deref().map(StateStore::new),
+        sinks: Vec::new(),
         metrics,
         book: AlertBook::default(),
         persist_error: None,
         gauges: BTreeSet::new(),
-        alerts,
+        alerts: alerts.clone(),
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
     };
+    engine.start_sinks();
     tracker.spawn(engine.run(inbox, shutdown.clone()));
 }
 
@@ -240,9 +243,9 @@ struct Engine {
     rules: Arc<RuleMap>,
     view: Arc<RwLock<AlertsView>>,
     store: Option<StateStore>,
-    sinks: Vec<(&'static str, mpsc::Sender<Notification>)>,
-    /// Per sink: whether its full queue was reported (once until it has room again).
-    queue_full: Vec<bool>,
+    sinks: Vec<SinkHandle>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     book: AlertBook,
     persist_error: Option<String>,
@@ -264,6 +267,10 @@ impl Engine {
                 },
                 control = inbox.control.recv() => match control {
                     Some(Control::Reconcile) => self.reconcile(),
+                    Some(Control::Reconfigure(alerts)) => {
+                        self.reconfigure(*alerts);
+                        Vec::new()
+                    }
                     None => break,
                 },
                 _ = tick.tick() => self.book.resend_due(self.alerts.resend_interval, SystemTime::now()),
@@ -305,6 +312,56 @@ impl Engine {
         self.dispatch(&events);
         self.persist();
         self.publish();
+    }
+
+    /// Start a sink for every receiver of `self.alerts` that has none yet; stop the others.
+    fn start_sinks(&mut self) {
+        let alerts = &self.alerts;
+        let mut wanted = Vec::new();
+        for (format, list) in [
+            (Format::AlertmanagerV2, &alerts.alertmanagers),
+            (Format::Webhook, &alerts.webhooks),
+        ] {
+            for sink_config in list {
+                wanted.push((format, sink_config.clone(), alerts.external_url.clone()));
+            }
+        }
+        let mut kept = Vec::new();
+        for handle in std::mem::take(&mut self.sinks) {
+            if wanted.contains(&handle.key) {
+                kept.push(handle);
+            } else {
+                handle.stop.cancel();
+            }
+        }
+        for key in wanted {
+            if let Some(i) = kept.iter().position(|h| h.key == key) {
+                self.sinks.push(kept.swap_remove(i));
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(SINK_QUEUE_CAPACITY);
+            let (format, config, external_url) = key.clone();
+            let sink = HttpSink::new(format, config, external_url, self.metrics.clone());
+            let stop = self.shutdown.child_token();
+            self.tracker.spawn(sink.run(rx, stop.clone()));
+            self.sinks.push(SinkHandle {
+                name: format.sink_name(),
+                key,
+                queue: tx,
+                stop,
+                queue_full: false,
+            });
+        }
+    }
+
+    /// A reloaded `[alerts]`.
+    fn reconfigure(&mut self, alerts: AlertsConfig) {
+        if alerts.state_dir != self.alerts.state_dir {
+            self.store = alerts.state_dir.as_deref().map(StateStore::new);
+        }
+        self.alerts = alerts;
+        self.start_sinks();
+        self.persist();
     }
 
     /// Resolve every alert whose source or rule is no longer configured.
@@ -375,18 +432,18 @@ impl Engine {
                 valid_until: event.at + valid_for,
                 generator_url: self.alerts.external_url.as_ref().map(|u| format!("{u}/")),
             };
-            for ((sink, queue), reported) in self.sinks.iter().zip(&mut self.queue_full) {
-                if queue.try_send(notification.clone()).is_ok() {
-                    *reported = false;
+            for handle in &mut self.sinks {
+                if handle.queue.try_send(notification.clone()).is_ok() {
+                    handle.queue_full = false;
                     continue;
                 }
-                self.metrics.notification(sink, "dropped", 1);
-                if !*reported {
+                self.metrics.notification(handle.name, "dropped", 1);
+                if !handle.queue_full {
                     warn!(
-                        sink,
+                        sink = handle.name,
                         "alert sink queue is full; dropping notifications until it has room (the receiver is too slow or down)"
                     );
-                    *reported = true;
+                    handle.queue_full = true;
                 }
             }
         }

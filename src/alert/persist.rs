@@ -38,6 +38,18 @@ pub enum PersistError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// `state_dir` (or a directory above it) is a file.
+    #[error(
+        "[alerts] state_dir {} is not a directory ({} is a file); point state_dir at a directory pgvigil may write, e.g. \"/var/lib/pgvigil\", or move the file away (alerts still work, but a restart forgets them)",
+        dir.display(),
+        file.display()
+    )]
+    NotADirectory {
+        /// The configured directory.
+        dir: PathBuf,
+        /// The file in its way (the directory itself, or one above it).
+        file: PathBuf,
+    },
     /// The file is not a state file pgvigil understands.
     #[error(
         "alert state file {} is unreadable ({reason}); moved it aside to {} and started with no alerts",
@@ -73,9 +85,43 @@ impl StateStore {
         &self.path
     }
 
+    /// The directory, when it or a directory above it is a regular file: reading then says
+    /// "Not a directory" and creating says "File exists", so both report this instead.
+    fn blocked(&self) -> Option<PersistError> {
+        let dir = self.path.parent()?;
+        let file = dir
+            .ancestors()
+            .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()))?;
+        Some(PersistError::NotADirectory {
+            dir: dir.to_owned(),
+            file: file.to_owned(),
+        })
+    }
+
+    /// Check that the state file can be written now (what `check-config` runs): the directory
+    /// is created if missing, a probe file written and removed.
+    pub fn probe(&self) -> Result<(), PersistError> {
+        if let Some(blocked) = self.blocked() {
+            return Err(blocked);
+        }
+        let probe = self.path.with_extension("json.probe");
+        let io = |source| PersistError::Io {
+            path: probe.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::write(&probe, b"").map_err(io)?;
+        std::fs::remove_file(&probe).map_err(io)
+    }
+
     /// Read the saved book. A missing file is an empty book; a corrupt one is moved aside,
     /// reported, and replaced by an empty book.
     pub fn load(&self) -> (AlertBook, Option<PersistError>) {
+        if let Some(blocked) = self.blocked() {
+            return (AlertBook::default(), Some(blocked));
+        }
         let text = match std::fs::read(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -130,6 +176,9 @@ impl StateStore {
             source,
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
+        if let Some(blocked) = self.blocked() {
+            return Err(blocked);
+        }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -216,5 +265,32 @@ mod tests {
         let store = StateStore::new(&blocker.join("state"));
         let msg = store.save(&book()).unwrap_err().to_string();
         assert!(msg.contains("state_dir"), "{msg}");
+    }
+
+    /// Defect 7 of issue 16: a state_dir that is a file said "File exists" in the API and
+    /// "Not a directory" in the log. Load, save and probe now say the same, naming the file.
+    #[test]
+    fn a_state_dir_that_is_a_file_says_so_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state");
+        std::fs::write(&file, b"").unwrap();
+        let store = StateStore::new(&file);
+        let saved = store.save(&book()).unwrap_err().to_string();
+        let loaded = store.load().1.unwrap().to_string();
+        let probed = store.probe().unwrap_err().to_string();
+        assert_eq!(saved, loaded);
+        assert_eq!(saved, probed);
+        assert!(saved.contains("is not a directory"), "{saved}");
+        assert!(
+            saved.contains(&format!("({} is a file)", file.display())),
+            "{saved}"
+        );
+        // A writable directory probes fine and keeps nothing behind.
+        let store = StateStore::new(&dir.path().join("new"));
+        store.probe().unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("new")).unwrap().count(),
+            0
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! Shutdown cancels the root token; every task stops within [`SHUTDOWN_GRACE`] or is left
 //! behind with a warning.
 
+mod reload;
 pub(crate) mod supervisor;
 
 use std::future::Future;
@@ -29,7 +30,8 @@ use crate::config::{Config, ConfigError, LibpqEnv};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::{alert, http};
-use supervisor::{SourceConfig, Supervisor};
+pub use reload::{ConfigSource, ReloadTrigger, Reloader};
+use supervisor::Supervisor;
 
 /// How long shutdown waits for tasks to finish before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -72,11 +74,20 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    run_with(config, None, shutdown).await
+}
+
+/// [`run`], reloading from `reloader` when asked (`SIGHUP`, `POST /-/reload`).
+pub async fn run_with(
+    config: Config,
+    reloader: Option<Reloader>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
-    serve(config, listener, shutdown).await
+    serve_with(config, reloader, listener, shutdown).await
 }
 
 /// Run the daemon on an already bound listener until `shutdown` completes. Tests bind port 0
@@ -86,22 +97,49 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let rules = configure::rule_sets(&config)?;
+    serve_with(config, None, listener, shutdown).await
+}
+
+/// [`serve`], reloading from `reloader` when asked.
+pub async fn serve_with(
+    config: Config,
+    reloader: Option<Reloader>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    configure::rule_sets(&config)?;
     let metrics = Arc::new(Metrics::new());
+    metrics.config_loaded(true);
     let (alert_hub, alert_inbox) = AlertHub::new();
     let hub = Arc::new(Hub::new(metrics.clone(), alert_hub));
+    hub.lifecycle.store(
+        config.server.enable_lifecycle,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if let Some(reloader) = &reloader {
+        let _ = hub.reload.set(reloader.trigger());
+    }
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let mut supervisor = Supervisor::new(hub.clone(), tracker.clone(), token.clone());
-    supervisor.apply(SourceConfig::all(&config), rules).await;
+    let supervisor = Supervisor::new(hub.clone(), tracker.clone(), token.clone());
+    let alerts = config.alerts.clone();
+    let web = config.server.web.clone();
+    let mut daemon = reload::Daemon::new(
+        config,
+        supervisor,
+        hub.clone(),
+        tracker.clone(),
+        token.clone(),
+    );
+    daemon.start_sources().await;
     // After the sources' rules are set: restored alerts without a rule resolve at start.
-    alert::engine::spawn(&config.alerts, metrics, alert_inbox, &tracker, &token);
+    alert::engine::spawn(&alerts, metrics, alert_inbox, &tracker, &token);
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, targets = supervisor.len(), "pgvigil listening");
+        info!(%addr, sources = daemon.supervisor.len(), "pgvigil listening");
     }
-    tracker.spawn(http::serve(listener, hub.clone(), token.clone()));
+    tracker.spawn(http::serve(listener, web, hub.clone(), token.clone()));
 
-    shutdown.await;
+    daemon.run(reloader, shutdown).await;
     info!("shutting down");
     token.cancel();
     tracker.close();

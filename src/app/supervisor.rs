@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,6 +99,8 @@ pub(crate) struct Changes {
     pub(crate) added: Vec<String>,
     pub(crate) removed: Vec<String>,
     pub(crate) restarted: Vec<String>,
+    /// Changed in place (collectors, intervals): same connection, no restart.
+    pub(crate) updated: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,31 @@ struct Running {
     config: SourceConfig,
     token: CancellationToken,
     task: JoinHandle<()>,
+    updates: Updates,
+}
+
+/// Where a running source's task takes a new configuration from.
+#[derive(Debug)]
+enum Updates {
+    Postgres(watch::Sender<Arc<TargetConfig>>),
+    Pgbouncer(watch::Sender<Arc<PgbouncerConfig>>),
+}
+
+impl Running {
+    /// Hand the task a new configuration with the same connection; it applies it between
+    /// two polls.
+    fn update(&mut self, config: SourceConfig) {
+        match (&self.updates, &config) {
+            (Updates::Postgres(tx), SourceConfig::Postgres(t)) => {
+                let _ = tx.send(t.clone());
+            }
+            (Updates::Pgbouncer(tx), SourceConfig::Pgbouncer(b)) => {
+                let _ = tx.send(b.clone());
+            }
+            _ => return,
+        }
+        self.config = config;
+    }
 }
 
 /// Owns the running sources.
@@ -155,11 +183,13 @@ impl Supervisor {
                     self.add(source, source_rules);
                     changes.added.push(name);
                 }
-                Some(running)
-                    if running.config.same_connection(&source)
-                        && running.config.same_polling(&source) =>
-                {
-                    running.config = source;
+                Some(running) if running.config.same_connection(&source) => {
+                    if !running.config.same_polling(&source) {
+                        running.update(source);
+                        changes.updated.push(name.clone());
+                    } else {
+                        running.config = source;
+                    }
                     self.hub.alerts.set_rules(&name, source_rules);
                 }
                 Some(_) => {
@@ -226,14 +256,16 @@ impl Supervisor {
         let token = self.root.child_token();
         let hub = self.hub.clone();
         let tracker = self.tracker.clone();
-        let task = match &config {
+        let (task, updates) = match &config {
             SourceConfig::Postgres(t) => {
-                self.tracker
-                    .spawn(target::run(t.clone(), hub, token.clone(), tracker))
+                let (tx, rx) = watch::channel(t.clone());
+                let task = target::run(t.clone(), hub, token.clone(), tracker, rx);
+                (self.tracker.spawn(task), Updates::Postgres(tx))
             }
             SourceConfig::Pgbouncer(b) => {
-                self.tracker
-                    .spawn(bouncer::run(b.clone(), hub, token.clone(), tracker))
+                let (tx, rx) = watch::channel(b.clone());
+                let task = bouncer::run(b.clone(), hub, token.clone(), tracker, rx);
+                (self.tracker.spawn(task), Updates::Pgbouncer(tx))
             }
         };
         let name = config.name().to_owned();
@@ -243,6 +275,7 @@ impl Supervisor {
                 config,
                 token,
                 task,
+                updates,
             },
         );
     }

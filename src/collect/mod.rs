@@ -57,6 +57,9 @@ pub trait SourceType: Sized + Send + Sync + 'static {
     /// Every collector of this kind, in poll order (see [`registry`]).
     const COLLECTORS: &'static [CollectorSpec<Self>];
 
+    /// The settings every source has, from its config.
+    fn settings(config: &Self::Config) -> &crate::config::SourceSettings;
+
     /// Prepare the observations of a poll before any collector runs.
     fn begin(_observations: &mut Observations) {}
 }
@@ -70,6 +73,10 @@ impl SourceType for Postgres {
     type Context<'a> = PollContext<'a>;
     const KIND: SourceKind = SourceKind::Postgres;
     const COLLECTORS: &'static [CollectorSpec<Self>] = registry::POSTGRES;
+
+    fn settings(config: &TargetConfig) -> &crate::config::SourceSettings {
+        &config.source
+    }
 }
 
 /// PgBouncer instances (`[[pgbouncers]]`), read through their admin console.
@@ -81,6 +88,10 @@ impl SourceType for Pgbouncer {
     type Context<'a> = pgbouncer::BouncerContext<'a>;
     const KIND: SourceKind = SourceKind::Pgbouncer;
     const COLLECTORS: &'static [CollectorSpec<Self>] = registry::PGBOUNCER;
+
+    fn settings(config: &PgbouncerConfig) -> &crate::config::SourceSettings {
+        &config.source
+    }
 
     fn begin(observations: &mut Observations) {
         // A polled PgBouncer always has a report, even if every collector fails: its parts

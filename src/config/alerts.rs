@@ -77,6 +77,7 @@ struct RawHttpSink {
     basic_auth_user: Option<String>,
     basic_auth_password_file: Option<String>,
     bearer_token_file: Option<String>,
+    tls_config: Option<Spanned<super::sink_tls::RawSinkTls>>,
 }
 
 /// `[alerts]`
@@ -136,6 +137,8 @@ pub struct HttpSinkConfig {
     pub max_backoff: Duration,
     /// Credentials.
     pub auth: HttpAuth,
+    /// HTTPS settings (`tls_config`); the defaults verify against the system's roots.
+    pub tls: super::SinkTlsConfig,
 }
 
 /// How to authenticate to a receiver. Secrets stay in files, re-read at every attempt.
@@ -171,7 +174,21 @@ impl Validator<'_> {
             if dir.get_ref().is_empty() {
                 return Err(self.err(dir, "state_dir is empty; name a directory pgvigil may write, e.g. \"/var/lib/pgvigil\", or leave the key out to keep alert state in memory"));
             }
-            config.state_dir = Some(PathBuf::from(dir.get_ref()));
+            let path = PathBuf::from(dir.get_ref());
+            if let Some(file) = path
+                .ancestors()
+                .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()))
+            {
+                return Err(self.err(
+                    dir,
+                    format!(
+                        "state_dir = \"{}\" is not a directory ({} is a file); name a directory pgvigil may write, e.g. \"/var/lib/pgvigil\", or move the file away",
+                        path.display(),
+                        file.display()
+                    ),
+                ));
+            }
+            config.state_dir = Some(path);
         }
         if let Some(interval) = &raw.resend_interval {
             if interval.get_ref().0 < Duration::from_secs(1) {
@@ -186,7 +203,7 @@ impl Validator<'_> {
             config.runbook_base_url = url;
         }
         if let Some(url) = &raw.external_url {
-            self.http_url(url, "external_url", true)?;
+            self.http_url(url, "external_url")?;
             config.external_url = Some(url.get_ref().trim_end_matches('/').to_owned());
         }
         config.log = raw.log.enabled.unwrap_or(true);
@@ -220,7 +237,7 @@ impl Validator<'_> {
                     ));
                 }
                 for url in &urls {
-                    self.http_url(url, "url", false)?;
+                    self.http_url(url, "url")?;
                     sinks.push(self.http_sink(url.get_ref(), &sink, span.clone())?);
                 }
             }
@@ -228,29 +245,20 @@ impl Validator<'_> {
         Ok(config)
     }
 
-    fn http_url(
-        &self,
-        url: &Spanned<String>,
-        key: &str,
-        https_ok: bool,
-    ) -> Result<(), ConfigError> {
+    fn http_url(&self, url: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
         let value = url.get_ref();
         let parsed = value.parse::<hyper::Uri>();
-        let scheme_ok = match parsed.as_ref().ok().and_then(|u| u.scheme_str()) {
-            Some("http") => true,
-            Some("https") => https_ok,
-            _ => false,
-        };
+        let scheme_ok = matches!(
+            parsed.as_ref().ok().and_then(|u| u.scheme_str()),
+            Some("http" | "https")
+        );
         if parsed.as_ref().is_ok_and(|u| u.host().is_some()) && scheme_ok {
             return Ok(());
-        }
-        if value.starts_with("https://") {
-            return Err(self.err(url, format!("{key}: \"{value}\" uses https, which pgvigil cannot send to yet; use http:// on a private network or a local TLS-terminating proxy")));
         }
         Err(self.err(
             url,
             format!(
-                "{key}: \"{value}\" is not an http URL; write e.g. \"http://alertmanager:9093\""
+                "{key}: \"{value}\" is not an http or https URL; write e.g. \"http://alertmanager:9093\" or \"https://hooks.example.com/pgvigil\""
             ),
         ))
     }
@@ -303,6 +311,7 @@ impl Validator<'_> {
             timeout,
             max_backoff,
             auth,
+            tls: self.sink_tls(url, &raw.tls_config)?,
         })
     }
 

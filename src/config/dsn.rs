@@ -44,6 +44,17 @@ impl LibpqEnv {
     }
 }
 
+/// The DSN pieces a discovery file may set per group (`__pgvigil_dbname`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DsnPieces {
+    /// The database.
+    pub dbname: Option<String>,
+    /// The user.
+    pub user: Option<String>,
+    /// `disable`, `prefer` or `require`.
+    pub sslmode: Option<String>,
+}
+
 /// How to reach one target.
 #[derive(Clone, PartialEq)]
 pub struct ConnectionSpec {
@@ -71,27 +82,31 @@ impl ConnectionSpec {
     ///
     /// The error never contains the DSN itself: it may hold a password.
     pub fn parse(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
-        let config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+        let (rest, files) = super::libpq::split(dsn).map_err(|e| format!("invalid DSN: {e}"))?;
+        let config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
             if let Some(hint) = sslmode_hint(dsn) {
-                return format!("invalid DSN: {e}; {hint}");
+                return format!("invalid DSN: {}; {hint}", cause(&e));
             }
             format!(
-                "invalid DSN: {e}; use a URL like postgres://user@host:5432/dbname or key=value pairs like \"host=db port=5432 user=pgvigil dbname=app\""
+                "invalid DSN: {}; use a URL like postgres://user@host:5432/dbname or key=value pairs like \"host=db port=5432 user=pgvigil dbname=app\"",
+                cause(&e)
             )
         })?;
-        Ok(Self::with_defaults(config, env))
+        Ok(Self::with_defaults(config, env).with_tls_files(files))
     }
 
     /// Parse the DSN of a PgBouncer admin console: the database is always `pgbouncer`, the
     /// special database PgBouncer answers `SHOW` commands in, so a DSN that leaves it out gets
     /// it, whatever `PGDATABASE` says, and one that names another database is an error.
     pub fn parse_admin(dsn: &str, env: &LibpqEnv) -> Result<Self, String> {
-        let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+        let (rest, files) = super::libpq::split(dsn).map_err(|e| format!("invalid DSN: {e}"))?;
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
             if let Some(hint) = sslmode_hint(dsn) {
-                return format!("invalid DSN: {e}; {hint}");
+                return format!("invalid DSN: {}; {hint}", cause(&e));
             }
             format!(
-                "invalid DSN: {e}; use a URL like postgres://user@host:6432/pgbouncer or key=value pairs like \"host=bouncer port=6432 user=pgvigil dbname=pgbouncer\""
+                "invalid DSN: {}; use a URL like postgres://user@host:6432/pgbouncer or key=value pairs like \"host=bouncer port=6432 user=pgvigil dbname=pgbouncer\"",
+                cause(&e)
             )
         })?;
         match config.get_dbname() {
@@ -104,6 +119,58 @@ impl ConnectionSpec {
                     "database \"{other}\" is not PgBouncer's admin console; pgvigil reads PgBouncer's SHOW commands from the special database \"{ADMIN_DATABASE}\", so write .../{ADMIN_DATABASE} or dbname={ADMIN_DATABASE} (or leave the database out)"
                 ));
             }
+        }
+        Ok(Self::with_defaults(config, env).with_tls_files(files))
+    }
+
+    /// The DSN's `sslcert` / `sslkey` / `sslrootcert` as the TLS settings they stand for.
+    fn with_tls_files(mut self, files: super::libpq::DsnTlsFiles) -> Self {
+        self.tls.cert_file = files.cert.map(PathBuf::from);
+        self.tls.key_file = files.key.map(PathBuf::from);
+        self.tls.ca_file = files.root_cert.map(PathBuf::from);
+        self
+    }
+
+    /// A discovered target's connection: the `[discovery.defaults]` DSN (`base`, which must
+    /// not name a host or port) with the host and port from the discovery file and the pieces
+    /// its group overrides.
+    pub fn discovered(
+        base: &str,
+        host: &str,
+        port: u16,
+        pieces: &DsnPieces,
+        env: &LibpqEnv,
+    ) -> Result<Self, String> {
+        let mut config = if base.trim().is_empty() {
+            tokio_postgres::Config::new()
+        } else {
+            tokio_postgres::Config::from_str(base)
+                .map_err(|e| format!("[discovery.defaults] dsn is invalid: {e}"))?
+        };
+        if !config.get_hosts().is_empty() || !config.get_ports().is_empty() {
+            return Err(
+                "[discovery.defaults] dsn names a host or port; leave them out: each discovered target's host and port come from its file".to_owned(),
+            );
+        }
+        config.host(host);
+        config.port(port);
+        if let Some(dbname) = &pieces.dbname {
+            config.dbname(dbname);
+        }
+        if let Some(user) = &pieces.user {
+            config.user(user);
+        }
+        if let Some(mode) = &pieces.sslmode {
+            config.ssl_mode(match mode.as_str() {
+                "disable" => tokio_postgres::config::SslMode::Disable,
+                "prefer" => tokio_postgres::config::SslMode::Prefer,
+                "require" => tokio_postgres::config::SslMode::Require,
+                other => {
+                    return Err(format!(
+                        "sslmode \"{other}\" is not one of disable, prefer, require"
+                    ));
+                }
+            });
         }
         Ok(Self::with_defaults(config, env))
     }
@@ -238,6 +305,15 @@ impl ConnectionSpec {
     }
 }
 
+/// tokio-postgres's parse error with its cause ("invalid connection string: unknown option
+/// `foo`"): its `Display` alone names neither the key nor the value. Never the DSN itself.
+fn cause(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}
+
 /// libpq's verifying sslmodes, which tokio-postgres rejects, translated to pgvigil's keys.
 fn sslmode_hint(dsn: &str) -> Option<&'static str> {
     if dsn.contains("verify-full") {
@@ -338,6 +414,32 @@ mod tests {
             ConnectionSpec::parse("postgres://u:topsecret@host:notaport/db", &env()).unwrap_err();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(err.starts_with("invalid DSN"), "{err}");
+    }
+
+    /// Defect 7 of issue 16: an unknown sslmode and port 99999 both got "invalid connection
+    /// string".
+    #[test]
+    fn dsn_errors_name_the_key_and_the_value() {
+        let err = ConnectionSpec::parse("host=h sslmode=bogus", &env()).unwrap_err();
+        assert!(err.starts_with("invalid DSN: sslmode \"bogus\""), "{err}");
+        let err = ConnectionSpec::parse("postgres://u:pw@h:99999/db", &env()).unwrap_err();
+        assert!(err.starts_with("invalid DSN: port \"99999\""), "{err}");
+        let err = ConnectionSpec::parse_admin("host=h port=0", &env()).unwrap_err();
+        assert!(err.starts_with("invalid DSN: port \"0\""), "{err}");
+        let err = ConnectionSpec::parse("host=h colour=blue", &env()).unwrap_err();
+        assert!(err.contains("unknown option `colour`"), "{err}");
+    }
+
+    #[test]
+    fn dsn_tls_files_become_tls_settings() {
+        let spec = ConnectionSpec::parse(
+            "host=h sslmode=require sslcert=/c.pem sslkey=/k.pem sslrootcert=/ca.pem",
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(spec.tls().cert_file.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(spec.tls().key_file.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(spec.tls().ca_file.as_deref(), Some(Path::new("/ca.pem")));
     }
 
     #[test]

@@ -63,9 +63,72 @@ impl ConfigError {
 
     /// Translate a TOML/serde error into our form, with a suggestion for misspelt keys.
     pub(crate) fn from_toml(path: &Path, source: &str, err: &toml::de::Error) -> Self {
-        let message = improve_message(err.message());
+        let spanned = err
+            .span()
+            .and_then(|span| source.get(span))
+            .unwrap_or_default();
+        let key = err.span().and_then(|span| key_on_line(source, span.start));
+        let message = improve_located_message(err.message(), spanned, key.as_deref());
         ConfigError::at(path, source, err.span(), message)
     }
+
+    /// A file whose bytes are not UTF-8, located at the first bad byte.
+    pub(crate) fn not_utf8(path: &Path, bytes: &[u8], err: &std::str::Utf8Error) -> Self {
+        let valid = &bytes[..err.valid_up_to()];
+        // The prefix is valid UTF-8 by definition.
+        let prefix = std::str::from_utf8(valid).unwrap_or_default();
+        let bad = bytes.get(err.valid_up_to()).copied().unwrap_or_default();
+        ConfigError::at(
+            path,
+            prefix,
+            Some(prefix.len()..prefix.len()),
+            format!(
+                "the file is not UTF-8 text (byte 0x{bad:02x} here); TOML files must be UTF-8: re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+            ),
+        )
+    }
+}
+
+/// The key of the `key = value` line holding byte `offset`, if that line has one.
+fn key_on_line(source: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(source.len());
+    let start = source.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let end = source
+        .get(offset..)?
+        .find('\n')
+        .map_or(source.len(), |i| offset + i);
+    let line = source.get(start..end)?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then(|| key.to_owned())
+}
+
+/// [`improve_message`], plus what only the error's location tells: the repeated key's name,
+/// the key whose integer does not fit.
+fn improve_located_message(message: &str, spanned: &str, key: Option<&str>) -> String {
+    let trimmed = message.trim();
+    if trimmed == "duplicate key" {
+        let name = spanned.trim().trim_matches(|c| c == '[' || c == ']');
+        return if name.is_empty() {
+            "duplicate key; every key (and every [table]) may appear once: remove or merge the repeated one".to_owned()
+        } else {
+            format!(
+                "duplicate key `{name}`: it is already set earlier in the same table; keep one of them (for a table, merge the two [{name}] sections)"
+            )
+        };
+    }
+    if trimmed.starts_with("invalid type: integer `") && trimmed.contains(" as i128") {
+        let number = trimmed
+            .split('`')
+            .nth(1)
+            .unwrap_or(spanned.trim())
+            .to_owned();
+        let key = key.unwrap_or("this key");
+        return format!(
+            "{key} = {number} is too large for a whole number (at most 9223372036854775807); use a value in the key's range (see config/pgvigil.example.toml)"
+        );
+    }
+    improve_message(message)
 }
 
 pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
@@ -144,6 +207,50 @@ mod tests {
         assert_eq!(m, "unknown key `zzz`; valid here: `name`, `dsn`");
         let m = improve_message("unknown variant `jsno`, expected `text` or `json`");
         assert!(m.contains("did you mean `json`?"), "{m}");
+    }
+
+    #[test]
+    fn duplicate_keys_and_oversized_integers_name_the_key() {
+        let path = Path::new("x.toml");
+        let msg = |text: &str| {
+            let err = toml::from_str::<toml::Table>(text).unwrap_err();
+            ConfigError::from_toml(path, text, &err).to_string()
+        };
+        assert_eq!(
+            msg("[server]\nlisten = \"a\"\nlisten = \"b\"\n"),
+            "x.toml:3:1: duplicate key `listen`: it is already set earlier in the same table; keep one of them (for a table, merge the two [listen] sections)"
+        );
+        assert!(
+            msg("[server]\n[server]\n").starts_with("x.toml:2:2: duplicate key `server`"),
+            "{}",
+            msg("[server]\n[server]\n")
+        );
+        let err = crate::config::Config::parse(
+            path,
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n[targets.statements]\ntop_k = 99999999999999999999\n",
+            &Default::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "x.toml:5:9: top_k = 99999999999999999999 is too large for a whole number"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("i128"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_located() {
+        let mut bytes = b"[server]\nlisten = \"caf".to_vec();
+        bytes.extend_from_slice(&[0xe9, b'"', b'\n']);
+        let err = std::str::from_utf8(&bytes).unwrap_err();
+        let msg = ConfigError::not_utf8(Path::new("x.toml"), &bytes, &err).to_string();
+        assert!(
+            msg.starts_with("x.toml:2:14: the file is not UTF-8 text (byte 0xe9 here)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -291,6 +291,7 @@ impl Validator<'_> {
                 ),
             ));
         }
+        super::limits::check_max(key, d).map_err(|e| self.err(value, e))?;
         Ok(d)
     }
 

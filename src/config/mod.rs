@@ -20,20 +20,28 @@
 //!   `error`: [`ConfigError`].
 
 mod alerts;
+mod client_cert;
 mod collectors;
 mod databases;
+mod discovery;
 mod dsn;
 mod error;
+mod fragments;
 mod guard;
+mod libpq;
+mod limits;
 mod pgbouncer;
+#[cfg(test)]
+mod proptests;
 mod raw;
+mod sink_tls;
 mod source;
 mod target;
 mod tls;
+mod web;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -45,19 +53,23 @@ pub use collectors::{CollectorConfig, Section};
 pub use databases::{
     DatabaseOverride, DatabasesConfig, ImportsOverride, Selection, TablesOverride, glob,
 };
-pub use dsn::{ConnectionSpec, LibpqEnv};
+pub use discovery::{DEFAULT_REFRESH_INTERVAL, DiscoveryConfig};
+pub use dsn::{ConnectionSpec, DsnPieces, LibpqEnv};
 pub use error::ConfigError;
-pub(crate) use error::improve_message;
+pub(crate) use error::{improve_message, line_column};
 pub use guard::{
     AuditColumns, AuditTableConfig, Ident, ImportsConfig, QualifiedName, TablesConfig,
 };
+pub(crate) use limits::check_general as check_duration_bound;
+pub use limits::{MAX_DURATION, PG_INT_MILLIS_MAX};
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
-use raw::RawConfig;
+pub use sink_tls::SinkTlsConfig;
 pub use source::{Location, SourceSettings};
 pub use target::{ActivityConfig, StatementsConfig, TargetConfig};
 pub(crate) use tls::ca_certificates as tls_ca_certificates;
 pub use tls::{TlsConfig, TlsVerify};
+pub use web::{DEFAULT_AUTH_EXEMPT_PATHS, WebSettings};
 
 /// Default address of the HTTP server. 9961 stays clear of postgres_exporter (9187),
 /// pgbouncer_exporter (9127) and pg_exporter (9630).
@@ -80,6 +92,8 @@ pub struct Config {
     /// `[alerts]`: sinks, alert state and the global rule tables (each source may override
     /// them).
     pub alerts: AlertsConfig,
+    /// `[discovery]`: targets from file_sd files; `None` without `files`.
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 /// `[server]`
@@ -87,6 +101,10 @@ pub struct Config {
 pub struct ServerConfig {
     /// Where `/metrics`, the API and the status page are served.
     pub listen: SocketAddr,
+    /// HTTPS and authentication (`web_config_file`, `auth_exempt_paths`).
+    pub web: WebSettings,
+    /// Serve `POST /-/reload` (Prometheus' lifecycle API); off by default.
+    pub enable_lifecycle: bool,
 }
 
 /// `[logging]`
@@ -110,21 +128,29 @@ pub struct TelemetryConfig {
 }
 
 impl Config {
-    /// Read and validate a config file.
+    /// Read and validate a config file, or a directory of `*.toml` fragments merged in name
+    /// order.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        if path.is_dir() {
+            return fragments::load_dir(path, &LibpqEnv::from_process());
+        }
+        let text = read_text(path)?;
         Config::parse(path, &text, &LibpqEnv::from_process())
     }
 
     /// Validate config text; `path` is only used in error messages, `env` fills DSN gaps.
     /// Alert rule tables are checked by `crate::app::parse`, which calls this.
     pub fn parse(path: &Path, text: &str, env: &LibpqEnv) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
-        Validator { path, text, env }.config(raw)
+        fragments::assemble(&[(path, text)], env)
+    }
+
+    /// Every file the configuration at `path` is read from (the fragments of a directory).
+    pub fn files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        if path.is_dir() {
+            fragments::fragment_paths(path)
+        } else {
+            Ok(vec![path.to_owned()])
+        }
     }
 
     /// The configuration used when no file is given: one target named `default`, from
@@ -147,6 +173,8 @@ impl Config {
         Ok(Config {
             server: ServerConfig {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
+                web: WebSettings::default(),
+                enable_lifecycle: false,
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -156,6 +184,7 @@ impl Config {
             targets: vec![TargetConfig::new("default", connection)],
             pgbouncers: Vec::new(),
             alerts: AlertsConfig::default(),
+            discovery: None,
         })
     }
 
@@ -166,6 +195,16 @@ impl Config {
             .map(|t| &t.source)
             .chain(self.pgbouncers.iter().map(|b| &b.source))
     }
+}
+
+/// A config file's text: its bytes must be UTF-8, and a file that is not gets the position of
+/// the first bad byte.
+pub(super) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| ConfigError::not_utf8(path, e.as_bytes(), &e.utf8_error()))
 }
 
 impl Default for TelemetryConfig {
@@ -204,44 +243,7 @@ impl Validator<'_> {
         }
     }
 
-    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let listen = match &raw.server.listen {
-            None => DEFAULT_LISTEN.parse().expect("valid default"),
-            Some(listen) => listen.get_ref().parse().map_err(|_| {
-                self.err(
-                    listen,
-                    format!(
-                        "invalid listen address \"{}\"; write host:port, e.g. \"0.0.0.0:9961\" or \"127.0.0.1:9961\"",
-                        listen.get_ref()
-                    ),
-                )
-            })?,
-        };
-        let logging = self.logging(&raw.logging)?;
-        let telemetry = self.telemetry(raw.telemetry)?;
-        if raw.targets.is_empty() && raw.pgbouncers.is_empty() {
-            return Err(ConfigError::at(
-                self.path,
-                self.text,
-                None,
-                "no [[targets]] or [[pgbouncers]] defined; add a target with a name and a dsn (see config/pgvigil.example.toml), or run pgvigil without --config to watch the database named by DATABASE_URL / PGHOST",
-            ));
-        }
-        let mut names = HashMap::new();
-        let targets = self.targets(raw.targets, &mut names)?;
-        let pgbouncers = self.pgbouncers(raw.pgbouncers, &mut names)?;
-        let alerts = self.alerts(raw.alerts)?;
-        Ok(Config {
-            server: ServerConfig { listen },
-            logging,
-            telemetry,
-            targets,
-            pgbouncers,
-            alerts,
-        })
-    }
-
-    fn logging(&self, raw: &raw::RawLogging) -> Result<LoggingConfig, ConfigError> {
+    pub(super) fn logging(&self, raw: &raw::RawLogging) -> Result<LoggingConfig, ConfigError> {
         let level = match &raw.level {
             None => "info".to_owned(),
             Some(level) => {
@@ -263,7 +265,10 @@ impl Validator<'_> {
         })
     }
 
-    fn telemetry(&self, raw: raw::RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    pub(super) fn telemetry(
+        &self,
+        raw: &raw::RawTelemetry,
+    ) -> Result<TelemetryConfig, ConfigError> {
         let mut telemetry = TelemetryConfig::default();
         if let Some(enabled) = &raw.otlp_enabled {
             if *enabled.get_ref() && !cfg!(feature = "otel") {
@@ -274,11 +279,11 @@ impl Validator<'_> {
             }
             telemetry.otlp_enabled = *enabled.get_ref();
         }
-        if let Some(endpoint) = raw.otlp_endpoint {
-            telemetry.otlp_endpoint = endpoint;
+        if let Some(endpoint) = &raw.otlp_endpoint {
+            telemetry.otlp_endpoint = endpoint.clone();
         }
-        if let Some(service_name) = raw.service_name {
-            telemetry.service_name = service_name;
+        if let Some(service_name) = &raw.service_name {
+            telemetry.service_name = service_name.clone();
         }
         Ok(telemetry)
     }
@@ -343,6 +348,45 @@ mod tests {
         let err = parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"1ms\"\n")
             .unwrap_err();
         assert!(err.contains("too short"), "{err}");
+    }
+
+    #[test]
+    fn durations_postgresql_cannot_take_are_refused_where_they_are_written() {
+        // Defect 2 of issue 16: "30d" passed check-config and the target stayed down for good.
+        for key in ["statement_timeout", "lock_timeout"] {
+            let err = parse(&format!(
+                "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n{key} = \"30d\"\n"
+            ))
+            .unwrap_err();
+            let col = key.len() + 4;
+            assert!(
+                err.starts_with(&format!(
+                    "pgvigil.toml:4:{col}: {key} = \"30days\" is more than PostgreSQL accepts"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("2147483647ms"), "{err}");
+        }
+        let err = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\n[targets.tables]\nexact_count_tables = [\"t\"]\nexact_count_timeout = \"30d\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("pgvigil.toml:6:23: exact_count_timeout = \"30days\" is more than PostgreSQL accepts"),
+            "{err}"
+        );
+        // The largest value PostgreSQL takes is fine.
+        let cfg = parse(
+            "[[targets]]\nname = \"m\"\ndsn = \"host=h\"\nstatement_timeout = \"2147483647ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.targets[0].statement_timeout, PG_INT_MILLIS_MAX);
+        // Everything else has a general bound.
+        let err =
+            parse("[[targets]]\nname = \"m\"\ndsn = \"host=h\"\npoll_interval = \"400years\"\n")
+                .unwrap_err();
+        assert!(err.starts_with("pgvigil.toml:4:17:"), "{err}");
+        assert!(err.contains("too long"), "{err}");
     }
 
     #[test]

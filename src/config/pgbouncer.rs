@@ -107,6 +107,8 @@ impl Validator<'_> {
                 password_file: &raw.password_file,
                 tls_ca_file: &raw.tls_ca_file,
                 tls_verify: &raw.tls_verify,
+                tls_cert_file: &raw.tls_cert_file,
+                tls_key_file: &raw.tls_key_file,
                 poll_interval: &raw.poll_interval,
                 connect_timeout: &raw.connect_timeout,
                 statement_timeout: &raw.statement_timeout,

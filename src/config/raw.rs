@@ -23,12 +23,27 @@ pub(crate) struct RawConfig {
     pub(crate) pgbouncers: Vec<Spanned<RawPgbouncer>>,
     #[serde(default)]
     pub(crate) alerts: super::alerts::RawAlerts,
+    #[serde(default)]
+    pub(crate) discovery: RawDiscovery,
+}
+
+/// `[discovery]`: targets from Prometheus file_sd files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    #[serde(default)]
+    pub(crate) files: Vec<Spanned<String>>,
+    pub(crate) refresh_interval: Option<Spanned<HumanDuration>>,
+    pub(crate) defaults: Option<Spanned<RawTarget>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) web_config_file: Option<Spanned<String>>,
+    pub(crate) auth_exempt_paths: Option<Spanned<Vec<String>>>,
+    pub(crate) enable_lifecycle: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,12 +75,15 @@ pub(crate) struct RawTelemetry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTarget {
-    pub(crate) name: Spanned<String>,
+    /// Required in `[[targets]]`; absent in `[discovery.defaults]`.
+    pub(crate) name: Option<Spanned<String>>,
     pub(crate) dsn: Option<Spanned<String>>,
     pub(crate) dsn_env: Option<Spanned<String>>,
     pub(crate) password_file: Option<Spanned<String>>,
     pub(crate) tls_ca_file: Option<Spanned<String>>,
     pub(crate) tls_verify: Option<Spanned<String>>,
+    pub(crate) tls_cert_file: Option<Spanned<String>>,
+    pub(crate) tls_key_file: Option<Spanned<String>>,
     pub(crate) poll_interval: Option<Spanned<HumanDuration>>,
     pub(crate) connect_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) statement_timeout: Option<Spanned<HumanDuration>>,
@@ -104,6 +122,8 @@ pub(crate) struct RawPgbouncer {
     pub(crate) password_file: Option<Spanned<String>>,
     pub(crate) tls_ca_file: Option<Spanned<String>>,
     pub(crate) tls_verify: Option<Spanned<String>>,
+    pub(crate) tls_cert_file: Option<Spanned<String>>,
+    pub(crate) tls_key_file: Option<Spanned<String>>,
     pub(crate) poll_interval: Option<Spanned<HumanDuration>>,
     pub(crate) connect_timeout: Option<Spanned<HumanDuration>>,
     pub(crate) statement_timeout: Option<Spanned<HumanDuration>>,
@@ -209,11 +229,18 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration string such as \"15s\", \"2m\" or \"500ms\"")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(v).map(HumanDuration).map_err(|e| {
+                let d = humantime::parse_duration(v).map_err(|e| {
                     E::custom(format!(
                         "invalid duration \"{v}\" ({e}); write a number with a unit, e.g. \"15s\", \"2m\", \"500ms\""
                     ))
-                })
+                })?;
+                // Key-specific bounds (PostgreSQL's) are checked where the key is known.
+                if d > super::limits::MAX_DURATION {
+                    return Err(E::custom(format!(
+                        "duration \"{v}\" is too long; use at most \"365days\""
+                    )));
+                }
+                Ok(HumanDuration(d))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HumanDuration, E> {
                 Err(E::custom(format!(

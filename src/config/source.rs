@@ -106,6 +106,8 @@ pub(super) struct RawSource<'r> {
     pub(super) password_file: &'r Option<Spanned<String>>,
     pub(super) tls_ca_file: &'r Option<Spanned<String>>,
     pub(super) tls_verify: &'r Option<Spanned<String>>,
+    pub(super) tls_cert_file: &'r Option<Spanned<String>>,
+    pub(super) tls_key_file: &'r Option<Spanned<String>>,
     pub(super) poll_interval: &'r Option<Spanned<HumanDuration>>,
     pub(super) connect_timeout: &'r Option<Spanned<HumanDuration>>,
     pub(super) statement_timeout: &'r Option<Spanned<HumanDuration>>,
@@ -133,6 +135,12 @@ impl Validator<'_> {
             parse,
         )?;
         self.tls(&mut connection, raw.tls_ca_file, raw.tls_verify)?;
+        self.client_cert(
+            &mut connection,
+            raw.tls_cert_file,
+            raw.tls_key_file,
+            raw.dsn.as_ref().map(|d| d.span()),
+        )?;
         let mut source = SourceSettings::new(name, connection);
         source.defined_at = Some(self.location(span.start));
         source.poll_interval = self.duration(
@@ -257,6 +265,7 @@ impl Validator<'_> {
                 ),
             ));
         }
+        super::limits::check_max(key, d).map_err(|e| self.err(value, e))?;
         Ok(d)
     }
 }

@@ -183,7 +183,14 @@ impl Validator<'_> {
     ) -> Result<Vec<TargetConfig>, ConfigError> {
         let mut targets = Vec::with_capacity(raw.len());
         for target in raw {
-            let name = target.get_ref().name.clone();
+            let Some(name) = target.get_ref().name.clone() else {
+                return Err(ConfigError::at(
+                    self.path,
+                    self.text,
+                    Some(target.span()),
+                    "missing required key `name`; add `name = ...` to this table",
+                ));
+            };
             if let Some((first, _)) = names.get(name.get_ref()) {
                 return Err(self.err(
                     &name,
@@ -203,17 +210,24 @@ impl Validator<'_> {
         Ok(targets)
     }
 
-    fn target(&self, spanned: Spanned<RawTarget>) -> Result<TargetConfig, ConfigError> {
+    /// One `[[targets]]` entry (its name is checked to be there) or `[discovery.defaults]`.
+    pub(super) fn target(&self, spanned: Spanned<RawTarget>) -> Result<TargetConfig, ConfigError> {
         let span = spanned.span();
         let raw = spanned.into_inner();
+        let name = raw
+            .name
+            .clone()
+            .unwrap_or_else(|| Spanned::new(span.clone(), String::new()));
         let source = self.source(
             RawSource {
-                name: &raw.name,
+                name: &name,
                 dsn: &raw.dsn,
                 dsn_env: &raw.dsn_env,
                 password_file: &raw.password_file,
                 tls_ca_file: &raw.tls_ca_file,
                 tls_verify: &raw.tls_verify,
+                tls_cert_file: &raw.tls_cert_file,
+                tls_key_file: &raw.tls_key_file,
                 poll_interval: &raw.poll_interval,
                 connect_timeout: &raw.connect_timeout,
                 statement_timeout: &raw.statement_timeout,

@@ -51,6 +51,12 @@ pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
     /// What the server's certificate must prove.
     pub verify: TlsVerify,
+    /// A client certificate (PEM, the chain after it) presented to the server: `tls_cert_file`
+    /// or the DSN's `sslcert`. Read at every connect, like the CA bundle.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, or the traditional RSA/EC forms): `tls_key_file` or
+    /// the DSN's `sslkey`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Read a CA bundle and check that it holds at least one PEM certificate.
@@ -92,11 +98,24 @@ impl Validator<'_> {
         ca_file: &Option<Spanned<String>>,
         verify: &Option<Spanned<String>>,
     ) -> Result<(), ConfigError> {
-        let mut tls = TlsConfig::default();
+        // The DSN's sslcert / sslkey / sslrootcert are already in.
+        let mut tls = connection.tls().clone();
         if let Some(file) = ca_file {
-            let path = PathBuf::from(file.get_ref());
-            read_ca_file(&path).map_err(|e| self.err(file, e))?;
-            tls.ca_file = Some(path);
+            if tls.ca_file.is_some() {
+                return Err(self.err(
+                    file,
+                    "tls_ca_file is set, and the DSN names sslrootcert too; keep one of them",
+                ));
+            }
+            tls.ca_file = Some(PathBuf::from(file.get_ref()));
+        }
+        if let Some(path) = &tls.ca_file {
+            read_ca_file(path).map_err(|e| match ca_file {
+                Some(file) => self.err(file, e),
+                None => {
+                    ConfigError::at(self.path, self.text, None, format!("DSN sslrootcert: {e}"))
+                }
+            })?;
         }
         tls.verify = if tls.ca_file.is_some() {
             TlsVerify::Full

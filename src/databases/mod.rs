@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,6 +79,8 @@ pub(crate) struct Lane {
     tls: Arc<tls::Connector>,
     tracker: TaskTracker,
     own: OwnBackends,
+    /// New configurations with the same connection (a reload), applied between two steps.
+    updates: watch::Receiver<Arc<TargetConfig>>,
 }
 
 impl Lane {
@@ -88,6 +90,7 @@ impl Lane {
         tls: Arc<tls::Connector>,
         tracker: TaskTracker,
         own: OwnBackends,
+        updates: watch::Receiver<Arc<TargetConfig>>,
     ) -> Self {
         Lane {
             target,
@@ -95,6 +98,7 @@ impl Lane {
             tls,
             tracker,
             own,
+            updates,
         }
     }
 
@@ -108,6 +112,10 @@ impl Lane {
                 _ = shutdown.cancelled() => break,
                 _ = sleep_until(wake) => {}
                 Some((datname, payload)) = rx.recv() => state.notified(&datname, &payload),
+                Ok(()) = state.lane.updates.changed() => {
+                    let new = state.lane.updates.borrow_and_update().clone();
+                    state.reconfigure(new);
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -203,6 +211,29 @@ impl State {
             logged: HashSet::new(),
             lane,
         }
+    }
+
+    /// A reload changed the target's settings but not its connection: rebuild the collectors
+    /// of the databases whose settings changed, keep the others' memory, and start a round at
+    /// once (the selection may have changed).
+    fn reconfigure(&mut self, target: Arc<TargetConfig>) {
+        self.iv = Intervals {
+            tables: target.tables.interval.unwrap_or(target.poll_interval),
+            idle_revisit: target.databases.idle_revisit,
+            imports: target.imports.interval.unwrap_or(target.poll_interval),
+        };
+        self.budget = ConnectBudget::new(target.databases.max_connects_per_hour, Instant::now());
+        for (name, w) in &mut self.watched {
+            if target.for_database(name) != w.config {
+                let mut fresh = Watched::new(&target, name);
+                fresh.plan = w.plan.clone();
+                fresh.status = w.status.clone();
+                fresh.may_connect = w.may_connect;
+                *w = fresh;
+            }
+        }
+        self.lane.target = target;
+        self.next_refresh = Instant::now();
     }
 
     /// When there is next something to do.

@@ -150,7 +150,13 @@ pub fn is_process_metric(def: &MetricDef) -> bool {
 
 /// Process metrics that describe the whole daemon rather than one target, and so carry no
 /// `target` label. Keep this list short: everything about a database carries `target`.
-pub const PROCESS_WIDE: &[&MetricDef] = &[&BUILD_INFO, &NOTIFICATIONS, &ALERTS];
+pub const PROCESS_WIDE: &[&MetricDef] = &[
+    &BUILD_INFO,
+    &CONFIG_RELOAD_SUCCESSFUL,
+    &CONFIG_RELOAD_TIMESTAMP,
+    &NOTIFICATIONS,
+    &ALERTS,
+];
 
 /// Where a metric stands in [`ALL`] (the exposition order); unknown metrics go last.
 pub(crate) fn position(def: &MetricDef) -> usize {

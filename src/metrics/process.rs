@@ -18,4 +18,8 @@ super::catalogue! {
         "Unix time of the collector's last successful poll.";
     CONNECT_ATTEMPTS, Counter, "pgvigil_connection_attempts_total", ["target", "purpose", "result"],
         "Connections pgvigil opened or tried to open to the target, by purpose (main: the session for cluster-wide views; database: a session visiting one database) and result (success, failure).";
+    CONFIG_RELOAD_SUCCESSFUL, Gauge, "pgvigil_config_last_reload_successful", [],
+        "1 if the last configuration reload (or the load at start) succeeded, 0 if it was rejected and the previous configuration still runs.";
+    CONFIG_RELOAD_TIMESTAMP, Gauge, "pgvigil_config_last_reload_success_timestamp_seconds", [],
+        "Unix time of the last successful configuration load (start or reload).";
 }

@@ -68,6 +68,8 @@ pub struct Metrics {
     poll_errors: Family<CollectorLabels, Counter>,
     last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
     connect_attempts: Family<AttemptLabels, Counter>,
+    reload_successful: Gauge,
+    reload_timestamp: Gauge<f64, AtomicU64>,
     // alerting
     notifications: Family<SinkResultLabels, Counter>,
     alerts: Family<AlertLabels, Gauge>,
@@ -105,6 +107,18 @@ impl Metrics {
         register(&mut registry, &LAST_SUCCESS, last_success.clone());
         let connect_attempts = Family::default();
         register(&mut registry, &CONNECT_ATTEMPTS, connect_attempts.clone());
+        let reload_successful = Gauge::default();
+        register(
+            &mut registry,
+            &CONFIG_RELOAD_SUCCESSFUL,
+            reload_successful.clone(),
+        );
+        let reload_timestamp = Gauge::<f64, AtomicU64>::default();
+        register(
+            &mut registry,
+            &CONFIG_RELOAD_TIMESTAMP,
+            reload_timestamp.clone(),
+        );
 
         // alerting
         let notifications = Family::default();
@@ -128,6 +142,8 @@ impl Metrics {
             poll_errors,
             last_success,
             connect_attempts,
+            reload_successful,
+            reload_timestamp,
             notifications,
             alerts,
             alert_observations_dropped,
@@ -174,6 +190,18 @@ impl Metrics {
             self.poll_duration.remove(&labels);
             self.poll_errors.remove(&labels);
             self.last_success.remove(&labels);
+        }
+    }
+
+    /// Record the outcome of a configuration load (at start or a reload).
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            self.reload_timestamp.set(now);
         }
     }
 

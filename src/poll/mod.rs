@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -67,6 +68,9 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// The source's configuration.
     fn config(&self) -> &<Self::Source as SourceType>::Config;
 
+    /// Take a new configuration of the same source with the same connection settings.
+    fn update(&mut self, config: Arc<<Self::Source as SourceType>::Config>);
+
     /// The settings every source has.
     fn settings(&self) -> &SourceSettings;
 
@@ -89,8 +93,17 @@ pub(crate) trait Driver: Send + Sync + 'static {
     ) -> <Self::Source as SourceType>::Context<'s>;
 }
 
-/// Run `driver`'s source until `shutdown` is cancelled.
-pub(crate) async fn run<D: Driver>(driver: D, hub: Arc<Hub>, shutdown: CancellationToken) {
+/// A source's configuration as the supervisor updates it.
+pub(crate) type Updates<D> = watch::Receiver<Arc<<<D as Driver>::Source as SourceType>::Config>>;
+
+/// Run `driver`'s source until `shutdown` is cancelled, applying each new configuration from
+/// `updates` between two polls.
+pub(crate) async fn run<D: Driver>(
+    mut driver: D,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    mut updates: Updates<D>,
+) {
     let settings = driver.settings();
     let mut state = LoopState {
         backoff: Backoff::new(INITIAL_BACKOFF, settings.reconnect_max_backoff),
@@ -105,6 +118,10 @@ pub(crate) async fn run<D: Driver>(driver: D, hub: Arc<Hub>, shutdown: Cancellat
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sleep_until(next) => {}
+        }
+        if updates.has_changed().unwrap_or(false) {
+            let new = updates.borrow_and_update().clone();
+            state.update(&mut driver, new);
         }
         let started = Instant::now();
         let delay = tokio::select! {
@@ -137,6 +154,24 @@ struct LoopState<D: Driver> {
 }
 
 impl<D: Driver> LoopState<D> {
+    /// A new configuration with the same connection: collectors and limits change in place.
+    fn update(&mut self, driver: &mut D, new: Arc<<D::Source as SourceType>::Config>) {
+        let settings = <D::Source as SourceType>::settings(&new);
+        let dropped = self
+            .schedule
+            .reconfigure(driver.config(), &new, settings.poll_interval);
+        let name = &self.recorder.name;
+        for collector in dropped {
+            self.recorder.hub.metrics.store().retract(name, collector);
+            self.recorder.hub.status.update(name, |s| {
+                s.collectors.remove(collector);
+            });
+        }
+        self.backoff = Backoff::new(INITIAL_BACKOFF, settings.reconnect_max_backoff);
+        driver.update(new);
+        info!(target = %name, "configuration applied in place");
+    }
+
     /// Connect if needed and poll the due collectors once. Returns a reconnect delay when the
     /// source is down.
     async fn cycle(&mut self, driver: &D, started: Instant) -> Option<Duration> {

@@ -37,6 +37,8 @@ impl<S: SourceType> std::fmt::Debug for Scheduled<S> {
 #[derive(Debug)]
 pub(crate) struct Schedule<S: SourceType> {
     pub(crate) collectors: Vec<Scheduled<S>>,
+    /// Only collectors of this scope, if set.
+    scope: Option<Scope>,
 }
 
 impl<S: SourceType> Schedule<S> {
@@ -55,7 +57,57 @@ impl<S: SourceType> Schedule<S> {
                 unsupported: false,
             })
             .collect();
-        Schedule { collectors }
+        Schedule { collectors, scope }
+    }
+
+    /// Apply a changed configuration of the same source in place: a collector whose table is
+    /// unchanged keeps its state and schedule; a changed one is rebuilt (and runs at the next
+    /// poll); a newly enabled one is added, a disabled one dropped. Returns the dropped names.
+    pub(crate) fn reconfigure(
+        &mut self,
+        old: &S::Config,
+        new: &S::Config,
+        poll_interval: Duration,
+    ) -> Vec<&'static str> {
+        let mut kept: Vec<Scheduled<S>> = std::mem::take(&mut self.collectors);
+        let mut dropped: Vec<&'static str> = Vec::new();
+        let scope = self.scope;
+        for spec in S::COLLECTORS
+            .iter()
+            .filter(|spec| scope.is_none_or(|scope| spec.scope == scope))
+        {
+            let position = kept.iter().position(|c| c.spec.name == spec.name);
+            let existing = position.map(|i| kept.remove(i));
+            if !spec.enabled(new) {
+                if existing.is_some() {
+                    dropped.push(spec.name);
+                }
+                continue;
+            }
+            let interval = spec.interval(new, poll_interval);
+            let same = (spec.section)(old).same((spec.section)(new));
+            let scheduled = match existing {
+                Some(mut c) if same => {
+                    c.interval = interval;
+                    c
+                }
+                Some(c) => Scheduled {
+                    collector: (spec.build)(new),
+                    interval,
+                    next_due: None,
+                    ..c
+                },
+                None => Scheduled {
+                    spec,
+                    collector: (spec.build)(new),
+                    interval,
+                    next_due: None,
+                    unsupported: false,
+                },
+            };
+            self.collectors.push(scheduled);
+        }
+        dropped
     }
 
     /// A new session: everything is due at once, and the server's version decides which
@@ -140,6 +192,22 @@ mod tests {
         };
         assert_eq!(names(Scope::Cluster), ["activity", "statements"]);
         assert_eq!(names(Scope::Database), ["tables", "imports"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_config_rebuilds_only_what_changed() {
+        let old = target();
+        let mut schedule = Schedule::<Postgres>::new(&old, Duration::from_secs(15), None);
+        schedule.reset(Some(170000));
+        let t0 = Instant::now();
+        due(&mut schedule, t0);
+        let mut new = old.clone();
+        new.imports.enabled = false;
+        new.tables.max_tables = 10;
+        let dropped = schedule.reconfigure(&old, &new, Duration::from_secs(15));
+        assert_eq!(dropped, ["imports"]);
+        // tables was rebuilt and is due at once; activity and statements keep their schedule.
+        assert_eq!(due(&mut schedule, t0 + Duration::from_secs(1)), ["tables"]);
     }
 
     #[tokio::test(start_paused = true)]

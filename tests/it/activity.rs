@@ -19,15 +19,23 @@ async fn uncommitted_insert_shows_as_open_transaction_with_writes() {
     app.batch_execute("BEGIN; INSERT INTO contacts SELECT g, 'x' FROM generate_series(1, 300) g")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
+    // Wait for what is asserted below (a poll that saw the transaction at least 1s old), not
+    // for a fixed time: under load a poll may come later than any sleep.
     let m = daemon
-        .wait_for("the open writing transaction", WAIT, |m| {
+        .wait_for("the open writing transaction, at least 1s old", WAIT, |m| {
             let writing = m.value(
                 "pgvigil_transactions_with_writes",
                 &[("target", "main"), ("datname", &db)],
             )?;
-            (writing == 1.0).then(|| m.clone())
+            let age = m.value(
+                "pgvigil_transactions_with_writes_max_age_seconds",
+                &[("target", "main")],
+            )?;
+            let idle = m.value(
+                "pgvigil_idle_in_transaction_max_age_seconds",
+                &[("target", "main")],
+            )?;
+            (writing == 1.0 && age >= 1.0 && idle >= 1.0).then(|| m.clone())
         })
         .await;
     let age = m
@@ -70,9 +78,20 @@ async fn uncommitted_insert_shows_as_open_transaction_with_writes() {
         0.0
     );
 
-    // The status page names the session.
-    let (_, page) = daemon.get("/").await;
-    assert!(page.contains("INSERT INTO contacts"), "{page}");
+    // The status page names the session. It reads the poll's observations, published apart
+    // from its metrics: wait for them too.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, page) = daemon.get("/").await;
+        if page.contains("INSERT INTO contacts") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the status page never named the session: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     app.batch_execute("COMMIT").await.unwrap();
     daemon

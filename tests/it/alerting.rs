@@ -103,13 +103,17 @@ async fn idle_in_transaction_reaches_alertmanager_and_the_status_page_then_resol
     );
     let (_, page) = daemon.get("/").await;
     assert!(page.contains("Recently resolved"), "{page}");
-    let m = daemon.metrics().await;
-    assert!(
-        m.sum(
-            "pgvigil_notifications_total",
-            &[("sink", "alertmanager"), ("result", "sent")]
-        ) >= 2.0
-    );
+    // Counted when Alertmanager's answer is back, a moment after Alertmanager holds the
+    // resolution the wait above saw: wait for the count too.
+    let m = daemon
+        .wait_for("the firing and the resolution counted as sent", WAIT, |m| {
+            (m.sum(
+                "pgvigil_notifications_total",
+                &[("sink", "alertmanager"), ("result", "sent")],
+            ) >= 2.0)
+                .then(|| m.clone())
+        })
+        .await;
     assert_eq!(
         m.value(
             "pgvigil_alerts",
@@ -210,9 +214,11 @@ async fn webhook_firing_and_resolution_survive_a_restart_without_duplicates() {
 
     // Restart while the transaction is still open.
     let daemon = Daemon::start(&config).await;
-    let after = api_active(&daemon, "firing", &labels)
-        .await
-        .expect("restored");
+    // The engine restores the state file in its own task: wait for it.
+    let after = wait_async("the firing alert restored", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
     assert_eq!(after["firing_since"], before["firing_since"]);
     // Let it evaluate the still-true condition several times.
     daemon
@@ -371,24 +377,34 @@ async fn an_unwritable_state_dir_is_reported_and_alerting_goes_on() {
     let db = cluster.create_database("alert_state");
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("file");
-    std::fs::write(&blocker, "").unwrap();
     let config = format!(
         "{}[targets.alerts.IdleInTransaction]\nmax_idle = \"0s\"\n[alerts]\nstate_dir = \"{}\"\n",
         one_target("main", &cluster.dsn(&db), ""),
         blocker.join("state").display()
     );
-    let daemon = Daemon::start(&config).await;
+    // Valid when loaded (check-config refuses a state_dir below a file); blocked afterwards,
+    // as when a disk is remounted or a directory replaced while pgvigil runs.
+    let config = pgvigil::app::parse(
+        std::path::Path::new("test.toml"),
+        &config,
+        &pgvigil::config::LibpqEnv::default(),
+    )
+    .unwrap();
+    std::fs::write(&blocker, "").unwrap();
+    let daemon = Daemon::start_with(config).await;
     let _writer = idle_writer(&cluster.dsn(&db)).await;
     let labels = [("alertname", "IdleInTransaction"), ("datname", db.as_str())];
     wait_async("the alert to fire despite the state dir", WAIT, || async {
         api_active(&daemon, "firing", &labels).await
     })
     .await;
-    let view: Value = api_alerts(&daemon).await;
-    assert!(
-        view["state_error"].as_str().unwrap().contains("state_dir"),
-        "{view}"
-    );
+    // The failed save is reported after the transition that triggered it: wait for it.
+    let error = wait_async("the state file error in the API", WAIT, || async {
+        let view: Value = api_alerts(&daemon).await;
+        view["state_error"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(error.contains("state_dir"), "{error}");
     let (_, page) = daemon.get("/").await;
     assert!(page.contains("state_dir"), "{page}");
 }

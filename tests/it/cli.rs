@@ -38,6 +38,12 @@ fn example_config_documents_every_key_the_parser_accepts() {
     let example = std::fs::read_to_string(root.join("config/pgvigil.example.toml")).unwrap();
     for key in [
         "listen",
+        "web_config_file",
+        "auth_exempt_paths",
+        "enable_lifecycle",
+        // [discovery]
+        "files",
+        "refresh_interval",
         "level",
         "format",
         "otlp_enabled",
@@ -49,6 +55,8 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "password_file",
         "tls_ca_file",
         "tls_verify",
+        "tls_cert_file",
+        "tls_key_file",
         "poll_interval",
         "connect_timeout",
         "statement_timeout",
@@ -98,6 +106,7 @@ fn example_config_documents_every_key_the_parser_accepts() {
         "basic_auth_user",
         "basic_auth_password_file",
         "bearer_token_file",
+        "tls_config",
         "severity",
         "for",
         "warning_ratio",
@@ -164,6 +173,21 @@ fn broken_configs_exit_2_with_file_line_column_and_a_fix() {
             "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\npassword_file = \"/nonexistent/secret\"\n",
             ":4:17: cannot read password_file /nonexistent/secret",
         ),
+        (
+            "timeout past postgres",
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\nstatement_timeout = \"30d\"\n",
+            ":4:21: statement_timeout = \"30days\" is more than PostgreSQL accepts",
+        ),
+        (
+            "state_dir is a file",
+            "[alerts]\nstate_dir = \"/etc/hostname\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+            ":2:13: state_dir = \"/etc/hostname\" is not a directory (/etc/hostname is a file)",
+        ),
+        (
+            "duplicate key",
+            "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\ndsn = \"host=i\"\n",
+            ":4:1: duplicate key `dsn`",
+        ),
     ];
     for (what, text, expected) in cases {
         let path = dir.path().join(format!("{}.toml", what.replace(' ', "_")));
@@ -178,6 +202,47 @@ fn broken_configs_exit_2_with_file_line_column_and_a_fix() {
             "{what}: expected {expected:?} in {stderr}"
         );
     }
+}
+
+#[test]
+fn check_config_locates_non_utf8_bytes_and_tries_the_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(
+        &path,
+        b"[[targets]]\nname = \"caf\xe9\"\ndsn = \"host=h\"\n".as_slice(),
+    )
+    .unwrap();
+    let out = check_config(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "{}:2:12: the file is not UTF-8 text (byte 0xe9 here)",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("permissions"), "{stderr}");
+
+    // check-config tries the state directory: created, probed, left empty.
+    let path = dir.path().join("state.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[alerts]\nstate_dir = \"{}\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+            dir.path().join("ok").display()
+        ),
+    )
+    .unwrap();
+    let out = check_config(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("ok").is_dir());
+    assert_eq!(std::fs::read_dir(dir.path().join("ok")).unwrap().count(), 0);
 }
 
 #[test]

@@ -32,10 +32,13 @@ async fn database_stopped_and_started_again_is_followed_without_restart() {
         m.value("pgvigil_connections_max", &[("target", "main")]),
         None
     );
-    let (_, targets) = daemon.get("/api/v1/targets").await;
-    let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
-    assert_eq!(targets[0]["state"], "down", "{targets}");
-    assert!(targets[0]["last_error"].as_str().is_some(), "{targets}");
+    // The API is updated right after pgvigil_up: wait for it rather than read it once.
+    let target = daemon
+        .wait_for_target("main", "state down in the API", WAIT, |t| {
+            (t["state"] == "down").then(|| t.clone())
+        })
+        .await;
+    assert!(target["last_error"].as_str().is_some(), "{target}");
     // Down may be noticed by a poll rather than a connect; restart only once a reconnect has
     // failed, or a quick restart can win the race against the first retry.
     daemon
@@ -106,6 +109,13 @@ async fn a_target_down_at_start_does_not_affect_the_others() {
                 && m.value("pgvigil_connections_max", &[("target", "alive")])
                     .is_some())
             .then_some(())
+        })
+        .await;
+    // pgvigil_up of "dead" is 0 before its first attempt too: wait for the attempt's error,
+    // which is what readiness is about.
+    daemon
+        .wait_for_target("dead", "the first failed attempt", WAIT, |t| {
+            t["last_error"].as_str().map(|_| ())
         })
         .await;
     let (status, _) = daemon.get("/readyz").await;

@@ -222,14 +222,30 @@ async fn two_instances_are_watched_and_one_going_down_leaves_the_other_alone() {
     on_a.simple_query("SELECT 1").await.unwrap();
     on_b.simple_query("SELECT 1").await.unwrap();
 
+    // Each SHOW family is its own collector with its own snapshot: wait until every one the
+    // assertions below read has published, with the test's clients counted (waiting on SHOW
+    // POOLS alone and then reading SHOW DATABASES was the flake of issue 16).
     let m = daemon
-        .wait_for("both instances polled", WAIT, |m| {
+        .wait_for("both instances polled by every SHOW collector", WAIT, |m| {
             let ok = ["bouncer-a", "bouncer-b"].iter().all(|t| {
                 m.value("pgvigil_up", &[("target", t)]) == Some(1.0)
                     && m.value(
                         "pgvigil_pgbouncer_clients",
                         &[("target", t), ("datname", &db), ("state", "active")],
                     ) == Some(1.0)
+                    && m.matching("pgvigil_pgbouncer_info", &[("target", t)])
+                        .next()
+                        .is_some()
+                    && m.value("pgvigil_pgbouncer_max_client_connections", &[("target", t)])
+                        .is_some()
+                    && m.value("pgvigil_pgbouncer_client_connections", &[("target", t)])
+                        == Some(2.0)
+                    && m.matching(
+                        "pgvigil_pgbouncer_database_info",
+                        &[("target", t), ("datname", db.as_str())],
+                    )
+                    .next()
+                    .is_some()
             });
             ok.then(|| m.clone())
         })

@@ -18,6 +18,7 @@ pub struct Daemon {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), pgvigil::RunError>>>,
+    trigger: Option<pgvigil::app::ReloadTrigger>,
 }
 
 impl Daemon {
@@ -39,7 +40,55 @@ impl Daemon {
             addr,
             stop: Some(tx),
             task: Some(task),
+            trigger: None,
         }
+    }
+
+    /// Start a daemon from a config file (or directory of fragments) it can re-read: reload
+    /// with [`Daemon::post`]`("/-/reload")` (needs `[server] enable_lifecycle = true`) or
+    /// [`Daemon::reload`].
+    pub async fn start_file(path: &Path) -> Daemon {
+        let source = pgvigil::app::ConfigSource {
+            path: Some(path.to_owned()),
+            listen: None,
+            web_config_file: None,
+        };
+        let config = source
+            .load()
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let reloader = pgvigil::app::Reloader::new(source);
+        let trigger = reloader.trigger();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(pgvigil::app::serve_with(
+            config,
+            Some(reloader),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Daemon {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+            trigger: Some(trigger),
+        }
+    }
+
+    /// Reload the daemon's config (as SIGHUP does); what changed, or why it was rejected.
+    pub async fn reload(&self) -> Result<String, String> {
+        self.trigger
+            .as_ref()
+            .expect("a daemon started with start_file")
+            .reload()
+            .await
+    }
+
+    /// POST to a path; returns (status, body).
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        http_request(self.addr, "POST", path, None).await
     }
 
     /// GET a path; returns (status, body).
@@ -77,6 +126,37 @@ impl Daemon {
         }
     }
 
+    /// Poll `/api/v1/targets` until `check` returns Some for the entry of target `name`, or
+    /// panic after `timeout`. For assertions on the API (last_poll, last_error, collectors):
+    /// `pgvigil_up` turns 1 at connect, before the first poll, and starts at 0 before the
+    /// first connection attempt has failed, so it is no signal for those.
+    pub async fn wait_for_target<T>(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&serde_json::Value) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, body) = self.get("/api/v1/targets").await;
+            let targets: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let target = targets
+                .as_array()
+                .and_then(|all| all.iter().find(|t| t["name"] == name))
+                .cloned()
+                .unwrap_or_default();
+            if let Some(v) = check(&target) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last /api/v1/targets entry of {name}: {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stop the daemon and wait for it; returns how long shutdown took.
     pub async fn stop(mut self) -> Duration {
         let started = Instant::now();
@@ -100,11 +180,23 @@ impl Drop for Daemon {
 
 /// A minimal HTTP/1.1 GET (Connection: close) — enough for our own server.
 pub async fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String) {
+    http_request(addr, "GET", path, accept).await
+}
+
+/// A minimal HTTP/1.1 request without a body (Connection: close).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{accept}Connection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{accept}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();

@@ -33,6 +33,11 @@ impl Prometheus {
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}scrape_configs:\n  - job_name: pgvigil\n    static_configs:\n      - targets: [{targets}]\n"
         );
+        Prometheus::start_with_config(dir, &config)
+    }
+
+    /// Start Prometheus with a whole `prometheus.yml` (written into `dir`, which it keeps).
+    pub fn start_with_config(dir: tempfile::TempDir, config: &str) -> Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
         let port = free_port();

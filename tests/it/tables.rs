@@ -96,6 +96,44 @@ async fn truncate_is_a_drop_without_deletes_confirmed_by_an_exact_count() {
     assert_eq!(ann(c, "exact_count"), "0");
 }
 
+/// Defect 3 of issue 16: a `SET LOCAL` the server refuses right after `BEGIN` left the session
+/// `idle in transaction (aborted)`, and every later query failed with 25P02.
+#[tokio::test]
+async fn a_failed_exact_count_setup_ends_its_transaction() {
+    let (cluster, db, mut p) = setup("aborted", |t| {
+        t.tables.exact_count_tables =
+            vec![pgvigil::config::QualifiedName::parse("contacts").unwrap()];
+        // Past statement_timeout's int range: the server rejects the SET LOCAL. (The config
+        // loader refuses it too; this builds the config by hand to reach the code path.)
+        t.tables.exact_count_timeout = Duration::from_secs(30 * 86_400);
+    })
+    .await;
+    // Each poll runs every collector; before the fix the ones after the tables collector
+    // failed with "current transaction is aborted" and `poll` panicked.
+    for _ in 0..2 {
+        let obs = p.poll().await;
+        let contacts = tables_of(&obs)
+            .tables
+            .iter()
+            .find(|t| t.table == "public.contacts")
+            .unwrap()
+            .clone();
+        assert_eq!(contacts.exact_rows, None);
+    }
+    // What an operator sees from another session: idle, not "idle in transaction (aborted)".
+    let pid: i32 = p
+        .client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let state = cluster.psql(
+        &db,
+        &format!("SELECT state FROM pg_stat_activity WHERE pid = {pid}"),
+    );
+    assert_eq!(state.trim(), "idle");
+}
+
 #[tokio::test]
 async fn rolled_back_bulk_insert_is_recognised() {
     let (cluster, db, mut p) = setup("rollback", |_| {}).await;

@@ -241,6 +241,13 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
         "the tls_verify = none and rotated sessions"
     );
 
+    // pgvigil_up starts at 0, so "untrusted down" holds before its first attempt failed: the
+    // error asserted below is waited for itself.
+    daemon
+        .wait_for_target("untrusted", "the verification error", WAIT, |t| {
+            t["last_error"].as_str().map(|_| ())
+        })
+        .await;
     let (_, targets) = daemon.get("/api/v1/targets").await;
     let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
     let target = |name: &str| {

@@ -112,7 +112,13 @@ def test_the_incident_through(driver: str, db, pgvigil) -> None:
         )
     else:
         mentions = [m for m in problems if forgot in m]
-        assert len(mentions) == 1 and "was rolled back" in mentions[0], problems
+        # `close()` without COMMIT makes the server roll back when it reads the Terminate, which
+        # races with `finish()` on the audit connection: the check sees the transaction either
+        # rolled back or still open. Both are the forgotten COMMIT, reported before any loss.
+        assert len(mentions) == 1, problems
+        assert "was rolled back" in mentions[0] or "COMMIT has not returned" in mentions[0], (
+            problems
+        )
         assert not [m for m in problems if ok in m or partial in m], problems
 
     # At the database, by the running pgvigil.

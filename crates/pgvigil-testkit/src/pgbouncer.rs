@@ -43,6 +43,18 @@ impl TestPgbouncer {
     /// If `pgbouncer` is not installed, or it does not accept connections within 10 s (the
     /// message has the tail of its log).
     pub fn start(cluster: &TestCluster, pool_size: u32) -> TestPgbouncer {
+        TestPgbouncer::start_with(cluster, pool_size, "")
+    }
+
+    /// [`start`](Self::start) with `settings` (lines of `key = value`) appended to the
+    /// `[pgbouncer]` section, where they override the defaults above them (e.g. `auth_type`,
+    /// `client_tls_*`). Files they name must be readable by the `postgres` user when the tests
+    /// run as root.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with(cluster: &TestCluster, pool_size: u32, settings: &str) -> TestPgbouncer {
         let program = find_program("pgbouncer");
         let run_as = RunAs::detect();
         let dir = new_dir();
@@ -51,7 +63,7 @@ impl TestPgbouncer {
         // A free port can be taken between finding it and PgBouncer binding it: retry.
         for _ in 0..3 {
             let port = free_port();
-            write_files(&dir, &user, port, cluster, pool_size, &run_as);
+            write_files(&dir, &user, port, cluster, pool_size, &run_as, settings);
             let mut cmd = Command::new(&program);
             scrub_pg_env(&mut cmd);
             cmd.arg(dir.join("pgbouncer.ini"))
@@ -208,6 +220,7 @@ fn write_files(
     cluster: &TestCluster,
     pool_size: u32,
     run_as: &RunAs,
+    settings: &str,
 ) {
     let drop_to = if run_as.is_postgres() {
         "user = postgres\n"
@@ -229,7 +242,7 @@ fn write_files(
          default_pool_size = {pool_size}\n\
          logfile = {log}\n\
          pidfile = {pid}\n\
-         {drop_to}",
+         {drop_to}{settings}\n",
         host = cluster.host(),
         backend = cluster.port(),
         localhost = Ipv4Addr::LOCALHOST,

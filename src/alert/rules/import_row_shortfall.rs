@@ -78,9 +78,11 @@ impl Rule for ImportRowShortfall {
             })
             .map(|v| {
                 let missing = v.missing_rows.unwrap_or(0);
-                let expected = v.expected_rows.unwrap_or(0)
-                    - v.rejected_rows.unwrap_or(0)
-                    - v.skipped_rows.unwrap_or(0);
+                let expected = v
+                    .expected_rows
+                    .unwrap_or(0)
+                    .saturating_sub(v.rejected_rows.unwrap_or(0))
+                    .saturating_sub(v.skipped_rows.unwrap_or(0));
                 let pct = 100.0 * (1.0 - v.committed_ratio().unwrap_or(0.0));
                 common::condition(
                     report,

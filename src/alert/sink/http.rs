@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -62,7 +63,7 @@ pub(crate) struct HttpSink {
     format: Format,
     config: HttpSinkConfig,
     external_url: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     metrics: Arc<Metrics>,
     outbox: BTreeMap<String, Notification>,
 }
@@ -76,6 +77,18 @@ impl HttpSink {
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
+        connector.enforce_http(false);
+        // Checked when the config was loaded; a file changed since then is reported here.
+        let tls = crate::web::client::client_config(&config.tls).unwrap_or_else(|e| {
+            error!(url = %config.url, "{e}; https deliveries to this receiver will fail until it is fixed and pgvigil restarted");
+            crate::web::client::client_config(&crate::config::SinkTlsConfig::default())
+                .expect("the default TLS client config builds")
+        });
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

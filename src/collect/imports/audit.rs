@@ -238,9 +238,11 @@ pub(super) async fn count_rows(
 
 /// The SQL an operator runs to see for themselves.
 pub(super) fn confirm_sql(target: &str, column: &str, import_id: &str) -> String {
+    // Always quoted: a name Ident refuses (empty, over 63 bytes, control characters) is
+    // quoted by hand rather than shown raw, so the SQL never carries an unquoted identifier.
     let column = Ident::new(column)
         .map(|c| c.quoted())
-        .unwrap_or_else(|_| column.to_owned());
+        .unwrap_or_else(|_| format!("\"{}\"", column.replace('"', "\"\"")));
     format!(
         "SELECT count(*) FROM {target} WHERE {column} = '{}';",
         import_id.replace('\'', "''")
@@ -286,10 +288,12 @@ pub(super) async fn at_risk(
 impl RawRow {
     /// The row's import id and status as text, for an invalid verdict.
     pub(super) fn id_and_status(&self) -> (String, String) {
-        (
-            self.import_id.clone().unwrap_or_else(|| "(null)".into()),
-            self.status.clone().unwrap_or_else(|| "(null)".into()),
-        )
+        let shown = |v: &Option<String>| match v.as_deref() {
+            None => "(null)".to_owned(),
+            Some("") => "(empty)".to_owned(),
+            Some(s) => s.to_owned(),
+        };
+        (shown(&self.import_id), shown(&self.status))
     }
 
     /// Check and parse everything that does not need the database. The target table is
@@ -326,7 +330,9 @@ impl RawRow {
         let rejected_rows = count(&self.rejected_rows, "rejected_rows", false)?.unwrap_or(0);
         let skipped_rows = count(&self.skipped_rows, "skipped_rows", false)?.unwrap_or(0);
         let reported_rows = count(&self.reported_rows, "reported_rows", false)?;
-        if rejected_rows + skipped_rows > expected_rows {
+        // Widened: two i64 counts near i64::MAX must not wrap into a small sum (in release
+        // builds that turned a garbage row into a false "import lost rows" alert).
+        if i128::from(rejected_rows) + i128::from(skipped_rows) > i128::from(expected_rows) {
             return Err(format!(
                 "rejected_rows ({rejected_rows}) + skipped_rows ({skipped_rows}) exceed expected_rows ({expected_rows})"
             ));
@@ -432,6 +438,27 @@ mod tests {
             .unwrap();
         assert_eq!(ok.expected_net(), 100);
         assert_eq!(ok.id_column, "import_id");
+    }
+
+    #[test]
+    fn huge_rejected_and_skipped_counts_do_not_wrap_into_a_valid_row() {
+        // i64::MAX + i64::MAX wraps to -2 in release builds, which is not > 5: the row passed
+        // and fired "Import lost 7 of 7 rows".
+        let raw = RawRow {
+            expected_rows: Some("5".into()),
+            rejected_rows: Some(i64::MAX.to_string()),
+            skipped_rows: Some(i64::MAX.to_string()),
+            ..row()
+        };
+        let err = raw.validate("import_audit", "contacts".into()).unwrap_err();
+        assert!(err.contains("exceed expected_rows (5)"), "{err}");
+        // Numbers past i64 are not whole numbers pgvigil can count with.
+        let raw = RawRow {
+            expected_rows: Some("9223372036854775808".into()),
+            ..row()
+        };
+        let err = raw.validate("import_audit", "contacts".into()).unwrap_err();
+        assert!(err.contains("expected_rows"), "{err}");
     }
 
     #[test]

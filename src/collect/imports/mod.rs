@@ -11,6 +11,8 @@
 //! (logged once, shown in the report and on the status page) and never stops the other checks.
 
 pub mod audit;
+#[cfg(test)]
+mod proptests;
 pub mod reconcile;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

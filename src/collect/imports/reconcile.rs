@@ -212,8 +212,13 @@ pub struct ImportRecord {
 
 impl ImportRecord {
     /// Rows that should be in the target table: expected − rejected − skipped.
+    ///
+    /// Saturating: a validated record has `rejected + skipped <= expected`, all non-negative, so
+    /// this never saturates for one; a hand-built one cannot make it wrap either.
     pub fn expected_net(&self) -> i64 {
-        self.expected_rows - self.rejected_rows - self.skipped_rows
+        self.expected_rows
+            .saturating_sub(self.rejected_rows)
+            .saturating_sub(self.skipped_rows)
     }
 
     fn key(&self) -> (String, String) {
@@ -315,7 +320,10 @@ impl ImportVerdict {
 
     /// `expected_net / committed` as the share of rows that arrived, 0..1.
     pub fn committed_ratio(&self) -> Option<f64> {
-        let expected = self.expected_rows? - self.rejected_rows? - self.skipped_rows?;
+        let expected = self
+            .expected_rows?
+            .checked_sub(self.rejected_rows?)?
+            .checked_sub(self.skipped_rows?)?;
         let committed = self.committed_rows?;
         (expected > 0).then(|| committed as f64 / expected as f64)
     }
@@ -342,6 +350,12 @@ struct Tracked {
     last_count: Option<i64>,
     last_counted: Option<Instant>,
     verified: bool,
+    /// A confirmed shortfall, surplus or mismatch: re-counted every `recheck_interval` like a
+    /// verified import, not every poll.
+    settled: bool,
+    /// The transaction status seen with the last count: a settled import's transaction is not
+    /// asked about between re-counts, and its verdict must not lose it meanwhile.
+    last_xact_status: Option<XactStatus>,
 }
 
 /// Verdicts, and the memory between polls they need.
@@ -362,14 +376,15 @@ impl Reconciler {
         }
     }
 
-    /// Whether the committed rows of `record` must be counted this poll: every poll until it
-    /// checked out, then every `recheck_interval`.
+    /// Whether the committed rows of `record` must be counted this poll: every poll while its
+    /// verdict is open (not counted yet, or a discrepancy being confirmed), then every
+    /// `recheck_interval` once it is settled (it checked out, or its discrepancy is confirmed).
     pub fn needs_count(&self, record: &ImportRecord, now: Instant) -> bool {
         if record.status != AuditStatus::Committed {
             return false;
         }
         match self.tracked.get(&record.key()) {
-            Some(t) if t.verified => t
+            Some(t) if t.verified || t.settled => t
                 .last_counted
                 .is_none_or(|at| now.duration_since(at) >= self.policy.recheck_interval),
             _ => true,
@@ -392,6 +407,14 @@ impl Reconciler {
     pub fn judge(&mut self, record: &ImportRecord, facts: Facts, now: Instant) -> ImportVerdict {
         let tracked = self.tracked.entry(record.key()).or_default();
         let counted_now = facts.committed_rows.is_some();
+        let mut facts = facts;
+        if record.status == AuditStatus::Committed {
+            match facts.xact_status {
+                Some(status) => tracked.last_xact_status = Some(status),
+                None if !counted_now => facts.xact_status = tracked.last_xact_status,
+                None => tracked.last_xact_status = None,
+            }
+        }
         if let Some(n) = facts.committed_rows {
             tracked.last_count = Some(n);
             tracked.last_counted = Some(now);
@@ -495,6 +518,7 @@ impl Reconciler {
                 if count == expected && !reported_differs {
                     tracked.discrepancy_polls = 0;
                     tracked.verified = true;
+                    tracked.settled = false;
                     verdict.verdict = Verdict::Ok;
                     return verdict;
                 }
@@ -519,7 +543,8 @@ impl Reconciler {
                     };
                     verdict.settle_in = Some(wait);
                 }
-                verdict.missing_rows = (count < expected).then_some(expected - count);
+                tracked.settled = confirmed;
+                verdict.missing_rows = (count < expected).then_some(expected.saturating_sub(count));
                 verdict.verdict = if !confirmed {
                     Verdict::Confirming
                 } else if count < expected {
@@ -626,6 +651,40 @@ mod tests {
         assert_eq!(v.verdict, Verdict::Shortfall);
         assert_eq!(v.missing_rows, Some(9_700));
         assert_eq!(v.committed_ratio(), Some(0.03));
+    }
+
+    /// Defect 8 of issue 16: a confirmed shortfall was re-counted on every poll (3,370 counts
+    /// in 14 minutes for 4 imports).
+    #[test]
+    fn a_confirmed_shortfall_is_recounted_every_recheck_interval_not_every_poll() {
+        let mut r = Reconciler::new(policy());
+        let t0 = Instant::now();
+        let rec = committed(10_000, 30.0);
+        r.judge(&rec, counted(300), t0);
+        assert!(
+            r.needs_count(&rec, t0),
+            "a discrepancy is confirmed by counting"
+        );
+        assert_eq!(r.judge(&rec, counted(300), t0).verdict, Verdict::Shortfall);
+        // Settled: polls in between keep the verdict without counting.
+        let soon = t0 + Duration::from_secs(5);
+        assert!(!r.needs_count(&rec, soon));
+        let v = r.judge(&rec, Facts::default(), soon);
+        assert_eq!(v.verdict, Verdict::Shortfall);
+        assert_eq!(v.missing_rows, Some(9_700));
+        // The transaction's fate seen at the count is kept between counts.
+        let mut aborted = counted(300);
+        aborted.xact_status = Some(XactStatus::Aborted);
+        let mut r2 = Reconciler::new(policy());
+        r2.judge(&rec, aborted.clone(), t0);
+        r2.judge(&rec, aborted, t0);
+        let v = r2.judge(&rec, Facts::default(), soon);
+        assert_eq!(v.xact_status, Some(XactStatus::Aborted));
+        assert!(v.reason.unwrap().contains("ABORTED"));
+        // Re-counted after recheck_interval: the late commit resolves it.
+        let later = t0 + Duration::from_secs(61);
+        assert!(r.needs_count(&rec, later));
+        assert_eq!(r.judge(&rec, counted(10_000), later).verdict, Verdict::Ok);
     }
 
     #[test]

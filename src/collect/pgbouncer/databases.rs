@@ -1,7 +1,7 @@
 //! `SHOW DATABASES`: each PgBouncer database's limits (pool_size, max_db_connections), where
 //! it points, and whether it is paused or disabled.
 
-use super::{ADMIN_DATABASE, BouncerContext, number, report, show, text};
+use super::{ADMIN_DATABASE, AdminRow, BouncerContext, number, report, show, text};
 use crate::collect::registry::{CollectorSpec, Scope, Versions};
 use crate::collect::{BoxFuture, CollectError, Observations};
 use crate::collect::{Collector, Pgbouncer};
@@ -37,59 +37,65 @@ impl Databases {
         &self,
         ctx: &BouncerContext<'_>,
     ) -> Result<(Snapshot, Vec<Database>), CollectError> {
-        let rows = show(ctx.client, COMMAND).await?;
-        let mut snap = Snapshot::default();
-        let mut databases = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let name = text(row, COMMAND, "name")?;
-            if name == ADMIN_DATABASE {
-                continue;
-            }
-            let db = Database {
-                name: name.to_owned(),
-                pool_size: number(row, COMMAND, "pool_size")?,
-                reserve_pool: number(row, COMMAND, "reserve_pool")?,
-                max_connections: number(row, COMMAND, "max_connections")?,
-                current_connections: number(row, COMMAND, "current_connections")?,
-                paused: number(row, COMMAND, "paused")? != 0,
-                disabled: number(row, COMMAND, "disabled")? != 0,
-            };
-            let label = || vec![db.name.clone()];
-            snap.push(&metrics::PGBOUNCER_POOL_SIZE, label(), db.pool_size as f64);
-            snap.push(
-                &metrics::PGBOUNCER_DB_MAX_CONNECTIONS,
-                label(),
-                db.max_connections as f64,
-            );
-            snap.push(
-                &metrics::PGBOUNCER_DB_CURRENT_CONNECTIONS,
-                label(),
-                db.current_connections as f64,
-            );
-            snap.push(
-                &metrics::PGBOUNCER_DB_PAUSED,
-                label(),
-                f64::from(u8::from(db.paused)),
-            );
-            snap.push(
-                &metrics::PGBOUNCER_DB_DISABLED,
-                label(),
-                f64::from(u8::from(db.disabled)),
-            );
-            snap.push(
-                &metrics::PGBOUNCER_DB_INFO,
-                vec![
-                    db.name.clone(),
-                    text(row, COMMAND, "database")?.to_owned(),
-                    text(row, COMMAND, "host")?.to_owned(),
-                    text(row, COMMAND, "port")?.to_owned(),
-                ],
-                1.0,
-            );
-            databases.push(db);
-        }
-        Ok((snap, databases))
+        summarise(&show(ctx.client, COMMAND).await?)
     }
+}
+
+/// The series and databases of a `SHOW DATABASES` answer.
+pub(super) fn summarise<R: AdminRow>(
+    rows: &[R],
+) -> Result<(Snapshot, Vec<Database>), CollectError> {
+    let mut snap = Snapshot::default();
+    let mut databases = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name = text(row, COMMAND, "name")?;
+        if name == ADMIN_DATABASE {
+            continue;
+        }
+        let db = Database {
+            name: name.to_owned(),
+            pool_size: number(row, COMMAND, "pool_size")?,
+            reserve_pool: number(row, COMMAND, "reserve_pool")?,
+            max_connections: number(row, COMMAND, "max_connections")?,
+            current_connections: number(row, COMMAND, "current_connections")?,
+            paused: number(row, COMMAND, "paused")? != 0,
+            disabled: number(row, COMMAND, "disabled")? != 0,
+        };
+        let label = || vec![db.name.clone()];
+        snap.push(&metrics::PGBOUNCER_POOL_SIZE, label(), db.pool_size as f64);
+        snap.push(
+            &metrics::PGBOUNCER_DB_MAX_CONNECTIONS,
+            label(),
+            db.max_connections as f64,
+        );
+        snap.push(
+            &metrics::PGBOUNCER_DB_CURRENT_CONNECTIONS,
+            label(),
+            db.current_connections as f64,
+        );
+        snap.push(
+            &metrics::PGBOUNCER_DB_PAUSED,
+            label(),
+            f64::from(u8::from(db.paused)),
+        );
+        snap.push(
+            &metrics::PGBOUNCER_DB_DISABLED,
+            label(),
+            f64::from(u8::from(db.disabled)),
+        );
+        snap.push(
+            &metrics::PGBOUNCER_DB_INFO,
+            vec![
+                db.name.clone(),
+                text(row, COMMAND, "database")?.to_owned(),
+                text(row, COMMAND, "host")?.to_owned(),
+                text(row, COMMAND, "port")?.to_owned(),
+            ],
+            1.0,
+        );
+        databases.push(db);
+    }
+    Ok((snap, databases))
 }
 
 /// The registry's entry (see [`crate::collect::registry`]).

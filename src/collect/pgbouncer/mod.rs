@@ -14,6 +14,8 @@
 pub(crate) mod databases;
 pub(crate) mod instance;
 pub(crate) mod pools;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod stats;
 
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
@@ -92,28 +94,47 @@ async fn show(client: &Client, command: &str) -> Result<Vec<SimpleQueryRow>, Col
         .collect())
 }
 
+/// One row of an admin-console `SHOW`, as the parsers read it: by column name. The parsers are
+/// pure functions of such rows, so they are tested (and fuzzed) without a PgBouncer.
+pub(crate) trait AdminRow {
+    /// The row's column names, in order.
+    fn column_names(&self) -> Vec<&str>;
+    /// A column's value: `None` when the row has no such column, `Some(None)` for NULL.
+    fn value(&self, column: &str) -> Option<Option<&str>>;
+}
+
+impl AdminRow for SimpleQueryRow {
+    fn column_names(&self) -> Vec<&str> {
+        self.columns().iter().map(|c| c.name()).collect()
+    }
+
+    fn value(&self, column: &str) -> Option<Option<&str>> {
+        self.try_get(column).ok()
+    }
+}
+
 /// A required text column.
-fn text<'r>(row: &'r SimpleQueryRow, command: &str, column: &str) -> Result<&'r str, CollectError> {
-    match row.try_get(column) {
-        Ok(value) => Ok(value.unwrap_or("")),
-        Err(_) => Err(missing(command, column, row)),
+fn text<'r, R: AdminRow>(row: &'r R, command: &str, column: &str) -> Result<&'r str, CollectError> {
+    match row.value(column) {
+        Some(value) => Ok(value.unwrap_or("")),
+        None => Err(missing(command, column, row)),
     }
 }
 
 /// A required numeric column.
-fn number(row: &SimpleQueryRow, command: &str, column: &str) -> Result<i64, CollectError> {
+fn number<R: AdminRow>(row: &R, command: &str, column: &str) -> Result<i64, CollectError> {
     parse_number(command, column, text(row, command, column)?)
 }
 
 /// A numeric column that only some PgBouncer releases have.
-fn optional_number(
-    row: &SimpleQueryRow,
+fn optional_number<R: AdminRow>(
+    row: &R,
     command: &str,
     column: &str,
 ) -> Result<Option<i64>, CollectError> {
-    match row.try_get(column) {
-        Ok(Some(value)) => parse_number(command, column, value).map(Some),
-        Ok(None) | Err(_) => Ok(None),
+    match row.value(column) {
+        Some(Some(value)) => parse_number(command, column, value).map(Some),
+        Some(None) | None => Ok(None),
     }
 }
 
@@ -129,8 +150,8 @@ fn parse_number(command: &str, column: &str, value: &str) -> Result<i64, Collect
     })
 }
 
-fn missing(command: &str, column: &str, row: &SimpleQueryRow) -> CollectError {
-    let columns: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+fn missing<R: AdminRow>(command: &str, column: &str, row: &R) -> CollectError {
+    let columns = row.column_names();
     CollectError::Unavailable(format!(
         "{command} has no column {column} (it has: {}); pgvigil supports PgBouncer 1.18 and later",
         columns.join(", ")

@@ -1,7 +1,9 @@
 //! `SHOW POOLS`: per (database, user) pool, clients by state, servers by state, and how long
 //! the oldest waiting client has waited.
 
-use super::{ADMIN_DATABASE, BouncerContext, micros, number, optional_number, report, show, text};
+use super::{
+    ADMIN_DATABASE, AdminRow, BouncerContext, micros, number, optional_number, report, show, text,
+};
 use crate::collect::registry::{CollectorSpec, Scope, Versions};
 use crate::collect::{BoxFuture, CollectError, Observations};
 use crate::collect::{Collector, Pgbouncer};
@@ -55,46 +57,50 @@ pub(super) struct Pools;
 
 impl Pools {
     async fn poll(&self, ctx: &BouncerContext<'_>) -> Result<(Snapshot, Vec<Pool>), CollectError> {
-        let rows = show(ctx.client, COMMAND).await?;
-        let mut snap = Snapshot::default();
-        let mut pools = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let datname = text(row, COMMAND, "database")?;
-            if datname == ADMIN_DATABASE {
-                continue;
-            }
-            let usename = text(row, COMMAND, "user")?;
-            let labels = |state: &str| vec![datname.to_owned(), usename.to_owned(), state.into()];
-            for (state, column) in CLIENT_STATES {
-                if let Some(n) = optional_number(row, COMMAND, column)? {
-                    snap.push(&metrics::PGBOUNCER_CLIENTS, labels(state), n as f64);
-                }
-            }
-            for (state, column) in SERVER_STATES {
-                if let Some(n) = optional_number(row, COMMAND, column)? {
-                    snap.push(&metrics::PGBOUNCER_SERVERS, labels(state), n as f64);
-                }
-            }
-            let max_wait = number(row, COMMAND, "maxwait")? as f64
-                + micros(optional_number(row, COMMAND, "maxwait_us")?.unwrap_or(0));
-            snap.push(
-                &metrics::PGBOUNCER_MAX_WAIT,
-                vec![datname.to_owned(), usename.to_owned()],
-                max_wait,
-            );
-            pools.push(Pool {
-                datname: datname.to_owned(),
-                usename: usename.to_owned(),
-                clients_active: number(row, COMMAND, "cl_active")?,
-                clients_waiting: number(row, COMMAND, "cl_waiting")?,
-                servers_active: number(row, COMMAND, "sv_active")?,
-                servers_idle: number(row, COMMAND, "sv_idle")?,
-                max_wait_seconds: max_wait,
-                pool_mode: text(row, COMMAND, "pool_mode")?.to_owned(),
-            });
-        }
-        Ok((snap, pools))
+        summarise(&show(ctx.client, COMMAND).await?)
     }
+}
+
+/// The series and pools of a `SHOW POOLS` answer.
+pub(super) fn summarise<R: AdminRow>(rows: &[R]) -> Result<(Snapshot, Vec<Pool>), CollectError> {
+    let mut snap = Snapshot::default();
+    let mut pools = Vec::with_capacity(rows.len());
+    for row in rows {
+        let datname = text(row, COMMAND, "database")?;
+        if datname == ADMIN_DATABASE {
+            continue;
+        }
+        let usename = text(row, COMMAND, "user")?;
+        let labels = |state: &str| vec![datname.to_owned(), usename.to_owned(), state.into()];
+        for (state, column) in CLIENT_STATES {
+            if let Some(n) = optional_number(row, COMMAND, column)? {
+                snap.push(&metrics::PGBOUNCER_CLIENTS, labels(state), n as f64);
+            }
+        }
+        for (state, column) in SERVER_STATES {
+            if let Some(n) = optional_number(row, COMMAND, column)? {
+                snap.push(&metrics::PGBOUNCER_SERVERS, labels(state), n as f64);
+            }
+        }
+        let max_wait = number(row, COMMAND, "maxwait")? as f64
+            + micros(optional_number(row, COMMAND, "maxwait_us")?.unwrap_or(0));
+        snap.push(
+            &metrics::PGBOUNCER_MAX_WAIT,
+            vec![datname.to_owned(), usename.to_owned()],
+            max_wait,
+        );
+        pools.push(Pool {
+            datname: datname.to_owned(),
+            usename: usename.to_owned(),
+            clients_active: number(row, COMMAND, "cl_active")?,
+            clients_waiting: number(row, COMMAND, "cl_waiting")?,
+            servers_active: number(row, COMMAND, "sv_active")?,
+            servers_idle: number(row, COMMAND, "sv_idle")?,
+            max_wait_seconds: max_wait,
+            pool_mode: text(row, COMMAND, "pool_mode")?.to_owned(),
+        });
+    }
+    Ok((snap, pools))
 }
 
 /// The registry's entry (see [`crate::collect::registry`]).

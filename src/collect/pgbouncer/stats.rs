@@ -2,7 +2,7 @@
 //! microseconds to seconds. PgBouncer keeps the counters, so they are exported as they are:
 //! a PgBouncer restart is a counter reset, which `rate()` handles.
 
-use super::{ADMIN_DATABASE, BouncerContext, micros, number, show, text};
+use super::{ADMIN_DATABASE, AdminRow, BouncerContext, micros, number, show, text};
 use crate::collect::registry::{CollectorSpec, Scope, Versions};
 use crate::collect::{BoxFuture, CollectError, Observations};
 use crate::collect::{Collector, Pgbouncer};
@@ -27,21 +27,25 @@ pub(super) struct Stats;
 
 impl Stats {
     async fn poll(&self, ctx: &BouncerContext<'_>) -> Result<Snapshot, CollectError> {
-        let rows = show(ctx.client, COMMAND).await?;
-        let mut snap = Snapshot::default();
-        for row in &rows {
-            let datname = text(row, COMMAND, "database")?;
-            if datname == ADMIN_DATABASE {
-                continue;
-            }
-            for (def, column, is_micros) in COUNTERS {
-                let raw = number(row, COMMAND, column)?;
-                let value = if is_micros { micros(raw) } else { raw as f64 };
-                snap.push(def, vec![datname.to_owned()], value);
-            }
-        }
-        Ok(snap)
+        summarise(&show(ctx.client, COMMAND).await?)
     }
+}
+
+/// The series of a `SHOW STATS` answer.
+pub(super) fn summarise<R: AdminRow>(rows: &[R]) -> Result<Snapshot, CollectError> {
+    let mut snap = Snapshot::default();
+    for row in rows {
+        let datname = text(row, COMMAND, "database")?;
+        if datname == ADMIN_DATABASE {
+            continue;
+        }
+        for (def, column, is_micros) in COUNTERS {
+            let raw = number(row, COMMAND, column)?;
+            let value = if is_micros { micros(raw) } else { raw as f64 };
+            snap.push(def, vec![datname.to_owned()], value);
+        }
+    }
+    Ok(snap)
 }
 
 /// The registry's entry (see [`crate::collect::registry`]).

@@ -23,6 +23,8 @@
 
 pub mod baseline;
 pub mod delta;
+#[cfg(test)]
+mod proptests;
 pub mod sql;
 pub mod topk;
 
@@ -383,7 +385,11 @@ impl Statements {
         }
         wanted.sort_unstable();
         wanted.dedup();
-        match client.query(&dialect.texts_sql(schema), &[&wanted]).await {
+        let fetched = sql::fetched_text_chars(self.config.query_text_length);
+        match client
+            .query(&dialect.texts_sql(schema), &[&wanted, &fetched])
+            .await
+        {
             Ok(rows) => {
                 for row in rows {
                     let (Ok(queryid), Ok(Some(text))) = (
@@ -392,7 +398,13 @@ impl Statements {
                     ) else {
                         continue;
                     };
-                    let text = sql::normalise_query_text(&text, self.config.query_text_length);
+                    let cut = row
+                        .try_get::<_, Option<bool>>(2)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(false);
+                    let text =
+                        sql::normalise_fetched_text(&text, cut, self.config.query_text_length);
                     self.texts.insert(queryid, Arc::from(text));
                 }
             }

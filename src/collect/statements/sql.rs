@@ -128,11 +128,15 @@ impl Dialect {
         })
     }
 
-    /// Query texts of the given queryids (`$1 bigint[]`). The server still reads its text
-    /// file, which is why this runs only when a statement needs a text pgvigil does not have.
+    /// Query texts of the given queryids (`$1 bigint[]`), cut by the server to `$2 int`
+    /// characters (`left(query, $2)`), with whether it cut. The server still reads its text
+    /// file, which is why this runs only when a statement needs a text pgvigil does not have;
+    /// the cut keeps a 10 MB statement text from travelling to (and being held by) pgvigil.
+    /// `left()` and the `query` column are the same in every extension version.
     pub fn texts_sql(self, schema: &str) -> String {
         format!(
-            "SELECT DISTINCT ON (queryid) queryid, query FROM {}.pg_stat_statements(true) WHERE queryid = ANY($1)",
+            "SELECT DISTINCT ON (queryid) queryid, left(query, $2), length(query) > $2 \
+               FROM {}.pg_stat_statements(true) WHERE queryid = ANY($1)",
             quote_ident(schema)
         )
     }
@@ -181,10 +185,26 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Characters of raw query text fetched for a label of `max_chars` characters: room for the
+/// whitespace [`normalise_query_text`] collapses, bounded so a huge text never travels whole.
+pub fn fetched_text_chars(max_chars: usize) -> i32 {
+    i32::try_from(max_chars.saturating_mul(4).saturating_add(64)).unwrap_or(i32::MAX)
+}
+
+/// [`normalise_query_text`] of a text the server cut (`cut`): marked with `…` even when the
+/// collapsed whitespace left it shorter than `max_chars`.
+pub fn normalise_fetched_text(text: &str, cut: bool, max_chars: usize) -> String {
+    let mut out = normalise_query_text(text, max_chars);
+    if cut && !out.ends_with('…') {
+        out.push('…');
+    }
+    out
+}
+
 /// Collapse whitespace runs to one space, trim, and cut to `max_chars` characters (marking a
 /// cut with `…`), so texts are short, one line, and stable across formatting differences.
 pub fn normalise_query_text(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars * 4));
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
     let mut chars = 0;
     for word in text.split_whitespace() {
         if chars > 0 {
@@ -294,6 +314,23 @@ mod tests {
             let columns = select.matches(',').count() + 1;
             assert_eq!(columns, 4 + Counter::ALL.len() + 1, "{d:?}: {sql}");
         }
+    }
+
+    #[test]
+    fn query_texts_are_cut_by_the_server() {
+        // Defect 9 of issue 16: a 10 MB text was fetched whole and cut by pgvigil.
+        for d in [Dialect::V1_8, Dialect::V1_10, Dialect::V1_11] {
+            let sql = d.texts_sql("public");
+            assert!(sql.contains("left(query, $2)"), "{sql}");
+        }
+        assert_eq!(fetched_text_chars(200), 864);
+        assert_eq!(fetched_text_chars(usize::MAX), i32::MAX);
+        assert_eq!(
+            normalise_fetched_text("SELECT      1", true, 200),
+            "SELECT 1…"
+        );
+        assert_eq!(normalise_fetched_text("SELECT 1", false, 200), "SELECT 1");
+        assert_eq!(normalise_fetched_text("SELECT 12", true, 8), "SELECT 1…");
     }
 
     #[test]

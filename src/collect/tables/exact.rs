@@ -133,6 +133,10 @@ impl ExactCounter {
 
 /// `count(*)` of `quoted` (an already quoted name) under its own statement timeout. Returns the
 /// server-quoted `schema.table` with the count.
+///
+/// Everything after `BEGIN` runs in [`in_transaction`], which ends the transaction whatever
+/// failed (the `SET LOCAL`, the count, or reading the row): a session left `idle in transaction
+/// (aborted)` would make every later query of every collector fail with 25P02.
 async fn count(
     client: &Client,
     quoted: &str,
@@ -140,8 +144,30 @@ async fn count(
 ) -> Result<(String, ExactCount), String> {
     let started = Instant::now();
     client
+        .batch_execute("BEGIN READ ONLY")
+        .await
+        .map_err(|e| describe_pg_error(&e))?;
+    let (name, rows) =
+        in_transaction(client, count_in_transaction(client, quoted, timeout)).await?;
+    Ok((
+        name,
+        ExactCount {
+            rows,
+            at_unix: super::unix_now(),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// The statements of [`count`] inside its transaction.
+async fn count_in_transaction(
+    client: &Client,
+    quoted: &str,
+    timeout: Duration,
+) -> Result<(String, i64), String> {
+    client
         .batch_execute(&format!(
-            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
+            "SET LOCAL statement_timeout = {}",
             timeout.as_millis()
         ))
         .await
@@ -152,21 +178,27 @@ async fn count(
                 count(*) FROM {0}",
         quoted.replace('\'', "''")
     );
-    let result = client.query_one(&sql, &[]).await;
-    // End the transaction whatever happened, so the session is clean for the next collector.
-    let end = client
-        .batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
-        .await;
-    let row = result.map_err(|e| describe_pg_error(&e))?;
-    end.map_err(|e| describe_pg_error(&e))?;
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| describe_pg_error(&e))?;
     let name: String = row.try_get(0).map_err(|e| e.to_string())?;
     let rows: i64 = row.try_get(1).map_err(|e| e.to_string())?;
-    Ok((
-        name,
-        ExactCount {
-            rows,
-            at_unix: super::unix_now(),
-            seconds: started.elapsed().as_secs_f64(),
-        },
-    ))
+    Ok((name, rows))
+}
+
+/// Run `body` inside an open transaction and end it whatever happened: `COMMIT` after success,
+/// `ROLLBACK` after any error. The body's error wins over the `ROLLBACK`'s.
+pub(crate) async fn in_transaction<T>(
+    client: &Client,
+    body: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let result = body.await;
+    let end = client
+        .batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await
+        .map_err(|e| describe_pg_error(&e));
+    let value = result?;
+    end?;
+    Ok(value)
 }

@@ -79,7 +79,19 @@ async fn audit_row_follows_a_committed_import() {
             .unwrap();
     }
     audit.record_rejected(1);
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The heartbeat must be stamped later than the first: wait until the server's clock has
+    // moved past it (a condition, not a fixed sleep).
+    loop {
+        let later: bool = check
+            .query_one("SELECT now() > $1::text::timestamptz", &[&first_heartbeat])
+            .await
+            .unwrap()
+            .get(0);
+        if later {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     audit.heartbeat().await.unwrap();
     let r = row(&check, "import_audit", id).await;
     assert_eq!(get(&r, "rejected_rows"), Some("1"));

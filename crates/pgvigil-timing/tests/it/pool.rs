@@ -16,7 +16,9 @@ fn pool(db: &str, max: usize) -> Pool {
         .max_size(max)
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
-            wait: Some(Duration::from_millis(200)),
+            // Long enough that a loaded machine still sees the third caller pending before it
+            // gives up (the test waits for the pending gauge, then for the timeout).
+            wait: Some(Duration::from_secs(2)),
             ..Timeouts::default()
         })
         .build()
@@ -72,8 +74,17 @@ async fn pool_gauges_move_when_connections_are_checked_out() {
         let pool = pool.clone();
         tokio::spawn(async move { pool.get().await.map(|_| ()) })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let text = encode(&registry);
+    // Wait until it is queued (the gauge asserted below), not for a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let text = loop {
+        let text = encode(&registry);
+        if gauge(&text, "db_client_connection_pending_requests", &[]) == 1.0
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(
         gauge(&text, "db_client_connection_pending_requests", &[]),
         1.0
