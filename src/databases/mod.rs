@@ -303,9 +303,15 @@ impl State {
             self.round = None;
             return None;
         };
+        // A database never visited yet is always visited (once per database: bounded), so a
+        // new one is watched even while import checks keep the connect budget spent.
+        let new_database = self
+            .watched
+            .get(first)
+            .is_some_and(|w| w.plan.last_visit.is_none());
         let reason = if now.duration_since(started) >= self.lane.target.databases.round_budget {
             Some("round_budget")
-        } else if !self.sessions.has(first) && !self.budget.try_take(now) {
+        } else if !self.sessions.has(first) && !new_database && !self.budget.try_take(now) {
             Some("connect_budget")
         } else {
             None

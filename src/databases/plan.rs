@@ -188,10 +188,11 @@ impl ConnectBudget {
         }
     }
 
-    /// An import check connected: it goes first, and may leave the bucket in debt.
+    /// An import check connected: it goes first, and may leave the bucket in debt — of at most
+    /// one round, so table visits still come back once the checks settle down.
     pub(crate) fn take_anyway(&mut self, now: Instant) {
         self.refill(now);
-        self.tokens -= 1.0;
+        self.tokens = (self.tokens - 1.0).max(-self.capacity);
     }
 }
 

@@ -124,7 +124,8 @@ async fn targets_log_in_with_a_client_certificate_from_keys_or_the_dsn() {
             "SELECT count(*) || ' ' || bool_and(s.ssl) || ' ' || min(s.client_dn) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = '{ROLE}' AND a.application_name = 'pgvigil'"
         ),
     );
-    assert_eq!(sessions, format!("2 true /CN={ROLE}"));
+    // Two targets logged in, each with its main session and a database session.
+    assert_eq!(sessions, format!("4 true /CN={ROLE}"));
 
     // pgvigil_up starts at 0: the refusals asserted are in last_error, so wait for those.
     for (name, expected) in [

@@ -72,7 +72,8 @@ async fn reload_adds_removes_and_resolves_the_removed_sources_alerts() {
         am.find(&b_alert).await.into_iter().next()
     })
     .await;
-    assert_eq!(backends(&cluster, &b).await, 1);
+    // The main session and the database session.
+    assert_eq!(backends(&cluster, &b).await, 2);
 
     let v2 = format!(
         "{alerting}{}{}",
@@ -150,7 +151,11 @@ async fn a_changed_threshold_fires_without_a_restart() {
     assert_eq!(
         m.value(
             "pgvigil_connection_attempts_total",
-            &[("target", "main"), ("result", "success")]
+            &[
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "success")
+            ]
         ),
         Some(1.0)
     );
@@ -208,7 +213,11 @@ async fn a_broken_reload_changes_nothing_and_says_what_check_config_says() {
     assert_eq!(
         m.value(
             "pgvigil_connection_attempts_total",
-            &[("target", "main"), ("result", "success")]
+            &[
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "success")
+            ]
         ),
         Some(1.0),
         "the target kept its session through the rejected reloads"
@@ -283,7 +292,8 @@ async fn two_hundred_reloads_leak_no_connection_task_or_memory() {
         (total().await == backends_before).then_some(())
     })
     .await;
-    assert_eq!(backends_before, 2);
+    // Two targets, each with its main session and a database session.
+    assert_eq!(backends_before, 4);
     let tasks = wait_async("finished tasks gone", WAIT, || async {
         let now = runtime.num_alive_tasks();
         (now <= tasks_before).then_some(now)
