@@ -29,7 +29,7 @@
 //!    costs one connection per changed database plus one to come back.
 //!
 //! Everything found is published per database: snapshots under `(collector, datname)`, one
-//! [`DatabasesReport`] per step for the alert rules (via the hub, beside the main session's
+//! [`DatabasesReport`](crate::collect::DatabasesReport) per step for the alert rules (via the hub, beside the main session's
 //! observations), and `pgvigil_database_*` series. A database that cannot be entered
 //! (`REVOKE CONNECT`, `pg_hba.conf`) is reported by name (`pgvigil_database_up 0`, the status
 //! page, the log once) and its alerts keep their state; the others go on.
@@ -40,6 +40,7 @@
 
 mod listing;
 mod plan;
+mod report;
 mod sessions;
 mod visit;
 
@@ -57,10 +58,9 @@ use self::listing::Listed;
 use self::plan::{ConnectBudget, DatabasePlan, Intervals};
 use self::sessions::Sessions;
 use crate::collect::registry::POSTGRES;
-use crate::collect::{Collector, CollectorSpec, DatabaseReport, DatabasesReport, Postgres, Scope};
+use crate::collect::{Collector, CollectorSpec, DatabaseReport, Postgres, Scope};
 use crate::config::TargetConfig;
 use crate::hub::Hub;
-use crate::metrics::{self, Snapshot};
 use crate::poll::PollError;
 use crate::status::{DatabaseStatus, now_rfc3339};
 use crate::target::{self, OwnBackends};
@@ -518,104 +518,6 @@ impl State {
 
     fn own_pids(&self) {
         self.lane.own.set_databases(self.sessions.pids());
-    }
-
-    /// Record whether entering a database worked.
-    fn entered(
-        lane: &Lane,
-        target: &str,
-        datname: &str,
-        w: &mut Watched,
-        result: Result<(), String>,
-        logged: &mut HashSet<String>,
-    ) {
-        match result {
-            Ok(()) => {
-                if w.status.up == Some(false) {
-                    info!(target = %target, datname, "database can be entered again");
-                    logged.retain(|l| !l.starts_with(&format!("{datname}: ")));
-                }
-                w.status.up = Some(true);
-                w.status.last_error = None;
-                w.report.error = None;
-            }
-            Err(error) => {
-                if logged.insert(format!("{datname}: {error}")) {
-                    warn!(target = %target, datname, "cannot enter the database: {error}; the other databases are read as usual");
-                }
-                w.status.up = Some(false);
-                w.status.last_error = Some(error.clone());
-                w.report = DatabaseReport {
-                    error: Some(error),
-                    ..DatabaseReport::default()
-                };
-                lane.hub.metrics.store().clear_database(target, datname);
-            }
-        }
-    }
-
-    /// Publish the per-database reports for the rules, the status, and the sessions' series.
-    fn publish(&self) {
-        let hub = &self.lane.hub;
-        let report = DatabasesReport {
-            databases: self
-                .watched
-                .iter()
-                .map(|(name, w)| (name.clone(), w.report.clone()))
-                .collect(),
-        };
-        hub.observe_databases(&self.name, report);
-        let open: HashSet<&str> = self.sessions.names().into_iter().collect();
-        hub.status.update(&self.name, |s| {
-            s.database_sessions = self.sessions.len();
-            s.databases = self
-                .watched
-                .iter()
-                .map(|(name, w)| {
-                    let mut status = w.status.clone();
-                    status.session = open.contains(name.as_str());
-                    (name.clone(), status)
-                })
-                .collect();
-        });
-        hub.metrics
-            .store()
-            .publish(&self.name, "databases", self.snapshot());
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot::default();
-        snap.set(&metrics::DATABASES_WATCHED, self.watched.len() as f64);
-        snap.set(&metrics::DATABASE_SESSIONS, self.sessions.len() as f64);
-        snap.set(
-            &metrics::CONNECTION_BUDGET,
-            self.lane.target.max_connections as f64,
-        );
-        for (reason, n) in &self.postponed {
-            snap.push(
-                &metrics::DATABASE_VISITS_POSTPONED,
-                vec![(*reason).to_owned()],
-                *n as f64,
-            );
-        }
-        for (name, w) in &self.watched {
-            if let Some(up) = w.status.up {
-                snap.push(
-                    &metrics::DATABASE_UP,
-                    vec![name.clone()],
-                    f64::from(u8::from(up)),
-                );
-            }
-            if let Some(at) = w.last_visit_unix {
-                snap.push(&metrics::DATABASE_LAST_VISIT, vec![name.clone()], at);
-            }
-            snap.push(
-                &metrics::IMPORT_NOTIFICATIONS,
-                vec![name.clone()],
-                w.notifications as f64,
-            );
-        }
-        snap
     }
 }
 
