@@ -511,6 +511,9 @@ async fn spans_carry_semconv_attributes_and_slow_queries_warn() {
         .iter()
         .filter(|e| e["target"] == "pgvigil_timing::slow_query")
         .filter(|e| e.get("db.namespace") == Some(&db))
+        // On a loaded machine any statement can pass 50 ms (a first query on a new connection
+        // took 181 ms once); what must hold is that the nap is reported, once.
+        .filter(|e| e["statement"] == "nap")
         .collect();
     assert_eq!(slow.len(), 1, "{events:#?}");
     assert_eq!(slow[0]["statement"], "nap");
