@@ -24,11 +24,15 @@
 //! succeeds again.
 
 pub mod activity;
+pub mod archiver;
 pub mod imports;
 pub mod pgbouncer;
 pub mod registry;
+pub mod replication;
+pub mod slots;
 pub mod statements;
 pub mod tables;
+pub mod wal_directory;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -150,6 +154,13 @@ pub struct Observations {
     /// What the database-scope collectors found in each watched database; `None` until the
     /// database sessions know which databases are watched.
     pub databases: Option<DatabasesReport>,
+    /// From pg_stat_replication and, on a standby, pg_stat_wal_receiver; `None` when that
+    /// collector failed or is disabled.
+    pub replication: Option<replication::ReplicationReport>,
+    /// From pg_replication_slots; `None` when that collector failed or is disabled.
+    pub slots: Option<slots::SlotsReport>,
+    /// From pg_stat_archiver; `None` when that collector failed or is disabled.
+    pub archiver: Option<archiver::ArchiverReport>,
 }
 
 impl Observations {

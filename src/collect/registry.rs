@@ -133,6 +133,11 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     // The data-loss guard: table statistics, then import reconciliation.
     super::tables::SPEC,
     super::imports::SPEC,
+    // Replication, slots, archiver and WAL (issue 12).
+    super::replication::SPEC,
+    super::slots::SPEC,
+    super::archiver::SPEC,
+    super::wal_directory::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

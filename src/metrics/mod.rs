@@ -20,6 +20,7 @@
 //! * [`activity`], [`tables`], [`imports`], [`statements`]: PostgreSQL targets, one file per
 //!   collector family; [`databases`]: the database sessions themselves (which databases are
 //!   watched, the connection budget).
+//! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`], the process families and the encoder.
@@ -35,9 +36,11 @@ pub mod imports;
 pub mod pgbouncer;
 pub mod process;
 mod registry;
+pub mod replication;
 pub mod statements;
 pub mod store;
 pub mod tables;
+pub mod wal;
 
 use std::sync::LazyLock;
 
@@ -50,9 +53,11 @@ pub use imports::*;
 pub use pgbouncer::*;
 pub use process::*;
 pub use registry::Metrics;
+pub use replication::*;
 pub use statements::*;
 pub use store::{Series, Snapshot, SnapshotStore};
 pub use tables::*;
+pub use wal::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +135,11 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     IMPORTS_METRICS,
     ALERTING_METRICS,
     STATEMENTS_METRICS,
+    // Replication, slots, archiver and WAL (issue 12).
+    REPLICATION_METRICS,
+    SLOT_METRICS,
+    ARCHIVER_METRICS,
+    WAL_DIRECTORY_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in
