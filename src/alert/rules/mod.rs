@@ -27,6 +27,12 @@ pub mod rolled_back_inserts;
 pub mod table_rows_dropped;
 // Query statistics.
 pub mod slow_query;
+// Replication, slots and the archiver (issue 12).
+mod archive_failing;
+mod replication_lag_high;
+mod replication_slot_inactive;
+mod replication_slot_wal_retention_high;
+mod standby_not_streaming;
 
 use std::time::Duration;
 
@@ -73,6 +79,12 @@ pub const RULES: &[RuleSpec] = &[
     rolled_back_inserts::SPEC,
     // Query statistics.
     slow_query::SPEC,
+    // Replication, slots and the archiver (issue 12).
+    replication_lag_high::SPEC,
+    standby_not_streaming::SPEC,
+    replication_slot_inactive::SPEC,
+    replication_slot_wal_retention_high::SPEC,
+    archive_failing::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
