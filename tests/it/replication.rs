@@ -1,0 +1,389 @@
+//! Replication, slots and the archiver against real servers: a streaming standby of the
+//! testkit (paused, resumed, idle, stopped), a physical slot nobody consumes, and an
+//! `archive_command` that fails. The standby tests run on 15 and 18.
+
+use std::time::{Duration, Instant};
+
+use pgvigil_testkit::TestCluster;
+use serde_json::Value;
+
+use crate::support::{Daemon, Metrics, one_target};
+use crate::support_alerting::{api_active, wait_async};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// WAL written while replay is paused; `max_lag_bytes` in the test config is below it.
+const PAUSED_WAL: u64 = 4 << 20;
+/// The idle period of the phantom-lag check (postgres_exporter#385 grows by it).
+const IDLE: Duration = Duration::from_secs(60);
+
+macro_rules! standby_tests {
+    ($($name:ident: $major:literal,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                a_streaming_standby_seen_from_both_sides($major).await;
+            }
+        )*
+    };
+}
+
+standby_tests! {
+    standby_lag_pause_resume_idle_and_stop_on_15: 15,
+    standby_lag_pause_resume_idle_and_stop_on_18: 18,
+}
+
+/// Both servers as targets, polling fast, with the lag thresholds lowered.
+fn config(primary: &TestCluster, standby: &TestCluster) -> String {
+    let target = |name: &str, dsn: String| {
+        format!(
+            "[[targets]]\nname = \"{name}\"\ndsn = \"{dsn}\"\npoll_interval = \"200ms\"\n\
+             reconnect_max_backoff = \"1s\"\n\
+             [targets.alerts.ReplicationLagHigh]\nfor = \"0s\"\nmax_lag_bytes = 1048576\n\
+             critical_lag_bytes = 1073741824\nmax_lag = \"1h\"\ncritical_lag = \"2h\"\n\
+             [targets.alerts.StandbyNotStreaming]\nfor = \"0s\"\n"
+        )
+    };
+    format!(
+        "{}{}",
+        target("primary", primary.dsn("postgres")),
+        target("standby", standby.dsn("postgres"))
+    )
+}
+
+fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    m.value(name, labels)
+}
+
+async fn a_streaming_standby_seen_from_both_sides(major: u32) {
+    let primary = TestCluster::start_version(major);
+    let standby = primary.start_standby();
+    let name = standby.standby_name().unwrap().to_owned();
+    let daemon = Daemon::start(&config(&primary, &standby)).await;
+    let on_primary = |stage: &'static str| {
+        [
+            ("target", "primary"),
+            ("application_name", name.as_str()),
+            ("stage", stage),
+        ]
+    };
+    let me = [("target", "standby")];
+
+    // Streaming and caught up, seen from both sides.
+    daemon
+        .wait_for("both sides streaming and caught up", WAIT, |m| {
+            let primary_ok = m.value(
+                "pgvigil_replication_standby_streaming",
+                &[("target", "primary"), ("application_name", name.as_str())],
+            ) == Some(1.0)
+                && value(m, "pgvigil_replication_lag_bytes", &on_primary("replay")) == Some(0.0);
+            let standby_ok = value(m, "pgvigil_standby_wal_receiver_streaming", &me) == Some(1.0)
+                && value(m, "pgvigil_standby_replay_lag_seconds", &me) == Some(0.0)
+                && value(m, "pgvigil_standby_replay_lsn_bytes", &me).is_some_and(|v| v > 0.0)
+                && value(m, "pgvigil_standby_receive_lsn_bytes", &me).is_some();
+            (primary_ok && standby_ok).then_some(())
+        })
+        .await;
+    let m = daemon.metrics().await;
+    assert_eq!(
+        value(&m, "pgvigil_replication_standbys", &[("target", "primary")]),
+        Some(1.0)
+    );
+    assert_eq!(value(&m, "pgvigil_standby_replay_paused", &me), Some(0.0));
+    // The standby is no primary: it reports no standbys of its own and its receiver's info.
+    assert_eq!(value(&m, "pgvigil_replication_standbys", &me), Some(0.0));
+    assert!(
+        m.matching("pgvigil_standby_wal_receiver_info", &me)
+            .any(|(l, _)| l["status"] == "streaming"),
+        "{}",
+        m.text
+    );
+    assert!(
+        value(
+            &m,
+            "pgvigil_standby_replay_lsn_bytes",
+            &[("target", "primary")]
+        )
+        .is_none()
+    );
+
+    // Replay paused, WAL written: lag in bytes and seconds on both sides, and the alert.
+    standby.pause_replay();
+    primary.generate_wal(PAUSED_WAL);
+    let paused = PAUSED_WAL as f64;
+    let (bytes, seconds) = daemon
+        .wait_for(
+            "lag in bytes and seconds while replay is paused",
+            WAIT,
+            |m| {
+                let bytes = value(m, "pgvigil_replication_lag_bytes", &on_primary("replay"))?;
+                let standby_bytes = value(m, "pgvigil_standby_replay_lag_bytes", &me)?;
+                let standby_seconds = value(m, "pgvigil_standby_replay_lag_seconds", &me)?;
+                let seconds = value(m, "pgvigil_replication_lag_seconds", &on_primary("replay"))?;
+                (bytes >= paused
+                    && standby_bytes >= paused
+                    && standby_seconds >= 1.0
+                    && seconds >= 1.0)
+                    .then_some((bytes, standby_seconds))
+            },
+        )
+        .await;
+    assert!(bytes >= paused && seconds >= 1.0);
+    let m = daemon.metrics().await;
+    assert_eq!(value(&m, "pgvigil_standby_replay_paused", &me), Some(1.0));
+    // Written and flushed on the standby: only replay is behind.
+    assert!(value(&m, "pgvigil_replication_lag_bytes", &on_primary("flush")).unwrap() < paused);
+    let alert = wait_async(
+        "ReplicationLagHigh on the primary and on the standby",
+        WAIT,
+        || async {
+            let standby_side = api_active(
+                &daemon,
+                "firing",
+                &[("alertname", "ReplicationLagHigh"), ("target", "standby")],
+            )
+            .await?;
+            let primary_side = api_active(
+                &daemon,
+                "firing",
+                &[
+                    ("alertname", "ReplicationLagHigh"),
+                    ("target", "primary"),
+                    ("application_name", name.as_str()),
+                ],
+            )
+            .await?;
+            Some((primary_side, standby_side))
+        },
+    )
+    .await;
+    let lag_bytes = |a: &Value| {
+        a["annotations"]["lag_bytes"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(lag_bytes(&alert.0) >= paused, "{}", alert.0);
+    assert!(lag_bytes(&alert.1) >= paused, "{}", alert.1);
+    assert_eq!(
+        alert.1["annotations"]["replay_paused"], "true",
+        "{}",
+        alert.1
+    );
+
+    // Resumed: back to zero on both sides, and the alerts resolve.
+    standby.resume_replay();
+    standby.wait_for_replay();
+    daemon
+        .wait_for("lag back to zero after resume", WAIT, |m| {
+            let zero = |name: &str, labels: &[(&str, &str)]| value(m, name, labels) == Some(0.0);
+            (zero("pgvigil_replication_lag_bytes", &on_primary("replay"))
+                && zero("pgvigil_replication_lag_seconds", &on_primary("replay"))
+                && zero("pgvigil_standby_replay_lag_bytes", &me)
+                && zero("pgvigil_standby_replay_lag_seconds", &me))
+            .then_some(())
+        })
+        .await;
+    wait_async("ReplicationLagHigh resolved", WAIT, || async {
+        let firing = api_active(&daemon, "firing", &[("alertname", "ReplicationLagHigh")]).await;
+        firing.is_none().then_some(())
+    })
+    .await;
+
+    // An idle primary: no phantom lag over a minute, while the naive measure grows past it.
+    idle_without_phantom_lag(&daemon, &standby).await;
+
+    // The standby stops: the primary reports it gone, and StandbyNotStreaming fires there.
+    standby.stop();
+    daemon
+        .wait_for("the stopped standby reported gone", WAIT, |m| {
+            let streaming = m.value(
+                "pgvigil_replication_standby_streaming",
+                &[("target", "primary"), ("application_name", name.as_str())],
+            );
+            (streaming == Some(0.0)
+                && value(m, "pgvigil_replication_standbys", &[("target", "primary")]) == Some(0.0)
+                && value(m, "pgvigil_up", &me) == Some(0.0))
+            .then_some(())
+        })
+        .await;
+    let alert = wait_async("StandbyNotStreaming on the primary", WAIT, || async {
+        api_active(
+            &daemon,
+            "firing",
+            &[
+                ("alertname", "StandbyNotStreaming"),
+                ("target", "primary"),
+                ("application_name", name.as_str()),
+            ],
+        )
+        .await
+    })
+    .await;
+    assert_eq!(alert["annotations"]["state"], "absent", "{alert}");
+    daemon.stop().await;
+}
+
+/// Polls of the replication collector on `target` so far.
+fn replication_polls(m: &Metrics, target: &str) -> f64 {
+    m.sum(
+        "pgvigil_poll_duration_seconds_count",
+        &[("target", target), ("collector", "replication")],
+    )
+}
+
+/// Watches an idle primary and its standby for at least [`IDLE`] and 100 polls of the
+/// standby: its replay lag never leaves 0 (beyond one poll interval), the primary's view of
+/// it neither, while `now() - pg_last_xact_replay_timestamp()` (the measure of
+/// postgres_exporter#385) grows past a minute.
+async fn idle_without_phantom_lag(daemon: &Daemon, standby: &TestCluster) {
+    let started = Instant::now();
+    let first = replication_polls(&daemon.metrics().await, "standby");
+    let mut worst: f64 = 0.0;
+    let mut scrapes = 0;
+    loop {
+        let m = daemon.metrics().await;
+        scrapes += 1;
+        let lag = value(
+            &m,
+            "pgvigil_standby_replay_lag_seconds",
+            &[("target", "standby")],
+        )
+        .expect("the standby's replay lag");
+        worst = worst.max(lag);
+        let polls = replication_polls(&m, "standby") - first;
+        if started.elapsed() >= IDLE && polls >= 100.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        worst <= 1.0,
+        "the standby showed {worst} s of replay lag while the primary was idle ({scrapes} scrapes)"
+    );
+    let naive: f64 = standby
+        .psql(
+            "postgres",
+            "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
+        )
+        .parse()
+        .unwrap();
+    assert!(
+        naive >= IDLE.as_secs_f64(),
+        "the naive lag should have grown over the idle minute: {naive}"
+    );
+}
+
+#[tokio::test]
+async fn an_unconsumed_slot_retains_wal_and_a_failing_archive_command_alerts() {
+    let cluster = TestCluster::builder()
+        .setting("archive_mode", "on")
+        .setting("archive_command", "false")
+        .start();
+    cluster.create_physical_slot("forgotten");
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn("postgres"),
+        "[targets.wal_directory]\ninterval = \"1s\"\n\
+         [targets.alerts.ReplicationSlotWalRetentionHigh]\nfor = \"0s\"\nmax_retained_bytes = 16777216\n\
+         [targets.alerts.ReplicationSlotInactive]\nfor = \"0s\"\n\
+         [targets.alerts.ArchiveFailing]\nfor = \"0s\"\n",
+    ))
+    .await;
+    let main = [("target", "main")];
+    let slot = [("target", "main"), ("slot_name", "forgotten")];
+
+    // Before any WAL: the slot is there, inactive, below the threshold.
+    let m = daemon
+        .wait_for("the slot", WAIT, |m| {
+            m.value("pgvigil_replication_slot_active", &slot)
+                .map(|_| m.clone())
+        })
+        .await;
+    assert_eq!(m.value("pgvigil_replication_slot_active", &slot), Some(0.0));
+    assert_eq!(m.value("pgvigil_replication_slots", &main), Some(1.0));
+    assert!(
+        m.value("pgvigil_replication_slot_retained_wal_bytes", &slot)
+            .unwrap()
+            < 16_777_216.0
+    );
+    assert!(
+        m.matching("pgvigil_replication_slot_wal_status", &slot)
+            .any(|(l, v)| l["wal_status"] == "reserved" && v == 1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(m.value("pgvigil_archiver_enabled", &main), Some(1.0));
+
+    // 32 MiB of WAL: the slot retains it, and the archiver fails on the finished segments.
+    cluster.generate_wal(32 << 20);
+    let (retained, failed) = daemon
+        .wait_for("retained WAL and failed archive attempts", WAIT, |m| {
+            let retained = m.value("pgvigil_replication_slot_retained_wal_bytes", &slot)?;
+            let failed = m.value("pgvigil_archiver_failed_total", &main)?;
+            let dir = m.value("pgvigil_wal_directory_bytes", &main)?;
+            (retained >= f64::from(32 << 20)
+                && dir >= retained
+                && failed >= 1.0
+                && m.value("pgvigil_archiver_failing", &main) == Some(1.0))
+            .then_some((retained, failed))
+        })
+        .await;
+
+    let retention = wait_async("ReplicationSlotWalRetentionHigh", WAIT, || async {
+        api_active(
+            &daemon,
+            "firing",
+            &[
+                ("alertname", "ReplicationSlotWalRetentionHigh"),
+                ("slot_name", "forgotten"),
+            ],
+        )
+        .await
+    })
+    .await;
+    let annotated: f64 = retention["annotations"]["retained_bytes"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(annotated >= retained - f64::from(1 << 20), "{retention}");
+    assert_eq!(retention["labels"]["severity"], "warning", "{retention}");
+    assert!(
+        api_active(
+            &daemon,
+            "firing",
+            &[
+                ("alertname", "ReplicationSlotInactive"),
+                ("slot_name", "forgotten")
+            ],
+        )
+        .await
+        .is_some()
+    );
+
+    let archive = wait_async("ArchiveFailing", WAIT, || async {
+        api_active(
+            &daemon,
+            "firing",
+            &[("alertname", "ArchiveFailing"), ("target", "main")],
+        )
+        .await
+    })
+    .await;
+    let count: f64 = archive["annotations"]["failed_count"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count >= failed, "{archive}");
+    assert!(
+        archive["annotations"]["last_failed_wal"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 24,
+        "{archive}"
+    );
+    daemon.stop().await;
+}
