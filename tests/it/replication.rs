@@ -387,3 +387,81 @@ async fn an_unconsumed_slot_retains_wal_and_a_failing_archive_command_alerts() {
     );
     daemon.stop().await;
 }
+
+/// Every metric the replication, slots, archiver and WAL directory collectors declare, from
+/// real polls of a PostgreSQL 17 primary (which has every column: `inactive_since` 17+,
+/// `conflicting` 16+, `pg_stat_wal`'s I/O columns up to 17) and its standby. The primary has a
+/// physical and a logical slot (a `catalog_xmin`), `max_slot_wal_keep_size` set (a
+/// `safe_wal_size`), and an `archive_command` that fails once and then succeeds (a last
+/// failure and a last success). `tests/it/registry.rs` leaves these collectors to this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replication_metric_is_published_by_real_polls() {
+    // In /tmp: the server's OS user must be able to create it (a test's own temporary
+    // directory is private to the test's user).
+    let failed_once = std::env::temp_dir().join(format!(
+        "pgvigil-archive-failed-once-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let primary = TestCluster::builder()
+        .version(17)
+        .setting("wal_level", "logical")
+        .setting("max_slot_wal_keep_size", "1GB")
+        .setting("archive_mode", "on")
+        .setting(
+            "archive_command",
+            &format!(
+                "test -f {f} || (touch {f}; false)",
+                f = failed_once.display()
+            ),
+        )
+        .start();
+    let standby = primary.start_standby();
+    primary.create_physical_slot("physical");
+    primary.psql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('logical', 'test_decoding')",
+    );
+    primary.psql("postgres", "SELECT pg_switch_wal()");
+    primary.generate_wal(1 << 20);
+    primary.psql("postgres", "SELECT pg_switch_wal()");
+    let daemon = Daemon::start(&format!(
+        "{}{}",
+        one_target(
+            "primary",
+            &primary.dsn("postgres"),
+            "[targets.wal_directory]\ninterval = \"200ms\"\n",
+        ),
+        one_target("standby", &standby.dsn("postgres"), "")
+    ))
+    .await;
+    let specs = [
+        "replication",
+        "replication_slots",
+        "archiver",
+        "wal_directory",
+    ];
+    let declared: Vec<&str> = pgvigil::collect::registry::POSTGRES
+        .iter()
+        .filter(|s| specs.contains(&s.name))
+        .flat_map(|s| s.metrics.iter().map(|m| m.name))
+        .collect();
+    assert!(declared.len() >= 40, "{declared:?}");
+    let mut missing = Vec::new();
+    daemon
+        .wait_for("every replication metric", WAIT, |m| {
+            missing = declared
+                .iter()
+                .copied()
+                .filter(|name| m.samples.iter().all(|(n, _, _)| n != name))
+                .collect();
+            missing.is_empty().then_some(())
+        })
+        .await;
+    assert!(missing.is_empty(), "never published: {missing:?}");
+    daemon.stop().await;
+    let _ = std::fs::remove_file(&failed_once);
+}

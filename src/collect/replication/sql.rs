@@ -7,6 +7,10 @@
 //! itself: `pg_current_wal_lsn()` and `pg_is_wal_replay_paused()` raise an error on the
 //! wrong side, so each is only evaluated under a `CASE` on `pg_is_in_recovery()`.
 //!
+//! `primary_conninfo` is read with `current_setting()` only on a standby and only by a role that
+//! may (`pg_read_all_settings`, in `pg_monitor`); the `pg_settings` view would build a row for
+//! every setting of the server, which alone cost 0.4 ms a poll.
+//!
 //! WAL positions come back as bytes since `0/0` in a `float8` (exact up to 8 PiB of WAL), so
 //! differences are computed in the daemon.
 
@@ -28,7 +32,8 @@ SELECT server.in_recovery,
        w.sender_host,
        pg_wal_lsn_diff(w.latest_end_lsn, '0/0')::float8,
        extract(epoch FROM clock_timestamp() - w.last_msg_receipt_time)::float8,
-       (SELECT setting <> '' FROM pg_settings WHERE name = 'primary_conninfo'),
+       CASE WHEN server.in_recovery AND pg_has_role('pg_read_all_settings', 'USAGE')
+            THEN current_setting('primary_conninfo') <> '' END,
        r.application_name,
        host(r.client_addr),
        r.state,
