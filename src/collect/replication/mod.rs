@@ -4,7 +4,7 @@
 //!
 //! # The poll, step by step
 //!
-//! 1. One statement ([`sql::REPLICATION_SQL`]) returns a row per WAL sender, each carrying
+//! 1. One statement (`REPLICATION_SQL` in `sql.rs`) returns a row per WAL sender, each carrying
 //!    the server's own columns: `pg_is_in_recovery()`, the WAL position standbys are measured
 //!    against (the current one on a primary, the replayed one on a cascading standby), the
 //!    received and replayed positions, whether replay is paused, and the WAL receiver's
@@ -30,7 +30,7 @@
 //!
 //! # Versions
 //!
-//! The same statement on PostgreSQL 13 to 18 (see [`sql`]). Without `pg_read_all_stats`
+//! The same statement on PostgreSQL 13 to 18 (see `sql.rs`). Without `pg_read_all_stats`
 //! (in `pg_monitor`) PostgreSQL hides every column but the pid: the standbys are counted,
 //! their lags are absent.
 
