@@ -163,6 +163,11 @@ mod tests {
     async fn each_collector_runs_on_its_own_interval() {
         let mut config = target();
         config.imports.enabled = false;
+        // Only three collectors, with two intervals between them.
+        config.replication.enabled = false;
+        config.replication_slots.enabled = false;
+        config.archiver.enabled = false;
+        config.wal_directory.enabled = false;
         let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15), None);
         schedule.reset(Some(170000));
         let t0 = Instant::now();
@@ -190,7 +195,17 @@ mod tests {
                 .map(|c| c.spec.name)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names(Scope::Cluster), ["activity", "statements"]);
+        assert_eq!(
+            names(Scope::Cluster),
+            [
+                "activity",
+                "statements",
+                "replication",
+                "replication_slots",
+                "archiver",
+                "wal_directory"
+            ]
+        );
         assert_eq!(names(Scope::Database), ["tables", "imports"]);
     }
 
