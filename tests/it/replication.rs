@@ -315,11 +315,13 @@ async fn an_unconsumed_slot_retains_wal_and_a_failing_archive_command_alerts() {
     let main = [("target", "main")];
     let slot = [("target", "main"), ("slot_name", "forgotten")];
 
-    // Before any WAL: the slot is there, inactive, below the threshold.
+    // Before any WAL: the slot is there, inactive, below the threshold. Each collector
+    // publishes when it finishes, so wait for both the slots' and the archiver's series.
     let m = daemon
-        .wait_for("the slot", WAIT, |m| {
-            m.value("pgvigil_replication_slot_active", &slot)
-                .map(|_| m.clone())
+        .wait_for("the slot and the archiver", WAIT, |m| {
+            let slots = m.value("pgvigil_replication_slot_active", &slot);
+            let archiver = m.value("pgvigil_archiver_enabled", &main);
+            (slots.is_some() && archiver.is_some()).then(|| m.clone())
         })
         .await;
     assert_eq!(m.value("pgvigil_replication_slot_active", &slot), Some(0.0));
