@@ -30,7 +30,7 @@ fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
 /// A Unix time as RFC 3339, for annotations.
 pub(super) fn rfc3339(unix_seconds: f64) -> String {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds.max(0.0));
-    humantime::format_rfc3339_seconds(at).to_string()
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[derive(Debug)]
@@ -104,7 +104,7 @@ pub(crate) mod tests {
         let Evaluation::Holds(c) = rule.evaluate("main", &restarted) else {
             panic!()
         };
-        assert_eq!(c[0].annotations["started_at"], "1970-01-01T00:33:20Z");
+        assert_eq!(c[0].annotations["started_at"], "1970-01-01T00:33:20.000Z");
         assert_eq!(c[0].annotations["uptime_seconds"], "60");
         assert_eq!(
             rule.evaluate("main", &Observations::default()),

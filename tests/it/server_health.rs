@@ -1,0 +1,278 @@
+//! The server-health collectors and their alerts against real PostgreSQL: a provoked deadlock,
+//! a session holding the xmin horizon while XIDs are consumed, a setting pending a restart and
+//! the restart itself, and database sizes on their own schedule.
+
+use std::time::Duration;
+
+use pgvigil_testkit::TestCluster;
+
+use crate::support::{Daemon, Metrics, connect, one_target};
+use crate::support_alerting::{api_active, wait_async};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls of `collector` of target main so far.
+fn polls(m: &Metrics, collector: &str) -> f64 {
+    m.sum(
+        "pgvigil_poll_duration_seconds_count",
+        &[("target", "main"), ("collector", collector)],
+    )
+}
+
+#[tokio::test]
+async fn a_deadlock_counts_and_fires_deadlocks_detected() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("deadlock");
+    cluster.psql(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0), (2, 0)",
+    );
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
+    let before = daemon
+        .wait_for("the deadlock counter", WAIT, |m| {
+            m.value("pgvigil_database_deadlocks_total", &[("datname", &db)])
+        })
+        .await;
+    assert_eq!(before, 0.0);
+
+    // Two sessions lock the rows in opposite orders.
+    let a = connect(&cluster.dsn(&db)).await;
+    let b = connect(&cluster.dsn(&db)).await;
+    a.batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 2")
+        .await
+        .unwrap();
+    let first = tokio::spawn(async move {
+        let r = a.batch_execute("UPDATE t SET v = 2 WHERE id = 2").await;
+        (a, r)
+    });
+    let second = b.batch_execute("UPDATE t SET v = 2 WHERE id = 1").await;
+    let (a, first) = first.await.unwrap();
+    let failed: Vec<_> = [&first, &second]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one of the two is cancelled: {first:?} {second:?}"
+    );
+    assert_eq!(
+        failed[0].code(),
+        Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+    );
+    let _ = a.batch_execute("ROLLBACK").await;
+    let _ = b.batch_execute("ROLLBACK").await;
+
+    daemon
+        .wait_for("the deadlock to be counted", WAIT, |m| {
+            (m.value("pgvigil_database_deadlocks_total", &[("datname", &db)]) == Some(1.0))
+                .then_some(())
+        })
+        .await;
+    let labels = [("alertname", "DeadlocksDetected"), ("datname", db.as_str())];
+    let firing = wait_async("DeadlocksDetected to fire", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    assert_eq!(firing["annotations"]["new_deadlocks"], "1", "{firing}");
+    assert_eq!(firing["labels"]["severity"], "warning", "{firing}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn wraparound_risk_names_the_backend_holding_the_oldest_xmin() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("wraparound");
+    // autovacuum_freeze_max_age is 200 million: a ratio of 5e-6 fires at 1000 XIDs.
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn(&db),
+        "[targets.alerts.WraparoundRisk]\nfreeze_max_age_ratio = 0.000005\n",
+    ))
+    .await;
+
+    // A session holding a snapshot: its xmin is the horizon.
+    let holder = connect(&cluster.dsn(&db)).await;
+    holder
+        .batch_execute(
+            "SET application_name = 'horizon-holder';
+             BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class",
+        )
+        .await
+        .unwrap();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Consume 1500 transaction IDs, one transaction each.
+    let burner = connect(&cluster.dsn(&db)).await;
+    burner
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..1500 LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$",
+        )
+        .await
+        .unwrap();
+
+    let m = daemon
+        .wait_for("the backend's xmin age", WAIT, |m| {
+            m.value("pgvigil_xmin_horizon_age", &[("holder", "backend")])
+                .filter(|age| *age >= 1500.0)
+                .map(|_| m.clone())
+        })
+        .await;
+    assert!(
+        m.value("pgvigil_database_xid_age", &[("datname", &db)])
+            .is_some_and(|age| age >= 1500.0),
+        "the database's XID age grew with the consumed XIDs"
+    );
+    let labels = [("alertname", "WraparoundRisk"), ("datname", db.as_str())];
+    let firing = wait_async("WraparoundRisk to fire", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    let named = firing["annotations"]["horizon_holder"].as_str().unwrap();
+    assert!(
+        named.contains(&format!("backend pid {pid} ")) && named.contains("\"horizon-holder\""),
+        "{firing}"
+    );
+    assert_eq!(firing["annotations"]["horizon_holder_kind"], "backend");
+    assert_eq!(firing["labels"]["severity"], "warning");
+    holder.batch_execute("COMMIT").await.unwrap();
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_pending_restart_setting_fires_then_the_restart_fires_postgres_restarted() {
+    let cluster = TestCluster::start_private();
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn("postgres"), "")).await;
+    let started = daemon
+        .wait_for("the postmaster start time", WAIT, |m| {
+            m.value("pgvigil_server_start_time_seconds", &[])
+        })
+        .await;
+    assert_eq!(
+        daemon
+            .metrics()
+            .await
+            .value("pgvigil_settings_pending_restart", &[]),
+        Some(0.0)
+    );
+
+    cluster.psql("postgres", "ALTER SYSTEM SET max_connections = 61");
+    cluster.reload();
+    daemon
+        .wait_for("max_connections pending a restart", WAIT, |m| {
+            m.value(
+                "pgvigil_setting_pending_restart",
+                &[("name", "max_connections")],
+            )
+            .map(|_| ())
+        })
+        .await;
+    let pending = wait_async("SettingsPendingRestart to fire", WAIT, || async {
+        api_active(
+            &daemon,
+            "firing",
+            &[("alertname", "SettingsPendingRestart")],
+        )
+        .await
+    })
+    .await;
+    assert_eq!(pending["annotations"]["settings"], "max_connections");
+    assert_eq!(pending["labels"]["severity"], "info");
+
+    cluster.restart();
+    daemon
+        .wait_for("the new start time and setting", WAIT, |m| {
+            let restarted = m
+                .value("pgvigil_server_start_time_seconds", &[])
+                .is_some_and(|t| t > started);
+            let applied = m.value("pgvigil_setting", &[("name", "max_connections")]) == Some(61.0);
+            (restarted && applied).then_some(())
+        })
+        .await;
+    let restarted = wait_async("PostgresRestarted to fire", WAIT, || async {
+        api_active(&daemon, "firing", &[("alertname", "PostgresRestarted")]).await
+    })
+    .await;
+    assert!(
+        restarted["annotations"]["previous_started_at"] != restarted["annotations"]["started_at"],
+        "{restarted}"
+    );
+    // The restart applied the setting: nothing pends any more.
+    wait_async("SettingsPendingRestart to resolve", WAIT, || async {
+        api_active(
+            &daemon,
+            "firing",
+            &[("alertname", "SettingsPendingRestart")],
+        )
+        .await
+        .is_none()
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        daemon
+            .metrics()
+            .await
+            .value("pgvigil_settings_pending_restart", &[]),
+        Some(0.0)
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn database_sizes_run_on_their_own_schedule_and_fire_database_growth() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("sizes");
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn(&db),
+        "[targets.database_sizes]\ninterval = \"2s\"\n\
+         [targets.alerts.DatabaseGrowth]\nfor = \"0s\"\nmax_bytes_per_hour = 1000000\n",
+    ))
+    .await;
+    let first = daemon
+        .wait_for("the first size", WAIT, |m| {
+            m.value("pgvigil_database_size_bytes", &[("datname", &db)])
+        })
+        .await;
+    // About 8 MB of rows.
+    cluster.psql(
+        &db,
+        "CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 30000) g",
+    );
+    let m = daemon
+        .wait_for("a larger size", WAIT, |m| {
+            m.value("pgvigil_database_size_bytes", &[("datname", &db)])
+                .filter(|size| *size > first + 4e6)
+                .map(|_| m.clone())
+        })
+        .await;
+    // Two runs of database_sizes are at least 2 s apart; the server collector runs every
+    // 200 ms poll meanwhile.
+    let sizes = polls(&m, "database_sizes");
+    let server = polls(&m, "server");
+    assert!(sizes >= 2.0, "{sizes}");
+    assert!(
+        server > 2.0 * sizes,
+        "server {server} polls vs database_sizes {sizes}"
+    );
+    let labels = [("alertname", "DatabaseGrowth"), ("datname", db.as_str())];
+    let firing = wait_async("DatabaseGrowth to fire", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    let rate: f64 = firing["annotations"]["bytes_per_hour"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rate > 1e6, "{firing}");
+    assert_eq!(m.value("pgvigil_database_sizes_unmeasured", &[]), Some(0.0));
+    daemon.stop().await;
+}
