@@ -276,3 +276,101 @@ async fn database_sizes_run_on_their_own_schedule_and_fire_database_growth() {
     assert_eq!(m.value("pgvigil_database_sizes_unmeasured", &[]), Some(0.0));
     daemon.stop().await;
 }
+
+/// The server-health collectors of the default set.
+const SERVER_HEALTH: [&str; 4] = ["server", "database_stats", "wraparound", "database_sizes"];
+
+/// Poll errors of the server-health collectors of target main.
+fn server_health_errors(m: &Metrics) -> f64 {
+    SERVER_HEALTH
+        .iter()
+        .map(|c| {
+            m.sum(
+                "pgvigil_poll_errors_total",
+                &[("target", "main"), ("collector", c)],
+            )
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_promoted_standby_fires_recovery_role_changed() {
+    let primary = TestCluster::start_private();
+    let standby = primary.start_standby();
+    let daemon = Daemon::start(&one_target("main", &standby.dsn("postgres"), "")).await;
+    daemon
+        .wait_for(
+            "the standby seen in recovery by every collector",
+            WAIT,
+            |m| {
+                let polled = SERVER_HEALTH.iter().all(|c| polls(m, c) >= 1.0);
+                (polled && m.value("pgvigil_server_in_recovery", &[]) == Some(1.0)).then_some(())
+            },
+        )
+        .await;
+
+    standby.promote();
+    let m = daemon
+        .wait_for("the promotion", WAIT, |m| {
+            (m.value("pgvigil_server_in_recovery", &[]) == Some(0.0)).then(|| m.clone())
+        })
+        .await;
+    let changed = wait_async("RecoveryRoleChanged to fire", WAIT, || async {
+        api_active(&daemon, "firing", &[("alertname", "RecoveryRoleChanged")]).await
+    })
+    .await;
+    assert_eq!(changed["annotations"]["from"], "standby", "{changed}");
+    assert_eq!(changed["annotations"]["to"], "primary", "{changed}");
+    // A promotion is no restart.
+    assert!(
+        api_active(&daemon, "firing", &[("alertname", "PostgresRestarted")])
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        server_health_errors(&m),
+        0.0,
+        "no collector failed on the standby"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn server_health_collectors_complete_while_a_ddl_lock_is_held() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("ddllock");
+    cluster.psql(&db, "CREATE TABLE busy (id int)");
+    // An ALTER TABLE's lock, held by a transaction that does not end.
+    let locker = connect(&cluster.dsn(&db)).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn(&db),
+        "[targets.database_sizes]\ninterval = \"1s\"\n",
+    ))
+    .await;
+    let m = daemon
+        .wait_for("three runs of every server-health collector", WAIT, |m| {
+            SERVER_HEALTH
+                .iter()
+                .all(|c| polls(m, c) >= 3.0)
+                .then(|| m.clone())
+        })
+        .await;
+    assert_eq!(server_health_errors(&m), 0.0);
+    assert!(
+        m.value("pgvigil_database_size_bytes", &[("datname", &db)])
+            .is_some()
+    );
+    // The lock is WAL-logged for standbys, which gives the locker a transaction ID: the
+    // horizon names a backend.
+    assert!(
+        m.value("pgvigil_xmin_horizon_age", &[("holder", "backend")])
+            .is_some()
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    daemon.stop().await;
+}
