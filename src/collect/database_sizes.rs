@@ -57,26 +57,19 @@ pub struct DatabaseSizesReport {
     pub unmeasured: BTreeMap<String, String>,
 }
 
-/// The database sizes collector; remembers each database's previous size.
-#[derive(Debug)]
+/// The database sizes collector; remembers each database's previous size. Which databases
+/// it measures is read from the target's config at every run (a reload applies at once).
+#[derive(Debug, Default)]
 pub struct DatabaseSizes {
-    databases: DatabasesConfig,
     previous: HashMap<String, (f64, f64)>,
 }
 
 impl DatabaseSizes {
-    /// A collector for the databases `databases` selects.
-    pub fn new(databases: &DatabasesConfig) -> Self {
-        DatabaseSizes {
-            databases: databases.clone(),
-            previous: HashMap::new(),
-        }
-    }
-
     async fn poll(
         &mut self,
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, DatabaseSizesReport), CollectError> {
+        let watched: &DatabasesConfig = &ctx.target.databases;
         let rows = ctx.client.query(LIST_SQL, &[]).await?;
         let mut now = 0.0;
         let mut measure: Vec<(u32, String)> = Vec::new();
@@ -86,7 +79,7 @@ impl DatabaseSizes {
             let datname: String = row.try_get(1)?;
             let allowed: bool = row.try_get(2)?;
             now = row.try_get(3)?;
-            if !self.databases.selects(&datname) {
+            if !watched.selects(&datname) {
                 continue;
             }
             if allowed {
@@ -98,33 +91,7 @@ impl DatabaseSizes {
                 );
             }
         }
-        let oids: Vec<u32> = measure.iter().map(|(oid, _)| *oid).collect();
-        let mut sizes: HashMap<u32, Option<f64>> = HashMap::new();
-        match ctx.client.query(SIZES_SQL, &[&oids]).await {
-            Ok(rows) => {
-                for row in rows {
-                    sizes.insert(row.try_get(0)?, row.try_get(1)?);
-                }
-            }
-            Err(batch) if batch.as_db_error().is_some() => {
-                debug!(error = %batch, "database sizes: measuring one database at a time");
-                for &oid in &oids {
-                    match ctx.client.query(SIZES_SQL, &[&vec![oid]]).await {
-                        Ok(rows) => {
-                            for row in rows {
-                                sizes.insert(row.try_get(0)?, row.try_get(1)?);
-                            }
-                        }
-                        Err(e) if e.as_db_error().is_some() => {
-                            let (_, datname) = measure.iter().find(|(o, _)| *o == oid).unwrap();
-                            unmeasured.insert(datname.clone(), super::describe_pg_error(&e));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let sizes = measure_sizes(ctx, &measure, &mut unmeasured).await?;
         let measured = measure
             .into_iter()
             .filter_map(|(oid, datname)| Some((datname, sizes.get(&oid).copied().flatten()?)))
@@ -174,6 +141,39 @@ impl DatabaseSizes {
     }
 }
 
+/// The sizes of `measure` in one query; if that fails on the server, one query per database,
+/// each failure recorded in `unmeasured` instead of failing the run.
+async fn measure_sizes(
+    ctx: &PollContext<'_>,
+    measure: &[(u32, String)],
+    unmeasured: &mut BTreeMap<String, String>,
+) -> Result<HashMap<u32, Option<f64>>, CollectError> {
+    let oids: Vec<u32> = measure.iter().map(|(oid, _)| *oid).collect();
+    let mut sizes = HashMap::new();
+    let batch = match ctx.client.query(SIZES_SQL, &[&oids]).await {
+        Ok(rows) => rows,
+        Err(batch) if batch.as_db_error().is_some() => {
+            debug!(error = %batch, "database sizes: measuring one database at a time");
+            let mut rows = Vec::new();
+            for (oid, datname) in measure {
+                match ctx.client.query(SIZES_SQL, &[&vec![*oid]]).await {
+                    Ok(one) => rows.extend(one),
+                    Err(e) if e.as_db_error().is_some() => {
+                        unmeasured.insert(datname.clone(), super::describe_pg_error(&e));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            rows
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for row in batch {
+        sizes.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    Ok(sizes)
+}
+
 /// The registry's entry (see [`super::registry`]).
 pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     name: "database_sizes",
@@ -184,7 +184,7 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     grants: &["pg_monitor"],
     metrics: &[&metrics::DB_SIZE, &metrics::DB_SIZES_UNMEASURED],
     section: |t| &t.database_sizes,
-    build: |t| Box::new(DatabaseSizes::new(&t.databases)),
+    build: |_| Box::new(DatabaseSizes::default()),
     carry: |from, to| to.database_sizes = from.database_sizes.clone(),
 };
 
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn growth_is_per_hour_between_two_runs() {
-        let mut sizes = DatabaseSizes::new(&DatabasesConfig::every());
+        let mut sizes = DatabaseSizes::default();
         let (snap, first) = sizes.summarise(1000.0, vec![("app".into(), 1e6)], BTreeMap::new());
         assert_eq!(snap.get(&metrics::DB_SIZE)[0].value, 1e6);
         assert_eq!(first.databases["app"].growth_bytes_per_hour, None);
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn unmeasured_databases_are_counted() {
-        let mut sizes = DatabaseSizes::new(&DatabasesConfig::every());
+        let mut sizes = DatabaseSizes::default();
         let unmeasured = BTreeMap::from([("secret".to_owned(), "no CONNECT".to_owned())]);
         let (snap, report) = sizes.summarise(1.0, vec![], unmeasured);
         assert_eq!(snap.get(&metrics::DB_SIZES_UNMEASURED)[0].value, 1.0);

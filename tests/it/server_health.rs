@@ -374,3 +374,43 @@ async fn server_health_collectors_complete_while_a_ddl_lock_is_held() {
     locker.batch_execute("ROLLBACK").await.unwrap();
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_pgvigil_may_not_measure_costs_only_its_own_size() {
+    let cluster = TestCluster::start_private();
+    let open = cluster.create_database("sizes_open");
+    let closed = cluster.create_database("sizes_closed");
+    // A role without pg_monitor: pg_database_size needs CONNECT on each database.
+    cluster.psql(
+        "postgres",
+        &format!("CREATE ROLE sizer LOGIN; REVOKE CONNECT ON DATABASE {closed} FROM PUBLIC"),
+    );
+    let dsn = format!("{} user=sizer", cluster.dsn(&open));
+    let config = format!(
+        "[[targets]]\nname = \"main\"\ndsn = \"{dsn}\"\npoll_interval = \"200ms\"\n\
+         [targets.databases]\ninclude = [\"sizes_*\"]\n"
+    );
+    let daemon = Daemon::start(&config).await;
+    let m = daemon
+        .wait_for("a run of database_sizes", WAIT, |m| {
+            (polls(m, "database_sizes") >= 1.0).then(|| m.clone())
+        })
+        .await;
+    assert!(
+        m.value("pgvigil_database_size_bytes", &[("datname", &open)])
+            .is_some()
+    );
+    assert_eq!(
+        m.value("pgvigil_database_size_bytes", &[("datname", &closed)]),
+        None
+    );
+    assert_eq!(m.value("pgvigil_database_sizes_unmeasured", &[]), Some(1.0));
+    assert_eq!(
+        m.sum(
+            "pgvigil_poll_errors_total",
+            &[("target", "main"), ("collector", "database_sizes")]
+        ),
+        0.0
+    );
+    daemon.stop().await;
+}

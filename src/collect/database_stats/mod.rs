@@ -57,22 +57,15 @@ pub struct DatabaseStatsReport {
     pub databases: BTreeMap<String, DatabaseStat>,
 }
 
-/// The pg_stat_database collector; remembers each database's deadlock counter.
-#[derive(Debug)]
+/// The pg_stat_database collector; remembers each database's deadlock counter. Which
+/// databases it reports is read from the target's config at every poll, so a reload that
+/// changes `[targets.databases]` applies at once.
+#[derive(Debug, Default)]
 pub struct DatabaseStats {
-    databases: DatabasesConfig,
     deadlocks: HashMap<String, f64>,
 }
 
 impl DatabaseStats {
-    /// A collector for the databases `databases` selects.
-    pub fn new(databases: &DatabasesConfig) -> Self {
-        DatabaseStats {
-            databases: databases.clone(),
-            deadlocks: HashMap::new(),
-        }
-    }
-
     async fn poll(
         &mut self,
         ctx: &PollContext<'_>,
@@ -94,11 +87,15 @@ impl DatabaseStats {
                 })
             })
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        Ok(self.summarise(rows))
+        Ok(self.summarise(&ctx.target.databases, rows))
     }
 
     /// Series and the rules' facts from one poll's rows.
-    pub fn summarise(&mut self, rows: Vec<StatRow>) -> (Snapshot, DatabaseStatsReport) {
+    pub fn summarise(
+        &mut self,
+        watched: &DatabasesConfig,
+        rows: Vec<StatRow>,
+    ) -> (Snapshot, DatabaseStatsReport) {
         let mut snap = Snapshot::default();
         let mut report = DatabaseStatsReport::default();
         let deadlocks_at = sql::index_of(&metrics::DB_DEADLOCKS);
@@ -106,7 +103,7 @@ impl DatabaseStats {
         let last_failure_at = sql::index_of(&metrics::DB_CHECKSUM_LAST_FAILURE);
         let mut seen = HashMap::new();
         for row in rows {
-            if !self.databases.selects(&row.datname) {
+            if !watched.selects(&row.datname) {
                 continue;
             }
             for (column, value) in sql::COLUMNS.iter().zip(&row.values) {
@@ -179,7 +176,7 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
         &metrics::DB_CONFLICTS,
     ],
     section: |t| &t.database_stats,
-    build: |t| Box::new(DatabaseStats::new(&t.databases)),
+    build: |_| Box::new(DatabaseStats::default()),
     carry: |from, to| to.database_stats = from.database_stats.clone(),
 };
 
@@ -219,8 +216,8 @@ mod tests {
 
     #[test]
     fn columns_become_series_and_nulls_none() {
-        let mut stats = DatabaseStats::new(&DatabasesConfig::every());
-        let (snap, report) = stats.summarise(vec![row("app", 2.0)]);
+        let mut stats = DatabaseStats::default();
+        let (snap, report) = stats.summarise(&DatabasesConfig::every(), vec![row("app", 2.0)]);
         assert_eq!(snap.get(&metrics::DB_DEADLOCKS)[0].value, 2.0);
         assert!(snap.get(&metrics::DB_CHECKSUM_FAILURES).is_empty());
         assert!(snap.get(&metrics::DB_CLIENT_SESSIONS).is_empty());
@@ -246,21 +243,25 @@ mod tests {
 
     #[test]
     fn new_deadlocks_are_counted_across_polls_and_resets() {
-        let mut stats = DatabaseStats::new(&DatabasesConfig::every());
-        stats.summarise(vec![row("app", 2.0)]);
-        let (_, report) = stats.summarise(vec![row("app", 5.0)]);
+        let mut stats = DatabaseStats::default();
+        let every = DatabasesConfig::every();
+        stats.summarise(&every, vec![row("app", 2.0)]);
+        let (_, report) = stats.summarise(&every, vec![row("app", 5.0)]);
         assert_eq!(report.databases["app"].new_deadlocks, Some(3.0));
-        let (_, report) = stats.summarise(vec![row("app", 5.0)]);
+        let (_, report) = stats.summarise(&every, vec![row("app", 5.0)]);
         assert_eq!(report.databases["app"].new_deadlocks, Some(0.0));
         // pg_stat_reset(): the counter starts again; one deadlock since.
-        let (_, report) = stats.summarise(vec![row("app", 1.0)]);
+        let (_, report) = stats.summarise(&every, vec![row("app", 1.0)]);
         assert_eq!(report.databases["app"].new_deadlocks, Some(1.0));
     }
 
     #[test]
     fn unselected_databases_are_left_out() {
-        let mut stats = DatabaseStats::new(&DatabasesConfig::only("app"));
-        let (snap, report) = stats.summarise(vec![row("app", 0.0), row("other", 0.0)]);
+        let mut stats = DatabaseStats::default();
+        let (snap, report) = stats.summarise(
+            &DatabasesConfig::only("app"),
+            vec![row("app", 0.0), row("other", 0.0)],
+        );
         assert_eq!(report.databases.len(), 1);
         assert!(
             snap.get(&metrics::DB_COMMITS)
