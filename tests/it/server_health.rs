@@ -414,3 +414,82 @@ async fn a_database_pgvigil_may_not_measure_costs_only_its_own_size() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn the_horizon_holder_can_be_a_slot_or_a_prepared_transaction() {
+    let cluster = TestCluster::builder()
+        .setting("wal_level", "logical")
+        .setting("max_prepared_transactions", "2")
+        .start();
+    let db = cluster.create_database("holders");
+    cluster.psql(&db, "CREATE TABLE t (id int)");
+    let burn = |n: u32| {
+        cluster.psql(
+            &db,
+            &format!(
+                "DO $$ BEGIN FOR i IN 1..{n} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$"
+            ),
+        );
+    };
+    // Oldest: a logical slot's catalog_xmin; younger: a prepared transaction.
+    cluster.psql(
+        &db,
+        "SELECT pg_create_logical_replication_slot('cdc', 'test_decoding')",
+    );
+    burn(500);
+    cluster.psql(
+        &db,
+        "BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'tx_forgotten'",
+    );
+    burn(1000);
+
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn(&db),
+        "[targets.alerts.WraparoundRisk]\nfreeze_max_age_ratio = 0.000005\n",
+    ))
+    .await;
+    let m = daemon
+        .wait_for("both holders", WAIT, |m| {
+            let slot = m.value(
+                "pgvigil_xmin_horizon_age",
+                &[("holder", "replication_slot_catalog")],
+            )?;
+            let prepared = m.value(
+                "pgvigil_xmin_horizon_age",
+                &[("holder", "prepared_transaction")],
+            )?;
+            Some((slot, prepared, m.clone()))
+        })
+        .await;
+    let (slot, prepared, m) = m;
+    assert!(
+        slot >= 1500.0 && prepared >= 1000.0 && slot > prepared,
+        "{slot} {prepared}"
+    );
+    assert!(
+        m.value(
+            "pgvigil_xmin_horizon_age_seconds",
+            &[("holder", "prepared_transaction")]
+        )
+        .is_some()
+    );
+    let labels = [("alertname", "WraparoundRisk"), ("datname", db.as_str())];
+    let firing = wait_async("WraparoundRisk to fire", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    let named = firing["annotations"]["horizon_holder"].as_str().unwrap();
+    assert!(
+        named.contains("replication slot \"cdc\"") && named.contains("catalog_xmin"),
+        "{firing}"
+    );
+    let all = firing["annotations"]["horizon_holders"].as_str().unwrap();
+    assert!(
+        all.contains("prepared transaction \"tx_forgotten\""),
+        "{firing}"
+    );
+    cluster.psql(&db, "ROLLBACK PREPARED 'tx_forgotten'");
+    cluster.psql(&db, "SELECT pg_drop_replication_slot('cdc')");
+    daemon.stop().await;
+}
