@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::registry::{self, CollectorSpec, Scope};
 use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
@@ -62,6 +62,8 @@ pub struct DatabaseSizesReport {
 #[derive(Debug, Default)]
 pub struct DatabaseSizes {
     previous: HashMap<String, (f64, f64)>,
+    /// The databases not measured last time, so each is logged once, not every run.
+    unmeasured: BTreeMap<String, String>,
 }
 
 impl DatabaseSizes {
@@ -131,8 +133,11 @@ impl DatabaseSizes {
         }
         self.previous = seen;
         for (datname, why) in &report.unmeasured {
-            debug!(%datname, %why, "database size not measured");
+            if self.unmeasured.get(datname) != Some(why) {
+                warn!(%datname, %why, "database size not measured");
+            }
         }
+        self.unmeasured = report.unmeasured.clone();
         snap.set(
             &metrics::DB_SIZES_UNMEASURED,
             report.unmeasured.len() as f64,
