@@ -8,7 +8,10 @@
 //!    `pg_postmaster_start_time()`, `pg_conf_load_time()`, the last checkpoint's timeline from
 //!    `pg_control_checkpoint()` when pgvigil may execute it);
 //! 2. [`SETTINGS_SQL`]: the rows of `pg_settings` named in [`SETTINGS`] plus every row with
-//!    `pending_restart`;
+//!    `pending_restart` — only when the configuration was (re)loaded or the server restarted
+//!    since the last read, since neither can change otherwise (`pg_settings` builds all of
+//!    its ~350 rows, the costliest part of this collector); values are `reset_val`, the
+//!    server's own, not pgvigil's session settings (`statement_timeout`, `lock_timeout`);
 //! 3. [`Server::summarise`] (pure): values converted to base units (bytes, seconds), and the
 //!    restart and role change detected against the previous poll.
 //!
@@ -37,7 +40,7 @@ SELECT pg_is_in_recovery(),
 
 /// The cited settings and every setting pending a restart.
 pub const SETTINGS_SQL: &str = "
-SELECT name, setting, coalesce(unit, ''), vartype, pending_restart
+SELECT name, reset_val, coalesce(unit, ''), vartype, pending_restart
   FROM pg_settings
  WHERE name = ANY($1) OR pending_restart";
 
@@ -79,7 +82,7 @@ pub const SETTINGS: &[&str] = &[
 pub struct SettingRow {
     /// `name`.
     pub name: String,
-    /// `setting`, as text.
+    /// `reset_val` (the server's value, whatever the session set), as text.
     pub setting: String,
     /// `unit` (`8kB`, `ms`, ...), empty if none.
     pub unit: String,
@@ -132,6 +135,8 @@ pub struct ServerReport {
 #[derive(Debug, Default)]
 pub struct Server {
     last: Option<Status>,
+    /// The settings rows and the (configuration load, start) times they were read at.
+    settings: Option<((f64, f64), Vec<SettingRow>)>,
 }
 
 impl Server {
@@ -147,20 +152,12 @@ impl Server {
             now: row.try_get(3)?,
             timeline: row.try_get(4)?,
         };
-        let names: Vec<&str> = SETTINGS.to_vec();
-        let rows = ctx.client.query(SETTINGS_SQL, &[&names]).await?;
-        let settings = rows
-            .iter()
-            .map(|r| {
-                Ok(SettingRow {
-                    name: r.try_get(0)?,
-                    setting: r.try_get(1)?,
-                    unit: r.try_get(2)?,
-                    vartype: r.try_get(3)?,
-                    pending_restart: r.try_get(4)?,
-                })
-            })
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        let read_at = (status.config_load_time, status.start_time);
+        let settings = match self.settings.take() {
+            Some((at, rows)) if at == read_at => rows,
+            _ => read_settings(ctx).await?,
+        };
+        self.settings = Some((read_at, settings.clone()));
         Ok(self.summarise(status, settings))
     }
 
@@ -222,6 +219,25 @@ impl Server {
         }
         (snap, report)
     }
+}
+
+/// The cited settings and those pending a restart.
+async fn read_settings(ctx: &PollContext<'_>) -> Result<Vec<SettingRow>, CollectError> {
+    let names: Vec<&str> = SETTINGS.to_vec();
+    let rows = ctx.client.query(SETTINGS_SQL, &[&names]).await?;
+    let settings = rows
+        .iter()
+        .map(|r| {
+            Ok(SettingRow {
+                name: r.try_get(0)?,
+                setting: r.try_get(1)?,
+                unit: r.try_get(2)?,
+                vartype: r.try_get(3)?,
+                pending_restart: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    Ok(settings)
 }
 
 /// A setting's value in base units: memory in bytes, time in seconds, booleans 0/1; `None` for
