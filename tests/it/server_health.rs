@@ -8,6 +8,7 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Metrics, connect, one_target};
 use crate::support_alerting::{api_active, wait_async};
+use crate::support_package::is_root;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -491,5 +492,78 @@ async fn the_horizon_holder_can_be_a_slot_or_a_prepared_transaction() {
     );
     cluster.psql(&db, "ROLLBACK PREPARED 'tx_forgotten'");
     cluster.psql(&db, "SELECT pg_drop_replication_slot('cdc')");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_corrupted_page_fires_checksum_failures() {
+    // Debian's build: the npm builds of the other versions ship no pg_checksums.
+    let cluster = TestCluster::start_version(15);
+    let db = cluster.create_database("checksums");
+    cluster.psql(
+        &db,
+        "CREATE TABLE t AS SELECT g, repeat('x', 50) AS pad FROM generate_series(1, 1000) g; CHECKPOINT",
+    );
+    let file = cluster.psql(&db, "SELECT pg_relation_filepath('t')");
+    let data_dir = cluster.data_dir().expect("a private cluster");
+    // Data checksums on (pg_checksums, on the stopped cluster, as the cluster's owner), then
+    // garbage in the middle of the table's first page.
+    cluster.stop();
+    let pg_checksums = cluster.bindir().join("pg_checksums");
+    let mut command = if is_root() {
+        let mut c = std::process::Command::new(pgvigil_testkit::find_program("runuser"));
+        c.args(["-u", "postgres", "--"]).arg(&pg_checksums);
+        c
+    } else {
+        std::process::Command::new(&pg_checksums)
+    };
+    let out = command
+        .arg("--enable")
+        .arg("-D")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(data_dir.join(&file))
+            .unwrap();
+        f.seek(SeekFrom::Start(4000)).unwrap();
+        f.write_all(&[0xA5; 64]).unwrap();
+    }
+    cluster.restart();
+
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
+    daemon
+        .wait_for("the checksum failure counter", WAIT, |m| {
+            m.value(
+                "pgvigil_database_checksum_failures_total",
+                &[("datname", &db)],
+            )
+        })
+        .await;
+    let read = cluster.try_psql(&db, "SELECT count(*) FROM t");
+    assert!(read.is_err(), "reading the corrupted page fails: {read:?}");
+    daemon
+        .wait_for("the failure to be counted", WAIT, |m| {
+            m.value(
+                "pgvigil_database_checksum_failures_total",
+                &[("datname", &db)],
+            )
+            .filter(|n| *n >= 1.0)
+        })
+        .await;
+    let labels = [("alertname", "ChecksumFailures"), ("datname", db.as_str())];
+    let firing = wait_async("ChecksumFailures to fire", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    assert_eq!(firing["labels"]["severity"], "critical", "{firing}");
     daemon.stop().await;
 }
