@@ -20,6 +20,8 @@
 //! * [`activity`], [`tables`], [`imports`], [`statements`]: PostgreSQL targets, one file per
 //!   collector family; [`databases`]: the database sessions themselves (which databases are
 //!   watched, the connection budget).
+//! * [`server`], [`database_stats`], [`wraparound`]: the server-health layer of a PostgreSQL
+//!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
 //! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
@@ -40,7 +42,11 @@ pub mod replication;
 pub mod statements;
 pub mod store;
 pub mod tables;
+// The server-health layer: server, database_stats/database_sizes, wraparound.
+pub mod database_stats;
+pub mod server;
 pub mod wal;
+pub mod wraparound;
 
 use std::sync::LazyLock;
 
@@ -57,7 +63,11 @@ pub use replication::*;
 pub use statements::*;
 pub use store::{Series, Snapshot, SnapshotStore};
 pub use tables::*;
+// The server-health layer.
+pub use database_stats::*;
+pub use server::*;
 pub use wal::*;
+pub use wraparound::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +145,10 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     IMPORTS_METRICS,
     ALERTING_METRICS,
     STATEMENTS_METRICS,
+    // The server-health layer.
+    SERVER_METRICS,
+    DATABASE_STATS_METRICS,
+    WRAPAROUND_METRICS,
     // Replication, slots, archiver and WAL (issue 12).
     REPLICATION_METRICS,
     SLOT_METRICS,
