@@ -125,7 +125,8 @@ async fn streaming_and_caught_up(pair: &Pair) {
             let standby_ok = value(m, "pgvigil_standby_wal_receiver_streaming", &ME) == Some(1.0)
                 && value(m, "pgvigil_standby_replay_lag_seconds", &ME) == Some(0.0)
                 && value(m, "pgvigil_standby_replay_lsn_bytes", &ME).is_some_and(|v| v > 0.0)
-                && value(m, "pgvigil_standby_receive_lsn_bytes", &ME).is_some();
+                && value(m, "pgvigil_standby_receive_lsn_bytes", &ME).is_some()
+                && value(m, "pgvigil_server_in_recovery", &ME) == Some(1.0);
             (primary_ok && standby_ok).then(|| m.clone())
         })
         .await;
@@ -144,6 +145,7 @@ async fn streaming_and_caught_up(pair: &Pair) {
         m.text
     );
     assert!(value(&m, "pgvigil_standby_replay_lsn_bytes", &primary).is_none());
+    assert_eq!(value(&m, "pgvigil_server_in_recovery", &primary), Some(0.0));
 }
 
 /// Replay paused, WAL written: lag in bytes and seconds on both sides, and the alert on both.
