@@ -108,6 +108,7 @@ async fn a_streaming_standby_seen_from_both_sides(major: u32) {
     lag_back_to_zero_after_resume(&pair).await;
     idle_without_phantom_lag(&pair).await;
     stopped_standby_alerts_on_the_primary(&pair).await;
+    standby_cut_off_from_its_primary(&pair).await;
     pair.daemon.stop().await;
 }
 
@@ -245,6 +246,54 @@ async fn stopped_standby_alerts_on_the_primary(pair: &Pair) {
     })
     .await;
     assert_eq!(alert["annotations"]["state"], "absent", "{alert}");
+}
+
+/// The standby comes back, then its primary stops: on the standby, StandbyNotStreaming fires
+/// and its replay lag grows although it replayed everything it received
+/// (postgres_exporter#977's blind spot).
+async fn standby_cut_off_from_its_primary(pair: &Pair) {
+    pair.standby.restart();
+    pair.standby.wait_for_streaming();
+    wait_async(
+        "StandbyNotStreaming resolved on the primary",
+        WAIT,
+        || async {
+            let firing = pair.firing("StandbyNotStreaming", &pair.on_primary()).await;
+            firing.is_none().then_some(())
+        },
+    )
+    .await;
+    pair.daemon
+        .wait_for("the standby streaming again", WAIT, |m| {
+            (value(m, "pgvigil_standby_wal_receiver_streaming", &ME) == Some(1.0)
+                && value(m, "pgvigil_standby_replay_lag_seconds", &ME) == Some(0.0))
+            .then_some(())
+        })
+        .await;
+    pair.primary.stop();
+    let (receive, replay) = pair
+        .daemon
+        .wait_for("a cut-off standby's lag growing", WAIT, |m| {
+            let cut_off = value(m, "pgvigil_standby_wal_receiver_streaming", &ME) == Some(0.0);
+            let lag = value(m, "pgvigil_standby_replay_lag_seconds", &ME)?;
+            let receive = value(m, "pgvigil_standby_receive_lsn_bytes", &ME)?;
+            let replay = value(m, "pgvigil_standby_replay_lsn_bytes", &ME)?;
+            (cut_off && lag >= 1.0).then_some((receive, replay))
+        })
+        .await;
+    assert!(
+        replay >= receive,
+        "everything received is replayed ({receive} received, {replay} replayed)"
+    );
+    let alert = wait_async("StandbyNotStreaming on the standby", WAIT, || async {
+        pair.firing("StandbyNotStreaming", &[("target", "standby")])
+            .await
+    })
+    .await;
+    assert_ne!(
+        alert["annotations"]["wal_receiver_status"], "streaming",
+        "{alert}"
+    );
 }
 
 /// Polls of the replication collector on `target` so far.
