@@ -1,5 +1,5 @@
-//! Per-source state in one place: status, published snapshots, latest observations,
-//! `pgvigil_up`, and the alert engine's rules for each source.
+//! Per-source state in one place: status, published snapshots, latest observations, the
+//! last hour's history, `pgvigil_up`, and the alert engine's rules for each source.
 //!
 //! The poll loops write here, the HTTP server reads here, and the supervisor
 //! (`crate::app`) adds and forgets sources here. [`Hub::forget`] removes everything a source
@@ -18,6 +18,7 @@ use crate::alert::ConfiguredRule;
 use crate::alert::engine::AlertHub;
 use crate::collect::{DatabasesReport, Observations, registry};
 use crate::metrics::Metrics;
+use crate::page::history::History;
 use crate::status::{SourceKind, Status};
 
 /// State shared by the poll loops, the supervisor and the HTTP server.
@@ -28,6 +29,8 @@ pub(crate) struct Hub {
     /// The latest observations of every source. A std lock: never held across an await.
     observations: RwLock<BTreeMap<String, Arc<Observations>>>,
     pub(crate) alerts: AlertHub,
+    /// The last hour of every source, for the status page's charts.
+    pub(crate) history: History,
     /// `[server] enable_lifecycle`: whether `POST /-/reload` is served.
     pub(crate) lifecycle: AtomicBool,
     /// How `POST /-/reload` asks for a reload; unset when there is nothing to re-read.
@@ -45,6 +48,7 @@ impl Hub {
             status: Status::default(),
             observations: RwLock::default(),
             alerts,
+            history: History::default(),
             lifecycle: AtomicBool::new(false),
             reload: OnceLock::new(),
             reload_error: RwLock::default(),
@@ -116,6 +120,7 @@ impl Hub {
         self.status.remove(name);
         self.remove_observations(name);
         self.alerts.forget(name);
+        self.history.forget(name);
     }
 
     fn remove_observations(&self, name: &str) {
