@@ -128,21 +128,31 @@ impl Hub {
         latest.remove(name);
     }
 
-    /// Accept the observations of a finished poll (or of a failed connection attempt) and
-    /// hand them to the alert engine without waiting for it. A PostgreSQL target's
-    /// per-database part comes from its database sessions ([`Hub::observe_databases`]): when
-    /// `observations` has none, the latest one is kept.
-    pub(crate) fn observe(&self, source: &str, mut observations: Observations) {
-        let observations = {
-            let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
-            if observations.databases.is_none() {
-                observations.databases = latest.get(source).and_then(|o| o.databases.clone());
-            }
-            let observations = Arc::new(observations);
-            latest.insert(source.to_owned(), observations.clone());
-            observations
-        };
+    /// Accept the observations of a finished poll (or of a failed connection attempt) that took
+    /// `took` seconds, take the status page's sample of it, and hand them to the alert engine
+    /// without waiting for it. A PostgreSQL target's per-database part comes from its database
+    /// sessions ([`Hub::observe_databases`]): when `observations` has none, the latest one is
+    /// kept (and sampled). `step` is the source's poll interval.
+    pub(crate) fn observe_poll(
+        &self,
+        source: &str,
+        observations: Observations,
+        took: f64,
+        step: std::time::Duration,
+    ) {
+        let observations = self.merge(source, observations);
+        self.history.record(source, &observations, took, step);
         self.offer(source, observations);
+    }
+
+    fn merge(&self, source: &str, mut observations: Observations) -> Arc<Observations> {
+        let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
+        if observations.databases.is_none() {
+            observations.databases = latest.get(source).and_then(|o| o.databases.clone());
+        }
+        let observations = Arc::new(observations);
+        latest.insert(source.to_owned(), observations.clone());
+        observations
     }
 
     /// Accept what a target's database sessions found (every watched database's report),
@@ -180,6 +190,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::metrics::{MAX_CONNECTIONS, Snapshot};
 
     #[test]
@@ -197,7 +209,7 @@ mod tests {
             snap.set(&MAX_CONNECTIONS, 100.0);
             hub.metrics.store().publish(name, "activity", snap);
             hub.metrics.poll_finished(name, "activity", 0.01, true);
-            hub.observe(name, Observations::default());
+            hub.observe_poll(name, Observations::default(), 0.01, Duration::from_secs(1));
         }
         hub.forget("gone", SourceKind::Postgres);
         let text = hub.metrics.encode_classic();
@@ -206,5 +218,7 @@ mod tests {
         let names: Vec<String> = hub.status.targets().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["kept"]);
         assert!(!hub.latest_observations().contains_key("gone"));
+        assert!(hub.history.ring("gone").is_none());
+        assert_eq!(hub.history.ring("kept").map(|r| r.samples().len()), Some(1));
     }
 }

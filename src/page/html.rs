@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 use crate::alert::engine::{ActiveAlertView, AlertsView};
 
@@ -28,9 +28,13 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// One path segment, percent-encoded (every byte but letters and digits).
+/// What a path segment keeps as is: letters, digits, `-`, `_` and `~` (RFC 3986's unreserved
+/// characters but `.`, so a name like `..` cannot climb out of `/targets/`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+
+/// One path segment, percent-encoded.
 pub(crate) fn encode_segment(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// A percent-encoded path segment decoded; `None` if it is not UTF-8 once decoded.
@@ -250,6 +254,7 @@ mod tests {
             );
             assert_eq!(decode_segment(&encoded).as_deref(), Some(name));
         }
+        assert_eq!(encode_segment(".."), "%2E%2E");
         assert_eq!(decode_segment("%ff"), None);
     }
 

@@ -280,13 +280,12 @@ impl<D: Driver> LoopState<D> {
             down_reason: Some(error.clone()),
             ..Observations::default()
         };
-        hub.history.record(
+        hub.observe_poll(
             name,
-            &observations,
+            observations,
             started.elapsed().as_secs_f64(),
             recorder.poll_interval,
         );
-        hub.observe(name, observations);
         let now = Instant::now();
         if self
             .last_down_log

@@ -193,9 +193,7 @@ impl Recorder {
             }
         });
         self.hub
-            .history
-            .record(name, &observations, took.as_secs_f64(), self.poll_interval);
-        self.hub.observe(name, observations);
+            .observe_poll(name, observations, took.as_secs_f64(), self.poll_interval);
     }
 }
 
