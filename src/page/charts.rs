@@ -23,13 +23,12 @@ pub(crate) fn verdict_class(v: Verdict) -> &'static str {
     }
 }
 
-/// The window the charts show: the last hour up to the newest sample, or less while the ring
-/// holds less.
+/// The window the charts show: from the oldest sample (at most an hour back) to the newest,
+/// at least 10 s.
 fn window(ring: &Ring) -> Option<(u64, u64)> {
     let first = ring.samples().next()?.at;
-    let last = ring.samples().last()?.at;
-    let from = first.min(last.saturating_sub(60));
-    Some((from, last))
+    let last = ring.samples().next_back()?.at;
+    Some((first.min(last.saturating_sub(10)), last))
 }
 
 fn series_of(ring: &Ring, label: &str, f: impl Fn(&Sample) -> Option<f64>) -> Series {

@@ -221,7 +221,12 @@ fn annotations_html(annotations: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
         .collect();
     if !rest.is_empty() {
-        let _ = write!(out, "<small>{}</small>", rest.join(" · "));
+        // Folded (no script needed): the numbers are there for who wants them.
+        let _ = write!(
+            out,
+            "<details><summary>every annotation</summary><small>{}</small></details>",
+            rest.join(" · ")
+        );
     }
     out
 }

@@ -137,26 +137,29 @@ fn axes(
     y: &impl Fn(f64) -> f64,
     to: u64,
 ) {
+    let mut labels: Vec<String> = Vec::new();
     for frac in [0.0, 0.5, 1.0] {
         let v = top / 1.1 * frac;
+        let label = unit.format(v);
+        // A count's half-way mark between 0 and 1 would read "0" or "1" twice.
+        if labels.contains(&label) {
+            continue;
+        }
         let _ = write!(
             svg,
-            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
             WIDTH - RIGHT,
             y(v),
             y(v),
             LEFT - 4.0,
             y(v) + 3.0,
-            unit.format(v)
         );
+        labels.push(label);
     }
-    let minutes = (span / 60.0).round() as u64;
+    let span_secs = span as u64;
     for (t, label) in [
-        (to.saturating_sub(span as u64), format!("-{minutes}m")),
-        (
-            to.saturating_sub(span as u64 / 2),
-            format!("-{}m", minutes / 2),
-        ),
+        (to.saturating_sub(span_secs), ago(span_secs)),
+        (to.saturating_sub(span_secs / 2), ago(span_secs / 2)),
         (to, "now".to_owned()),
     ] {
         let _ = write!(
@@ -165,6 +168,15 @@ fn axes(
             x(t).clamp(LEFT + 10.0, WIDTH - RIGHT - 10.0),
             HEIGHT - 4.0
         );
+    }
+}
+
+/// `-5m`, or `-40s` under two minutes.
+fn ago(secs: u64) -> String {
+    if secs < 120 {
+        format!("-{secs}s")
+    } else {
+        format!("-{}m", (secs + 30) / 60)
     }
 }
 
@@ -214,11 +226,11 @@ pub(crate) fn timeline(title: &str, tracks: &[Track], (from, to): (u64, u64), st
             );
         }
     }
-    let minutes = (span / 60.0).round() as u64;
     let _ = write!(
         svg,
-        "<text x=\"{LABEL}\" y=\"{:.1}\">-{minutes}m</text><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">now</text></svg></figure>",
+        "<text x=\"{LABEL}\" y=\"{:.1}\">{}</text><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">now</text></svg></figure>",
         height - 4.0,
+        ago(span as u64),
         WIDTH - RIGHT,
         height - 4.0
     );
@@ -259,6 +271,13 @@ mod tests {
         assert_eq!(Unit::Seconds.format(0.25), "250ms");
         assert_eq!(Unit::Seconds.format(2.0), "2.0s");
         assert_eq!(Unit::Count.format(12_345.0), "12k");
+        assert_eq!((ago(40), ago(3600)), ("-40s".to_owned(), "-60m".to_owned()));
+        let ones = [Series {
+            label: "x".into(),
+            points: vec![(0, 1.0), (60, 1.0)],
+        }];
+        let svg = line_chart("t", Unit::Count, &ones, None, (0, 60));
+        assert_eq!(svg.matches("text-anchor=\"end\">1<").count(), 1, "{svg}");
     }
 
     #[test]

@@ -100,10 +100,12 @@ fn facts(page: &mut String, t: &TargetStatus) {
     }
     page.push_str("<h2 id=\"databases\">Databases</h2><table><tr><th>database</th><th>state</th><th>session open</th><th>last visit</th><th>error</th></tr>");
     for (datname, d) in &t.databases {
-        let state = match d.up {
-            Some(true) => "up",
-            Some(false) => "down",
-            None => "starting",
+        // A database whose statistics were read is up, whether or not the session that read
+        // it has reported its entry yet.
+        let state = match (d.up, &d.last_visit) {
+            (Some(false), _) => "down",
+            (Some(true), _) | (None, Some(_)) => "up",
+            (None, None) => "starting",
         };
         let _ = write!(
             page,

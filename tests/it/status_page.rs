@@ -255,13 +255,13 @@ async fn bless(daemon: &Daemon, lost: &str) {
         (
             "/targets/main".to_owned(),
             "target.png",
-            (1280, 1500),
+            (1280, 2300),
             false,
         ),
         (
             "/targets/main".to_owned(),
             "target-dark.png",
-            (1280, 1500),
+            (1280, 2300),
             true,
         ),
         (
