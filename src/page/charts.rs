@@ -133,7 +133,7 @@ pub(crate) fn target_charts(ring: &Ring) -> String {
                     .collect();
                 (
                     (st.datname.clone(), st.queryid),
-                    format!("{} {}: {text}", st.datname, st.queryid),
+                    format!("{text} ({}, {})", st.datname, st.queryid),
                     f64::from(st.mean_seconds),
                 )
             })

@@ -140,6 +140,37 @@ impl Ring {
         self.samples.iter()
     }
 
+    /// The bytes this ring holds on the heap: its slots, each sample's lists, and every
+    /// distinct name once (an `Arc<str>` is its text plus two counters). What
+    /// `benches/history.rs` reports per source.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let mut names: std::collections::HashSet<*const u8> = std::collections::HashSet::new();
+        let mut bytes = self.samples.capacity() * size_of::<Sample>();
+        let mut name = |n: &Arc<str>| {
+            if names.insert(n.as_ptr()) {
+                n.len() + 2 * size_of::<usize>()
+            } else {
+                0
+            }
+        };
+        for s in &self.samples {
+            bytes += s.statements.len() * size_of::<StatementPoint>()
+                + s.tables.len() * size_of::<TablePoint>()
+                + s.imports.len() * size_of::<ImportPoint>();
+            for st in s.statements.iter() {
+                bytes += name(&st.datname) + st.query.as_ref().map_or(0, &mut name);
+            }
+            for t in s.tables.iter() {
+                bytes += name(&t.table);
+            }
+            for i in s.imports.iter() {
+                bytes += name(&i.import_id) + name(&i.datname);
+            }
+        }
+        bytes
+    }
+
     /// Take a sample of `observations` at `at` (Unix seconds).
     pub fn record(&mut self, observations: &Observations, poll_seconds: f64, at: u64) {
         let mut sample = sample(observations, poll_seconds, at, self.samples.back());
@@ -150,15 +181,16 @@ impl Ring {
                 return;
             }
         }
-        self.samples.push_back(sample);
+        // Make room first, so the deque never grows past its capacity.
         let oldest = at.saturating_sub(WINDOW.as_secs());
         while self
             .samples
             .front()
-            .is_some_and(|s| s.at < oldest || self.samples.len() > self.capacity())
+            .is_some_and(|s| s.at < oldest || self.samples.len() >= self.capacity())
         {
             self.samples.pop_front();
         }
+        self.samples.push_back(sample);
     }
 }
 
@@ -449,6 +481,11 @@ mod tests {
         );
         assert!(last - first <= WINDOW.as_secs(), "{first}..{last}");
         assert_eq!(last, 1_000 + 400 * 15);
+        // The names are shared: a full ring of one import and no statement or table stays
+        // small (the slots, one point per sample, two names once).
+        let bytes = ring.heap_bytes();
+        let slots = ring.capacity() * std::mem::size_of::<Sample>();
+        assert!(bytes >= slots && bytes < slots * 2, "{bytes} vs {slots}");
     }
 
     #[test]

@@ -83,7 +83,7 @@ text-align:left;vertical-align:top}th{background:var(--panel)}td.num{text-align:
 figure{margin:0;padding:.5em;border:1px solid var(--line);background:var(--panel)}\
 figcaption{font-weight:bold;margin-bottom:.2em}svg text{fill:var(--muted);font-size:10px}\
 svg .grid{stroke:var(--line);stroke-width:1}svg .lim{stroke:var(--bad);stroke-dasharray:4 3;stroke-width:1.5}\
-svg polyline{fill:none;stroke-width:1.8}\
+svg polyline{fill:none!important;stroke-width:1.8}\
 .legend{list-style:none;padding:0;margin:.3em 0 0;font-size:85%;max-width:520px}.legend li{white-space:nowrap;\
 overflow:hidden;text-overflow:ellipsis}.sw{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:middle}\
 .c0{stroke:var(--s0);fill:var(--s0);background:var(--s0)}.c1{stroke:var(--s1);fill:var(--s1);background:var(--s1)}\

@@ -4,8 +4,8 @@
 //!
 //! Pages are rendered on the server from what the daemon holds in memory — the latest
 //! observations, the alert engine's view, and the [`history`] ring of each source — so they
-//! cost no database query. Charts are inline SVG ([`svg`]); no page has any script, and the
-//! responses forbid scripts ([`html::CSP`]), so the pages work offline. Every text that came
+//! cost no database query. Charts are inline SVG (`svg`); no page has any script, and the
+//! responses forbid scripts (`html::CSP`), so the pages work offline. Every text that came
 //! from a server, an application or a configuration is escaped.
 //!
 //! # Layout
