@@ -31,6 +31,7 @@ impl Unit {
             Unit::Count if v >= 1e6 => format!("{:.1}M", v / 1e6),
             Unit::Count if v >= 1e4 => format!("{:.0}k", v / 1e3),
             Unit::Count => format!("{v:.0}"),
+            Unit::Seconds if v == 0.0 => "0".to_owned(),
             Unit::Seconds if v >= 1.0 => format!("{v:.1}s"),
             Unit::Seconds if v >= 0.01 => format!("{:.0}ms", v * 1e3),
             Unit::Seconds => format!("{:.2}ms", v * 1e3),
