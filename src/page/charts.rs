@@ -72,45 +72,7 @@ pub(crate) fn target_charts(ring: &Ring) -> String {
         return String::new();
     };
     let mut out = String::from("<div class=\"charts\">");
-    let has_connections = ring.samples().any(|s| s.connections.is_some());
-    if has_connections {
-        let usable = ring
-            .samples()
-            .rev()
-            .find_map(|s| s.connections)
-            .map(|c| f64::from(c.usable));
-        type State = fn(&super::history::Connections) -> u32;
-        let states: [(&str, State); 4] = [
-            ("active", |c| c.active),
-            ("idle", |c| c.idle),
-            ("idle in transaction", |c| c.idle_in_transaction),
-            ("other", |c| c.other),
-        ];
-        let mut series: Vec<Series> = states
-            .iter()
-            .map(|(label, f)| series_of(ring, label, |s| s.connections.map(|c| f64::from(f(&c)))))
-            .collect();
-        series.push(series_of(ring, "all clients", |s| {
-            s.connections
-                .map(|c| f64::from(c.active + c.idle + c.idle_in_transaction + c.other))
-        }));
-        out.push_str(&svg::line_chart(
-            "Client connections by state",
-            Unit::Count,
-            &series,
-            usable.map(|u| ("usable limit", u)),
-            span,
-        ));
-        out.push_str(&svg::line_chart(
-            "Transactions holding uncommitted writes",
-            Unit::Count,
-            &[series_of(ring, "open with writes", |s| {
-                s.writing_xacts.map(f64::from)
-            })],
-            None,
-            span,
-        ));
-    }
+    connection_charts(ring, span, &mut out);
     out.push_str(&svg::line_chart(
         "Poll duration",
         Unit::Seconds,
@@ -120,25 +82,7 @@ pub(crate) fn target_charts(ring: &Ring) -> String {
         None,
         span,
     ));
-    let statements = keyed(ring, |s| {
-        s.statements
-            .iter()
-            .map(|st| {
-                let text: String = st
-                    .query
-                    .as_deref()
-                    .unwrap_or("(text not fetched)")
-                    .chars()
-                    .take(70)
-                    .collect();
-                (
-                    (st.datname.clone(), st.queryid),
-                    format!("{text} ({}, {})", st.datname, st.queryid),
-                    f64::from(st.mean_seconds),
-                )
-            })
-            .collect()
-    });
+    let statements = keyed(ring, statement_points);
     if !statements.is_empty() {
         out.push_str(&svg::line_chart(
             "Mean time per call of the top statements",
@@ -174,6 +118,73 @@ pub(crate) fn target_charts(ring: &Ring) -> String {
     }
     out.push_str("</div>");
     out
+}
+
+/// Connections by state against the usable limit, and transactions holding writes: the
+/// activity collector's two charts, if it ever reported.
+fn connection_charts(ring: &Ring, span: (u64, u64), out: &mut String) {
+    if !ring.samples().any(|s| s.connections.is_some()) {
+        return;
+    }
+    let usable = ring
+        .samples()
+        .rev()
+        .find_map(|s| s.connections)
+        .map(|c| f64::from(c.usable));
+    type State = fn(&super::history::Connections) -> u32;
+    let states: [(&str, State); 4] = [
+        ("active", |c| c.active),
+        ("idle", |c| c.idle),
+        ("idle in transaction", |c| c.idle_in_transaction),
+        ("other", |c| c.other),
+    ];
+    let mut series: Vec<Series> = states
+        .iter()
+        .map(|(label, f)| series_of(ring, label, |s| s.connections.map(|c| f64::from(f(&c)))))
+        .collect();
+    series.push(series_of(ring, "all clients", |s| {
+        s.connections
+            .map(|c| f64::from(c.active + c.idle + c.idle_in_transaction + c.other))
+    }));
+    out.push_str(&svg::line_chart(
+        "Client connections by state",
+        Unit::Count,
+        &series,
+        usable.map(|u| ("usable limit", u)),
+        span,
+    ));
+    out.push_str(&svg::line_chart(
+        "Transactions holding uncommitted writes",
+        Unit::Count,
+        &[series_of(ring, "open with writes", |s| {
+            s.writing_xacts.map(f64::from)
+        })],
+        None,
+        span,
+    ));
+}
+
+type StatementKey = (std::sync::Arc<str>, i64);
+
+/// A sample's statements: keyed by database and queryid, labelled by their text.
+fn statement_points(s: &Sample) -> Vec<(StatementKey, String, f64)> {
+    s.statements
+        .iter()
+        .map(|st| {
+            let text: String = st
+                .query
+                .as_deref()
+                .unwrap_or("(text not fetched)")
+                .chars()
+                .take(70)
+                .collect();
+            (
+                (st.datname.clone(), st.queryid),
+                format!("{text} ({}, {})", st.datname, st.queryid),
+                f64::from(st.mean_seconds),
+            )
+        })
+        .collect()
 }
 
 /// One track per import seen in the window, newest imports last.

@@ -290,13 +290,27 @@ pub fn sample(
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     });
+    Sample {
+        at,
+        up: observations.up,
+        poll_seconds: poll_seconds as f32,
+        connections: connections(observations),
+        writing_xacts,
+        statements: top_statements(observations),
+        tables: watched_tables(observations, previous),
+        imports: newest_imports(observations, previous),
+    }
+}
+
+/// The statements with the most execution time in the interval.
+fn top_statements(observations: &Observations) -> Box<[StatementPoint]> {
     let mut statements: Vec<_> = observations
         .statements
         .iter()
         .flat_map(|r| r.statements.iter())
         .collect();
     statements.sort_by(|a, b| (b.calls * b.mean_seconds).total_cmp(&(a.calls * a.mean_seconds)));
-    let statements = statements
+    statements
         .into_iter()
         .take(TOP_STATEMENTS)
         .map(|s| StatementPoint {
@@ -306,7 +320,11 @@ pub fn sample(
             mean_seconds: s.mean_seconds as f32,
             calls: s.calls as f32,
         })
-        .collect();
+        .collect()
+}
+
+/// Exactly counted tables first, then the largest by rows; in name order.
+fn watched_tables(observations: &Observations, previous: Option<&Sample>) -> Box<[TablePoint]> {
     let mut tables: Vec<(bool, i64, String)> = observations
         .each_database()
         .filter_map(|(datname, d)| Some((datname, d.tables.as_ref()?)))
@@ -325,18 +343,20 @@ pub fn sample(
     tables.truncate(MAX_TABLES);
     // Stable order (by name) so each table keeps its colour from one sample to the next.
     tables.sort_by(|a, b| a.2.cmp(&b.2));
-    let tables = tables
+    let before = previous
+        .iter()
+        .flat_map(|p| p.tables.iter().map(|t| &t.table));
+    tables
         .into_iter()
         .map(|(_, live_rows, name)| TablePoint {
-            table: shared(
-                &name,
-                previous
-                    .iter()
-                    .flat_map(|p| p.tables.iter().map(|t| &t.table)),
-            ),
+            table: shared(&name, before.clone()),
             live_rows,
         })
-        .collect();
+        .collect()
+}
+
+/// The newest audit rows' verdicts.
+fn newest_imports(observations: &Observations, previous: Option<&Sample>) -> Box<[ImportPoint]> {
     let mut imports: Vec<_> = observations
         .each_database()
         .filter_map(|(datname, d)| Some((datname, d.imports.as_ref()?)))
@@ -348,28 +368,16 @@ pub fn sample(
         };
         age(a.1).total_cmp(&age(b.1))
     });
-    let imports = imports
+    let before = previous.iter().flat_map(|p| p.imports.iter());
+    imports
         .into_iter()
         .take(MAX_IMPORTS)
-        .map(|(datname, v)| {
-            let before = previous.iter().flat_map(|p| p.imports.iter());
-            ImportPoint {
-                import_id: shared(&v.import_id, before.clone().map(|i| &i.import_id)),
-                datname: shared(datname, before.map(|i| &i.datname)),
-                verdict: v.verdict,
-            }
+        .map(|(datname, v)| ImportPoint {
+            import_id: shared(&v.import_id, before.clone().map(|i| &i.import_id)),
+            datname: shared(datname, before.clone().map(|i| &i.datname)),
+            verdict: v.verdict,
         })
-        .collect();
-    Sample {
-        at,
-        up: observations.up,
-        poll_seconds: poll_seconds as f32,
-        connections: connections(observations),
-        writing_xacts,
-        statements,
-        tables,
-        imports,
-    }
+        .collect()
 }
 
 #[cfg(test)]

@@ -96,6 +96,26 @@ fn overview(hub: &Hub) -> String {
         );
     }
     html::alerts_section(&mut page, &hub.alerts.view(), |_| true);
+    targets_table(hub, &mut page);
+    let latest = hub.latest_observations();
+    pgbouncer_pools(&latest, &mut page);
+    imports_table(&latest, &mut page);
+    let mut writes = String::new();
+    for (target, obs) in &latest {
+        sections::writes_rows(Some(target), obs, &mut writes);
+    }
+    page.push_str("<h2 id=\"writes\">Open transactions holding uncommitted writes</h2>");
+    if writes.is_empty() {
+        page.push_str("<p>None.</p>");
+    } else {
+        let _ = write!(page, "{}{writes}</table>", sections::writes_header(true));
+    }
+    page.push_str(html::FOOT);
+    page
+}
+
+/// Every source, linking to its page, with its watched databases.
+fn targets_table(hub: &Hub, page: &mut String) {
     page.push_str("<h2 id=\"targets\">Targets</h2><table><tr><th>target</th><th>state</th><th>server</th><th>databases</th><th>connection</th><th>last poll</th><th>last error</th></tr>");
     for t in hub.status.targets() {
         let state = target::state_word(t.state);
@@ -125,11 +145,16 @@ fn overview(hub: &Hub) -> String {
         );
     }
     page.push_str("</table>");
-    let latest = hub.latest_observations();
-    pgbouncer_pools(&latest, &mut page);
+}
+
+type Latest = std::collections::BTreeMap<String, std::sync::Arc<crate::collect::Observations>>;
+
+/// Every import's verdict over all targets and databases, audit tables that cannot be read
+/// first.
+fn imports_table(latest: &Latest, page: &mut String) {
     let mut imports = String::new();
     let mut problems = String::new();
-    for (target, obs) in &latest {
+    for (target, obs) in latest {
         for (datname, d) in obs.each_database() {
             let Some(report) = &d.imports else { continue };
             for p in &report.problems {
@@ -155,25 +180,10 @@ fn overview(hub: &Hub) -> String {
     } else {
         let _ = write!(page, "{}{imports}</table>", sections::imports_header(true));
     }
-    let mut writes = String::new();
-    for (target, obs) in &latest {
-        sections::writes_rows(Some(target), obs, &mut writes);
-    }
-    page.push_str("<h2 id=\"writes\">Open transactions holding uncommitted writes</h2>");
-    if writes.is_empty() {
-        page.push_str("<p>None.</p>");
-    } else {
-        let _ = write!(page, "{}{writes}</table>", sections::writes_header(true));
-    }
-    page.push_str(html::FOOT);
-    page
 }
 
 /// PgBouncer pools from the latest polls: clients against servers against the pool's limit.
-fn pgbouncer_pools(
-    latest: &std::collections::BTreeMap<String, std::sync::Arc<crate::collect::Observations>>,
-    page: &mut String,
-) {
+fn pgbouncer_pools(latest: &Latest, page: &mut String) {
     let mut rows = String::new();
     for (target, obs) in latest {
         let Some(report) = &obs.pgbouncer else {
