@@ -121,12 +121,15 @@ async fn the_pages_show_the_lost_import_in_a_real_browser_and_run_no_injected_sc
     )
     .await;
     wait_async(
-        "the writes chart to show the open transaction",
+        "the writes chart to show the open transaction and the history the shortfall",
         WAIT,
         || async {
             let body = page(&daemon, "/targets/main").await;
+            let import = page(&daemon, &format!("/imports/{lost}")).await;
+            // The history has sampled the shortfall (the import page's timeline shows it).
             (body.contains("open with writes <b>1</b>")
-                && body.contains("SELECT 1 /* &lt;script&gt;"))
+                && body.contains("SELECT 1 /* &lt;script&gt;")
+                && import.contains("pgvigil&#39;s verdict: shortfall"))
             .then_some(())
         },
     )
