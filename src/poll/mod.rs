@@ -168,6 +168,8 @@ impl<D: Driver> LoopState<D> {
             });
         }
         self.backoff = Backoff::new(INITIAL_BACKOFF, settings.reconnect_max_backoff);
+        // The status page's history follows the new interval (it starts over at its step).
+        self.recorder.poll_interval = settings.poll_interval;
         driver.update(new);
         info!(target = %name, "configuration applied in place");
     }
