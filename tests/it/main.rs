@@ -25,6 +25,7 @@ mod pgbouncer;
 mod pgbouncer_tls;
 mod registry;
 mod reload;
+mod server_health;
 mod statements;
 mod status_page;
 mod support;
