@@ -12,7 +12,10 @@ use super::html::escape;
 // One line per file of docs/runbooks/ (a test fails when one is missing).
 #[rustfmt::skip]
 const RUNBOOKS: &[(&str, &str)] = &[
+    ("ChecksumFailures", include_str!("../../docs/runbooks/ChecksumFailures.md")),
     ("ConnectionsNearLimit", include_str!("../../docs/runbooks/ConnectionsNearLimit.md")),
+    ("DatabaseGrowth", include_str!("../../docs/runbooks/DatabaseGrowth.md")),
+    ("DeadlocksDetected", include_str!("../../docs/runbooks/DeadlocksDetected.md")),
     ("IdleInTransaction", include_str!("../../docs/runbooks/IdleInTransaction.md")),
     ("ImportReportedMismatch", include_str!("../../docs/runbooks/ImportReportedMismatch.md")),
     ("ImportRolledBack", include_str!("../../docs/runbooks/ImportRolledBack.md")),
@@ -24,9 +27,13 @@ const RUNBOOKS: &[(&str, &str)] = &[
     ("PoolClientsWaiting", include_str!("../../docs/runbooks/PoolClientsWaiting.md")),
     ("PoolMaxWaitHigh", include_str!("../../docs/runbooks/PoolMaxWaitHigh.md")),
     ("PoolSaturated", include_str!("../../docs/runbooks/PoolSaturated.md")),
+    ("PostgresRestarted", include_str!("../../docs/runbooks/PostgresRestarted.md")),
+    ("RecoveryRoleChanged", include_str!("../../docs/runbooks/RecoveryRoleChanged.md")),
     ("RolledBackInserts", include_str!("../../docs/runbooks/RolledBackInserts.md")),
+    ("SettingsPendingRestart", include_str!("../../docs/runbooks/SettingsPendingRestart.md")),
     ("SlowQuery", include_str!("../../docs/runbooks/SlowQuery.md")),
     ("TableRowsDropped", include_str!("../../docs/runbooks/TableRowsDropped.md")),
+    ("WraparoundRisk", include_str!("../../docs/runbooks/WraparoundRisk.md")),
 ];
 
 /// The runbook of `alertname`, as Markdown.
