@@ -57,6 +57,11 @@ pub(crate) const SECTIONS: &[Section] = &[
         title: "PgBouncer pools",
         render: pools,
     },
+    Section {
+        id: "wraparound",
+        title: "Transaction ID age",
+        render: wraparound,
+    },
 ];
 
 /// The header of the open-writes table; `with_target` adds a target column.
@@ -253,5 +258,37 @@ fn pools(view: &TargetView<'_>) -> Option<String> {
         );
     }
     out.push_str("</table>");
+    Some(out)
+}
+
+fn wraparound(view: &TargetView<'_>) -> Option<String> {
+    let report = view.observations.wraparound.as_ref()?;
+    let mut out = String::from(
+        "<table><tr><th>database</th><th>xid age</th><th>of autovacuum_freeze_max_age</th><th>multixact age</th></tr>",
+    );
+    let mut ages: Vec<_> = report.databases.iter().collect();
+    ages.sort_by(|a, b| b.1.xid_age.total_cmp(&a.1.xid_age));
+    for (datname, age) in ages {
+        let share = if report.freeze_max_age > 0.0 {
+            format!("{:.0}%", age.xid_age / report.freeze_max_age * 100.0)
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"num\">{:.0}</td><td class=\"num\">{share}</td><td class=\"num\">{:.0}</td></tr>",
+            escape(datname),
+            age.xid_age,
+            age.mxid_age,
+        );
+    }
+    out.push_str("</table>");
+    if let Some(holder) = report.horizon_holder() {
+        let _ = write!(
+            out,
+            "<p>The oldest xmin is held by {}.</p>",
+            escape(&holder.describe())
+        );
+    }
     Some(out)
 }

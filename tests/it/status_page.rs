@@ -189,6 +189,11 @@ async fn the_pages_show_the_lost_import_in_a_real_browser_and_run_no_injected_sc
         dom.contains("class=\"v-shortfall\""),
         "verdict timeline: {dom}"
     );
+    // The server-health collectors have their sections too (from the same hook).
+    assert!(
+        dom.contains("id=\"wraparound\">Transaction ID age</h2>"),
+        "{dom}"
+    );
 
     let import = browse(&daemon, &format!("/imports/{lost}")).await;
     assert_inert("/imports/<lost>", &import);
