@@ -12,6 +12,7 @@ use super::html::escape;
 // One line per file of docs/runbooks/ (a test fails when one is missing).
 #[rustfmt::skip]
 const RUNBOOKS: &[(&str, &str)] = &[
+    ("ArchiveFailing", include_str!("../../docs/runbooks/ArchiveFailing.md")),
     ("ChecksumFailures", include_str!("../../docs/runbooks/ChecksumFailures.md")),
     ("ConnectionsNearLimit", include_str!("../../docs/runbooks/ConnectionsNearLimit.md")),
     ("DatabaseGrowth", include_str!("../../docs/runbooks/DatabaseGrowth.md")),
@@ -29,9 +30,13 @@ const RUNBOOKS: &[(&str, &str)] = &[
     ("PoolSaturated", include_str!("../../docs/runbooks/PoolSaturated.md")),
     ("PostgresRestarted", include_str!("../../docs/runbooks/PostgresRestarted.md")),
     ("RecoveryRoleChanged", include_str!("../../docs/runbooks/RecoveryRoleChanged.md")),
+    ("ReplicationLagHigh", include_str!("../../docs/runbooks/ReplicationLagHigh.md")),
+    ("ReplicationSlotInactive", include_str!("../../docs/runbooks/ReplicationSlotInactive.md")),
+    ("ReplicationSlotWalRetentionHigh", include_str!("../../docs/runbooks/ReplicationSlotWalRetentionHigh.md")),
     ("RolledBackInserts", include_str!("../../docs/runbooks/RolledBackInserts.md")),
     ("SettingsPendingRestart", include_str!("../../docs/runbooks/SettingsPendingRestart.md")),
     ("SlowQuery", include_str!("../../docs/runbooks/SlowQuery.md")),
+    ("StandbyNotStreaming", include_str!("../../docs/runbooks/StandbyNotStreaming.md")),
     ("TableRowsDropped", include_str!("../../docs/runbooks/TableRowsDropped.md")),
     ("WraparoundRisk", include_str!("../../docs/runbooks/WraparoundRisk.md")),
 ];
