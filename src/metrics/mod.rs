@@ -21,8 +21,10 @@
 //!   collector family; [`databases`]: the database sessions themselves (which databases are
 //!   watched, the connection budget).
 //! * [`pgbouncer`]: PgBouncer instances.
-//! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
-//! * `registry` (private): [`Metrics`], the process families and the encoder.
+//! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
+//! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
+//!   snapshot series in both text formats; `scrape` (private) assembles, caches and
+//!   compresses the `/metrics` body ([`Metrics::scrape`]).
 //!
 //! [`ALL`] is every catalogue in README order: the README's metrics reference and the
 //! dashboard/rule checks are tested against it, and every collector in the registry
@@ -35,9 +37,12 @@ pub mod imports;
 pub mod pgbouncer;
 pub mod process;
 mod registry;
+mod scrape;
+mod snapshot;
 pub mod statements;
 pub mod store;
 pub mod tables;
+mod text;
 
 use std::sync::LazyLock;
 
@@ -50,9 +55,11 @@ pub use imports::*;
 pub use pgbouncer::*;
 pub use process::*;
 pub use registry::Metrics;
+pub use scrape::Encoding;
 pub use statements::*;
-pub use store::{Series, Snapshot, SnapshotStore};
+pub use store::{Labels, Series, Snapshot, SnapshotStore};
 pub use tables::*;
+pub use text::Format;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
