@@ -234,14 +234,12 @@ impl Statements {
             },
             None => None,
         };
-        let rows = match ctx.client.query(&dialect.counters_sql(&schema), &[]).await {
+        // Each row is mapped as it arrives: the 8,000 raw rows of a busy server are never all
+        // held at once (a few MB per poll otherwise), only their ~100-byte mapped form.
+        let rows = match read_rows(ctx.client, &dialect.counters_sql(&schema)).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.query_failed(e, &detected)),
         };
-        let rows = rows
-            .iter()
-            .map(StatementRow::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
         let hidden = rows.iter().filter(|r| r.queryid.is_none()).count();
         self.warn_hidden(hidden, &detected);
 
@@ -570,6 +568,26 @@ fn push_counters(snap: &mut Snapshot, labels: &Labels, counters: &Counters) {
     for (def, counter) in COUNTER_METRICS.iter().zip(Counter::ALL) {
         snap.push_labels(def, labels, counters[counter]);
     }
+}
+
+/// The counters query, each row mapped as it streams in.
+async fn read_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<StatementRow>, tokio_postgres::Error> {
+    use futures_util::TryStreamExt as _;
+    let stream = client
+        .query_raw(
+            sql,
+            std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+        )
+        .await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    while let Some(row) = stream.try_next().await? {
+        rows.push(StatementRow::from_row(&row)?);
+    }
+    Ok(rows)
 }
 
 async fn detect(client: &tokio_postgres::Client) -> Result<Detected, CollectError> {
