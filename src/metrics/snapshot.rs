@@ -142,12 +142,17 @@ impl Snapshot {
     }
 
     fn index_of(&mut self, def: &'static MetricDef) -> usize {
-        if self
-            .families
-            .get(self.last)
-            .is_some_and(|(d, _)| d.name == def.name)
-        {
-            return self.last;
+        // Collectors push in a pattern (the 13 counters of a statement, in turn, then the
+        // next statement's): the metric pushed last, or the one after it, is the likely one.
+        for index in [self.last, self.last + 1] {
+            if self
+                .families
+                .get(index)
+                .is_some_and(|(d, _)| d.name == def.name)
+            {
+                self.last = index;
+                return index;
+            }
         }
         let index = match self.families.iter().position(|(d, _)| d.name == def.name) {
             Some(index) => index,

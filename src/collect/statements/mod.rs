@@ -36,7 +36,7 @@ use tokio_postgres::error::SqlState;
 use tracing::{debug, warn};
 
 use self::baseline::Baselines;
-use self::delta::{Counter, Counters, DeltaTracker, Key};
+use self::delta::{Counter, Counters, DeltaTracker, Key, KeyMap};
 use self::sql::{Dialect, StatementRow};
 use self::topk::TopK;
 use super::registry::{self, CollectorSpec, Scope};
@@ -173,7 +173,7 @@ pub struct Statements {
     warned_texts: bool,
     /// The label set of each exported statement, kept while it stays in the top-K so a poll
     /// reuses it instead of formatting and copying four strings for each of 13 counters.
-    labels: HashMap<Key, Labels>,
+    labels: KeyMap<Labels>,
     /// The `pgvigil_statement_info` label set of each exported queryid.
     info_labels: HashMap<i64, Labels>,
 }
@@ -197,7 +197,7 @@ impl Statements {
             resets_entry: 0.0,
             warned_hidden: false,
             warned_texts: false,
-            labels: HashMap::new(),
+            labels: KeyMap::default(),
             info_labels: HashMap::new(),
         }
     }
