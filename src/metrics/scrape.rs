@@ -3,31 +3,32 @@
 //!
 //! # What a scrape costs
 //!
-//! * Nothing changed since the last scrape of the same format (the store's
+//! * Nothing changed since the last scrape of the same format and coding (the store's
 //!   [generation](super::SnapshotStore::generation) is the same): the cached body is handed
-//!   out as it is (a reference-count increment), compressed or not. Two Prometheus replicas
-//!   scraping the same daemon pay for one body.
+//!   out as it is (a reference-count increment). Two Prometheus replicas scraping the same
+//!   daemon between two polls pay for one body.
 //! * Otherwise: the process metrics (a few lines per target and collector) are encoded by
 //!   `prometheus-client` in OpenMetrics and, for the classic format, rewritten by
 //!   [`crate::exposition::openmetrics_to_classic`]; the snapshot families, nearly all of a
-//!   large scrape, are written directly in the format asked for: each family's header, then
-//!   the sample lines of every target, each encoded once per published snapshot (see
-//!   [`super::store`]) and copied.
-//! * Compression ([`Encoding`]) runs at most once per body, format and coding, at a fast
-//!   level (gzip 1, zstd 1): it divides the bytes on the wire by about ten.
+//!   large scrape, are written directly in the format asked for (module `text`), in chunks
+//!   that go straight into the compressor when one was asked for, so the plain text of a
+//!   compressed body is never held whole.
+//! * Compression ([`Encoding`]) is at a fast level (gzip 1, zstd 1): it divides the bytes on
+//!   the wire by about ten and, for a large body, costs more CPU than encoding it.
 //!
 //! The cache holds, per format, the bodies of the last generation in the codings that were
-//! asked for (not the plain body when only a compressed one was), until the next scrape of
-//! that format after a change.
+//! asked for, until the next scrape of that format after a change. Sample text is not kept
+//! between generations: a poll replaces a target's snapshots at every interval, so text kept
+//! per snapshot would be encoded as often as the body is, for as much memory again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 
 use super::text::{self, Format};
-use super::{MetricDef, Metrics};
+use super::{MetricDef, Metrics, Series};
 
 /// A content coding of the `/metrics` body, chosen from `Accept-Encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,21 +97,15 @@ impl Metrics {
         if let Some(body) = find(cached, encoding) {
             return body;
         }
-        let plain =
-            find(cached, Encoding::Identity).unwrap_or_else(|| Bytes::from(self.assemble(format)));
-        // Only what was asked for is kept: a compressed body is a tenth of the plain one, and
-        // Prometheus only ever asks for that.
-        let body = match encoding {
-            Encoding::Identity => plain,
-            Encoding::Gzip => gzip(&plain),
-            Encoding::Zstd => zstd(&plain),
-        };
+        // Only what was asked for is made and kept: a compressed body is a tenth of the plain
+        // one, and Prometheus only ever asks for that.
+        let body = self.assemble(format, encoding);
         cached.bodies.push((encoding, body.clone()));
         body
     }
 
-    /// Encode everything in `format`.
-    fn assemble(&self, format: Format) -> String {
+    /// Encode everything in `format`, in `encoding`.
+    fn assemble(&self, format: Format, encoding: Encoding) -> Bytes {
         let mut process = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode_registry(&mut process, &self.registry)
             .expect("writing to a String cannot fail");
@@ -119,53 +114,95 @@ impl Metrics {
         }
 
         let snapshots = self.store.all();
-        // Group the fragments by metric, families in catalogue order, targets by name.
-        let mut families: BTreeMap<(usize, &'static str), (&'static MetricDef, Vec<&str>)> =
-            BTreeMap::new();
-        let mut size = process.len() + 8;
-        for (target, published) in &snapshots {
-            for fragment in published.fragments(target) {
-                size += fragment.lines.len();
+        // Group every series by its metric, families in catalogue order, targets by name.
+        let mut positions: HashMap<&'static str, usize> = HashMap::new();
+        let mut families: BTreeMap<(usize, &'static str), Family<'_>> = BTreeMap::new();
+        let mut series = 0;
+        for (target, snap) in &snapshots {
+            for (def, s) in snap.families() {
+                if s.is_empty() {
+                    continue;
+                }
+                series += s.len();
+                let position = *positions
+                    .entry(def.name)
+                    .or_insert_with(|| super::position(def));
                 families
-                    .entry(fragment.order)
-                    .or_insert_with(|| (fragment.def, Vec::new()))
+                    .entry((position, def.name))
+                    .or_insert_with(|| (def, Vec::new()))
                     .1
-                    .push(&fragment.lines);
+                    .push((target.as_str(), s));
             }
         }
-        size += families.len() * 256;
 
-        let mut out = String::with_capacity(size);
-        out.push_str(&process);
-        for (def, parts) in families.values() {
-            text::header(&mut out, def, format);
-            for part in parts {
-                out.push_str(part);
+        let mut sink = Sink::new(encoding, process.len() + series * 110);
+        let mut chunk = process;
+        for (def, by_target) in families.values() {
+            text::header(&mut chunk, def, format);
+            for (target, s) in by_target {
+                text::samples(&mut chunk, target, def, s);
+                if chunk.len() >= CHUNK {
+                    sink.push(&chunk);
+                    chunk.clear();
+                }
             }
         }
         if format == Format::OpenMetrics {
-            out.push_str("# EOF\n");
+            chunk.push_str("# EOF\n");
         }
-        out
+        sink.push(&chunk);
+        sink.finish()
     }
 }
 
-fn gzip(plain: &[u8]) -> Bytes {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(plain.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder
-        .write_all(plain)
-        .and_then(|()| encoder.finish())
-        .map(Bytes::from)
-        .expect("compressing into memory cannot fail")
+/// One family's series, by target.
+type Family<'a> = (&'static MetricDef, Vec<(&'a str, &'a [Series])>);
+
+/// Text is handed to the sink in chunks of about this size.
+const CHUNK: usize = 256 * 1024;
+
+/// Where the body goes as it is written: a string, or a compressor.
+enum Sink {
+    Plain(Vec<u8>),
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::Encoder<'static, Vec<u8>>),
 }
 
-fn zstd(plain: &[u8]) -> Bytes {
-    zstd::bulk::compress(plain, 1)
-        .map(Bytes::from)
-        .expect("compressing into memory cannot fail")
+impl Sink {
+    fn new(encoding: Encoding, plain_size: usize) -> Self {
+        match encoding {
+            Encoding::Identity => Sink::Plain(Vec::with_capacity(plain_size)),
+            Encoding::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(
+                Vec::with_capacity(plain_size / 10),
+                flate2::Compression::fast(),
+            )),
+            Encoding::Zstd => Sink::Zstd(
+                zstd::stream::Encoder::new(Vec::with_capacity(plain_size / 10), 1)
+                    .expect("level 1 is a valid zstd level"),
+            ),
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        let written = match self {
+            Sink::Plain(out) => {
+                out.extend_from_slice(text.as_bytes());
+                Ok(())
+            }
+            Sink::Gzip(e) => e.write_all(text.as_bytes()),
+            Sink::Zstd(e) => e.write_all(text.as_bytes()),
+        };
+        written.expect("compressing into memory cannot fail");
+    }
+
+    fn finish(self) -> Bytes {
+        let out = match self {
+            Sink::Plain(out) => Ok(out),
+            Sink::Gzip(e) => e.finish(),
+            Sink::Zstd(e) => e.finish(),
+        };
+        Bytes::from(out.expect("compressing into memory cannot fail"))
+    }
 }
 
 #[cfg(test)]

@@ -3,63 +3,17 @@
 //! A collector fills a [`Snapshot`] and the poll loop publishes it whole, replacing what that
 //! collector published before; a scrape copies the `Arc`s out under a read lock and encodes
 //! without holding it. The encoder walks the snapshots themselves (each series carries its
-//! [`MetricDef`]), so whatever a collector publishes is exported; families come out in the
+//! [`MetricDef`](super::MetricDef)), so whatever a collector publishes is exported; families come out in the
 //! order of [`super::ALL`].
 //!
-//! # Encoding once per snapshot
-//!
-//! A published snapshot never changes, so the text of its sample lines is encoded the first
-//! time a scrape needs it and kept beside it ([`Published`]) until the next poll replaces it:
-//! a scrape then writes the family headers and copies each target's bytes, and a target that
-//! was not polled since the last scrape costs a copy, not a re-encoding. Every change to the
-//! store moves its [generation](SnapshotStore::generation), which the `/metrics` body cache
-//! (in `registry`) compares against.
+//! Every change to the store moves its [generation](SnapshotStore::generation), which the
+//! `/metrics` body cache (module `scrape`) compares against.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
-use super::MetricDef;
 pub use super::snapshot::{Labels, Series, Snapshot};
-use super::text;
-
-/// A published snapshot and, once a scrape has needed it, the text of its sample lines.
-#[derive(Debug)]
-pub(super) struct Published {
-    snapshot: Arc<Snapshot>,
-    text: OnceLock<Vec<Fragment>>,
-}
-
-/// The sample lines of one metric of one published snapshot, with where the family goes.
-#[derive(Debug)]
-pub(super) struct Fragment {
-    /// Position of the metric in [`super::ALL`] (unknown metrics last), then its name: the
-    /// exposition order.
-    pub(super) order: (usize, &'static str),
-    pub(super) def: &'static MetricDef,
-    pub(super) lines: String,
-}
-
-impl Published {
-    /// The sample lines of every metric of the snapshot, for `target`, encoded on first use.
-    pub(super) fn fragments(&self, target: &str) -> &[Fragment] {
-        self.text.get_or_init(|| {
-            self.snapshot
-                .families()
-                .filter(|(_, series)| !series.is_empty())
-                .map(|(def, series)| {
-                    let mut lines = String::with_capacity(series.len() * 96);
-                    text::samples(&mut lines, target, def, series);
-                    Fragment {
-                        order: (super::position(def), def.name),
-                        def,
-                        lines,
-                    }
-                })
-                .collect()
-        })
-    }
-}
 
 /// What a snapshot is of: a collector, and for database-scope collectors the database (`""`
 /// for a source-wide snapshot).
@@ -69,7 +23,7 @@ type Key = (&'static str, String);
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     // A std RwLock: it is never held across an await, and scrapes only read.
-    inner: RwLock<BTreeMap<String, BTreeMap<Key, Arc<Published>>>>,
+    inner: RwLock<BTreeMap<String, BTreeMap<Key, Arc<Snapshot>>>>,
     /// Moves on every change to the store and to the process metrics (see [`Self::touch`]).
     generation: AtomicU64,
 }
@@ -89,10 +43,7 @@ impl SnapshotStore {
         database: &str,
         snapshot: Snapshot,
     ) {
-        let published = Arc::new(Published {
-            snapshot: Arc::new(snapshot),
-            text: OnceLock::new(),
-        });
+        let published = Arc::new(snapshot);
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let previous = inner
             .entry(target.to_owned())
@@ -146,10 +97,7 @@ impl SnapshotStore {
     /// The latest source-wide snapshot of one collector for one source.
     pub fn latest(&self, target: &str, collector: &'static str) -> Option<Arc<Snapshot>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner
-            .get(target)?
-            .get(&(collector, String::new()))
-            .map(|p| p.snapshot.clone())
+        inner.get(target)?.get(&(collector, String::new())).cloned()
     }
 
     /// A number that changes whenever what `/metrics` would show may have changed.
@@ -163,7 +111,7 @@ impl SnapshotStore {
     }
 
     /// Every published snapshot, by target name.
-    pub(super) fn all(&self) -> Vec<(String, Arc<Published>)> {
+    pub(super) fn all(&self) -> Vec<(String, Arc<Snapshot>)> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner
             .iter()
