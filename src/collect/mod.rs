@@ -24,11 +24,20 @@
 //! succeeds again.
 
 pub mod activity;
+pub mod archiver;
 pub mod imports;
 pub mod pgbouncer;
 pub mod registry;
+pub mod replication;
+pub mod slots;
 pub mod statements;
 pub mod tables;
+// The server-health layer: role and settings, pg_stat_database and sizes, wraparound.
+pub mod database_sizes;
+pub mod database_stats;
+pub mod server;
+pub mod wal_directory;
+pub mod wraparound;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -150,6 +159,22 @@ pub struct Observations {
     /// What the database-scope collectors found in each watched database; `None` until the
     /// database sessions know which databases are watched.
     pub databases: Option<DatabasesReport>,
+    /// Role, restarts and settings; `None` when that collector failed or is disabled.
+    pub server: Option<server::ServerReport>,
+    /// pg_stat_database facts per database; `None` when that collector failed or is disabled.
+    pub database_stats: Option<database_stats::DatabaseStatsReport>,
+    /// Database sizes and growth; `None` until that collector has run (or when it failed).
+    pub database_sizes: Option<database_sizes::DatabaseSizesReport>,
+    /// XID and multixact ages and the xmin horizon's holders; `None` when that collector
+    /// failed or is disabled.
+    pub wraparound: Option<wraparound::WraparoundReport>,
+    /// From pg_stat_replication and, on a standby, pg_stat_wal_receiver; `None` when that
+    /// collector failed or is disabled.
+    pub replication: Option<replication::ReplicationReport>,
+    /// From pg_replication_slots; `None` when that collector failed or is disabled.
+    pub slots: Option<slots::SlotsReport>,
+    /// From pg_stat_archiver; `None` when that collector failed or is disabled.
+    pub archiver: Option<archiver::ArchiverReport>,
 }
 
 impl Observations {

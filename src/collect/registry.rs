@@ -133,6 +133,16 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     // The data-loss guard: table statistics, then import reconciliation.
     super::tables::SPEC,
     super::imports::SPEC,
+    // The server-health layer.
+    super::server::SPEC,
+    super::database_stats::SPEC,
+    super::wraparound::SPEC,
+    super::database_sizes::SPEC,
+    // Replication, slots, archiver and WAL (issue 12).
+    super::replication::SPEC,
+    super::slots::SPEC,
+    super::archiver::SPEC,
+    super::wal_directory::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

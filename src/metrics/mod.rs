@@ -20,6 +20,9 @@
 //! * [`activity`], [`tables`], [`imports`], [`statements`]: PostgreSQL targets, one file per
 //!   collector family; [`databases`]: the database sessions themselves (which databases are
 //!   watched, the connection budget).
+//! * [`server`], [`database_stats`], [`wraparound`]: the server-health layer of a PostgreSQL
+//!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
+//! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
@@ -37,12 +40,18 @@ pub mod imports;
 pub mod pgbouncer;
 pub mod process;
 mod registry;
+pub mod replication;
 mod scrape;
 mod snapshot;
 pub mod statements;
 pub mod store;
 pub mod tables;
 mod text;
+// The server-health layer: server, database_stats/database_sizes, wraparound.
+pub mod database_stats;
+pub mod server;
+pub mod wal;
+pub mod wraparound;
 
 use std::sync::LazyLock;
 
@@ -55,10 +64,16 @@ pub use imports::*;
 pub use pgbouncer::*;
 pub use process::*;
 pub use registry::Metrics;
+pub use replication::*;
 pub use scrape::Encoding;
 pub use statements::*;
 pub use store::{Labels, Series, Snapshot, SnapshotStore};
 pub use tables::*;
+// The server-health layer.
+pub use database_stats::*;
+pub use server::*;
+pub use wal::*;
+pub use wraparound::*;
 pub use text::Format;
 
 /// The Prometheus type of a metric.
@@ -137,6 +152,15 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     IMPORTS_METRICS,
     ALERTING_METRICS,
     STATEMENTS_METRICS,
+    // The server-health layer.
+    SERVER_METRICS,
+    DATABASE_STATS_METRICS,
+    WRAPAROUND_METRICS,
+    // Replication, slots, archiver and WAL (issue 12).
+    REPLICATION_METRICS,
+    SLOT_METRICS,
+    ARCHIVER_METRICS,
+    WAL_DIRECTORY_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

@@ -27,6 +27,20 @@ pub mod rolled_back_inserts;
 pub mod table_rows_dropped;
 // Query statistics.
 pub mod slow_query;
+// The server-health layer.
+mod checksum_failures;
+mod database_growth;
+mod deadlocks_detected;
+mod postgres_restarted;
+mod recovery_role_changed;
+mod settings_pending_restart;
+mod wraparound_risk;
+// Replication, slots and the archiver (issue 12).
+mod archive_failing;
+mod replication_lag_high;
+mod replication_slot_inactive;
+mod replication_slot_wal_retention_high;
+mod standby_not_streaming;
 
 use std::time::Duration;
 
@@ -73,6 +87,20 @@ pub const RULES: &[RuleSpec] = &[
     rolled_back_inserts::SPEC,
     // Query statistics.
     slow_query::SPEC,
+    // The server-health layer.
+    postgres_restarted::SPEC,
+    recovery_role_changed::SPEC,
+    settings_pending_restart::SPEC,
+    checksum_failures::SPEC,
+    deadlocks_detected::SPEC,
+    database_growth::SPEC,
+    wraparound_risk::SPEC,
+    // Replication, slots and the archiver (issue 12).
+    replication_lag_high::SPEC,
+    standby_not_streaming::SPEC,
+    replication_slot_inactive::SPEC,
+    replication_slot_wal_retention_high::SPEC,
+    archive_failing::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
