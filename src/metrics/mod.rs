@@ -69,12 +69,12 @@ pub use scrape::Encoding;
 pub use statements::*;
 pub use store::{Labels, Series, Snapshot, SnapshotStore};
 pub use tables::*;
+pub use text::Format;
 // The server-health layer.
 pub use database_stats::*;
 pub use server::*;
 pub use wal::*;
 pub use wraparound::*;
-pub use text::Format;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
