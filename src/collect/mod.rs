@@ -29,6 +29,10 @@ pub mod pgbouncer;
 pub mod registry;
 pub mod statements;
 pub mod tables;
+// The server-health layer: checkpointer, I/O, locks.
+pub mod checkpointer;
+pub mod io;
+pub mod locks;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -150,6 +154,9 @@ pub struct Observations {
     /// What the database-scope collectors found in each watched database; `None` until the
     /// database sessions know which databases are watched.
     pub databases: Option<DatabasesReport>,
+    /// From pg_locks (the waiters and their blockers); `None` when that collector failed or
+    /// is disabled.
+    pub locks: Option<locks::LocksReport>,
 }
 
 impl Observations {

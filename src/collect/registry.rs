@@ -133,6 +133,10 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     // The data-loss guard: table statistics, then import reconciliation.
     super::tables::SPEC,
     super::imports::SPEC,
+    // The server-health layer: checkpointer, I/O, locks.
+    super::checkpointer::SPEC,
+    super::io::SPEC,
+    super::locks::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

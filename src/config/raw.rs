@@ -101,6 +101,13 @@ pub(crate) struct RawTarget {
     pub(crate) alerts: super::alerts::RawRuleTables,
     #[serde(default)]
     pub(crate) statements: RawStatements,
+    // The server-health layer: checkpointer, I/O, locks (the common keys only).
+    #[serde(default)]
+    pub(crate) checkpointer: RawToggle,
+    #[serde(default)]
+    pub(crate) io: RawToggle,
+    #[serde(default)]
+    pub(crate) locks: RawToggle,
 }
 
 #[derive(Debug, Default, Deserialize)]

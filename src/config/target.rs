@@ -1,6 +1,6 @@
 //! `[[targets]]`: the PostgreSQL servers pgvigil watches, each over its own connection, and
 //! their collector tables (`[targets.activity]`, `[targets.statements]`, `[targets.tables]`,
-//! `[targets.imports]`).
+//! `[targets.imports]`, `[targets.checkpointer]`, `[targets.io]`, `[targets.locks]`, ...).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -61,6 +61,12 @@ pub struct TargetConfig {
     pub tables: CollectorConfig<TablesConfig>,
     /// `[targets.imports]`
     pub imports: CollectorConfig<ImportsConfig>,
+    /// `[targets.checkpointer]`: pg_stat_checkpointer / pg_stat_bgwriter (common keys only).
+    pub checkpointer: CollectorConfig<()>,
+    /// `[targets.io]`: pg_stat_io, PostgreSQL 16+ (common keys only).
+    pub io: CollectorConfig<()>,
+    /// `[targets.locks]`: pg_locks and the blockers of waiting backends (common keys only).
+    pub locks: CollectorConfig<()>,
 }
 
 impl Deref for TargetConfig {
@@ -93,6 +99,9 @@ impl TargetConfig {
             statements: CollectorConfig::on(StatementsConfig::default()),
             tables: CollectorConfig::every(DEFAULT_TABLES_INTERVAL, TablesConfig::default()),
             imports: CollectorConfig::every(DEFAULT_IMPORTS_INTERVAL, ImportsConfig::default()),
+            checkpointer: CollectorConfig::on(()),
+            io: CollectorConfig::on(()),
+            locks: CollectorConfig::on(()),
         }
     }
 
@@ -290,6 +299,9 @@ impl Validator<'_> {
         let (enabled, interval) = (raw.statements.enabled, raw.statements.interval.clone());
         let statements = self.statements(raw.statements)?;
         target.statements = self.collector(target.statements, enabled, &interval, statements)?;
+        target.checkpointer = self.toggle(target.checkpointer, &raw.checkpointer)?;
+        target.io = self.toggle(target.io, &raw.io)?;
+        target.locks = self.toggle(target.locks, &raw.locks)?;
         Ok(target)
     }
 

@@ -20,6 +20,7 @@
 //! * [`activity`], [`tables`], [`imports`], [`statements`]: PostgreSQL targets, one file per
 //!   collector family; [`databases`]: the database sessions themselves (which databases are
 //!   watched, the connection budget).
+//! * [`checkpointer`], [`io`], [`locks`]: the server-health layer (cluster-wide views).
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`], the process families and the encoder.
@@ -38,6 +39,10 @@ mod registry;
 pub mod statements;
 pub mod store;
 pub mod tables;
+// The server-health layer: checkpointer, I/O, locks.
+pub mod checkpointer;
+pub mod io;
+pub mod locks;
 
 use std::sync::LazyLock;
 
@@ -53,6 +58,10 @@ pub use registry::Metrics;
 pub use statements::*;
 pub use store::{Series, Snapshot, SnapshotStore};
 pub use tables::*;
+// The server-health layer: checkpointer, I/O, locks.
+pub use checkpointer::*;
+pub use io::*;
+pub use locks::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +139,10 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     IMPORTS_METRICS,
     ALERTING_METRICS,
     STATEMENTS_METRICS,
+    // The server-health layer: checkpointer, I/O, locks.
+    CHECKPOINTER_METRICS,
+    IO_METRICS,
+    LOCKS_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

@@ -27,6 +27,8 @@ pub mod rolled_back_inserts;
 pub mod table_rows_dropped;
 // Query statistics.
 pub mod slow_query;
+// The server-health layer: locks.
+mod lock_waits_long;
 
 use std::time::Duration;
 
@@ -73,6 +75,8 @@ pub const RULES: &[RuleSpec] = &[
     rolled_back_inserts::SPEC,
     // Query statistics.
     slow_query::SPEC,
+    // The server-health layer: locks.
+    lock_waits_long::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
