@@ -282,6 +282,49 @@ TABLES = (
       unit=units.OpsPerSecond, w=8, h=5, desc="count(*) runs per second by result; errors and timeouts leave the exact count stale."),
 )
 
+# The server-health layer. The checkpoint, I/O and lock rows; the role, replication, slots,
+# wraparound and archiver rows come with their collectors.
+SERVER = (
+    Row("Checkpoints & background writer"),
+    P("timeseries", "Checkpoints per minute",
+      (Q(f"sum by (target) (rate(pgvigil_checkpoints_timed_total{{{T}}}[{RI}])) * 60", "{{target}} timed"),
+       Q(f"sum by (target) (rate(pgvigil_checkpoints_requested_total{{{T}}}[{RI}])) * 60", "{{target}} requested")),
+      w=8, desc="Checkpoints started by checkpoint_timeout (timed) and before it (requested): many requested ones mean max_wal_size is too small for the write load."),
+    P("timeseries", "Buffers written per second, by writer",
+      (Q(f"sum by (target) (rate(pgvigil_checkpoint_buffers_written_total{{{T}}}[{RI}]))", "{{target}} checkpointer"),
+       Q(f"sum by (target) (rate(pgvigil_bgwriter_buffers_written_total{{{T}}}[{RI}]))", "{{target}} background writer")),
+      unit=units.OpsPerSecond, w=8,
+      desc="Shared buffers written by checkpoints and by the background writer. Backends writing their own buffers show on the I/O row (client backend, op write)."),
+    P("timeseries", "Checkpoint write and sync time",
+      (Q(f"sum by (target) (rate(pgvigil_checkpoint_write_time_seconds_total{{{T}}}[{RI}]))", "{{target}} write"),
+       Q(f"sum by (target) (rate(pgvigil_checkpoint_sync_time_seconds_total{{{T}}}[{RI}]))", "{{target}} sync")),
+      unit=units.Seconds, w=8,
+      desc="Seconds per second the checkpointer spends writing and fsyncing; a sync time that rises is storage that cannot keep up."),
+    Row("I/O (pg_stat_io, PostgreSQL 16+)"),
+    P("timeseries", "Reads and buffer hits per second, by backend type",
+      (Q(f'sum by (target, backend_type, op) (rate(pgvigil_io_operations_total{{{T},op=~"read|hit"}}[{RI}]))',
+         "{{target}} {{backend_type}} {{op}}"),), unit=units.OpsPerSecond, w=8,
+      desc="Blocks read from the kernel (read) and found in shared_buffers (hit), by who asked."),
+    P("timeseries", "Evictions per second (shared_buffers pressure)",
+      (Q(f'sum by (target, backend_type, context) (rate(pgvigil_io_operations_total{{{T},op="eviction"}}[{RI}]))',
+         "{{target}} {{backend_type}} {{context}}"),), unit=units.OpsPerSecond, w=8,
+      desc="Buffers evicted to make room. Sustained evictions in context normal mean the working set does not fit in shared_buffers."),
+    P("timeseries", "I/O bytes per second, by operation",
+      (Q(f"sum by (target, object, op) (rate(pgvigil_io_bytes_total{{{T}}}[{RI}]))", "{{target}} {{object}} {{op}}"),),
+      unit=units.BytesPerSecondSI, w=8, desc="Bytes read, written and extended, relations and (18+) WAL."),
+    Row("Locks"),
+    P("stat", "Backends waiting for a lock", (Q(f"pgvigil_lock_waiting_backends{{{T}}}", "{{target}}"),), w=8, h=5,
+      steps=above((1, "orange")), desc="Sessions waiting for a heavyweight lock now."),
+    P("stat", "Longest lock wait", (Q(f"pgvigil_lock_wait_max_age_seconds{{{T}}}", "{{target}}"),), unit=units.Seconds,
+      w=8, h=5, steps=above((60, "red")),
+      desc="How long the longest current wait has lasted (PostgreSQL 14+). LockWaitsLong fires at 1m and names the blocker."),
+    P("stat", "Blocking sessions", (Q(f"pgvigil_lock_blockers{{{T}}}", "{{target}}"),), w=8, h=5,
+      steps=above((1, "orange")), desc="Sessions the longest waiters wait for (pg_blocking_pids)."),
+    P("timeseries", "Locks by mode and state",
+      (Q(f"sum by (target, mode, state) (pgvigil_locks{{{T}}})", "{{target}} {{mode}} {{state}}"),), w=24,
+      desc="Heavyweight locks held (granted) and waited for (waiting), by mode. A waiting AccessExclusiveLock is a DDL queued behind a transaction, with everything else queued behind it."),
+)
+
 SELF = (
     Row("Polling"),
     P("timeseries", "Poll duration p95 by collector",
@@ -316,6 +359,7 @@ DASHBOARDS = (
     Dashboard("pgvigil-pools", "pgvigil / Connections & pools", POOLS, True),
     Dashboard("pgvigil-tables", "pgvigil / Tables & data integrity", TABLES, False),
     Dashboard("pgvigil-self", "pgvigil / pgvigil itself", SELF, False),
+    Dashboard("pgvigil-server", "pgvigil / Server health", SERVER, False),
 )
 
 # On every dashboard. Grafana marks each sample above 0 of these queries on every graph.
