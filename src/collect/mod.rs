@@ -29,6 +29,11 @@ pub mod pgbouncer;
 pub mod registry;
 pub mod statements;
 pub mod tables;
+// The server-health layer: role and settings, pg_stat_database and sizes, wraparound.
+pub mod database_sizes;
+pub mod database_stats;
+pub mod server;
+pub mod wraparound;
 // The server-health layer: checkpointer, I/O, locks.
 pub mod checkpointer;
 pub mod io;
@@ -154,6 +159,15 @@ pub struct Observations {
     /// What the database-scope collectors found in each watched database; `None` until the
     /// database sessions know which databases are watched.
     pub databases: Option<DatabasesReport>,
+    /// Role, restarts and settings; `None` when that collector failed or is disabled.
+    pub server: Option<server::ServerReport>,
+    /// pg_stat_database facts per database; `None` when that collector failed or is disabled.
+    pub database_stats: Option<database_stats::DatabaseStatsReport>,
+    /// Database sizes and growth; `None` until that collector has run (or when it failed).
+    pub database_sizes: Option<database_sizes::DatabaseSizesReport>,
+    /// XID and multixact ages and the xmin horizon's holders; `None` when that collector
+    /// failed or is disabled.
+    pub wraparound: Option<wraparound::WraparoundReport>,
     /// From pg_locks (the waiters and their blockers); `None` when that collector failed or
     /// is disabled.
     pub locks: Option<locks::LocksReport>,

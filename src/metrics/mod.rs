@@ -20,6 +20,8 @@
 //! * [`activity`], [`tables`], [`imports`], [`statements`]: PostgreSQL targets, one file per
 //!   collector family; [`databases`]: the database sessions themselves (which databases are
 //!   watched, the connection budget).
+//! * [`server`], [`database_stats`], [`wraparound`]: the server-health layer of a PostgreSQL
+//!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
 //! * [`checkpointer`], [`io`], [`locks`]: the server-health layer (cluster-wide views).
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
@@ -39,6 +41,10 @@ mod registry;
 pub mod statements;
 pub mod store;
 pub mod tables;
+// The server-health layer: server, database_stats/database_sizes, wraparound.
+pub mod database_stats;
+pub mod server;
+pub mod wraparound;
 // The server-health layer: checkpointer, I/O, locks.
 pub mod checkpointer;
 pub mod io;
@@ -58,6 +64,10 @@ pub use registry::Metrics;
 pub use statements::*;
 pub use store::{Series, Snapshot, SnapshotStore};
 pub use tables::*;
+// The server-health layer.
+pub use database_stats::*;
+pub use server::*;
+pub use wraparound::*;
 // The server-health layer: checkpointer, I/O, locks.
 pub use checkpointer::*;
 pub use io::*;
@@ -139,6 +149,10 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     IMPORTS_METRICS,
     ALERTING_METRICS,
     STATEMENTS_METRICS,
+    // The server-health layer.
+    SERVER_METRICS,
+    DATABASE_STATS_METRICS,
+    WRAPAROUND_METRICS,
     // The server-health layer: checkpointer, I/O, locks.
     CHECKPOINTER_METRICS,
     IO_METRICS,

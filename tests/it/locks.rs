@@ -34,12 +34,19 @@ async fn alter_table_behind_idle_transaction_is_seen_and_no_collector_waits() {
         "CREATE TABLE contacts (id int); INSERT INTO contacts VALUES (1);
          CREATE TABLE ledger (id int); INSERT INTO ledger VALUES (1);",
     );
-    let extra = "[targets.alerts.LockWaitsLong]\nmax_wait = \"1s\"\n";
-    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), extra)).await;
     let target = pgvigil::config::TargetConfig::new(
         "main",
         pgvigil::config::ConnectionSpec::parse(&cluster.dsn(&db), &Default::default()).unwrap(),
     );
+    // Collectors on a slow schedule of their own (database sizes: 5 minutes) run every second
+    // here, so that each is seen polling while the locks are held.
+    let mut extra = String::from("[targets.alerts.LockWaitsLong]\nmax_wait = \"1s\"\n");
+    for spec in POSTGRES {
+        if spec.interval(&target, Duration::from_millis(200)) > Duration::from_secs(1) {
+            extra.push_str(&format!("[targets.{}]\ninterval = \"1s\"\n", spec.table));
+        }
+    }
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
     let collectors: Vec<&str> = POSTGRES
         .iter()
         .filter(|spec| spec.enabled(&target) && spec.versions.supports(MAJOR as i32 * 10_000))

@@ -14,12 +14,16 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The collectors a `[[targets]]` entry runs with no collector configured (those a version
 /// does not support are left out by [`default_collectors`]).
-const DEFAULT_COLLECTORS: [&str; 7] = [
+const DEFAULT_COLLECTORS: [&str; 11] = [
     "activity",
     "tables",
     "imports",
     "statements",
-    // The server-health layer.
+    "server",
+    "database_stats",
+    "wraparound",
+    "database_sizes",
+    // The server-health layer: checkpointer, I/O, locks.
     "checkpointer",
     "io",
     "locks",
@@ -97,7 +101,10 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
             &format!("{POLLS} polls of every default collector on PostgreSQL {major}"),
             WAIT,
             |m| {
-                let polled = collectors.iter().all(|c| polls(m, c) >= POLLS);
+                // database_sizes runs every 5 minutes: its first run is the one to see.
+                let polled = collectors
+                    .iter()
+                    .all(|c| polls(m, c) >= if *c == "database_sizes" { 1.0 } else { POLLS });
                 (polled && contacts_live_rows(m) == Some(3.0)).then(|| m.clone())
             },
         )
@@ -169,7 +176,8 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
         m.sum("pgvigil_statement_calls_total", &[("target", "main")]) > 0.0,
         "statements: per-statement calls"
     );
-    server_health_series(&m, major);
+    server_health_series(&m, major, &db);
+    checkpointer_io_locks_series(&m, major);
     a_lock_wait_is_seen(&daemon, &cluster.dsn(&db), major).await;
     daemon.stop().await;
 }
@@ -205,9 +213,71 @@ async fn a_lock_wait_is_seen(daemon: &Daemon, dsn: &str, major: u32) {
     lock.await.unwrap().unwrap();
 }
 
-/// The server-health collectors' series on `major`: one set of checkpointer names everywhere,
-/// and each version's own columns present exactly where the version has them.
-fn server_health_series(m: &Metrics, major: u32) {
+/// The server-health collectors' own series, with what this version has and lacks.
+fn server_health_series(m: &Metrics, major: u32, db: &str) {
+    let target = ("target", "main");
+    assert_eq!(
+        m.value("pgvigil_server_in_recovery", &[target]),
+        Some(0.0),
+        "server: a primary"
+    );
+    assert!(
+        m.value("pgvigil_server_uptime_seconds", &[target])
+            .is_some_and(|v| v >= 0.0),
+        "server: uptime"
+    );
+    assert_eq!(
+        m.value("pgvigil_setting", &[target, ("name", "max_connections")]),
+        Some(60.0),
+        "server: cited settings"
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_setting",
+            &[target, ("name", "reserved_connections")]
+        )
+        .is_some(),
+        major >= 16,
+        "server: reserved_connections exists from 16 on"
+    );
+    let dat = ("datname", db);
+    assert!(
+        m.value("pgvigil_database_xact_commits_total", &[target, dat])
+            .is_some_and(|v| v > 0.0),
+        "database_stats: commits of {db}"
+    );
+    assert_eq!(
+        m.value("pgvigil_database_client_sessions_total", &[target, dat])
+            .is_some(),
+        major >= 14,
+        "database_stats: session counters from 14 on"
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_database_conflicts_total",
+            &[target, dat, ("reason", "logicalslot")]
+        )
+        .is_some(),
+        major >= 16,
+        "database_stats: logical-slot conflicts from 16 on"
+    );
+    assert!(
+        m.value("pgvigil_database_size_bytes", &[target, dat])
+            .is_some_and(|v| v > 1e6),
+        "database_sizes: size of {db}"
+    );
+    for datname in [db, "template0"] {
+        assert!(
+            m.value("pgvigil_database_xid_age", &[target, ("datname", datname)])
+                .is_some(),
+            "wraparound: XID age of {datname}"
+        );
+    }
+}
+
+/// The checkpointer, I/O and locks collectors' series on `major`: one set of checkpointer names
+/// everywhere, and each version's own columns present exactly where the version has them.
+fn checkpointer_io_locks_series(m: &Metrics, major: u32) {
     let main = [("target", "main")];
     let has = |name: &str| m.matching(name, &main).next().is_some();
     for name in [
