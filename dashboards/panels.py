@@ -282,9 +282,27 @@ TABLES = (
       unit=units.OpsPerSecond, w=8, h=5, desc="count(*) runs per second by result; errors and timeouts leave the exact count stale."),
 )
 
-# The server-health layer. The checkpoint, I/O and lock rows; the role, replication, slots,
-# wraparound and archiver rows come with their collectors.
+# The server-health layer: role, replication, slots, wraparound, archiver and WAL,
+# checkpoints, I/O, locks.
 SERVER = (
+    Row("Role & uptime"),
+    P("stat", "In recovery (standby)", (Q(f"pgvigil_server_in_recovery{{{T}}}", "{{target}}"),), w=6, h=5,
+      desc="1: the server is a standby (pg_is_in_recovery()), 0: a primary. RecoveryRoleChanged fires when it flips."),
+    P("stat", "Uptime", (Q(f"pgvigil_server_uptime_seconds{{{T}}}", "{{target}}"),), unit=units.Seconds, w=6, h=5,
+      desc="Time since the postmaster started; PostgresRestarted fires when the start time changes."),
+    P("stat", "Timeline", (Q(f"pgvigil_server_timeline{{{T}}}", "{{target}}"),), w=6, h=5,
+      desc="The timeline of the last checkpoint: it goes up at each promotion."),
+    P("stat", "Settings pending restart", (Q(f"pgvigil_settings_pending_restart{{{T}}}", "{{target}}"),), w=6, h=5,
+      steps=above((1, "orange")), desc="Settings changed in the configuration that take effect only after a restart (SettingsPendingRestart names them)."),
+    Row("Wraparound"),
+    P("timeseries", "Transaction ID age by database",
+      (Q(f"pgvigil_database_xid_age{{{T}}}", "{{target}} {{datname}} xid"),
+       Q(f"pgvigil_database_mxid_age{{{T}}}", "{{target}} {{datname}} multixact")),
+      w=12, steps=above((1e9, "orange"), (1.6e9, "red")),
+      desc="age(datfrozenxid) and mxid_age(datminmxid): at 2^31 the server stops writes. WraparoundRisk fires against autovacuum_freeze_max_age and 2^31."),
+    P("timeseries", "Who holds the xmin horizon back",
+      (Q(f"pgvigil_xmin_horizon_age{{{T}}}", "{{target}} {{holder}}"),), w=12,
+      desc="Transactions of age behind the oldest xmin each kind of holder keeps: a backend, a slot, a prepared transaction, a standby's feedback."),
     Row("Checkpoints & background writer"),
     P("timeseries", "Checkpoints per minute",
       (Q(f"sum by (target) (rate(pgvigil_checkpoints_timed_total{{{T}}}[{RI}])) * 60", "{{target}} timed"),

@@ -620,11 +620,12 @@ async fn live_prometheus_answers_every_dashboard_and_rule() {
         }
     });
 
-    // A session holding a lock (ACCESS SHARE on contacts, in an open read-only transaction),
-    // so the lock panels have something to show at any instant.
+    // A session holding a lock (ACCESS SHARE on contacts) and a snapshot (repeatable read),
+    // in an open read-only transaction, so the lock panels and the xmin-horizon panel have
+    // something to show at any instant.
     let reader = crate::support::connect(&cluster.dsn(&db)).await;
     reader
-        .batch_execute("BEGIN; SELECT 1 FROM contacts LIMIT 1")
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1 FROM contacts LIMIT 1")
         .await
         .unwrap();
     let server_version = cluster.server_version_num() as i32;
