@@ -7,8 +7,8 @@
 //!
 //! Method:
 //!
-//! * A private cluster with 50 databases, each with a table and a session idle in a
-//!   transaction that read it (so pg_stat_activity has 50 more backends and pg_locks 100 more
+//! * A private cluster with 50 databases (all watched, as for a DSN that names no database),
+//!   each with a table and a session idle in a transaction that read it (so pg_stat_activity has 50 more backends and pg_locks 100 more
 //!   locks than an idle server), and `pg_stat_statements.track_planning` on.
 //! * Each cluster collector of `pgvigil::collect::registry::POSTGRES` (the list the daemon
 //!   runs, so collectors added later are measured too) is built at its defaults and polled
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use pgvigil::collect::registry::POSTGRES;
 use pgvigil::collect::{Observations, PollContext, Scope, ServerInfo};
-use pgvigil::config::{ConnectionSpec, LibpqEnv, TargetConfig};
+use pgvigil::config::{ConnectionSpec, DatabasesConfig, LibpqEnv, TargetConfig};
 use pgvigil_testkit::TestCluster;
 use tokio_postgres::{Client, NoTls};
 
@@ -122,7 +122,9 @@ async fn main() {
 
     let dsn = cluster.dsn(&main_db);
     let connection = ConnectionSpec::parse(&dsn, &LibpqEnv::default()).unwrap();
-    let target = TargetConfig::new("bench", connection);
+    let mut target = TargetConfig::new("bench", connection);
+    // Every database is watched, as with a DSN that names none (the default for a cluster).
+    target.databases = DatabasesConfig::every();
     let client = connect(&dsn).await;
     client
         .batch_execute("SET statement_timeout = 5000; SET lock_timeout = 1000")
