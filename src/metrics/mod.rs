@@ -22,6 +22,7 @@
 //!   watched, the connection budget).
 //! * [`server`], [`database_stats`], [`wraparound`]: the server-health layer of a PostgreSQL
 //!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
+//! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`checkpointer`], [`io`], [`locks`]: the server-health layer (cluster-wide views).
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
@@ -38,12 +39,14 @@ pub mod imports;
 pub mod pgbouncer;
 pub mod process;
 mod registry;
+pub mod replication;
 pub mod statements;
 pub mod store;
 pub mod tables;
 // The server-health layer: server, database_stats/database_sizes, wraparound.
 pub mod database_stats;
 pub mod server;
+pub mod wal;
 pub mod wraparound;
 // The server-health layer: checkpointer, I/O, locks.
 pub mod checkpointer;
@@ -61,12 +64,14 @@ pub use imports::*;
 pub use pgbouncer::*;
 pub use process::*;
 pub use registry::Metrics;
+pub use replication::*;
 pub use statements::*;
 pub use store::{Series, Snapshot, SnapshotStore};
 pub use tables::*;
 // The server-health layer.
 pub use database_stats::*;
 pub use server::*;
+pub use wal::*;
 pub use wraparound::*;
 // The server-health layer: checkpointer, I/O, locks.
 pub use checkpointer::*;
@@ -153,6 +158,11 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     SERVER_METRICS,
     DATABASE_STATS_METRICS,
     WRAPAROUND_METRICS,
+    // Replication, slots, archiver and WAL (issue 12).
+    REPLICATION_METRICS,
+    SLOT_METRICS,
+    ARCHIVER_METRICS,
+    WAL_DIRECTORY_METRICS,
     // The server-health layer: checkpointer, I/O, locks.
     CHECKPOINTER_METRICS,
     IO_METRICS,

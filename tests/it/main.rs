@@ -26,6 +26,7 @@ mod pgbouncer;
 mod pgbouncer_tls;
 mod registry;
 mod reload;
+mod replication;
 mod server_health;
 mod statements;
 mod support;
