@@ -35,6 +35,7 @@ mod support_certs;
 mod support_package;
 mod support_prometheus;
 mod support_tools;
+mod switching;
 mod tables;
 mod tls;
 mod versions;
