@@ -27,6 +27,8 @@
 //!   snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-source state for the API and the status page.
+//! * [`page`]: the status pages (`/`, `/targets/<name>`, `/imports/<id>`), their charts and
+//!   the in-memory history they draw ([`page::history`]).
 //! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
 //!   `/api/v1/alerts`, `/api/v1/imports`, status page.
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
@@ -47,6 +49,7 @@ pub mod exposition;
 mod http;
 mod hub;
 pub mod metrics;
+pub mod page;
 mod poll;
 #[cfg(test)]
 mod readme;
