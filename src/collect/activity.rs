@@ -33,10 +33,16 @@ SELECT pid,
   FROM pg_stat_activity
  WHERE pid <> pg_backend_pid()";
 
+/// `current_setting()` rather than the `pg_settings` view, which builds a row for every
+/// setting (about 0.4 ms of server time per poll); `reserved_connections` (16+) is NULL, and
+/// left out, where it does not exist.
 const SETTINGS_SQL: &str = "
 SELECT name, setting::bigint
-  FROM pg_settings
- WHERE name IN ('max_connections', 'superuser_reserved_connections', 'reserved_connections')";
+  FROM (VALUES ('max_connections', current_setting('max_connections')),
+               ('superuser_reserved_connections', current_setting('superuser_reserved_connections')),
+               ('reserved_connections', current_setting('reserved_connections', true)))
+       AS s(name, setting)
+ WHERE setting IS NOT NULL";
 
 /// A client session with an open transaction.
 #[derive(Debug, Clone, PartialEq)]

@@ -38,6 +38,10 @@ pub mod database_stats;
 pub mod server;
 pub mod wal_directory;
 pub mod wraparound;
+// The server-health layer: checkpointer, I/O, locks.
+pub mod checkpointer;
+pub mod io;
+pub mod locks;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -175,6 +179,9 @@ pub struct Observations {
     pub slots: Option<slots::SlotsReport>,
     /// From pg_stat_archiver; `None` when that collector failed or is disabled.
     pub archiver: Option<archiver::ArchiverReport>,
+    /// From pg_locks (the waiters and their blockers); `None` when that collector failed or
+    /// is disabled.
+    pub locks: Option<locks::LocksReport>,
 }
 
 impl Observations {

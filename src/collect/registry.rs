@@ -143,6 +143,10 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     super::slots::SPEC,
     super::archiver::SPEC,
     super::wal_directory::SPEC,
+    // The server-health layer: checkpointer, I/O, locks.
+    super::checkpointer::SPEC,
+    super::io::SPEC,
+    super::locks::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

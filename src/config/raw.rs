@@ -119,6 +119,13 @@ pub(crate) struct RawTarget {
     pub(crate) archiver: RawToggle,
     #[serde(default)]
     pub(crate) wal_directory: RawToggle,
+    // The server-health layer: checkpointer, I/O, locks (the common keys only).
+    #[serde(default)]
+    pub(crate) checkpointer: RawToggle,
+    #[serde(default)]
+    pub(crate) io: RawToggle,
+    #[serde(default)]
+    pub(crate) locks: RawToggle,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,6 +2,7 @@
 //! their collector tables (`[targets.activity]`, `[targets.statements]`, `[targets.tables]`,
 //! `[targets.imports]`, `[targets.replication]`, `[targets.replication_slots]`,
 //! `[targets.archiver]`, `[targets.wal_directory]`).
+//! `[targets.imports]`, `[targets.checkpointer]`, `[targets.io]`, `[targets.locks]`, ...).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -83,6 +84,12 @@ pub struct TargetConfig {
     pub archiver: CollectorConfig<()>,
     /// `[targets.wal_directory]`: the size of pg_wal, on a slow schedule of its own.
     pub wal_directory: CollectorConfig<()>,
+    /// `[targets.checkpointer]`: pg_stat_checkpointer / pg_stat_bgwriter (common keys only).
+    pub checkpointer: CollectorConfig<()>,
+    /// `[targets.io]`: pg_stat_io, PostgreSQL 16+ (common keys only).
+    pub io: CollectorConfig<()>,
+    /// `[targets.locks]`: pg_locks and the blockers of waiting backends (common keys only).
+    pub locks: CollectorConfig<()>,
 }
 
 impl Deref for TargetConfig {
@@ -123,6 +130,9 @@ impl TargetConfig {
             replication_slots: CollectorConfig::on(()),
             archiver: CollectorConfig::on(()),
             wal_directory: CollectorConfig::every(DEFAULT_WAL_DIRECTORY_INTERVAL, ()),
+            checkpointer: CollectorConfig::on(()),
+            io: CollectorConfig::on(()),
+            locks: CollectorConfig::on(()),
         }
     }
 
@@ -329,6 +339,9 @@ impl Validator<'_> {
         target.replication_slots = self.toggle(target.replication_slots, &raw.replication_slots)?;
         target.archiver = self.toggle(target.archiver, &raw.archiver)?;
         target.wal_directory = self.toggle(target.wal_directory, &raw.wal_directory)?;
+        target.checkpointer = self.toggle(target.checkpointer, &raw.checkpointer)?;
+        target.io = self.toggle(target.io, &raw.io)?;
+        target.locks = self.toggle(target.locks, &raw.locks)?;
         Ok(target)
     }
 

@@ -23,6 +23,7 @@
 //! * [`server`], [`database_stats`], [`wraparound`]: the server-health layer of a PostgreSQL
 //!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
 //! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
+//! * [`checkpointer`], [`io`], [`locks`]: the server-health layer (cluster-wide views).
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
@@ -52,6 +53,10 @@ pub mod database_stats;
 pub mod server;
 pub mod wal;
 pub mod wraparound;
+// The server-health layer: checkpointer, I/O, locks.
+pub mod checkpointer;
+pub mod io;
+pub mod locks;
 
 use std::sync::LazyLock;
 
@@ -75,6 +80,10 @@ pub use database_stats::*;
 pub use server::*;
 pub use wal::*;
 pub use wraparound::*;
+// The server-health layer: checkpointer, I/O, locks.
+pub use checkpointer::*;
+pub use io::*;
+pub use locks::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +170,10 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     SLOT_METRICS,
     ARCHIVER_METRICS,
     WAL_DIRECTORY_METRICS,
+    // The server-health layer: checkpointer, I/O, locks.
+    CHECKPOINTER_METRICS,
+    IO_METRICS,
+    LOCKS_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

@@ -360,8 +360,14 @@ impl Poller {
             version: row.get(1),
             backend_pid: row.get(2),
         };
+        // As the poll loop does, only the collectors this server's version supports.
+        let collectors = pgvigil::collect::registry::POSTGRES
+            .iter()
+            .filter(|spec| spec.enabled(&target) && spec.versions.supports(server.version_num))
+            .map(|spec| (spec.build)(&target))
+            .collect();
         Poller {
-            collectors: pgvigil::collect::for_target(&target),
+            collectors,
             client,
             target,
             server,

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use pgvigil_testkit::TestCluster;
 
-use crate::support::{Daemon, Metrics, one_target};
+use crate::support::{Daemon, Metrics, connect, one_target};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The collectors a `[[targets]]` entry runs with no collector configured.
-const DEFAULT_COLLECTORS: [&str; 12] = [
+/// The collectors a `[[targets]]` entry runs with no collector configured (those a version
+/// does not support are left out by [`default_collectors`]).
+const DEFAULT_COLLECTORS: [&str; 15] = [
     "activity",
     "tables",
     "imports",
@@ -27,7 +28,25 @@ const DEFAULT_COLLECTORS: [&str; 12] = [
     "replication_slots",
     "archiver",
     "wal_directory",
+    // The server-health layer: checkpointer, I/O, locks.
+    "checkpointer",
+    "io",
+    "locks",
 ];
+
+/// [`DEFAULT_COLLECTORS`] that the registry runs on PostgreSQL `major`.
+fn default_collectors(major: u32) -> Vec<&'static str> {
+    DEFAULT_COLLECTORS
+        .into_iter()
+        .filter(|name| {
+            let spec = pgvigil::collect::registry::POSTGRES
+                .iter()
+                .find(|s| s.name == *name)
+                .unwrap_or_else(|| panic!("no collector {name}"));
+            spec.versions.supports(major as i32 * 10_000)
+        })
+        .collect()
+}
 
 /// How many polls of every collector to see before judging the error counters.
 const POLLS: f64 = 3.0;
@@ -86,6 +105,7 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
         "[targets.wal_directory]\ninterval = \"200ms\"\n",
     ))
     .await;
+    let collectors = default_collectors(major);
     // The table's row count reaches the statistics a moment after the insert (on 13 and 14
     // through the statistics collector), so it is waited for too.
     let m = daemon
@@ -94,7 +114,7 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
             WAIT,
             |m| {
                 // database_sizes runs every 5 minutes: its first run is the one to see.
-                let polled = DEFAULT_COLLECTORS
+                let polled = collectors
                     .iter()
                     .all(|c| polls(m, c) >= if *c == "database_sizes" { 1.0 } else { POLLS });
                 (polled && contacts_live_rows(m) == Some(3.0)).then(|| m.clone())
@@ -112,7 +132,7 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
         server_version.starts_with(&format!("{major}.")),
         "{server_version}"
     );
-    for collector in DEFAULT_COLLECTORS {
+    for collector in collectors {
         let errors = m.sum(
             "pgvigil_poll_errors_total",
             &[("target", "main"), ("collector", collector)],
@@ -170,7 +190,40 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
     );
     server_health_series(&m, major, &db);
     replication_series(&m, major);
+    checkpointer_io_locks_series(&m, major);
+    a_lock_wait_is_seen(&daemon, &cluster.dsn(&db), major).await;
     daemon.stop().await;
+}
+
+/// A `LOCK TABLE` queued behind an open transaction: the waiter, its blocker and (14+) its
+/// age, read with each version's SQL.
+async fn a_lock_wait_is_seen(daemon: &Daemon, dsn: &str, major: u32) {
+    let holder = connect(dsn).await;
+    holder
+        .batch_execute("CREATE TABLE queue (id int)")
+        .await
+        .unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT * FROM queue")
+        .await
+        .unwrap();
+    let waiter = connect(dsn).await;
+    let lock = tokio::spawn(async move {
+        waiter
+            .batch_execute("BEGIN; LOCK TABLE queue IN ACCESS EXCLUSIVE MODE; COMMIT")
+            .await
+    });
+    let m = daemon
+        .wait_for(&format!("the LOCK TABLE waiting on {major}"), WAIT, |m| {
+            let waiting = m.value("pgvigil_lock_waiting_backends", &[("target", "main")])?;
+            let blockers = m.value("pgvigil_lock_blockers", &[("target", "main")])?;
+            (waiting == 1.0 && blockers == 1.0).then(|| m.clone())
+        })
+        .await;
+    let age = m.value("pgvigil_lock_wait_max_age_seconds", &[("target", "main")]);
+    assert_eq!(age.is_some(), major >= 14, "wait age on {major}: {age:?}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    lock.await.unwrap().unwrap();
 }
 
 /// The server-health collectors' own series, with what this version has and lacks.
@@ -288,6 +341,67 @@ fn replication_series(m: &Metrics, major: u32) {
     assert!(
         m.value("pgvigil_wal_directory_bytes", &main)
             .is_some_and(|b| b > 0.0)
+    );
+}
+
+/// The checkpointer, I/O and locks collectors' series on `major`: one set of checkpointer names
+/// everywhere, and each version's own columns present exactly where the version has them.
+fn checkpointer_io_locks_series(m: &Metrics, major: u32) {
+    let main = [("target", "main")];
+    let has = |name: &str| m.matching(name, &main).next().is_some();
+    for name in [
+        "pgvigil_checkpoints_timed_total",
+        "pgvigil_checkpoints_requested_total",
+        "pgvigil_checkpoint_buffers_written_total",
+        "pgvigil_bgwriter_buffers_written_total",
+        "pgvigil_buffers_allocated_total",
+        "pgvigil_bgwriter_stats_reset_timestamp_seconds",
+    ] {
+        assert!(has(name), "checkpointer: {name} on {major}");
+    }
+    assert_eq!(
+        has("pgvigil_restartpoints_done_total"),
+        major >= 17,
+        "{major}"
+    );
+    assert_eq!(
+        has("pgvigil_backend_buffers_written_total"),
+        major < 17,
+        "{major}"
+    );
+    assert_eq!(
+        has("pgvigil_checkpoints_done_total"),
+        major >= 18,
+        "{major}"
+    );
+    // pg_stat_io: client backends read relations in the normal context on every 16+ server.
+    let reads = m.value(
+        "pgvigil_io_operations_total",
+        &[
+            ("target", "main"),
+            ("backend_type", "client backend"),
+            ("object", "relation"),
+            ("context", "normal"),
+            ("op", "hit"),
+        ],
+    );
+    assert_eq!(
+        reads.is_some(),
+        major >= 16,
+        "io: hits on {major}: {reads:?}"
+    );
+    assert!(reads.unwrap_or(1.0) > 0.0, "io: hits on {major}");
+    assert_eq!(has("pgvigil_io_bytes_total"), major >= 16, "{major}");
+    assert_eq!(
+        m.value("pgvigil_lock_waiting_backends", &main),
+        Some(0.0),
+        "locks: nothing waits on {major}"
+    );
+    // waitstart is 14+.
+    assert_eq!(
+        m.value("pgvigil_lock_wait_max_age_seconds", &main),
+        (major >= 14).then_some(0.0),
+        "locks: wait age on {major}"
     );
 }
 

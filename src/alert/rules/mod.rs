@@ -41,6 +41,8 @@ mod replication_lag_high;
 mod replication_slot_inactive;
 mod replication_slot_wal_retention_high;
 mod standby_not_streaming;
+// The server-health layer: locks.
+mod lock_waits_long;
 
 use std::time::Duration;
 
@@ -101,6 +103,8 @@ pub const RULES: &[RuleSpec] = &[
     replication_slot_inactive::SPEC,
     replication_slot_wal_retention_high::SPEC,
     archive_failing::SPEC,
+    // The server-health layer: locks.
+    lock_waits_long::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.

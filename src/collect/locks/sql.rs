@@ -1,0 +1,91 @@
+//! The SQL of the locks collector, per server version: `pg_locks.waitstart` exists from
+//! PostgreSQL 14 on; on 13 the wait ages are NULL (absent series) and waiters are examined in
+//! pid order instead of longest first.
+
+/// Waiters examined with `pg_blocking_pids` in one poll, longest first: each call takes the
+/// lock manager's partition locks, so a pile-up of hundreds of waiters is not made worse by
+/// asking about every one of them.
+pub const MAX_EXAMINED_WAITERS: i64 = 10;
+
+/// Longest query text kept per session (for alert annotations).
+pub const QUERY_TEXT_LIMIT: i32 = 300;
+
+/// Whether the server's `pg_locks` has `waitstart`.
+pub fn has_waitstart(version_num: i32) -> bool {
+    version_num >= 140000
+}
+
+/// Locks by database, mode and granted, with the longest wait of each group; pgvigil's own
+/// sessions (`$1`) left out. Locks of prepared transactions have no pid and are counted.
+pub fn counts_sql(version_num: i32) -> String {
+    let wait = if has_waitstart(version_num) {
+        "max(extract(epoch FROM clock_timestamp() - l.waitstart))::float8"
+    } else {
+        "NULL::float8"
+    };
+    format!(
+        "SELECT coalesce(d.datname::text, ''), l.mode, l.granted, count(*)::int8, {wait}
+  FROM pg_locks l LEFT JOIN pg_database d ON d.oid = l.database
+ WHERE l.pid IS NULL OR NOT l.pid = ANY($1)
+ GROUP BY 1, 2, 3"
+    )
+}
+
+/// The longest waiters (at most `$1`), what they wait for, and who blocks them. The relation
+/// is named when it is in the connected database (`regclass` resolves names there only, from
+/// the catalog cache, without a lock), else shown as its oid. The LIMIT sits in a subquery so
+/// that `pg_blocking_pids` runs for the examined waiters only.
+pub fn waiters_sql(version_num: i32) -> String {
+    let (wait, order) = if has_waitstart(version_num) {
+        (
+            "extract(epoch FROM clock_timestamp() - w.waitstart)::float8",
+            "waitstart NULLS LAST, pid",
+        )
+    } else {
+        ("NULL::float8", "pid")
+    };
+    format!(
+        "SELECT w.pid, coalesce(d.datname::text, ''), w.locktype, w.mode,
+       CASE WHEN w.relation IS NULL THEN NULL
+            WHEN d.datname = current_database() THEN w.relation::regclass::text
+            ELSE 'oid ' || w.relation::text END,
+       {wait},
+       pg_blocking_pids(w.pid)
+  FROM (SELECT * FROM pg_locks
+         WHERE NOT granted AND pid IS NOT NULL
+         ORDER BY {order}
+         LIMIT $1) w
+  LEFT JOIN pg_database d ON d.oid = w.database"
+    )
+}
+
+/// The sessions of the examined waiters and their blockers (`$1`), for the alert's text.
+pub const SESSIONS_SQL: &str = "
+SELECT pid,
+       coalesce(datname::text, ''),
+       coalesce(usename::text, ''),
+       coalesce(application_name, ''),
+       coalesce(state, ''),
+       extract(epoch FROM clock_timestamp() - xact_start)::float8,
+       left(query, $2)
+  FROM pg_stat_activity
+ WHERE pid = ANY($1)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waitstart_only_from_14() {
+        assert!(!counts_sql(130022).contains("waitstart"));
+        assert!(counts_sql(140000).contains("l.waitstart"));
+        let w13 = waiters_sql(130022);
+        assert!(
+            !w13.contains("waitstart") && w13.contains("ORDER BY pid"),
+            "{w13}"
+        );
+        let w18 = waiters_sql(180004);
+        assert!(w18.contains("ORDER BY waitstart NULLS LAST"), "{w18}");
+        assert!(w18.contains("pg_blocking_pids(w.pid)"), "{w18}");
+    }
+}

@@ -1,0 +1,104 @@
+use super::*;
+
+fn count(datname: &str, mode: &str, granted: bool, n: i64, wait: Option<f64>) -> LockCount {
+    LockCount {
+        datname: datname.into(),
+        mode: mode.into(),
+        granted,
+        count: n,
+        max_wait_seconds: wait,
+    }
+}
+
+fn waiter(pid: i32, blocked_by: &[i32], wait: Option<f64>) -> LockWaiter {
+    LockWaiter {
+        pid,
+        datname: String::new(),
+        locktype: "relation".into(),
+        mode: "AccessExclusiveLock".into(),
+        relation: Some("contacts".into()),
+        wait_seconds: wait,
+        blocked_by: blocked_by.to_vec(),
+    }
+}
+
+fn session(pid: i32, state: &str) -> LockSession {
+    LockSession {
+        pid,
+        datname: "shop".into(),
+        state: state.into(),
+        ..LockSession::default()
+    }
+}
+
+#[test]
+fn waiting_locks_are_counted_and_aged() {
+    let (snap, report) = summarise(
+        vec![
+            count("shop", "AccessShareLock", true, 4, None),
+            count("shop", "AccessExclusiveLock", false, 1, Some(12.5)),
+            count("", "ExclusiveLock", true, 3, None),
+            count("", "ShareLock", false, 2, Some(3.0)),
+        ],
+        vec![waiter(20, &[10], Some(12.5))],
+        vec![session(20, "active"), session(10, "idle in transaction")],
+        true,
+    );
+    assert_eq!(snap.get(&metrics::LOCK_WAITING_BACKENDS)[0].value, 3.0);
+    assert_eq!(snap.get(&metrics::LOCK_WAIT_MAX_AGE)[0].value, 12.5);
+    assert_eq!(snap.get(&metrics::LOCK_BLOCKERS)[0].value, 1.0);
+    let waiting: Vec<_> = snap
+        .get(&metrics::LOCKS)
+        .iter()
+        .filter(|s| s.labels[2] == "waiting")
+        .map(|s| (s.labels[0].as_str(), s.labels[1].as_str(), s.value))
+        .collect();
+    assert_eq!(
+        waiting,
+        [("shop", "AccessExclusiveLock", 1.0), ("", "ShareLock", 2.0)]
+    );
+    assert_eq!(report.waiting_backends, 3);
+    // The waiter takes its session's database.
+    assert_eq!(report.waiters[0].datname, "shop");
+    assert_eq!(report.sessions[&10].state, "idle in transaction");
+}
+
+#[test]
+fn nothing_waiting_is_zero_and_13_has_no_age() {
+    let counts = || vec![count("shop", "AccessShareLock", true, 1, None)];
+    let (snap, report) = summarise(counts(), vec![], vec![], true);
+    assert_eq!(snap.get(&metrics::LOCK_WAITING_BACKENDS)[0].value, 0.0);
+    assert_eq!(snap.get(&metrics::LOCK_WAIT_MAX_AGE)[0].value, 0.0);
+    assert_eq!(snap.get(&metrics::LOCK_BLOCKERS)[0].value, 0.0);
+    assert!(report.waiters.is_empty());
+    let (snap, _) = summarise(counts(), vec![], vec![], false);
+    assert!(snap.get(&metrics::LOCK_WAIT_MAX_AGE).is_empty());
+}
+
+#[test]
+fn root_blockers_follow_the_queue() {
+    // 30 waits for 20 (the ALTER TABLE), which waits for 10 (idle in transaction) and 0 (a
+    // prepared transaction); 40 waits for 50, not examined.
+    let report = LocksReport {
+        waiting_backends: 3,
+        waiters: vec![
+            waiter(20, &[10, 0], Some(9.0)),
+            waiter(30, &[20], Some(5.0)),
+            waiter(40, &[50], Some(1.0)),
+        ],
+        sessions: BTreeMap::new(),
+    };
+    assert_eq!(report.root_blockers(&report.waiters[1]), [0, 10]);
+    assert_eq!(report.root_blockers(&report.waiters[0]), [0, 10]);
+    assert_eq!(report.root_blockers(&report.waiters[2]), [50]);
+}
+
+#[test]
+fn a_cycle_names_its_members() {
+    let report = LocksReport {
+        waiting_backends: 2,
+        waiters: vec![waiter(1, &[2], Some(1.0)), waiter(2, &[1], Some(1.0))],
+        sessions: BTreeMap::new(),
+    };
+    assert_eq!(report.root_blockers(&report.waiters[0]), [2]);
+}
