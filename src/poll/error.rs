@@ -26,6 +26,21 @@ pub(crate) enum PollError {
         /// The collector's name.
         collector: &'static str,
     },
+    /// A collector failed and the session could not be brought back out of what it left
+    /// (a transaction that would not roll back, a session that does not answer).
+    #[error(
+        "collector {collector} failed and its session could not be reset ({error}); reconnecting"
+    )]
+    Unsettled {
+        /// The collector that failed.
+        collector: &'static str,
+        /// Why the reset failed.
+        error: String,
+    },
+    /// Every collector that ran in the poll failed: the session answers nothing useful, so
+    /// the source is not up. The first failure, prefixed with its collector.
+    #[error("every collector failed; first: {0}")]
+    NothingWorks(String),
     /// The connection closed under a running poll.
     #[error("the connection was lost during the poll")]
     ConnectionLost,

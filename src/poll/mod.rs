@@ -15,7 +15,12 @@
 //! 3. Each collector's outcome is published at once (`record`): its snapshot, its status, its
 //!    duration. The poll's observations — with the last report of each collector that was not
 //!    due carried over — go to the alert engine, without waiting for it.
-//! 4. A collector timeout or a closed connection drops the session: back to 1.
+//!    The source is up (`pgvigil_up 1`, "up" in the API) from the first collector that
+//!    works on a session. After a collector fails, the session is settled (a transaction the
+//!    collector left open or aborted is rolled back, see [`crate::collect::session`]).
+//! 4. A collector timeout, a closed connection, a session that cannot be settled, or a poll
+//!    in which every collector that ran failed drops the session: the source is down, back
+//!    to 1.
 //!
 //! The loop stops when its cancellation token is cancelled (shutdown, or the supervisor
 //! removing or restarting the source); dropping the session closes its connection.
@@ -242,17 +247,17 @@ impl<D: Driver> LoopState<D> {
                 "collector skipped: it does not support this server version"
             );
         }
-        // Up from the moment the session exists: collectors publish their series as each one
-        // finishes, so waiting for the end of the first poll left a window in which a scrape
-        // saw this poll's fresh series next to `pgvigil_up 0`.
-        // The API and /readyz agree with pgvigil_up from the same moment.
-        recorder.hub.metrics.set_up(&recorder.name, true);
         recorder.hub.status.update(&recorder.name, |s| {
-            s.state = TargetState::Up;
             s.server_version = Some(connected.version.clone());
             s.tls = connected.tls;
             s.consecutive_failures = 0;
         });
+        // Up once a collector has worked on the session (the recorder marks it before the
+        // collector's series are published, so a scrape never sees them beside
+        // `pgvigil_up 0`); a loop with nothing to run is up once connected.
+        if self.schedule.collectors.iter().all(|c| c.unsupported) {
+            recorder.mark_up();
+        }
     }
 
     /// Record that the source is unreachable and return how long to wait before retrying.

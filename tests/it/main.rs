@@ -25,6 +25,7 @@ mod pgbouncer;
 mod pgbouncer_tls;
 mod registry;
 mod reload;
+mod sessions;
 mod statements;
 mod support;
 mod support_alerting;

@@ -1,0 +1,101 @@
+//! The health of pgvigil's own sessions (issue #16, defects 3 to 6): "up" means the polls
+//! work, a session a failure left in a transaction is reset, a terminated backend is counted
+//! and logged, a connect is bounded by `connect_timeout`, and shutdown cancels what runs.
+
+use std::time::Duration;
+
+use pgvigil::collect::session::{Settled, settle};
+use pgvigil_testkit::TestCluster;
+
+use crate::support::{Daemon, connect, one_target};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Only the activity collector, so that revoking its view makes every collector fail.
+const ACTIVITY_ONLY: &str = "[targets.statements]\nenabled = false\n\
+     [targets.tables]\nenabled = false\n[targets.imports]\nenabled = false\n";
+
+#[tokio::test]
+async fn a_target_whose_every_collector_fails_is_down_and_recovers_alone() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("blind");
+    let role = format!("blind_{}", std::process::id());
+    // The view's ACL is per database: this one only.
+    cluster.psql(
+        &db,
+        &format!(
+            "CREATE ROLE {role} LOGIN; REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC"
+        ),
+    );
+    let dsn = format!("{} user={role}", cluster.dsn(&db));
+    let daemon = Daemon::start(&one_target("main", &dsn, ACTIVITY_ONLY)).await;
+    // The session opens (the connect queries need no grant), the one collector fails.
+    let target = daemon
+        .wait_for_target("main", "the failed poll in the API", WAIT, |t| {
+            let error = t["last_error"].as_str()?;
+            error.contains("every collector failed").then(|| t.clone())
+        })
+        .await;
+    assert_eq!(target["state"], "down", "{target}");
+    let error = target["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("activity") && error.contains("42501"),
+        "the error names the collector and the server's reason: {error}"
+    );
+    let m = daemon.metrics().await;
+    assert_eq!(m.value("pgvigil_up", &[("target", "main")]), Some(0.0));
+    assert!(
+        m.value("pgvigil_connections_max", &[("target", "main")])
+            .is_none(),
+        "nothing of the failed collector is published"
+    );
+
+    // Granted again: back up alone, with the collector's series.
+    cluster.psql(&db, "GRANT SELECT ON pg_catalog.pg_stat_activity TO PUBLIC");
+    daemon
+        .wait_for("up 1 with the activity series", WAIT, |m| {
+            (m.value("pgvigil_up", &[("target", "main")])? == 1.0
+                && m.value("pgvigil_connections_max", &[("target", "main")])
+                    .is_some())
+            .then_some(())
+        })
+        .await;
+    daemon
+        .wait_for_target("main", "up in the API", WAIT, |t| {
+            (t["state"] == "up").then_some(())
+        })
+        .await;
+    daemon.stop().await;
+    cluster.psql(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+#[tokio::test]
+async fn a_session_left_in_a_transaction_is_settled() {
+    let cluster = TestCluster::start();
+    let client = connect(&cluster.dsn("postgres")).await;
+    assert_eq!(settle(&client).await.unwrap(), Settled::Clean);
+
+    client.batch_execute("BEGIN").await.unwrap();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(
+        settle(&client).await.unwrap(),
+        Settled::EndedOpenTransaction
+    );
+    // Outside a block again: a second settle finds nothing, and a query runs.
+    assert_eq!(settle(&client).await.unwrap(), Settled::Clean);
+
+    client.batch_execute("BEGIN").await.unwrap();
+    let failed = client.query_one("SELECT 1 / 0", &[]).await.unwrap_err();
+    assert!(failed.as_db_error().is_some(), "{failed}");
+    let aborted = client.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(
+        aborted.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
+    assert_eq!(
+        settle(&client).await.unwrap(),
+        Settled::EndedAbortedTransaction
+    );
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
