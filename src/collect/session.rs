@@ -14,6 +14,10 @@
 //! in an aborted block the query fails with 25P02. (A bare `ROLLBACK` would be simpler, but
 //! outside a transaction it makes the server log a WARNING, once per failing poll.) Cost: one
 //! round trip per failed collector, plus a `ROLLBACK` when one was needed; no locks.
+//!
+//! A session can also be lost under pgvigil (`pg_terminate_backend`, a server restart, an
+//! idle timeout of the server's): [`loss_reason`] names why, for the log's warning and
+//! `pgvigil_session_losses_total`.
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -76,9 +80,61 @@ pub async fn settle(client: &Client) -> Result<Settled, String> {
     Ok(settled)
 }
 
+/// Every `reason` of `pgvigil_session_losses_total`.
+pub const LOSS_REASONS: [&str; 5] = [
+    "terminated",
+    "server_crash",
+    "idle_timeout",
+    "server_error",
+    "closed",
+];
+
+/// Why a session was lost, from the SQLSTATE of the error that ended it (`None`: the
+/// connection broke without a server error, or ended without one).
+pub fn loss_reason(code: Option<&SqlState>) -> &'static str {
+    match code {
+        // pg_terminate_backend, or a smart/fast shutdown of the server.
+        Some(c) if *c == SqlState::ADMIN_SHUTDOWN => "terminated",
+        Some(c) if *c == SqlState::CRASH_SHUTDOWN => "server_crash",
+        Some(c) if *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT || c.code() == "57P05" => {
+            "idle_timeout"
+        }
+        Some(_) => "server_error",
+        None => "closed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losses_are_named_by_their_sqlstate() {
+        assert_eq!(loss_reason(Some(&SqlState::ADMIN_SHUTDOWN)), "terminated");
+        assert_eq!(loss_reason(Some(&SqlState::CRASH_SHUTDOWN)), "server_crash");
+        assert_eq!(
+            loss_reason(Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT)),
+            "idle_timeout"
+        );
+        assert_eq!(
+            loss_reason(Some(&SqlState::from_code("57P05"))),
+            "idle_timeout"
+        );
+        assert_eq!(
+            loss_reason(Some(&SqlState::PROTOCOL_VIOLATION)),
+            "server_error"
+        );
+        assert_eq!(loss_reason(None), "closed");
+        for reason in [
+            loss_reason(Some(&SqlState::ADMIN_SHUTDOWN)),
+            loss_reason(Some(&SqlState::CRASH_SHUTDOWN)),
+            loss_reason(Some(&SqlState::from_code("57P05"))),
+            loss_reason(Some(&SqlState::PROTOCOL_VIOLATION)),
+            loss_reason(None),
+        ] {
+            assert!(LOSS_REASONS.contains(&reason), "{reason}");
+        }
+    }
 
     #[test]
     fn only_an_ended_transaction_is_worth_a_log_line() {

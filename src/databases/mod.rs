@@ -482,6 +482,10 @@ impl State {
                 &self.lane.tls,
                 &self.lane.tracker,
                 Some(self.notices.clone()),
+                target::Purpose {
+                    hub: &self.lane.hub,
+                    name: "database",
+                },
             ),
         )
         .await

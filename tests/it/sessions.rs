@@ -99,3 +99,84 @@ async fn a_session_left_in_a_transaction_is_settled() {
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
 }
+
+/// pgvigil's backends on `db`, as the server lists them.
+async fn pgvigil_backends(client: &tokio_postgres::Client, db: &str) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgvigil' AND datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_terminated_backend_is_counted_by_reason_and_reopened() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("terminated");
+    let admin = connect(&cluster.dsn("postgres")).await;
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), ACTIVITY_ONLY)).await;
+    daemon
+        .wait_for("up 1", WAIT, |m| {
+            (m.value("pgvigil_up", &[("target", "main")])? == 1.0).then_some(())
+        })
+        .await;
+    // The main session, and the database session beside it (the budget is 2).
+    let before = pgvigil_backends(&admin, &db).await;
+    assert!(
+        (1..=2).contains(&before.len()),
+        "within the budget: {before:?}"
+    );
+    for pid in &before {
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[pid])
+            .await
+            .unwrap();
+    }
+    let loss = [
+        ("target", "main"),
+        ("purpose", "main"),
+        ("reason", "terminated"),
+    ];
+    let m = daemon
+        .wait_for("the loss counted", WAIT, |m| {
+            (m.value("pgvigil_session_losses_total", &loss)? >= 1.0).then(|| m.clone())
+        })
+        .await;
+    assert_eq!(m.value("pgvigil_session_losses_total", &loss), Some(1.0));
+    // Reopened alone, on a new backend.
+    let after = tokio::time::timeout(WAIT, async {
+        loop {
+            let now = pgvigil_backends(&admin, &db).await;
+            if !now.is_empty() && now.iter().all(|pid| !before.contains(pid)) {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a new session within the wait");
+    assert!(after.len() <= 2, "within the budget: {after:?}");
+    daemon
+        .wait_for("up 1 again", WAIT, |m| {
+            let attempts = [
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "success"),
+            ];
+            (m.value("pgvigil_up", &[("target", "main")])? == 1.0
+                && m.value("pgvigil_connection_attempts_total", &attempts)? >= 2.0)
+                .then_some(())
+        })
+        .await;
+    // Closing its own sessions at shutdown is no loss.
+    daemon.stop().await;
+    assert!(
+        pgvigil_backends(&admin, &db).await.len() <= 2,
+        "never more than the budget"
+    );
+}
