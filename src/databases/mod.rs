@@ -473,7 +473,7 @@ impl State {
         }
         let target = &self.lane.target;
         let connection = target.connection.with_dbname(datname);
-        let limit = target.connect_timeout + target.statement_timeout;
+        let limit = target.connect_timeout;
         let opened = timeout(
             limit,
             target::open(

@@ -5,7 +5,8 @@
 //! A [`Driver`] says how to open a session of its kind of source and what its collectors see
 //! of it; [`run`] does the rest. Step by step:
 //!
-//! 1. Connect (bounded by connect + statement timeout). On failure the source is down:
+//! 1. Connect (the whole attempt, handshake and session setup included, bounded by
+//!    `connect_timeout`). On failure the source is down:
 //!    `pgvigil_up 0`, its snapshots are dropped, the rules see `up: false`, and the loop retries
 //!    after a backoff doubling from 0.5 s up to `reconnect_max_backoff`.
 //! 2. Once connected, every collector is due. A poll runs the due ones one after another on
@@ -79,7 +80,7 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// The settings every source has.
     fn settings(&self) -> &SourceSettings;
 
-    /// Open a session. The loop bounds the whole attempt by connect + statement timeout.
+    /// Open a session. The loop bounds the whole attempt by `connect_timeout`.
     fn connect(&self) -> impl Future<Output = Result<Connected<Self::Session>, PollError>> + Send;
 
     /// The session's connection is gone.
@@ -215,8 +216,10 @@ impl<D: Driver> LoopState<D> {
 
     async fn connect(&self, driver: &D) -> Result<Connected<D::Session>, PollError> {
         let settings = driver.settings();
-        // connect_timeout bounds the TCP connect; this bounds the whole handshake.
-        let limit = settings.connect_timeout + settings.statement_timeout;
+        // connect_timeout bounds the whole attempt: TCP, TLS, startup and authentication,
+        // and the session's setup queries (a listener that accepts and never answers is
+        // given up after connect_timeout, not after connect + statement timeout).
+        let limit = settings.connect_timeout;
         let result = match timeout(limit, driver.connect()).await {
             Ok(result) => result,
             Err(_) => Err(PollError::ConnectTimeout { limit }),

@@ -30,6 +30,7 @@ mod statements;
 mod support;
 mod support_alerting;
 mod support_certs;
+mod support_faults;
 mod support_package;
 mod support_prometheus;
 mod support_tools;

@@ -180,3 +180,42 @@ async fn a_terminated_backend_is_counted_by_reason_and_reopened() {
         "never more than the budget"
     );
 }
+
+#[tokio::test]
+async fn connect_timeout_bounds_the_whole_connect_against_a_silent_listener() {
+    let silent = crate::support_faults::StallingListener::start().await;
+    // A long statement_timeout: before the fix the attempt took connect + statement timeout.
+    let extra = "connect_timeout = \"1s\"\nstatement_timeout = \"30s\"\n";
+    let started = std::time::Instant::now();
+    let daemon = Daemon::start(&one_target("silent", &silent.dsn(), extra)).await;
+    let failures = [
+        ("target", "silent"),
+        ("purpose", "main"),
+        ("result", "failure"),
+    ];
+    daemon
+        .wait_for("two failed attempts", WAIT, |m| {
+            (m.value("pgvigil_connection_attempts_total", &failures)? >= 2.0).then_some(())
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let target = daemon
+        .wait_for_target("silent", "the timeout in the API", WAIT, |t| {
+            t["last_error"].as_str().map(|_| t.clone())
+        })
+        .await;
+    let error = target["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("no session within connect_timeout (1s)"),
+        "the error names the setting that gave up: {error}"
+    );
+    assert_eq!(target["state"], "down", "{target}");
+    // Each attempt reached the listener (it is the handshake that stalls, not the TCP
+    // connect), and two attempts, 0.5 s apart, took nowhere near one statement_timeout.
+    assert!(silent.accepted() >= 2, "{}", silent.accepted());
+    assert!(
+        elapsed < Duration::from_secs(12),
+        "two attempts of connect_timeout 1s took {elapsed:?}"
+    );
+    daemon.stop().await;
+}
