@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client};
+use tokio::time::timeout;
+use tokio_postgres::{AsyncMessage, CancelToken, Client};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -104,6 +105,42 @@ pub(crate) struct Session {
     /// Set when pgvigil closes the session itself, so its connection task does not count
     /// the end as a loss.
     closing: Arc<AtomicBool>,
+    /// What cancels the session's running query (a new connection to the server, with the
+    /// session's TLS settings).
+    cancel: CancelToken,
+    tls_connector: Arc<tls::Connector>,
+}
+
+impl Session {
+    /// Ask the server to cancel what the session is running (shutdown with a poll in flight:
+    /// a query waiting on a lock would otherwise go on waiting after pgvigil is gone, up to
+    /// its timeouts). Bounded by `limit`; a failure is logged, as nothing more can be done.
+    pub(crate) async fn cancel(&self, target: &str, limit: std::time::Duration) {
+        let result = match self.tls_connector.get() {
+            Ok(tls) => match timeout(limit, self.cancel.cancel_query(tls)).await {
+                Ok(result) => result.map_err(|e| describe_pg_error(&e)),
+                Err(_) => Err(format!(
+                    "no answer within connect_timeout ({})",
+                    humantime::format_duration(limit)
+                )),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => debug!(
+                target,
+                pid = self.server.backend_pid,
+                "running query cancelled"
+            ),
+            Err(error) => {
+                warn!(
+                    target,
+                    pid = self.server.backend_pid,
+                    "cancelling the running query failed: {error}"
+                )
+            }
+        }
+    }
 }
 
 impl Drop for Session {
@@ -127,7 +164,7 @@ pub(crate) struct Purpose<'h> {
 pub(crate) async fn open(
     target: &TargetConfig,
     connection: &ConnectionSpec,
-    tls: &tls::Connector,
+    tls: &Arc<tls::Connector>,
     tracker: &TaskTracker,
     notices: Option<Notices>,
     purpose: Purpose<'_>,
@@ -209,6 +246,8 @@ pub(crate) async fn open(
         backend_pid: row.get(2),
     };
     Ok(Session {
+        cancel: client.cancel_token(),
+        tls_connector: tls.clone(),
         client: Arc::new(client),
         server,
         tls: row.get(3),
@@ -272,6 +311,12 @@ impl Driver for Target {
 
     fn is_closed(session: &Session) -> bool {
         session.client.is_closed()
+    }
+
+    async fn cancel(&self, session: &Session) {
+        session
+            .cancel(&self.target.name, self.target.connect_timeout)
+            .await;
     }
 
     fn context<'s>(&'s self, session: &'s Session) -> PollContext<'s> {

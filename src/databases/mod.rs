@@ -118,7 +118,14 @@ impl Lane {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    // A visit was in flight: its query must not outlive pgvigil.
+                    let limit = state.lane.target.connect_timeout;
+                    for session in state.sessions.all() {
+                        session.cancel(&state.lane.target.name, limit).await;
+                    }
+                    break;
+                }
                 _ = state.work(&mut rx) => {}
             }
         }

@@ -24,7 +24,8 @@
 //!    to 1.
 //!
 //! The loop stops when its cancellation token is cancelled (shutdown, or the supervisor
-//! removing or restarting the source); dropping the session closes its connection.
+//! removing or restarting the source); a poll in flight then has its query cancelled on the
+//! server (`Driver::cancel`), and dropping the session closes its connection.
 
 mod error;
 mod record;
@@ -86,6 +87,13 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// The session's connection is gone.
     fn is_closed(session: &Self::Session) -> bool;
 
+    /// Cancel what `session` is running: called at shutdown (or when the supervisor stops
+    /// the source) with a poll in flight. Sources whose queries cannot wait have nothing to
+    /// cancel.
+    fn cancel(&self, _session: &Self::Session) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Which of the kind's collectors this loop runs: those of one scope, or `None` for all
     /// (a PostgreSQL target's database-scope collectors run on its database sessions).
     fn scope(&self) -> Option<crate::collect::Scope> {
@@ -131,7 +139,13 @@ pub(crate) async fn run<D: Driver>(
         }
         let started = Instant::now();
         let delay = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                // A poll was in flight: its query must not outlive pgvigil on the server.
+                if let Some(session) = &state.session {
+                    driver.cancel(session).await;
+                }
+                break;
+            }
             delay = state.cycle(&driver, started) => delay,
         };
         next = match delay {

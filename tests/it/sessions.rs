@@ -219,3 +219,90 @@ async fn connect_timeout_bounds_the_whole_connect_against_a_silent_listener() {
     );
     daemon.stop().await;
 }
+
+#[test]
+fn sigterm_cancels_a_query_waiting_on_a_lock() {
+    use std::process::{Command, Stdio};
+
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("cancelled");
+    cluster.psql(&db, "CREATE TABLE locked (id int)");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let locker = runtime.block_on(connect(&cluster.dsn(&db)));
+    runtime
+        .block_on(async {
+            locker
+                .batch_execute("BEGIN; LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+                .await
+        })
+        .unwrap();
+
+    // Timeouts far longer than the test: only a cancel ends the wait in time.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgvigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[targets.databases]\ninclude = [\"{db}\"]\n\
+             [targets.tables]\nexact_count_tables = [\"public.locked\"]\nexact_count_timeout = \"120s\"\n",
+            one_target(
+                "main",
+                &cluster.dsn(&db),
+                "statement_timeout = \"120s\"\nlock_timeout = \"120s\"\n"
+            )
+        ),
+    )
+    .unwrap();
+    let http_port = pgvigil_testkit::free_port();
+    let mut child = Command::new(crate::support::pgvigil_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{http_port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = |client: &tokio_postgres::Client| {
+        runtime.block_on(async {
+            client
+                .query(
+                    "SELECT pid, wait_event_type FROM pg_stat_activity \
+                     WHERE application_name = 'pgvigil' AND datname = $1",
+                    &[&db],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, Option<String>>(1)))
+                .collect::<Vec<_>>()
+        })
+    };
+    let admin = runtime.block_on(connect(&cluster.dsn("postgres")));
+    pgvigil_testkit::wait_until("pgvigil's count waiting on the lock", WAIT, || {
+        waiting(&admin)
+            .iter()
+            .any(|(_, wait)| wait.as_deref() == Some("Lock"))
+            .then_some(())
+    });
+
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = pgvigil_testkit::wait_until("pgvigil to exit", WAIT, || child.try_wait().unwrap());
+    let took = started.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "exit status {exit:?}: {stderr}");
+    // Gone from the server as soon as pgvigil is, not when lock_timeout (120 s) would end it.
+    pgvigil_testkit::wait_until("pgvigil's backends gone", WAIT, || {
+        waiting(&admin).is_empty().then_some(())
+    });
+    assert!(
+        took < Duration::from_secs(15),
+        "SIGTERM to exit took {took:?} with a query waiting on a lock: {stderr}"
+    );
+    runtime.block_on(locker.batch_execute("ROLLBACK")).unwrap();
+}
