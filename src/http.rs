@@ -1,6 +1,11 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `POST /-/reload` and
 //! the status page.
 //!
+//! Every path is in [`ROUTES`], which the router dispatches from. The API is read-only: every
+//! route answers GET and HEAD only, except `/-/reload` (POST or PUT, only when
+//! `enable_lifecycle` is on, and behind basic auth when the web config has users); any other
+//! method gets 405 with an `Allow` header.
+//!
 //! Every handler reads in-memory state only; none waits on a database, so a scrape stays fast
 //! while a target is slow, locked or gone.
 
@@ -11,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -63,10 +68,7 @@ pub(crate) async fn serve(
                     if let Some(refused) = active.refusal(&req).await {
                         return Ok::<_, Infallible>(refused);
                     }
-                    if req.uri().path() == "/-/reload" {
-                        return Ok(active.decorate(reload(&req, &shared).await));
-                    }
-                    Ok(active.decorate(route(&req, &shared)))
+                    Ok(active.decorate(route(&req, &shared).await))
                 }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
@@ -88,17 +90,90 @@ pub(crate) async fn serve(
     connections.wait().await;
 }
 
-fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are supported\n",
-        );
+/// What a path serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/metrics`: the exposition.
+    Metrics,
+    /// `/healthz`: the process answers.
+    Healthz,
+    /// `/readyz`: every source has been polled.
+    Readyz,
+    /// `/api/v1/targets`.
+    Targets,
+    /// `/api/v1/imports`.
+    Imports,
+    /// `/api/v1/alerts`.
+    Alerts,
+    /// `/`: the status page.
+    StatusPage,
+    /// `/-/reload`: the lifecycle API (Prometheus'), off unless `enable_lifecycle`.
+    Reload,
+}
+
+impl Endpoint {
+    /// The methods it answers, as the `Allow` header lists them.
+    pub fn allow(self) -> &'static str {
+        match self {
+            // Prometheus' lifecycle API takes both.
+            Endpoint::Reload => "POST, PUT",
+            _ => "GET, HEAD",
+        }
     }
-    match req.uri().path() {
-        "/metrics" => metrics(req, shared),
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
+
+    /// Whether it answers `method`.
+    pub fn allows(self, method: &Method) -> bool {
+        match self {
+            Endpoint::Reload => method == Method::POST || method == Method::PUT,
+            _ => method == Method::GET || method == Method::HEAD,
+        }
+    }
+}
+
+/// Every path served, and what it serves: the router dispatches from this list only, so a
+/// test iterating it covers every route (and the 404 message lists it).
+pub const ROUTES: &[(&str, Endpoint)] = &[
+    ("/metrics", Endpoint::Metrics),
+    ("/healthz", Endpoint::Healthz),
+    ("/readyz", Endpoint::Readyz),
+    ("/api/v1/targets", Endpoint::Targets),
+    ("/api/v1/imports", Endpoint::Imports),
+    ("/api/v1/alerts", Endpoint::Alerts),
+    ("/", Endpoint::StatusPage),
+    ("/-/reload", Endpoint::Reload),
+];
+
+/// Answer `req`: its route from [`ROUTES`], 404 for another path, 405 with `Allow` for a
+/// method the route does not take. The API is read-only: only `/-/reload` takes a POST.
+async fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
+    let path = req.uri().path();
+    let Some(&(_, endpoint)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+        let paths: Vec<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
+        return respond(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            format!("not found; try {}\n", paths.join(", ")),
+        );
+    };
+    if !endpoint.allows(req.method()) {
+        let mut response = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            format!(
+                "{} is not allowed on {path}; it takes {}\n",
+                req.method(),
+                endpoint.allow()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(endpoint.allow()));
+        return response;
+    }
+    match endpoint {
+        Endpoint::Metrics => metrics(req, shared),
+        Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
+        Endpoint::Readyz => {
             if shared.status.ready() {
                 text(StatusCode::OK, "ready\n")
             } else {
@@ -108,23 +183,17 @@ fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
                 )
             }
         }
-        "/api/v1/targets" => json(&shared.status.targets()),
-        "/api/v1/imports" => json(&imports_api(shared)),
-        "/api/v1/alerts" => json(&shared.alerts.view()),
-        "/" => html(status_page(shared)),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try /metrics, /healthz, /readyz, /api/v1/targets, /api/v1/alerts, /api/v1/imports or /\n",
-        ),
+        Endpoint::Targets => json(&shared.status.targets()),
+        Endpoint::Imports => json(&imports_api(shared)),
+        Endpoint::Alerts => json(&shared.alerts.view()),
+        Endpoint::StatusPage => html(status_page(shared)),
+        Endpoint::Reload => reload(shared).await,
     }
 }
 
 /// `POST /-/reload` (Prometheus' lifecycle API): re-read the configuration and say what
 /// changed (200) or why it was rejected (500, the same message as `check-config`).
-async fn reload(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
-    if req.method() != Method::POST && req.method() != Method::PUT {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST /-/reload\n");
-    }
+async fn reload(shared: &Hub) -> Response<Body> {
     if !shared.lifecycle.load(std::sync::atomic::Ordering::Relaxed) {
         return text(
             StatusCode::FORBIDDEN,

@@ -27,8 +27,9 @@
 //!   snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-source state for the API and the status page.
-//! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
-//!   `/api/v1/alerts`, `/api/v1/imports`, status page.
+//! * [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `/api/v1/alerts`,
+//!   `/api/v1/imports`, the status page and `/-/reload`, dispatched from one list
+//!   ([`http::ROUTES`]); every other method than GET/HEAD is refused with 405 and `Allow`.
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
 //! * [`web`]: HTTPS and basic authentication of the endpoints (exporter-toolkit web config).
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
@@ -44,7 +45,7 @@ pub mod config;
 mod databases;
 pub(crate) mod discover;
 pub mod exposition;
-mod http;
+pub mod http;
 mod hub;
 pub mod metrics;
 mod poll;

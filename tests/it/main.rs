@@ -19,6 +19,7 @@ mod endpoints;
 mod https_receivers;
 mod imports;
 mod lifecycle;
+mod methods;
 mod operator_kit;
 mod package;
 mod pgbouncer;
