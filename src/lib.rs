@@ -22,6 +22,8 @@
 //!   for the database-scope collectors, within the target's connection budget.
 //! * [`collect`]: one module per data source and the collector registry
 //!   ([`collect::registry`]); each collector produces a metrics snapshot and typed observations.
+//! * [`privileges`]: what the role may read per collector and database, and the GRANT for
+//!   each missing piece (`pgvigil check-privileges`, and the daemon's report at connect).
 //! * [`alert`]: rules over observations, the alert lifecycle, delivery sinks.
 //! * [`metrics`]: every exported metric defined once (one catalogue file per source), the
 //!   snapshot store `/metrics` reads.
@@ -49,6 +51,7 @@ pub mod http;
 mod hub;
 pub mod metrics;
 mod poll;
+pub mod privileges;
 #[cfg(test)]
 mod readme;
 pub mod status;

@@ -24,6 +24,7 @@ mod operator_kit;
 mod package;
 mod pgbouncer;
 mod pgbouncer_tls;
+mod privileges;
 mod registry;
 mod reload;
 mod sessions;
