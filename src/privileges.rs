@@ -3,7 +3,7 @@
 //! and the daemon's once-per-collector report at connect.
 //!
 //! The checks come from the registry ([`crate::collect::registry::POSTGRES`]): each enabled
-//! collector's `grants` are interpreted here ([`grant_checks`]), so a collector that declares
+//! collector's `grants` are interpreted here (`grant_checks`), so a collector that declares
 //! a new kind of grant fails the unit test below until it is understood. What is asked:
 //!
 //! - `pg_monitor`: `pg_has_role(current_user, 'pg_monitor', 'USAGE')` (or superuser);
@@ -329,6 +329,66 @@ async fn connect(
     };
     tokio::spawn(conn);
     Ok(client)
+}
+
+/// Check the collectors of `scope` on a session pgvigil just opened and report what is
+/// missing: in the target's status (`privileges` in `/api/v1/targets`, replacing what an
+/// earlier check of the same collectors and database found) and in the log, each line once
+/// (`logged` remembers). The collectors keep running either way: a missing grant costs only
+/// the pieces it guards. A check that fails is logged at debug level and changes nothing.
+pub(crate) async fn report_missing(
+    hub: &crate::hub::Hub,
+    client: &Client,
+    target: &TargetConfig,
+    scope: Scope,
+    logged: &std::sync::Mutex<std::collections::HashSet<String>>,
+) {
+    let database = target.connection.dbname();
+    let checks = match tokio::time::timeout(
+        target.statement_timeout,
+        check_scope(client, target, scope, database),
+    )
+    .await
+    {
+        Ok(Ok(checks)) => checks,
+        Ok(Err(e)) => {
+            tracing::debug!(target = %target.name, database, "privilege check failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let db = (scope == Scope::Database).then_some(database);
+    let collectors: Vec<&str> = POSTGRES
+        .iter()
+        .filter(|s| s.scope == scope)
+        .map(|s| s.name)
+        .collect();
+    let ours = |line: &str, collector: &str| match db {
+        Some(db) => line.starts_with(&format!("{collector} in {db}:")),
+        None => line.starts_with(&format!("{collector}:")),
+    };
+    hub.status.update(&target.name, |s| {
+        for collector in &collectors {
+            if let Some(lines) = s.privileges.get_mut(*collector) {
+                lines.retain(|l| !ours(l, collector));
+            }
+        }
+        for (collector, lines) in missing_by_collector(&checks) {
+            s.privileges.entry(collector).or_default().extend(lines);
+        }
+        s.privileges.retain(|_, lines| !lines.is_empty());
+    });
+    let mut logged = logged.lock().unwrap_or_else(|e| e.into_inner());
+    for check in checks.iter().filter(|c| c.missing.is_some()) {
+        let line = check.line();
+        if logged.insert(line.clone()) {
+            tracing::warn!(
+                target = %target.name,
+                collector = check.collector,
+                "missing privilege, the rest keeps running: {line}"
+            );
+        }
+    }
 }
 
 /// The missing pieces by collector, for the log and `/api/v1/targets`.

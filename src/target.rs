@@ -42,6 +42,7 @@ pub(crate) async fn run(
     let tls = Arc::new(tls::Connector::new(&target.connection));
     let driver = Target {
         hub: hub.clone(),
+        privileges_logged: Mutex::default(),
         tls: tls.clone(),
         target: target.clone(),
         tracker: tracker.clone(),
@@ -257,6 +258,8 @@ pub(crate) async fn open(
 
 struct Target {
     hub: Arc<Hub>,
+    /// Missing privileges already logged (each once).
+    privileges_logged: Mutex<std::collections::HashSet<String>>,
     target: Arc<TargetConfig>,
     tls: Arc<tls::Connector>,
     tracker: TaskTracker,
@@ -299,6 +302,14 @@ impl Driver for Target {
             purpose,
         )
         .await?;
+        crate::privileges::report_missing(
+            &self.hub,
+            &session.client,
+            target,
+            Scope::Cluster,
+            &self.privileges_logged,
+        )
+        .await;
         self.own
             .set_main(session.server.backend_pid, &session.client);
         Ok(Connected {

@@ -193,6 +193,8 @@ struct State {
     notices: target::Notices,
     /// Problems already logged, so each is logged once until it changes.
     logged: HashSet<String>,
+    /// Missing privileges already logged (each once).
+    privileges_logged: std::sync::Mutex<HashSet<String>>,
 }
 
 impl State {
@@ -216,6 +218,7 @@ impl State {
             postponed: [("round_budget", 0), ("connect_budget", 0)].into(),
             notices,
             logged: HashSet::new(),
+            privileges_logged: std::sync::Mutex::default(),
             lane,
         }
     }
@@ -502,6 +505,19 @@ impl State {
             .metrics
             .connect_attempt(&self.name, "database", opened.is_ok());
         let session = opened.map_err(|e| e.to_string())?;
+        // The first session may be opened for the listing, before the database is watched.
+        let config = match self.watched.get(datname) {
+            Some(w) => std::borrow::Cow::Borrowed(&w.config),
+            None => std::borrow::Cow::Owned(target.for_database(datname)),
+        };
+        crate::privileges::report_missing(
+            &self.lane.hub,
+            &session.client,
+            &config,
+            Scope::Database,
+            &self.privileges_logged,
+        )
+        .await;
         self.sessions.insert(datname, session, Instant::now());
         self.own_pids();
         Ok(())

@@ -141,3 +141,60 @@ fn the_shipped_monitoring_role_has_everything() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn the_daemon_says_the_same_in_the_api_and_keeps_the_rest_running() {
+    use std::time::Duration;
+
+    use crate::support::Daemon;
+
+    let cluster = TestCluster::start();
+    let db = database(&cluster, "priv_daemon");
+    let role = format!("priv_daemon_{}", std::process::id());
+    cluster.psql(
+        &db,
+        &format!("CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE pg_monitor"),
+    );
+    let dsn = format!(
+        "host={} port={} dbname={db} user={role} password=pw",
+        cluster.host(),
+        cluster.port()
+    );
+    let daemon = Daemon::start(&format!(
+        "[[targets]]\nname = \"main\"\ndsn = \"{dsn}\"\npoll_interval = \"200ms\"\n\
+         [targets.databases]\ninclude = [\"{db}\"]\n"
+    ))
+    .await;
+    let wait = Duration::from_secs(30);
+    let target = daemon
+        .wait_for_target("main", "the missing grant in the API", wait, |t| {
+            t["privileges"]["imports"].as_array().map(|_| t.clone())
+        })
+        .await;
+    let lines = target["privileges"]["imports"].as_array().unwrap();
+    assert!(
+        lines.iter().any(|l| l
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("MISSING; GRANT SELECT ON import_audit TO {role};"))),
+        "{target}"
+    );
+    assert!(
+        target["privileges"].get("activity").is_none(),
+        "pg_monitor is granted: {target}"
+    );
+    // Everything else runs: the activity series and the tables of the database.
+    daemon
+        .wait_for("activity and tables series", wait, |m| {
+            (m.value("pgvigil_up", &[("target", "main")])? == 1.0
+                && m.value("pgvigil_connections_max", &[("target", "main")])
+                    .is_some()
+                && m.matching("pgvigil_table_size_bytes", &[("target", "main")])
+                    .count()
+                    > 0)
+            .then_some(())
+        })
+        .await;
+    daemon.stop().await;
+    cluster.psql(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
