@@ -16,6 +16,7 @@ mod databases;
 mod deploy;
 mod discovery;
 mod endpoints;
+mod faults;
 mod https_receivers;
 mod imports;
 mod lifecycle;

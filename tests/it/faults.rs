@@ -1,0 +1,184 @@
+//! Faults injected into real programs (issue #16): after each, pgvigil still serves, recovers
+//! alone, and never holds more sessions than its connection budget (asserted from
+//! pg_stat_activity). Covered elsewhere: a terminated backend, a listener that never answers
+//! and SIGTERM during a poll (`sessions.rs`), a server stopped and started
+//! (`lifecycle.rs`), an unwritable state directory and a hanging receiver at shutdown
+//! (`alerting.rs`), a table locked exclusively (`tables.rs`), pg_stat_statements dropped and
+//! re-created (`statements.rs`).
+
+use std::time::Duration;
+
+use pgvigil_testkit::{TestCluster, TestPgbouncer};
+
+use crate::support::{Daemon, Metrics, connect, one_target};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// pgvigil's sessions on the cluster for databases named `prefix*`, as the server counts them.
+async fn sessions(admin: &tokio_postgres::Client, prefix: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgvigil' \
+               AND datname LIKE $1 || '%'",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn up(m: &Metrics, target: &str) -> Option<f64> {
+    m.value("pgvigil_up", &[("target", target)])
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_down_with_the_reason_and_the_rest_serves() {
+    let cluster = TestCluster::start();
+    let config = format!(
+        "{}{}",
+        one_target("alive", &cluster.dsn("postgres"), ""),
+        one_target(
+            "nowhere",
+            "host=pgvigil-no-such-host.invalid port=5432 user=pgvigil connect_timeout=2",
+            "connect_timeout = \"2s\"\n"
+        )
+    );
+    let daemon = Daemon::start(&config).await;
+    let target = daemon
+        .wait_for_target("nowhere", "the lookup failure", WAIT, |t| {
+            t["last_error"].as_str().map(|_| t.clone())
+        })
+        .await;
+    let error = target["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("pgvigil-no-such-host.invalid")
+            || error.contains("lookup")
+            || error.contains("resolve"),
+        "{error}"
+    );
+    assert_eq!(target["state"], "down");
+    // The other target and the endpoints are unaffected, and it is retried.
+    daemon
+        .wait_for("alive up, nowhere retried", WAIT, |m| {
+            let failures = [
+                ("target", "nowhere"),
+                ("purpose", "main"),
+                ("result", "failure"),
+            ];
+            (up(m, "alive")? == 1.0
+                && up(m, "nowhere")? == 0.0
+                && m.value("pgvigil_connection_attempts_total", &failures)? >= 2.0)
+                .then_some(())
+        })
+        .await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_collector_hitting_its_statement_timeout_fails_alone_and_recovers() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_timeout");
+    cluster.psql(
+        &db,
+        "CREATE TABLE counted (id int); INSERT INTO counted SELECT generate_series(1, 10)",
+    );
+    let admin = connect(&cluster.dsn("postgres")).await;
+    let locker = connect(&cluster.dsn(&db)).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE counted IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // The exact count waits on the lock until its own statement_timeout (300 ms) cancels it.
+    let extra = format!(
+        "lock_timeout = \"10s\"\n[targets.databases]\ninclude = [\"{db}\"]\n\
+         [targets.tables]\ninterval = \"200ms\"\nexact_count_tables = [\"public.counted\"]\n\
+         exact_count_interval = \"200ms\"\nexact_count_timeout = \"300ms\"\n"
+    );
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
+    let errors = [
+        ("target", "main"),
+        ("datname", db.as_str()),
+        ("result", "error"),
+    ];
+    let ok = [
+        ("target", "main"),
+        ("datname", db.as_str()),
+        ("result", "ok"),
+    ];
+    let mut max_sessions = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    let m = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timed-out counts within {WAIT:?}"
+        );
+        max_sessions = max_sessions.max(sessions(&admin, &db).await);
+        let m = daemon.metrics().await;
+        if m.value("pgvigil_table_exact_counts_total", &errors)
+            .unwrap_or(0.0)
+            >= 2.0
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The rest goes on meanwhile: the target is up, the table's statistics are read.
+    assert_eq!(up(&m, "main"), Some(1.0), "{}", m.text);
+    assert!(
+        m.value("pgvigil_connections_max", &[("target", "main")])
+            .is_some()
+    );
+    assert!(max_sessions <= 2, "budget 2, saw {max_sessions}");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    daemon
+        .wait_for("a count after the lock", WAIT, |m| {
+            let rows = m.value(
+                "pgvigil_table_exact_rows",
+                &[
+                    ("target", "main"),
+                    ("datname", db.as_str()),
+                    ("table", "public.counted"),
+                ],
+            )?;
+            (m.value("pgvigil_table_exact_counts_total", &ok)? >= 1.0 && rows == 10.0).then_some(())
+        })
+        .await;
+    assert!(sessions(&admin, &db).await <= 2);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn pgbouncer_pause_and_reload_while_polled() {
+    let cluster = TestCluster::start();
+    let bouncer = TestPgbouncer::start(&cluster, 2);
+    let daemon = Daemon::start(&crate::pgbouncer::bouncer_config("pool", &bouncer)).await;
+    let polls = |m: &Metrics| m.sum("pgvigil_poll_duration_seconds_count", &[("target", "pool")]);
+    let before = daemon
+        .wait_for("pool polled", WAIT, |m| {
+            (up(m, "pool")? == 1.0 && polls(m) > 0.0).then(|| polls(m))
+        })
+        .await;
+    let console = connect(&bouncer.admin_dsn()).await;
+    for command in ["PAUSE", "RELOAD"] {
+        console.simple_query(command).await.unwrap();
+        // Polled on, without an error, while paused / after the reload.
+        let at = daemon.metrics().await;
+        let seen = polls(&at).max(before);
+        daemon
+            .wait_for(&format!("polls after {command}"), WAIT, |m| {
+                (up(m, "pool")? == 1.0 && polls(m) >= seen + 8.0).then_some(())
+            })
+            .await;
+        let m = daemon.metrics().await;
+        assert_eq!(
+            m.sum("pgvigil_poll_errors_total", &[("target", "pool")]),
+            0.0,
+            "after {command}: {}",
+            m.text
+        );
+        if command == "PAUSE" {
+            console.simple_query("RESUME").await.unwrap();
+        }
+    }
+    daemon.stop().await;
+}
