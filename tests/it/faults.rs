@@ -182,3 +182,91 @@ async fn pgbouncer_pause_and_reload_while_polled() {
     }
     daemon.stop().await;
 }
+
+/// A short import recorded in `db`'s audit table: 10 rows expected, 5 committed.
+async fn short_import(client: &tokio_postgres::Client) -> String {
+    let id: String = client
+        .query_one("SELECT gen_random_uuid()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO contacts (import_id) SELECT '{id}' FROM generate_series(1, 5); \
+             INSERT INTO import_audit (import_id, target_table, source_name, expected_rows, status, finished_at) \
+             VALUES ('{id}', 'contacts', 'short.csv', 10, 'committed', now() - interval '1 minute')"
+        ))
+        .await
+        .unwrap();
+    id
+}
+
+/// The verdict `/api/v1/imports` gives import `id`, once it gives one.
+async fn verdict_of(daemon: &Daemon, id: &str) -> Option<String> {
+    let (_, body) = daemon.get("/api/v1/imports").await;
+    let value: serde_json::Value = serde_json::from_str(&body).ok()?;
+    value["targets"]["main"]["imports"]
+        .as_array()?
+        .iter()
+        .find(|v| v["import_id"] == id)
+        .and_then(|v| v["verdict"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn the_audit_table_dropped_and_re_created_is_followed() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_audit");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
+    cluster.psql(&db, &ddl);
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id)",
+    );
+    let admin = connect(&cluster.dsn("postgres")).await;
+    let app = connect(&cluster.dsn(&db)).await;
+    let first = short_import(&app).await;
+    let extra = format!(
+        "[targets.databases]\ninclude = [\"{db}\"]\nrefresh_interval = \"1s\"\n\
+         [targets.tables]\ninterval = \"500ms\"\n\
+         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\n"
+    );
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
+    let wait_verdict = |id: String| {
+        let daemon = &daemon;
+        async move {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                if verdict_of(daemon, &id).await.as_deref() == Some("shortfall") {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no shortfall verdict for {id}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_verdict(first.clone()).await;
+
+    app.batch_execute("DROP TABLE import_audit").await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while verdict_of(&daemon, &first).await.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped table's imports stay listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = daemon.metrics().await;
+    assert_eq!(up(&m, "main"), Some(1.0), "{}", m.text);
+    assert!(sessions(&admin, &db).await <= 2);
+
+    // Re-created: found again by itself, and a new short import is caught.
+    app.batch_execute(&ddl).await.unwrap();
+    let second = short_import(&app).await;
+    wait_verdict(second).await;
+    assert!(sessions(&admin, &db).await <= 2);
+    daemon.stop().await;
+}
