@@ -270,3 +270,96 @@ async fn the_audit_table_dropped_and_re_created_is_followed() {
     assert!(sessions(&admin, &db).await <= 2);
     daemon.stop().await;
 }
+
+/// A small tmpfs of its own, unmounted on drop (needs root, as the test machines run).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (the test machines run the suite as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fill it up: a file written until the disk refuses more.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = [0u8; 1024];
+        while file.write_all(&chunk).and_then(|()| file.flush()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_state_disk_is_reported_alerting_goes_on_and_it_recovers() {
+    use crate::support_alerting::{api_active, api_alerts, wait_async};
+
+    let disk = SmallDisk::mount("64k");
+    let filler = disk.fill();
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_full");
+    let config = format!(
+        "{}[targets.alerts.IdleInTransaction]\nmax_idle = \"0s\"\n[alerts]\nstate_dir = \"{}\"\n",
+        one_target("main", &cluster.dsn(&db), ""),
+        disk.path().join("state").display()
+    );
+    let daemon = Daemon::start(&config).await;
+    let writer = connect(&cluster.dsn(&db)).await;
+    writer
+        .batch_execute("CREATE TABLE contacts (id int); BEGIN; INSERT INTO contacts VALUES (1)")
+        .await
+        .unwrap();
+    let labels = [("alertname", "IdleInTransaction"), ("datname", db.as_str())];
+    wait_async("the alert to fire on a full disk", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    let error = wait_async("the state file error in the API", WAIT, || async {
+        api_alerts(&daemon).await["state_error"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        error.contains("No space left") || error.contains("state_dir"),
+        "{error}"
+    );
+    // Space again, and the next transition (the resolution) is saved: the error is gone.
+    std::fs::remove_file(filler).unwrap();
+    writer.batch_execute("COMMIT").await.unwrap();
+    wait_async("the resolution saved", WAIT, || async {
+        let view = api_alerts(&daemon).await;
+        let resolved = api_active(&daemon, "firing", &labels).await.is_none();
+        (resolved && view["state_error"].is_null()).then_some(())
+    })
+    .await;
+    let saved = std::fs::read_to_string(disk.path().join("state/alerts.json")).unwrap();
+    assert!(saved.contains("IdleInTransaction"), "{saved}");
+    daemon.stop().await;
+}
