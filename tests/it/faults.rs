@@ -434,3 +434,65 @@ async fn restarts_mid_poll_lose_no_alert_and_stay_within_the_budget() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_receiver_down_while_an_alert_fires_and_resolves_gets_both_in_order() {
+    use crate::support_alerting::{WebhookReceiver, api_active, wait_async};
+
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_receiver");
+    let port = pgvigil_testkit::free_port();
+    let config = format!(
+        "{}[targets.alerts.IdleInTransaction]\nmax_idle = \"0s\"\n\
+         [[alerts.webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\nmax_backoff = \"500ms\"\ntimeout = \"2s\"\n",
+        one_target("main", &cluster.dsn(&db), ""),
+    );
+    let daemon = Daemon::start(&config).await;
+    let writer = connect(&cluster.dsn(&db)).await;
+    writer
+        .batch_execute("CREATE TABLE contacts (id int); BEGIN; INSERT INTO contacts VALUES (1)")
+        .await
+        .unwrap();
+    let labels = [("alertname", "IdleInTransaction"), ("datname", db.as_str())];
+    wait_async("the alert to fire", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    writer.batch_execute("COMMIT").await.unwrap();
+    wait_async("the alert to resolve", WAIT, || async {
+        api_active(&daemon, "firing", &labels)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    daemon
+        .wait_for("failed deliveries to the missing receiver", WAIT, |m| {
+            (m.sum(
+                "pgvigil_notifications_total",
+                &[("sink", "webhook"), ("result", "failed")],
+            ) >= 1.0)
+                .then_some(())
+        })
+        .await;
+
+    // Back: the firing notification, then the resolution, both delivered.
+    let receiver = WebhookReceiver::start_on(port).await;
+    wait_async("the resolution at the receiver", WAIT, || async {
+        (!receiver.alerts("resolved", &labels).is_empty()).then_some(())
+    })
+    .await;
+    let statuses: Vec<String> = receiver
+        .bodies()
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| crate::support_alerting::has_labels(a, &labels))
+        .map(|a| a["status"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let first_resolved = statuses.iter().position(|s| s == "resolved").unwrap();
+    assert!(
+        statuses[..first_resolved].iter().any(|s| s == "firing"),
+        "the firing notification is delivered before the resolution: {statuses:?}"
+    );
+    daemon.stop().await;
+}
