@@ -16,6 +16,8 @@ $$;
 -- against this file).
 
 -- pg_stat_activity with other users' queries, pg_stat_statements, pg_locks, table statistics.
+-- The server-health collectors need nothing more: pending_restart settings (pg_read_all_settings),
+-- pg_database_size of every database and pg_stat_replication.backend_xmin (pg_read_all_stats).
 GRANT pg_monitor TO pgvigil;
 
 -- Import reconciliation reads the audit table and counts each import's rows in its target table

@@ -30,6 +30,11 @@ pub mod registry;
 pub mod session;
 pub mod statements;
 pub mod tables;
+// The server-health layer: role and settings, pg_stat_database and sizes, wraparound.
+pub mod database_sizes;
+pub mod database_stats;
+pub mod server;
+pub mod wraparound;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -165,6 +170,15 @@ pub struct Observations {
     /// What the database-scope collectors found in each watched database; `None` until the
     /// database sessions know which databases are watched.
     pub databases: Option<DatabasesReport>,
+    /// Role, restarts and settings; `None` when that collector failed or is disabled.
+    pub server: Option<server::ServerReport>,
+    /// pg_stat_database facts per database; `None` when that collector failed or is disabled.
+    pub database_stats: Option<database_stats::DatabaseStatsReport>,
+    /// Database sizes and growth; `None` until that collector has run (or when it failed).
+    pub database_sizes: Option<database_sizes::DatabaseSizesReport>,
+    /// XID and multixact ages and the xmin horizon's holders; `None` when that collector
+    /// failed or is disabled.
+    pub wraparound: Option<wraparound::WraparoundReport>,
 }
 
 impl Observations {

@@ -133,6 +133,11 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     // The data-loss guard: table statistics, then import reconciliation.
     super::tables::SPEC,
     super::imports::SPEC,
+    // The server-health layer.
+    super::server::SPEC,
+    super::database_stats::SPEC,
+    super::wraparound::SPEC,
+    super::database_sizes::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

@@ -41,7 +41,7 @@ mod tls;
 mod web;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use toml::Spanned;
 
@@ -142,15 +142,6 @@ impl Config {
     /// Alert rule tables are checked by `crate::app::parse`, which calls this.
     pub fn parse(path: &Path, text: &str, env: &LibpqEnv) -> Result<Config, ConfigError> {
         fragments::assemble(&[(path, text)], env)
-    }
-
-    /// Every file the configuration at `path` is read from (the fragments of a directory).
-    pub fn files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-        if path.is_dir() {
-            fragments::fragment_paths(path)
-        } else {
-            Ok(vec![path.to_owned()])
-        }
     }
 
     /// The configuration used when no file is given: one target named `default`, from

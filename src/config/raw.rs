@@ -101,6 +101,15 @@ pub(crate) struct RawTarget {
     pub(crate) alerts: super::alerts::RawRuleTables,
     #[serde(default)]
     pub(crate) statements: RawStatements,
+    // The server-health layer: collectors with only the uniform keys.
+    #[serde(default)]
+    pub(crate) server: RawToggle,
+    #[serde(default)]
+    pub(crate) database_stats: RawToggle,
+    #[serde(default)]
+    pub(crate) database_sizes: RawToggle,
+    #[serde(default)]
+    pub(crate) wraparound: RawToggle,
 }
 
 #[derive(Debug, Default, Deserialize)]

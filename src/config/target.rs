@@ -27,6 +27,9 @@ const DEFAULT_TABLES_INTERVAL: Duration = Duration::from_secs(60);
 /// target polls faster).
 const DEFAULT_IMPORTS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Database sizes: every 5 minutes (`pg_database_size` stats every file of a database).
+const DEFAULT_DATABASE_SIZES_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
 /// The default interval of the table statistics and of the database list for a target that
 /// polls every `poll_interval`.
 pub(super) fn default_tables_interval(poll_interval: Duration) -> Duration {
@@ -61,6 +64,14 @@ pub struct TargetConfig {
     pub tables: CollectorConfig<TablesConfig>,
     /// `[targets.imports]`
     pub imports: CollectorConfig<ImportsConfig>,
+    /// `[targets.server]`: role, restarts, settings.
+    pub server: CollectorConfig<()>,
+    /// `[targets.database_stats]`: pg_stat_database and its conflicts.
+    pub database_stats: CollectorConfig<()>,
+    /// `[targets.database_sizes]`: pg_database_size, on a slow schedule of its own.
+    pub database_sizes: CollectorConfig<()>,
+    /// `[targets.wraparound]`: XID and multixact ages, and the xmin horizon's holders.
+    pub wraparound: CollectorConfig<()>,
 }
 
 impl Deref for TargetConfig {
@@ -93,6 +104,10 @@ impl TargetConfig {
             statements: CollectorConfig::on(StatementsConfig::default()),
             tables: CollectorConfig::every(DEFAULT_TABLES_INTERVAL, TablesConfig::default()),
             imports: CollectorConfig::every(DEFAULT_IMPORTS_INTERVAL, ImportsConfig::default()),
+            server: CollectorConfig::on(()),
+            database_stats: CollectorConfig::on(()),
+            database_sizes: CollectorConfig::every(DEFAULT_DATABASE_SIZES_INTERVAL, ()),
+            wraparound: CollectorConfig::on(()),
         }
     }
 
@@ -290,6 +305,11 @@ impl Validator<'_> {
         let (enabled, interval) = (raw.statements.enabled, raw.statements.interval.clone());
         let statements = self.statements(raw.statements)?;
         target.statements = self.collector(target.statements, enabled, &interval, statements)?;
+        // The server-health layer.
+        target.server = self.toggle(target.server, &raw.server)?;
+        target.database_stats = self.toggle(target.database_stats, &raw.database_stats)?;
+        target.database_sizes = self.toggle(target.database_sizes, &raw.database_sizes)?;
+        target.wraparound = self.toggle(target.wraparound, &raw.wraparound)?;
         Ok(target)
     }
 

@@ -20,6 +20,8 @@
 //! * [`activity`], [`tables`], [`imports`], [`statements`]: PostgreSQL targets, one file per
 //!   collector family; [`databases`]: the database sessions themselves (which databases are
 //!   watched, the connection budget).
+//! * [`server`], [`database_stats`], [`wraparound`]: the server-health layer of a PostgreSQL
+//!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`], the process families and the encoder.
@@ -38,6 +40,10 @@ mod registry;
 pub mod statements;
 pub mod store;
 pub mod tables;
+// The server-health layer: server, database_stats/database_sizes, wraparound.
+pub mod database_stats;
+pub mod server;
+pub mod wraparound;
 
 use std::sync::LazyLock;
 
@@ -53,6 +59,10 @@ pub use registry::Metrics;
 pub use statements::*;
 pub use store::{Series, Snapshot, SnapshotStore};
 pub use tables::*;
+// The server-health layer.
+pub use database_stats::*;
+pub use server::*;
+pub use wraparound::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +140,10 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     IMPORTS_METRICS,
     ALERTING_METRICS,
     STATEMENTS_METRICS,
+    // The server-health layer.
+    SERVER_METRICS,
+    DATABASE_STATS_METRICS,
+    WRAPAROUND_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

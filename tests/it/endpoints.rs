@@ -26,6 +26,23 @@ async fn promtool_accepts_the_metrics_and_prometheus_gets_openmetrics() {
                 .map(|_| ())
         })
         .await;
+    // The server-health collectors' series are in the checked output too.
+    daemon
+        .wait_for("the server-health series", Duration::from_secs(15), |m| {
+            [
+                "pgvigil_server_uptime_seconds",
+                "pgvigil_setting",
+                "pgvigil_database_xact_commits_total",
+                "pgvigil_database_conflicts_total",
+                "pgvigil_database_size_bytes",
+                "pgvigil_database_xid_age",
+                "pgvigil_xmin_horizon_age",
+            ]
+            .iter()
+            .all(|name| m.matching(name, &[]).next().is_some())
+            .then_some(())
+        })
+        .await;
 
     let (status, classic) = http_get(daemon.addr, "/metrics", None).await;
     assert_eq!(status, 200);

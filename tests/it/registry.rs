@@ -27,6 +27,34 @@ const CONDITIONAL: &[(&str, &str)] = &[
         "pgvigil_statements_resets_total",
         "only once a pg_stat_statements reset was seen",
     ),
+    // The server-health layer.
+    (
+        "pgvigil_database_checksum_failures_total",
+        "only on clusters with data checksums (initdb --data-checksums); the test clusters have none",
+    ),
+    (
+        "pgvigil_database_checksum_last_failure_timestamp_seconds",
+        "only once a checksum failure was found",
+    ),
+    (
+        "pgvigil_database_stats_reset_timestamp_seconds",
+        "only once the database's statistics were reset",
+    ),
+    (
+        "pgvigil_setting_pending_restart",
+        "only while a setting waits for a restart",
+    ),
+];
+
+/// The pg_stat_database session counters, PostgreSQL 14 on.
+const SESSION_COUNTERS: &[&str] = &[
+    "pgvigil_database_session_seconds_total",
+    "pgvigil_database_active_seconds_total",
+    "pgvigil_database_idle_in_transaction_seconds_total",
+    "pgvigil_database_client_sessions_total",
+    "pgvigil_database_client_sessions_abandoned_total",
+    "pgvigil_database_client_sessions_fatal_total",
+    "pgvigil_database_client_sessions_killed_total",
 ];
 
 #[tokio::test]
@@ -73,9 +101,10 @@ async fn every_declared_metric_is_published_by_real_polls() {
             "{name} ({why}) is declared by no collector"
         );
     }
-    // pg_stat_statements_info (evictions) exists from PostgreSQL 14 on.
+    // pg_stat_statements_info (evictions) and the session counters exist from PostgreSQL 14 on.
     let too_old_for = |name: &str| {
-        name == "pgvigil_statements_deallocations_total" && cluster.server_version_num() < 140000
+        (name == "pgvigil_statements_deallocations_total" || SESSION_COUNTERS.contains(&name))
+            && cluster.server_version_num() < 140000
     };
     let expected: BTreeSet<&str> = declared
         .iter()

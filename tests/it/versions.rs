@@ -13,7 +13,16 @@ use crate::support::{Daemon, Metrics, one_target};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The collectors a `[[targets]]` entry runs with no collector configured.
-const DEFAULT_COLLECTORS: [&str; 4] = ["activity", "tables", "imports", "statements"];
+const DEFAULT_COLLECTORS: [&str; 8] = [
+    "activity",
+    "tables",
+    "imports",
+    "statements",
+    "server",
+    "database_stats",
+    "wraparound",
+    "database_sizes",
+];
 
 /// How many polls of every collector to see before judging the error counters.
 const POLLS: f64 = 3.0;
@@ -72,7 +81,10 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
             &format!("{POLLS} polls of every default collector on PostgreSQL {major}"),
             WAIT,
             |m| {
-                let polled = DEFAULT_COLLECTORS.iter().all(|c| polls(m, c) >= POLLS);
+                // database_sizes runs every 5 minutes: its first run is the one to see.
+                let polled = DEFAULT_COLLECTORS
+                    .iter()
+                    .all(|c| polls(m, c) >= if *c == "database_sizes" { 1.0 } else { POLLS });
                 (polled && contacts_live_rows(m) == Some(3.0)).then(|| m.clone())
             },
         )
@@ -144,7 +156,70 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
         m.sum("pgvigil_statement_calls_total", &[("target", "main")]) > 0.0,
         "statements: per-statement calls"
     );
+    server_health_series(&m, major, &db);
     daemon.stop().await;
+}
+
+/// The server-health collectors' own series, with what this version has and lacks.
+fn server_health_series(m: &Metrics, major: u32, db: &str) {
+    let target = ("target", "main");
+    assert_eq!(
+        m.value("pgvigil_server_in_recovery", &[target]),
+        Some(0.0),
+        "server: a primary"
+    );
+    assert!(
+        m.value("pgvigil_server_uptime_seconds", &[target])
+            .is_some_and(|v| v >= 0.0),
+        "server: uptime"
+    );
+    assert_eq!(
+        m.value("pgvigil_setting", &[target, ("name", "max_connections")]),
+        Some(60.0),
+        "server: cited settings"
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_setting",
+            &[target, ("name", "reserved_connections")]
+        )
+        .is_some(),
+        major >= 16,
+        "server: reserved_connections exists from 16 on"
+    );
+    let dat = ("datname", db);
+    assert!(
+        m.value("pgvigil_database_xact_commits_total", &[target, dat])
+            .is_some_and(|v| v > 0.0),
+        "database_stats: commits of {db}"
+    );
+    assert_eq!(
+        m.value("pgvigil_database_client_sessions_total", &[target, dat])
+            .is_some(),
+        major >= 14,
+        "database_stats: session counters from 14 on"
+    );
+    assert_eq!(
+        m.value(
+            "pgvigil_database_conflicts_total",
+            &[target, dat, ("reason", "logicalslot")]
+        )
+        .is_some(),
+        major >= 16,
+        "database_stats: logical-slot conflicts from 16 on"
+    );
+    assert!(
+        m.value("pgvigil_database_size_bytes", &[target, dat])
+            .is_some_and(|v| v > 1e6),
+        "database_sizes: size of {db}"
+    );
+    for datname in [db, "template0"] {
+        assert!(
+            m.value("pgvigil_database_xid_age", &[target, ("datname", datname)])
+                .is_some(),
+            "wraparound: XID age of {datname}"
+        );
+    }
 }
 
 /// `pgvigil_table_live_rows` of the test's table.

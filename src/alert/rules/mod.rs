@@ -27,6 +27,14 @@ pub mod rolled_back_inserts;
 pub mod table_rows_dropped;
 // Query statistics.
 pub mod slow_query;
+// The server-health layer.
+mod checksum_failures;
+mod database_growth;
+mod deadlocks_detected;
+mod postgres_restarted;
+mod recovery_role_changed;
+mod settings_pending_restart;
+mod wraparound_risk;
 
 use std::time::Duration;
 
@@ -73,6 +81,14 @@ pub const RULES: &[RuleSpec] = &[
     rolled_back_inserts::SPEC,
     // Query statistics.
     slow_query::SPEC,
+    // The server-health layer.
+    postgres_restarted::SPEC,
+    recovery_role_changed::SPEC,
+    settings_pending_restart::SPEC,
+    checksum_failures::SPEC,
+    deadlocks_detected::SPEC,
+    database_growth::SPEC,
+    wraparound_risk::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
