@@ -339,6 +339,46 @@ fn base64(input: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn notification(resolved: bool) -> Notification {
+        let now = std::time::SystemTime::now();
+        Notification {
+            labels: [("alertname".to_owned(), "X".to_owned())]
+                .into_iter()
+                .collect(),
+            annotations: Default::default(),
+            starts_at: now,
+            resolved_at: resolved.then_some(now),
+            valid_until: now,
+            generator_url: None,
+        }
+    }
+
+    #[test]
+    fn a_firing_superseded_by_its_resolution_is_kept_to_go_first() {
+        let config = HttpSinkConfig {
+            url: "http://127.0.0.1:9/hook".to_owned(),
+            timeout: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            auth: HttpAuth::None,
+            tls: Default::default(),
+        };
+        let mut sink = HttpSink::new(Format::Webhook, config, None, Arc::new(Metrics::new()));
+        sink.add(notification(false));
+        sink.add(notification(false));
+        assert!(
+            sink.superseded.is_empty(),
+            "a re-send replaces, nothing to keep"
+        );
+        sink.add(notification(true));
+        assert_eq!(sink.outbox.len(), 1);
+        assert!(sink.outbox.values().all(Notification::is_resolved));
+        assert_eq!(sink.superseded.len(), 1);
+        assert!(!sink.superseded.values().any(Notification::is_resolved));
+        // Resolved again (a re-send): still the one firing to deliver first.
+        sink.add(notification(true));
+        assert_eq!(sink.superseded.len(), 1);
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
         for (input, expected) in [
