@@ -79,6 +79,9 @@ impl Recorder {
                 Outcome::Worked => {}
                 Outcome::Failed(error) => {
                     first_error.get_or_insert(format!("{}: {error}", c.spec.name));
+                    if is_closed() {
+                        return Err(PollError::ConnectionLost);
+                    }
                     self.settle::<S>(c.spec.name, ctx, default_limit).await?;
                 }
                 Outcome::TimedOut => {
