@@ -118,18 +118,18 @@ async fn wraparound_risk_names_the_backend_holding_the_oldest_xmin() {
         .await
         .unwrap();
 
-    let m = daemon
-        .wait_for("the backend's xmin age", WAIT, |m| {
-            m.value("pgvigil_xmin_horizon_age", &[("holder", "backend")])
-                .filter(|age| *age >= 1500.0)
-                .map(|_| m.clone())
-        })
+    // Both series come from polls that may not be the same one: wait for both.
+    daemon
+        .wait_for(
+            "the backend's xmin age and the database's XID age",
+            WAIT,
+            |m| {
+                let xmin = m.value("pgvigil_xmin_horizon_age", &[("holder", "backend")])?;
+                let xid = m.value("pgvigil_database_xid_age", &[("datname", &db)])?;
+                (xmin >= 1500.0 && xid >= 1500.0).then_some(())
+            },
+        )
         .await;
-    assert!(
-        m.value("pgvigil_database_xid_age", &[("datname", &db)])
-            .is_some_and(|age| age >= 1500.0),
-        "the database's XID age grew with the consumed XIDs"
-    );
     let labels = [("alertname", "WraparoundRisk"), ("datname", db.as_str())];
     let firing = wait_async("WraparoundRisk to fire", WAIT, || async {
         api_active(&daemon, "firing", &labels).await
