@@ -24,16 +24,20 @@
 //! succeeds again.
 
 pub mod activity;
+pub mod archiver;
 pub mod imports;
 pub mod pgbouncer;
 pub mod registry;
+pub mod replication;
 pub mod session;
+pub mod slots;
 pub mod statements;
 pub mod tables;
 // The server-health layer: role and settings, pg_stat_database and sizes, wraparound.
 pub mod database_sizes;
 pub mod database_stats;
 pub mod server;
+pub mod wal_directory;
 pub mod wraparound;
 
 use std::collections::BTreeMap;
@@ -179,6 +183,13 @@ pub struct Observations {
     /// XID and multixact ages and the xmin horizon's holders; `None` when that collector
     /// failed or is disabled.
     pub wraparound: Option<wraparound::WraparoundReport>,
+    /// From pg_stat_replication and, on a standby, pg_stat_wal_receiver; `None` when that
+    /// collector failed or is disabled.
+    pub replication: Option<replication::ReplicationReport>,
+    /// From pg_replication_slots; `None` when that collector failed or is disabled.
+    pub slots: Option<slots::SlotsReport>,
+    /// From pg_stat_archiver; `None` when that collector failed or is disabled.
+    pub archiver: Option<archiver::ArchiverReport>,
 }
 
 impl Observations {

@@ -138,6 +138,11 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     super::database_stats::SPEC,
     super::wraparound::SPEC,
     super::database_sizes::SPEC,
+    // Replication, slots, archiver and WAL (issue 12).
+    super::replication::SPEC,
+    super::slots::SPEC,
+    super::archiver::SPEC,
+    super::wal_directory::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

@@ -110,6 +110,15 @@ pub(crate) struct RawTarget {
     pub(crate) database_sizes: RawToggle,
     #[serde(default)]
     pub(crate) wraparound: RawToggle,
+    // Replication, slots, archiver and WAL (issue 12): only the uniform keys.
+    #[serde(default)]
+    pub(crate) replication: RawToggle,
+    #[serde(default)]
+    pub(crate) replication_slots: RawToggle,
+    #[serde(default)]
+    pub(crate) archiver: RawToggle,
+    #[serde(default)]
+    pub(crate) wal_directory: RawToggle,
 }
 
 #[derive(Debug, Default, Deserialize)]

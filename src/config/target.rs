@@ -1,6 +1,7 @@
 //! `[[targets]]`: the PostgreSQL servers pgvigil watches, each over its own connection, and
 //! their collector tables (`[targets.activity]`, `[targets.statements]`, `[targets.tables]`,
-//! `[targets.imports]`).
+//! `[targets.imports]`, `[targets.replication]`, `[targets.replication_slots]`,
+//! `[targets.archiver]`, `[targets.wal_directory]`).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -29,6 +30,8 @@ const DEFAULT_IMPORTS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Database sizes: every 5 minutes (`pg_database_size` stats every file of a database).
 const DEFAULT_DATABASE_SIZES_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The size of pg_wal: `pg_ls_waldir()` stats every WAL segment, so every 5 minutes.
+const DEFAULT_WAL_DIRECTORY_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// The default interval of the table statistics and of the database list for a target that
 /// polls every `poll_interval`.
@@ -72,6 +75,14 @@ pub struct TargetConfig {
     pub database_sizes: CollectorConfig<()>,
     /// `[targets.wraparound]`: XID and multixact ages, and the xmin horizon's holders.
     pub wraparound: CollectorConfig<()>,
+    /// `[targets.replication]`: pg_stat_replication, and the standby side.
+    pub replication: CollectorConfig<()>,
+    /// `[targets.replication_slots]`: pg_replication_slots.
+    pub replication_slots: CollectorConfig<()>,
+    /// `[targets.archiver]`: pg_stat_archiver and pg_stat_wal.
+    pub archiver: CollectorConfig<()>,
+    /// `[targets.wal_directory]`: the size of pg_wal, on a slow schedule of its own.
+    pub wal_directory: CollectorConfig<()>,
 }
 
 impl Deref for TargetConfig {
@@ -108,6 +119,10 @@ impl TargetConfig {
             database_stats: CollectorConfig::on(()),
             database_sizes: CollectorConfig::every(DEFAULT_DATABASE_SIZES_INTERVAL, ()),
             wraparound: CollectorConfig::on(()),
+            replication: CollectorConfig::on(()),
+            replication_slots: CollectorConfig::on(()),
+            archiver: CollectorConfig::on(()),
+            wal_directory: CollectorConfig::every(DEFAULT_WAL_DIRECTORY_INTERVAL, ()),
         }
     }
 
@@ -310,6 +325,10 @@ impl Validator<'_> {
         target.database_stats = self.toggle(target.database_stats, &raw.database_stats)?;
         target.database_sizes = self.toggle(target.database_sizes, &raw.database_sizes)?;
         target.wraparound = self.toggle(target.wraparound, &raw.wraparound)?;
+        target.replication = self.toggle(target.replication, &raw.replication)?;
+        target.replication_slots = self.toggle(target.replication_slots, &raw.replication_slots)?;
+        target.archiver = self.toggle(target.archiver, &raw.archiver)?;
+        target.wal_directory = self.toggle(target.wal_directory, &raw.wal_directory)?;
         Ok(target)
     }
 

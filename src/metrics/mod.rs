@@ -22,6 +22,7 @@
 //!   watched, the connection budget).
 //! * [`server`], [`database_stats`], [`wraparound`]: the server-health layer of a PostgreSQL
 //!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
+//! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`], the process families and the encoder.
@@ -37,12 +38,14 @@ pub mod imports;
 pub mod pgbouncer;
 pub mod process;
 mod registry;
+pub mod replication;
 pub mod statements;
 pub mod store;
 pub mod tables;
 // The server-health layer: server, database_stats/database_sizes, wraparound.
 pub mod database_stats;
 pub mod server;
+pub mod wal;
 pub mod wraparound;
 
 use std::sync::LazyLock;
@@ -56,12 +59,14 @@ pub use imports::*;
 pub use pgbouncer::*;
 pub use process::*;
 pub use registry::Metrics;
+pub use replication::*;
 pub use statements::*;
 pub use store::{Series, Snapshot, SnapshotStore};
 pub use tables::*;
 // The server-health layer.
 pub use database_stats::*;
 pub use server::*;
+pub use wal::*;
 pub use wraparound::*;
 
 /// The Prometheus type of a metric.
@@ -144,6 +149,11 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     SERVER_METRICS,
     DATABASE_STATS_METRICS,
     WRAPAROUND_METRICS,
+    // Replication, slots, archiver and WAL (issue 12).
+    REPLICATION_METRICS,
+    SLOT_METRICS,
+    ARCHIVER_METRICS,
+    WAL_DIRECTORY_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

@@ -168,6 +168,10 @@ mod tests {
         config.database_stats.enabled = false;
         config.wraparound.enabled = false;
         config.database_sizes.enabled = false;
+        config.replication.enabled = false;
+        config.replication_slots.enabled = false;
+        config.archiver.enabled = false;
+        config.wal_directory.enabled = false;
         let mut schedule = Schedule::<Postgres>::new(&config, Duration::from_secs(15), None);
         schedule.reset(Some(170000));
         let t0 = Instant::now();

@@ -28,6 +28,7 @@ mod pgbouncer_tls;
 mod privileges;
 mod registry;
 mod reload;
+mod replication;
 mod server_health;
 mod sessions;
 mod statements;

@@ -437,6 +437,21 @@ const MAY_BE_EMPTY: &[(&str, &str)] = &[
         "pgvigil_database_checksum_last_failure_timestamp_seconds",
         "absent until a data checksum failure (the test clusters have none)",
     ),
+    // Replication (issue 12): the live run watches one primary without standbys or slots;
+    // tests/it/replication.rs covers them with a real standby and slot.
+    (
+        "pgvigil_replication_lag_",
+        "no standby streams from the live run's server",
+    ),
+    (
+        "pgvigil_replication_standby_",
+        "no standby streams from the live run's server",
+    ),
+    ("pgvigil_standby_", "the live run's server is no standby"),
+    (
+        "pgvigil_replication_slot_",
+        "the live run's server has no replication slot",
+    ),
 ];
 
 /// Whole expressions that can legitimately return nothing in the live run, and why.

@@ -57,6 +57,27 @@ const SESSION_COUNTERS: &[&str] = &[
     "pgvigil_database_client_sessions_killed_total",
 ];
 
+/// Collectors whose series need a standby, slots and archiving, which this test does not set
+/// up: another test publishes every one of their metrics.
+const COVERED_ELSEWHERE: &[(&str, &str)] = &[
+    (
+        "replication",
+        "replication::every_replication_metric_is_published_by_real_polls",
+    ),
+    (
+        "replication_slots",
+        "replication::every_replication_metric_is_published_by_real_polls",
+    ),
+    (
+        "archiver",
+        "replication::every_replication_metric_is_published_by_real_polls",
+    ),
+    (
+        "wal_directory",
+        "replication::every_replication_metric_is_published_by_real_polls",
+    ),
+];
+
 #[tokio::test]
 async fn every_declared_metric_is_published_by_real_polls() {
     let cluster = TestCluster::start();
@@ -91,6 +112,7 @@ async fn every_declared_metric_is_published_by_real_polls() {
     let daemon = Daemon::start(&toml).await;
     let declared: BTreeSet<&str> = POSTGRES
         .iter()
+        .filter(|s| !COVERED_ELSEWHERE.iter().any(|(c, _)| *c == s.name))
         .flat_map(|s| s.metrics.iter())
         .chain(PGBOUNCER.iter().flat_map(|s| s.metrics.iter()))
         .map(|m| m.name)

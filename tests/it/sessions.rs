@@ -15,7 +15,9 @@ const WAIT: Duration = Duration::from_secs(30);
 const ACTIVITY_ONLY: &str = "[targets.statements]\nenabled = false\n\
      [targets.tables]\nenabled = false\n[targets.imports]\nenabled = false\n\
      [targets.server]\nenabled = false\n[targets.database_stats]\nenabled = false\n\
-     [targets.database_sizes]\nenabled = false\n[targets.wraparound]\nenabled = false\n";
+     [targets.database_sizes]\nenabled = false\n[targets.wraparound]\nenabled = false\n\
+     [targets.replication]\nenabled = false\n[targets.replication_slots]\nenabled = false\n\
+     [targets.archiver]\nenabled = false\n[targets.wal_directory]\nenabled = false\n";
 
 #[tokio::test]
 async fn a_target_whose_every_collector_fails_is_down_and_recovers_alone() {

@@ -13,7 +13,7 @@ use crate::support::{Daemon, Metrics, one_target};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The collectors a `[[targets]]` entry runs with no collector configured.
-const DEFAULT_COLLECTORS: [&str; 8] = [
+const DEFAULT_COLLECTORS: [&str; 12] = [
     "activity",
     "tables",
     "imports",
@@ -22,6 +22,11 @@ const DEFAULT_COLLECTORS: [&str; 8] = [
     "database_stats",
     "wraparound",
     "database_sizes",
+    // Replication, slots, archiver and WAL (issue 12).
+    "replication",
+    "replication_slots",
+    "archiver",
+    "wal_directory",
 ];
 
 /// How many polls of every collector to see before judging the error counters.
@@ -73,7 +78,14 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
          SELECT count(*) FROM contacts WHERE id > 1",
     );
 
-    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), "")).await;
+    // A slot for the slots collector (with a version's columns), the WAL directory every poll.
+    cluster.create_physical_slot("versions");
+    let daemon = Daemon::start(&one_target(
+        "main",
+        &cluster.dsn(&db),
+        "[targets.wal_directory]\ninterval = \"200ms\"\n",
+    ))
+    .await;
     // The table's row count reaches the statistics a moment after the insert (on 13 and 14
     // through the statistics collector), so it is waited for too.
     let m = daemon
@@ -157,6 +169,7 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
         "statements: per-statement calls"
     );
     server_health_series(&m, major, &db);
+    replication_series(&m, major);
     daemon.stop().await;
 }
 
@@ -220,6 +233,62 @@ fn server_health_series(m: &Metrics, major: u32, db: &str) {
             "wraparound: XID age of {datname}"
         );
     }
+}
+
+/// The replication, slots, archiver and WAL directory collectors' series on a primary with
+/// one slot: what every version has, and what only some have.
+fn replication_series(m: &Metrics, major: u32) {
+    let main = [("target", "main")];
+    let slot = [("target", "main"), ("slot_name", "versions")];
+    assert_eq!(m.value("pgvigil_replication_standbys", &main), Some(0.0));
+    assert!(m.value("pgvigil_standby_replay_lsn_bytes", &main).is_none());
+    assert_eq!(m.value("pgvigil_replication_slots", &main), Some(1.0));
+    assert_eq!(m.value("pgvigil_replication_slot_active", &slot), Some(0.0));
+    assert!(
+        m.value("pgvigil_replication_slot_retained_wal_bytes", &slot)
+            .is_some()
+    );
+    assert_eq!(
+        m.matching("pgvigil_replication_slot_wal_status", &slot)
+            .count(),
+        1,
+        "wal_status on {major}"
+    );
+    // Physical slots have no two_phase (14+) value of their own, but the column exists.
+    assert_eq!(
+        m.value("pgvigil_replication_slot_two_phase", &slot)
+            .is_some(),
+        major >= 14,
+        "two_phase on {major}"
+    );
+    assert_eq!(
+        m.value("pgvigil_replication_slot_inactive_seconds", &slot)
+            .is_some(),
+        major >= 17,
+        "inactive_since on {major}"
+    );
+    assert_eq!(m.value("pgvigil_archiver_enabled", &main), Some(0.0));
+    assert!(m.value("pgvigil_archiver_archived_total", &main).is_some());
+    assert_eq!(m.value("pgvigil_archiver_failing", &main), Some(0.0));
+    assert_eq!(
+        m.value("pgvigil_wal_bytes_total", &main)
+            .is_some_and(|b| b > 0.0),
+        major >= 14,
+        "pg_stat_wal on {major}"
+    );
+    assert_eq!(
+        m.value("pgvigil_wal_writes_total", &main).is_some(),
+        (14..18).contains(&major),
+        "pg_stat_wal's I/O columns on {major}"
+    );
+    assert!(
+        m.value("pgvigil_wal_directory_files", &main)
+            .is_some_and(|n| n >= 1.0)
+    );
+    assert!(
+        m.value("pgvigil_wal_directory_bytes", &main)
+            .is_some_and(|b| b > 0.0)
+    );
 }
 
 /// `pgvigil_table_live_rows` of the test's table.

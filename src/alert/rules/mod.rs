@@ -35,6 +35,12 @@ mod postgres_restarted;
 mod recovery_role_changed;
 mod settings_pending_restart;
 mod wraparound_risk;
+// Replication, slots and the archiver (issue 12).
+mod archive_failing;
+mod replication_lag_high;
+mod replication_slot_inactive;
+mod replication_slot_wal_retention_high;
+mod standby_not_streaming;
 
 use std::time::Duration;
 
@@ -89,6 +95,12 @@ pub const RULES: &[RuleSpec] = &[
     deadlocks_detected::SPEC,
     database_growth::SPEC,
     wraparound_risk::SPEC,
+    // Replication, slots and the archiver (issue 12).
+    replication_lag_high::SPEC,
+    standby_not_streaming::SPEC,
+    replication_slot_inactive::SPEC,
+    replication_slot_wal_retention_high::SPEC,
+    archive_failing::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
