@@ -68,7 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let daemon = tokio::spawn(pgvigil::serve(config, listener, async {
         let _ = stopped.await;
     }));
-    println!("pgvigil is serving http://{addr}/ (status page), /api/v1/imports and /metrics\n");
+    println!(
+        "pgvigil is serving http://{addr}/ (status page; the target's last hour at http://{addr}/targets/demo), /api/v1/imports and /metrics\n"
+    );
 
     let dir = tempfile::tempdir()?;
     let files: Vec<_> = [

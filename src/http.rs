@@ -1,5 +1,5 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `POST /-/reload` and
-//! the status page.
+//! the status pages (rendered by [`crate::page`]).
 //!
 //! Every path is in [`ROUTES`], which the router dispatches from. The API is read-only: every
 //! route answers GET and HEAD only, except `/-/reload` (POST or PUT, only when
@@ -10,7 +10,6 @@
 //! while a target is slow, locked or gone.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,6 +27,7 @@ use tracing::{debug, warn};
 
 use crate::exposition;
 use crate::hub::Hub;
+use crate::page::Page;
 
 type Body = Full<Bytes>;
 
@@ -107,6 +107,8 @@ pub enum Endpoint {
     Alerts,
     /// `/`: the status page.
     StatusPage,
+    /// `/targets/<name>`, `/imports/<id>`: the pages of one target or import.
+    Page,
     /// `/-/reload`: the lifecycle API (Prometheus'), off unless `enable_lifecycle`.
     Reload,
 }
@@ -131,7 +133,8 @@ impl Endpoint {
 }
 
 /// Every path served, and what it serves: the router dispatches from this list only, so a
-/// test iterating it covers every route (and the 404 message lists it).
+/// test iterating it covers every route (and the 404 message lists it). A path ending in `/`
+/// (other than `/`) is a prefix: `/targets/` serves `/targets/<name>`.
 pub const ROUTES: &[(&str, Endpoint)] = &[
     ("/metrics", Endpoint::Metrics),
     ("/healthz", Endpoint::Healthz),
@@ -140,20 +143,42 @@ pub const ROUTES: &[(&str, Endpoint)] = &[
     ("/api/v1/imports", Endpoint::Imports),
     ("/api/v1/alerts", Endpoint::Alerts),
     ("/", Endpoint::StatusPage),
+    ("/targets/", Endpoint::Page),
+    ("/imports/", Endpoint::Page),
     ("/-/reload", Endpoint::Reload),
 ];
+
+/// The route of `path` in [`ROUTES`]: an exact path, or a prefix one.
+fn find_route(path: &str) -> Option<Endpoint> {
+    ROUTES
+        .iter()
+        .find(|(p, _)| *p == path || (p.len() > 1 && p.ends_with('/') && path.starts_with(p)))
+        .map(|(_, e)| *e)
+}
+
+/// 404 with the paths there are.
+fn not_found() -> Response<Body> {
+    let paths: Vec<String> = ROUTES
+        .iter()
+        .map(|(p, _)| match *p {
+            "/targets/" => "/targets/<name>".to_owned(),
+            "/imports/" => "/imports/<id>".to_owned(),
+            p => p.to_owned(),
+        })
+        .collect();
+    respond(
+        StatusCode::NOT_FOUND,
+        "text/plain; charset=utf-8",
+        format!("not found; try {}\n", paths.join(", ")),
+    )
+}
 
 /// Answer `req`: its route from [`ROUTES`], 404 for another path, 405 with `Allow` for a
 /// method the route does not take. The API is read-only: only `/-/reload` takes a POST.
 async fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
     let path = req.uri().path();
-    let Some(&(_, endpoint)) = ROUTES.iter().find(|(p, _)| *p == path) else {
-        let paths: Vec<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
-        return respond(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            format!("not found; try {}\n", paths.join(", ")),
-        );
+    let Some(endpoint) = find_route(path) else {
+        return not_found();
     };
     if !endpoint.allows(req.method()) {
         let mut response = respond(
@@ -186,7 +211,11 @@ async fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
         Endpoint::Targets => json(&shared.status.targets()),
         Endpoint::Imports => json(&imports_api(shared)),
         Endpoint::Alerts => json(&shared.alerts.view()),
-        Endpoint::StatusPage => html(status_page(shared)),
+        Endpoint::StatusPage | Endpoint::Page => match crate::page::render(path, shared) {
+            Some(Page::Found(body)) => html(StatusCode::OK, body),
+            Some(Page::NotFound(body)) => html(StatusCode::NOT_FOUND, body),
+            None => not_found(),
+        },
         Endpoint::Reload => reload(shared).await,
     }
 }
@@ -263,140 +292,19 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
     }
 }
 
-fn html(body: String) -> Response<Body> {
-    respond(StatusCode::OK, "text/html; charset=utf-8", body)
-}
-
-/// Escape text for HTML element content and attribute values.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// PgBouncer pools from the latest polls: clients against servers against the pool's limit.
-fn pgbouncer_pools(shared: &Hub, page: &mut String) {
-    let mut rows = String::new();
-    for (target, obs) in shared.latest_observations() {
-        let Some(report) = &obs.pgbouncer else {
-            continue;
-        };
-        for p in report.pools.iter().flatten() {
-            let size = report
-                .pool_size(&p.datname)
-                .map_or_else(|| "?".to_owned(), |n| n.to_string());
-            let class = if p.clients_waiting > 0 { "down" } else { "up" };
-            let _ = write!(
-                rows,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{} / {size}</td><td>{}</td><td>{:.1}s</td></tr>",
-                escape(&target),
-                escape(&p.datname),
-                escape(&p.usename),
-                p.clients_active,
-                p.clients_waiting,
-                p.servers_active,
-                p.servers_idle,
-                p.max_wait_seconds,
-            );
-        }
-    }
-    if !rows.is_empty() {
-        page.push_str("<h2>PgBouncer pools</h2><table><tr><th>instance</th><th>datname</th><th>usename</th><th>clients active</th><th>clients waiting</th><th>servers active / pool_size</th><th>servers idle</th><th>max wait</th></tr>");
-        page.push_str(&rows);
-        page.push_str("</table>");
-    }
-}
-
-fn status_page(shared: &Hub) -> String {
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgvigil</title>\
-         <meta http-equiv=\"refresh\" content=\"10\">\
-         <style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
-         table{border-collapse:collapse;margin-bottom:2em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
-         .up{color:#080}.down{color:#b00;font-weight:bold}.starting{color:#888}code{font-size:90%}</style>\
-         </head><body><h1>pgvigil</h1>",
+/// A status page, with a Content-Security-Policy that forbids any script.
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = respond(status, "text/html; charset=utf-8", body);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::page::html::CSP),
     );
-    if let Some((at, error)) = shared.reload_error() {
-        let _ = write!(
-            page,
-            "<p class=\"down\">Configuration reload rejected at {}; the previous configuration still runs:<br><code>{}</code></p>",
-            escape(&at),
-            escape(&error)
-        );
-    }
-    for error in shared.discovery_errors() {
-        let _ = write!(
-            page,
-            "<p class=\"down\">Discovery file not read (its last good targets keep running): <code>{}</code></p>",
-            escape(&error)
-        );
-    }
-    page.push_str("<h2>Targets</h2><table><tr><th>target</th><th>connection</th><th>state</th><th>server</th><th>last poll</th><th>last error</th></tr>");
-    for t in shared.status.targets() {
-        let state = match t.state {
-            crate::status::TargetState::Up => "up",
-            crate::status::TargetState::Down => "down",
-            crate::status::TargetState::Starting => "starting",
-        };
-        let _ = write!(
-            page,
-            "<tr><td>{}</td><td><code>{}</code></td><td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&t.name),
-            escape(&t.connection),
-            escape(&match (t.kind, t.server_version.as_deref()) {
-                (crate::status::SourceKind::Pgbouncer, Some(v)) => format!("PgBouncer {v}"),
-                (_, v) => v.unwrap_or("").to_owned(),
-            }),
-            escape(t.last_poll.as_deref().unwrap_or("never")),
-            escape(t.last_error.as_deref().unwrap_or("")),
-        );
-    }
-    page.push_str("</table>");
-    pgbouncer_pools(shared, &mut page);
-
-    alerts_section(&mut page, &shared.alerts.view());
-
-    page.push_str("<h2>Open transactions holding uncommitted writes</h2>");
-    let mut rows = String::new();
-    for (target, obs) in shared.latest_observations() {
-        let Some(activity) = &obs.activity else {
-            continue;
-        };
-        for s in activity.open_transactions.iter().filter(|s| s.holds_writes) {
-            let _ = write!(
-                rows,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}s</td><td><code>{}</code></td></tr>",
-                escape(&target),
-                s.pid,
-                escape(&s.datname),
-                escape(&s.usename),
-                escape(&s.application_name),
-                escape(&s.state),
-                s.xact_age_seconds,
-                escape(&s.query),
-            );
-        }
-    }
-    if rows.is_empty() {
-        page.push_str("<p>None.</p>");
-    } else {
-        page.push_str("<table><tr><th>target</th><th>pid</th><th>database</th><th>user</th><th>application</th><th>state</th><th>open for</th><th>last statement</th></tr>");
-        page.push_str(&rows);
-        page.push_str("</table>");
-    }
-    imports_section(&mut page, shared);
-    page.push_str("<p><a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/targets\">/api/v1/targets</a> · <a href=\"/api/v1/alerts\">/api/v1/alerts</a> · <a href=\"/api/v1/imports\">/api/v1/imports</a></p></body></html>");
-    page
+    response
 }
+
+/// HTML escaping, for the tests that check any text is escaped.
+#[cfg(test)]
+pub(crate) use crate::page::html::escape;
 
 /// `/api/v1/imports`: every target's latest import verdicts, with their numbers. Per target:
 /// `imports`, `audit_tables` and `problems` over all its databases (each verdict and audit
@@ -445,150 +353,4 @@ fn imports_api(shared: &Hub) -> serde_json::Value {
         targets.insert(target, value);
     }
     serde_json::json!({ "targets": targets })
-}
-
-/// The status page's imports section: problems first, then each import's verdict.
-fn imports_section(page: &mut String, shared: &Hub) {
-    use crate::collect::imports::reconcile::Verdict;
-    page.push_str("<h2>Imports</h2>");
-    let mut rows = String::new();
-    let mut problems = String::new();
-    for (target, obs) in shared.latest_observations() {
-        for report in obs.each_database().filter_map(|(_, d)| d.imports.as_ref()) {
-            for p in &report.problems {
-                let _ = write!(problems, "<li>{}: {}</li>", escape(&target), escape(p));
-            }
-            for v in &report.imports {
-                let class = match v.verdict {
-                    Verdict::Ok | Verdict::Running | Verdict::Failed => "up",
-                    Verdict::Confirming | Verdict::Unknown => "starting",
-                    _ => "down",
-                };
-                let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
-                let _ = write!(
-                    rows,
-                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&target),
-                    escape(&v.import_id),
-                    escape(v.target_table.as_deref().unwrap_or("")),
-                    escape(v.source_name.as_deref().unwrap_or("")),
-                    escape(&v.status),
-                    v.verdict.as_str(),
-                    num(v.expected_rows),
-                    num(v
-                        .rejected_rows
-                        .zip(v.skipped_rows)
-                        .map(|(r, s)| r.saturating_add(s))),
-                    num(v.committed_rows),
-                    num(v.missing_rows),
-                    num(v.reported_rows),
-                    escape(v.reason.as_deref().unwrap_or("")),
-                );
-            }
-        }
-    }
-    if !problems.is_empty() {
-        let _ = write!(page, "<ul class=\"down\">{problems}</ul>");
-    }
-    if rows.is_empty() {
-        page.push_str("<p>No imports recorded in the audit tables.</p>");
-    } else {
-        page.push_str("<table><tr><th>target</th><th>import</th><th>table</th><th>source</th><th>audit status</th><th>verdict</th><th>expected</th><th>rejected+skipped</th><th>committed</th><th>missing</th><th>reported</th><th>why</th></tr>");
-        page.push_str(&rows);
-        page.push_str("</table>");
-    }
-    page.push_str("<p><a href=\"/api/v1/imports\">/api/v1/imports</a></p>");
-}
-
-/// The alerts part of the status page: firing and pending alerts with their annotations, then
-/// recent resolutions.
-fn alerts_section(page: &mut String, view: &crate::alert::engine::AlertsView) {
-    page.push_str("<h2>Alerts</h2>");
-    if let Some(error) = &view.state_error {
-        let _ = write!(page, "<p class=\"down\">{}</p>", escape(error));
-    }
-    if view.active.is_empty() {
-        page.push_str("<p>None firing or pending.</p>");
-    } else {
-        page.push_str("<table><tr><th>state</th><th>alert</th><th>labels</th><th>since</th><th>details</th></tr>");
-        // Firing before pending, then by name.
-        let mut active: Vec<_> = view.active.iter().collect();
-        active.sort_by_key(|a| (a.state != "firing", a.labels.get("alertname").cloned()));
-        for a in active {
-            let class = if a.state == "firing" {
-                "down"
-            } else {
-                "starting"
-            };
-            let _ = write!(
-                page,
-                "<tr><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                a.state,
-                escape(a.labels.get("alertname").map_or("", String::as_str)),
-                labels_html(&a.labels),
-                escape(a.firing_since.as_deref().unwrap_or(&a.active_since)),
-                annotations_html(&a.annotations),
-            );
-        }
-        page.push_str("</table>");
-    }
-    if !view.resolved.is_empty() {
-        page.push_str("<h3>Recently resolved</h3><table><tr><th>alert</th><th>labels</th><th>firing since</th><th>resolved</th><th>summary</th></tr>");
-        for r in view.resolved.iter().take(20) {
-            let _ = write!(
-                page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(r.labels.get("alertname").map_or("", String::as_str)),
-                labels_html(&r.labels),
-                escape(r.firing_since.as_deref().unwrap_or("")),
-                escape(&r.resolved_at),
-                escape(r.annotations.get("summary").map_or("", String::as_str)),
-            );
-        }
-        page.push_str("</table>");
-    }
-}
-
-fn labels_html(labels: &std::collections::BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .filter(|(k, _)| k.as_str() != "alertname")
-        .map(|(k, v)| format!("<code>{}={}</code>", escape(k), escape(v)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn annotations_html(annotations: &std::collections::BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    if let Some(summary) = annotations.get("summary") {
-        let _ = write!(out, "<b>{}</b><br>", escape(summary));
-    }
-    if let Some(description) = annotations.get("description") {
-        let _ = write!(out, "{}<br>", escape(description));
-    }
-    if let Some(url) = annotations.get("runbook_url") {
-        let _ = write!(out, "<a href=\"{}\">runbook</a> ", escape(url));
-    }
-    let rest: Vec<String> = annotations
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "summary" | "description" | "runbook_url"))
-        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
-        .collect();
-    if !rest.is_empty() {
-        let _ = write!(out, "<small>{}</small>", rest.join(" · "));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escape_handles_markup() {
-        assert_eq!(
-            escape("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
-        );
-    }
 }

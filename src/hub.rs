@@ -1,5 +1,5 @@
-//! Per-source state in one place: status, published snapshots, latest observations,
-//! `pgvigil_up`, and the alert engine's rules for each source.
+//! Per-source state in one place: status, published snapshots, latest observations, the
+//! last hour's history, `pgvigil_up`, and the alert engine's rules for each source.
 //!
 //! The poll loops write here, the HTTP server reads here, and the supervisor
 //! (`crate::app`) adds and forgets sources here. [`Hub::forget`] removes everything a source
@@ -18,6 +18,7 @@ use crate::alert::ConfiguredRule;
 use crate::alert::engine::AlertHub;
 use crate::collect::{DatabasesReport, Observations, registry};
 use crate::metrics::Metrics;
+use crate::page::history::History;
 use crate::status::{SourceKind, Status};
 
 /// State shared by the poll loops, the supervisor and the HTTP server.
@@ -28,6 +29,8 @@ pub(crate) struct Hub {
     /// The latest observations of every source. A std lock: never held across an await.
     observations: RwLock<BTreeMap<String, Arc<Observations>>>,
     pub(crate) alerts: AlertHub,
+    /// The last hour of every source, for the status page's charts.
+    pub(crate) history: History,
     /// `[server] enable_lifecycle`: whether `POST /-/reload` is served.
     pub(crate) lifecycle: AtomicBool,
     /// How `POST /-/reload` asks for a reload; unset when there is nothing to re-read.
@@ -45,6 +48,7 @@ impl Hub {
             status: Status::default(),
             observations: RwLock::default(),
             alerts,
+            history: History::default(),
             lifecycle: AtomicBool::new(false),
             reload: OnceLock::new(),
             reload_error: RwLock::default(),
@@ -116,6 +120,7 @@ impl Hub {
         self.status.remove(name);
         self.remove_observations(name);
         self.alerts.forget(name);
+        self.history.forget(name);
     }
 
     fn remove_observations(&self, name: &str) {
@@ -123,21 +128,31 @@ impl Hub {
         latest.remove(name);
     }
 
-    /// Accept the observations of a finished poll (or of a failed connection attempt) and
-    /// hand them to the alert engine without waiting for it. A PostgreSQL target's
-    /// per-database part comes from its database sessions ([`Hub::observe_databases`]): when
-    /// `observations` has none, the latest one is kept.
-    pub(crate) fn observe(&self, source: &str, mut observations: Observations) {
-        let observations = {
-            let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
-            if observations.databases.is_none() {
-                observations.databases = latest.get(source).and_then(|o| o.databases.clone());
-            }
-            let observations = Arc::new(observations);
-            latest.insert(source.to_owned(), observations.clone());
-            observations
-        };
+    /// Accept the observations of a finished poll (or of a failed connection attempt) that took
+    /// `took` seconds, take the status page's sample of it, and hand them to the alert engine
+    /// without waiting for it. A PostgreSQL target's per-database part comes from its database
+    /// sessions ([`Hub::observe_databases`]): when `observations` has none, the latest one is
+    /// kept (and sampled). `step` is the source's poll interval.
+    pub(crate) fn observe_poll(
+        &self,
+        source: &str,
+        observations: Observations,
+        took: f64,
+        step: std::time::Duration,
+    ) {
+        let observations = self.merge(source, observations);
+        self.history.record(source, &observations, took, step);
         self.offer(source, observations);
+    }
+
+    fn merge(&self, source: &str, mut observations: Observations) -> Arc<Observations> {
+        let mut latest = self.observations.write().unwrap_or_else(|e| e.into_inner());
+        if observations.databases.is_none() {
+            observations.databases = latest.get(source).and_then(|o| o.databases.clone());
+        }
+        let observations = Arc::new(observations);
+        latest.insert(source.to_owned(), observations.clone());
+        observations
     }
 
     /// Accept what a target's database sessions found (every watched database's report),
@@ -175,6 +190,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::metrics::{MAX_CONNECTIONS, Snapshot};
 
     #[test]
@@ -192,7 +209,7 @@ mod tests {
             snap.set(&MAX_CONNECTIONS, 100.0);
             hub.metrics.store().publish(name, "activity", snap);
             hub.metrics.poll_finished(name, "activity", 0.01, true);
-            hub.observe(name, Observations::default());
+            hub.observe_poll(name, Observations::default(), 0.01, Duration::from_secs(1));
         }
         hub.forget("gone", SourceKind::Postgres);
         let text = hub.metrics.encode_classic();
@@ -201,5 +218,7 @@ mod tests {
         let names: Vec<String> = hub.status.targets().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["kept"]);
         assert!(!hub.latest_observations().contains_key("gone"));
+        assert!(hub.history.ring("gone").is_none());
+        assert_eq!(hub.history.ring("kept").map(|r| r.samples().len()), Some(1));
     }
 }

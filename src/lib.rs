@@ -32,6 +32,8 @@
 //! * [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `/api/v1/alerts`,
 //!   `/api/v1/imports`, the status page and `/-/reload`, dispatched from one list
 //!   ([`http::ROUTES`]); every other method than GET/HEAD is refused with 405 and `Allow`.
+//! * [`page`]: the status pages (`/`, `/targets/<name>`, `/imports/<id>`), their charts and
+//!   the in-memory history they draw ([`page::history`]).
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
 //! * [`web`]: HTTPS and basic authentication of the endpoints (exporter-toolkit web config).
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
@@ -50,6 +52,7 @@ pub mod exposition;
 pub mod http;
 mod hub;
 pub mod metrics;
+pub mod page;
 mod poll;
 pub mod privileges;
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub struct ActivityReport {
     pub client_connections: i64,
     /// Client sessions with an open transaction.
     pub open_transactions: Vec<Session>,
+    /// Client backends by `state` (`active`, `idle`, `idle in transaction`, ...), pgvigil
+    /// excluded; an empty state (unknown to the server) counts under `""`.
+    pub by_state: BTreeMap<String, i64>,
 }
 
 /// The pg_stat_activity collector.
@@ -158,6 +161,7 @@ impl Activity {
                 continue;
             }
             report.client_connections += 1;
+            *report.by_state.entry(b.state.clone()).or_default() += 1;
             let application = if self.application_names.contains(&b.application_name) {
                 b.application_name.clone()
             } else {
@@ -322,6 +326,15 @@ mod tests {
         };
         let (snap, report) = collector.summarise(backends, report);
         assert_eq!(report.client_connections, 3);
+        let states: Vec<(&str, i64)> = report
+            .by_state
+            .iter()
+            .map(|(s, n)| (s.as_str(), *n))
+            .collect();
+        assert_eq!(
+            states,
+            [("active", 1), ("idle", 1), ("idle in transaction", 1)]
+        );
         assert_eq!(report.open_transactions.len(), 2);
         assert_eq!(snap.get(&metrics::WRITING_XACT_MAX_AGE)[0].value, 42.0);
         assert_eq!(snap.get(&metrics::IDLE_IN_XACT_MAX_AGE)[0].value, 42.0);

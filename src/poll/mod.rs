@@ -188,6 +188,8 @@ impl<D: Driver> LoopState<D> {
             });
         }
         self.backoff = Backoff::new(INITIAL_BACKOFF, settings.reconnect_max_backoff);
+        // The status page's history follows the new interval (it starts over at its step).
+        self.recorder.poll_interval = settings.poll_interval;
         driver.update(new);
         info!(target = %name, "configuration applied in place");
     }
@@ -204,7 +206,7 @@ impl<D: Driver> LoopState<D> {
                     self.connected(&connected);
                     self.session = Some(connected.session);
                 }
-                Err(error) => return Some(self.down(&error)),
+                Err(error) => return Some(self.down(&error, started)),
             }
         }
         let session = self.session.as_ref()?;
@@ -223,7 +225,7 @@ impl<D: Driver> LoopState<D> {
             }
             Err(error) => {
                 self.session = None;
-                Some(self.down(&error))
+                Some(self.down(&error, started))
             }
         }
     }
@@ -278,7 +280,7 @@ impl<D: Driver> LoopState<D> {
     }
 
     /// Record that the source is unreachable and return how long to wait before retrying.
-    fn down(&mut self, error: &PollError) -> Duration {
+    fn down(&mut self, error: &PollError, started: Instant) -> Duration {
         let recorder = &self.recorder;
         let hub = &recorder.hub;
         let name = &recorder.name;
@@ -298,12 +300,15 @@ impl<D: Driver> LoopState<D> {
             s.consecutive_failures += 1;
             failures = s.consecutive_failures;
         });
-        hub.observe(
+        let observations = Observations {
+            down_reason: Some(error.clone()),
+            ..Observations::default()
+        };
+        hub.observe_poll(
             name,
-            Observations {
-                down_reason: Some(error.clone()),
-                ..Observations::default()
-            },
+            observations,
+            started.elapsed().as_secs_f64(),
+            recorder.poll_interval,
         );
         let now = Instant::now();
         if self

@@ -25,6 +25,8 @@ pub(super) struct Recorder {
     /// `user@host:port/db`, safe to log.
     pub(super) connection: String,
     statement_timeout: Duration,
+    /// The status page's history takes a sample per poll interval.
+    pub(super) poll_interval: Duration,
     pub(super) hub: Arc<Hub>,
     /// Each failing collector's last error, so one repeated every poll is logged once. A std
     /// mutex: never held across an await.
@@ -37,6 +39,7 @@ impl Recorder {
             name: settings.name.clone(),
             connection: settings.connection.describe(),
             statement_timeout: settings.statement_timeout,
+            poll_interval: settings.poll_interval,
             hub,
             last_errors: Mutex::default(),
         }
@@ -98,7 +101,7 @@ impl Recorder {
         if let (false, Some(error)) = (worked, first_error) {
             return Err(PollError::NothingWorks(error));
         }
-        self.finish(observations.clone());
+        self.finish(observations.clone(), started.elapsed());
         Ok(observations)
     }
 
@@ -248,7 +251,7 @@ impl Recorder {
 
     /// The poll finished: the source is up; hand its observations to the alert rules. The
     /// source's last error is that of a collector still failing, whether or not it ran now.
-    fn finish(&self, observations: Observations) {
+    fn finish(&self, observations: Observations, took: Duration) {
         let name = &self.name;
         self.hub.metrics.set_up(name, true);
         self.hub.status.update(name, |s| {
@@ -262,7 +265,8 @@ impl Recorder {
                 Some(e) => s.last_error = Some(e),
             }
         });
-        self.hub.observe(name, observations);
+        self.hub
+            .observe_poll(name, observations, took.as_secs_f64(), self.poll_interval);
     }
 }
 

@@ -236,6 +236,7 @@ fn crate_package_ships_the_source_and_the_operator_kit_only() {
         "scripts/",
         "crates/",
         "dashboards/generate.py",
+        "docs/screenshots/",
     ] {
         assert!(
             !files.iter().any(|f| f.starts_with(unwanted)),

@@ -153,7 +153,7 @@ async fn health_readiness_api_and_status_page() {
     let (status, page) = daemon.get("/").await;
     assert_eq!(status, 200);
     assert!(
-        page.contains("<td>main</td>") && page.contains("class=\"up\""),
+        page.contains("<a href=\"/targets/main\">main</a>") && page.contains("class=\"up\""),
         "{page}"
     );
     let (status, _) = daemon.get("/nope").await;
