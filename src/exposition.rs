@@ -1,13 +1,17 @@
-//! Content negotiation between the OpenMetrics text format and the classic Prometheus text
-//! format (0.0.4).
+//! Content negotiation for `/metrics`: the OpenMetrics text format or the classic Prometheus
+//! text format (0.0.4), from `Accept`; gzip, zstd or neither, from `Accept-Encoding`.
 //!
-//! `prometheus-client` encodes OpenMetrics only. Prometheus itself asks for OpenMetrics, but
-//! curl, `promtool check metrics` and older scrapers read the classic format, where a counter's
-//! HELP and TYPE lines name the `_total` series and there is no `# EOF`. The two formats differ
-//! in exactly those places for what pgvigil emits, so the classic rendering is derived from the
-//! OpenMetrics one instead of keeping a second encoder.
+//! Prometheus itself asks for OpenMetrics, but curl, `promtool check metrics` and older
+//! scrapers read the classic format, where a counter's HELP and TYPE lines name the `_total`
+//! series and there is no `# EOF`. The snapshot series (nearly all of a scrape) are written in
+//! each format directly (`crate::metrics`, module `text`); `prometheus-client`, which holds
+//! the process metrics, encodes OpenMetrics only, so their classic rendering is derived with
+//! [`openmetrics_to_classic`] (the formats differ in exactly those places for what pgvigil
+//! emits).
 
 use std::collections::HashSet;
+
+use crate::metrics::{Encoding, Format};
 
 /// Content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -18,6 +22,53 @@ pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 /// Whether an `Accept` header prefers OpenMetrics.
 pub fn wants_openmetrics(accept: Option<&str>) -> bool {
     accept.is_some_and(|accept| accept.contains("application/openmetrics-text"))
+}
+
+/// The format an `Accept` header asks for.
+pub fn format(accept: Option<&str>) -> Format {
+    if wants_openmetrics(accept) {
+        Format::OpenMetrics
+    } else {
+        Format::Classic
+    }
+}
+
+/// The content type of a format.
+pub fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        Format::Classic => CLASSIC_CONTENT_TYPE,
+    }
+}
+
+/// The coding an `Accept-Encoding` header prefers among those pgvigil serves: the highest
+/// `q`, zstd before gzip when they tie; `*` stands for gzip; no header, or nothing acceptable,
+/// means the body as it is.
+pub fn encoding(accept_encoding: Option<&str>) -> Encoding {
+    let mut best = (0.0_f32, Encoding::Identity);
+    for item in accept_encoding.unwrap_or_default().split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or_default().trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let candidate = if coding.eq_ignore_ascii_case("zstd") {
+            Encoding::Zstd
+        } else if coding.eq_ignore_ascii_case("gzip")
+            || coding.eq_ignore_ascii_case("x-gzip")
+            || coding == "*"
+        {
+            Encoding::Gzip
+        } else {
+            continue;
+        };
+        let better = q > best.0 || (q == best.0 && q > 0.0 && candidate == Encoding::Zstd);
+        if better {
+            best = (q, candidate);
+        }
+    }
+    best.1
 }
 
 /// Rewrite OpenMetrics text into the classic text format.
@@ -130,5 +181,17 @@ mod tests {
         )));
         assert!(!wants_openmetrics(Some("*/*")));
         assert!(!wants_openmetrics(None));
+    }
+
+    #[test]
+    fn accept_encoding_negotiation() {
+        assert_eq!(encoding(Some("gzip")), Encoding::Gzip);
+        assert_eq!(encoding(Some("deflate, gzip, br, zstd")), Encoding::Zstd);
+        assert_eq!(encoding(Some("zstd;q=0.5, gzip")), Encoding::Gzip);
+        assert_eq!(encoding(Some("gzip;q=0, zstd;q=0")), Encoding::Identity);
+        assert_eq!(encoding(Some("*")), Encoding::Gzip);
+        assert_eq!(encoding(Some("br, identity")), Encoding::Identity);
+        assert_eq!(encoding(Some("GZIP ; q=0.8")), Encoding::Gzip);
+        assert_eq!(encoding(None), Encoding::Identity);
     }
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -249,20 +251,20 @@ async fn reload(shared: &Hub) -> Response<Body> {
     }
 }
 
+/// `/metrics`: the format from `Accept`, the coding from `Accept-Encoding`, the body from the
+/// cache when nothing changed since the last scrape (see `crate::metrics`, module `scrape`).
 fn metrics(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
-    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-    let (body, content_type) = if exposition::wants_openmetrics(accept) {
-        (
-            shared.metrics.encode_openmetrics(),
-            exposition::OPENMETRICS_CONTENT_TYPE,
-        )
-    } else {
-        (
-            shared.metrics.encode_classic(),
-            exposition::CLASSIC_CONTENT_TYPE,
-        )
-    };
-    respond(StatusCode::OK, content_type, body)
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let format = exposition::format(header(ACCEPT));
+    let encoding = exposition::encoding(header(ACCEPT_ENCODING));
+    let body = shared.metrics.scrape(format, encoding);
+    let mut response = respond(StatusCode::OK, exposition::content_type(format), body);
+    let headers = response.headers_mut();
+    headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    if let Some(coding) = encoding.header() {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+    }
+    response
 }
 
 fn respond(

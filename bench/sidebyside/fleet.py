@@ -25,7 +25,9 @@ from .subjects import CpuSample, Pgvigil, proc_mem, threads_cpu
 
 def setup_cluster(bindir, port, max_targets, tables, pgss_max):
     cluster = Cluster(bindir, port, {
-        "max_connections": str(max_targets + 40),
+        # Each target holds its main session and, by default, one per-database session
+        # ([targets] max_connections = 2).
+        "max_connections": str(2 * max_targets + 40),
         "pg_stat_statements.max": str(pgss_max),
         "shared_buffers": "'128MB'",
     }, "fleet")

@@ -24,8 +24,10 @@
 //!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
 //! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`pgbouncer`]: PgBouncer instances.
-//! * [`store`]: [`Snapshot`] and the [`SnapshotStore`] `/metrics` reads.
-//! * `registry` (private): [`Metrics`], the process families and the encoder.
+//! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
+//! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
+//!   snapshot series in both text formats; `scrape` (private) assembles, caches and
+//!   compresses the `/metrics` body ([`Metrics::scrape`]).
 //!
 //! [`ALL`] is every catalogue in README order: the README's metrics reference and the
 //! dashboard/rule checks are tested against it, and every collector in the registry
@@ -39,9 +41,12 @@ pub mod pgbouncer;
 pub mod process;
 mod registry;
 pub mod replication;
+mod scrape;
+mod snapshot;
 pub mod statements;
 pub mod store;
 pub mod tables;
+mod text;
 // The server-health layer: server, database_stats/database_sizes, wraparound.
 pub mod database_stats;
 pub mod server;
@@ -60,9 +65,11 @@ pub use pgbouncer::*;
 pub use process::*;
 pub use registry::Metrics;
 pub use replication::*;
+pub use scrape::Encoding;
 pub use statements::*;
-pub use store::{Series, Snapshot, SnapshotStore};
+pub use store::{Labels, Series, Snapshot, SnapshotStore};
 pub use tables::*;
+pub use text::Format;
 // The server-health layer.
 pub use database_stats::*;
 pub use server::*;

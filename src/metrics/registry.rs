@@ -11,7 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::store::{SnapshotCollector, SnapshotStore};
+use super::scrape::BodyCache;
+use super::store::SnapshotStore;
 use super::*;
 
 /// Buckets for poll durations: a healthy poll takes milliseconds, a stuck one hits the
@@ -68,8 +69,9 @@ type PollHistograms = Family<CollectorLabels, Histogram, fn() -> Histogram>;
 /// The process metrics plus the store of snapshot metrics, and the registry that encodes both.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
-    store: Arc<SnapshotStore>,
+    pub(super) registry: Registry,
+    pub(super) store: Arc<SnapshotStore>,
+    pub(super) cache: BodyCache,
     up: Family<TargetLabels, Gauge>,
     poll_duration: PollHistograms,
     poll_errors: Family<CollectorLabels, Counter>,
@@ -142,11 +144,10 @@ impl Metrics {
             alert_observations_dropped.clone(),
         );
 
-        registry.register_collector(Box::new(SnapshotCollector(store.clone())));
-
         Metrics {
             registry,
             store,
+            cache: BodyCache::default(),
             up,
             poll_duration,
             poll_errors,
@@ -173,6 +174,8 @@ impl Metrics {
                 target: target.to_owned(),
             })
             .set(i64::from(up));
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
     /// Remove every series about `target` (it is no longer watched): its snapshots, and its
@@ -211,6 +214,8 @@ impl Metrics {
             self.poll_errors.remove(&labels);
             self.last_success.remove(&labels);
         }
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
     /// Record the outcome of a configuration load (at start or a reload).
@@ -223,6 +228,8 @@ impl Metrics {
                 .unwrap_or_default();
             self.reload_timestamp.set(now);
         }
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
     /// Record one connection attempt; `purpose` is `main` or `database`.
@@ -234,6 +241,8 @@ impl Metrics {
                 result: if ok { "success" } else { "failure" },
             })
             .inc();
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
     /// Count a session lost without pgvigil closing it; `purpose` is `main` or `database`,
@@ -264,6 +273,8 @@ impl Metrics {
         } else {
             self.poll_errors.get_or_create(&labels).inc();
         }
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
     /// Count one alert notification outcome (`result`: sent, failed, dropped).
@@ -271,6 +282,8 @@ impl Metrics {
         self.notifications
             .get_or_create(&SinkResultLabels { sink, result })
             .inc_by(n);
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
     /// Set how many alerts of one name, severity and state pgvigil holds.
@@ -282,6 +295,8 @@ impl Metrics {
                 state,
             })
             .set(n);
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
     /// Count a poll whose observations the alert engine had no room for.
@@ -291,21 +306,24 @@ impl Metrics {
                 target: target.to_owned(),
             })
             .inc();
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
     }
 
-    /// Encode everything in the OpenMetrics text format.
+    /// Encode everything in the OpenMetrics text format (see [`Metrics::scrape`]).
     pub fn encode_openmetrics(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+        text_of(self.scrape(Format::OpenMetrics, Encoding::Identity))
     }
 
     /// Encode everything in the classic Prometheus text format (0.0.4), for clients that do not
     /// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
     pub fn encode_classic(&self) -> String {
-        crate::exposition::openmetrics_to_classic(&self.encode_openmetrics())
+        text_of(self.scrape(Format::Classic, Encoding::Identity))
     }
+}
+
+fn text_of(body: bytes::Bytes) -> String {
+    String::from_utf8(body.to_vec()).expect("the encoder writes UTF-8")
 }
 
 fn register<M>(registry: &mut Registry, def: &MetricDef, metric: M)

@@ -1,88 +1,19 @@
-//! Snapshots: the series one collector found in one poll of one source, and the store
-//! `/metrics` encodes them from.
+//! The store of published snapshots `/metrics` encodes from.
 //!
 //! A collector fills a [`Snapshot`] and the poll loop publishes it whole, replacing what that
 //! collector published before; a scrape copies the `Arc`s out under a read lock and encodes
 //! without holding it. The encoder walks the snapshots themselves (each series carries its
-//! [`MetricDef`]), so whatever a collector publishes is exported; families come out in the
+//! [`MetricDef`](super::MetricDef)), so whatever a collector publishes is exported; families come out in the
 //! order of [`super::ALL`].
+//!
+//! Every change to the store moves its [generation](SnapshotStore::generation), which the
+//! `/metrics` body cache (module `scrape`) compares against.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-
-use super::{Kind, MetricDef};
-
-/// One series: label values (in the order of the metric's `labels`, after `target`) and a value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    /// Label values for the metric's labels other than `target`.
-    pub labels: Vec<String>,
-    /// The sample value.
-    pub value: f64,
-}
-
-/// The metrics one collector produced in one poll of one source.
-#[derive(Debug, Default, Clone)]
-pub struct Snapshot {
-    series: HashMap<&'static str, (&'static MetricDef, Vec<Series>)>,
-}
-
-impl Snapshot {
-    /// Add a sample. `labels` are the values for `def.labels` without the leading `target`.
-    pub fn push(&mut self, def: &'static MetricDef, labels: Vec<String>, value: f64) {
-        debug_assert_eq!(
-            def.labels.first(),
-            Some(&"target"),
-            "snapshot metric {} must carry a target label",
-            def.name
-        );
-        debug_assert_eq!(
-            labels.len() + 1,
-            def.labels.len(),
-            "wrong label count for {}",
-            def.name
-        );
-        debug_assert!(def.kind != Kind::Histogram, "snapshots hold no histograms");
-        self.series
-            .entry(def.name)
-            .or_insert_with(|| (def, Vec::new()))
-            .1
-            .push(Series { labels, value });
-    }
-
-    /// Add a sample with no labels besides `target`.
-    pub fn set(&mut self, def: &'static MetricDef, value: f64) {
-        self.push(def, Vec::new(), value);
-    }
-
-    /// The series recorded for one metric.
-    pub fn get(&self, def: &MetricDef) -> &[Series] {
-        self.series
-            .get(def.name)
-            .map(|(_, s)| s.as_slice())
-            .unwrap_or(&[])
-    }
-
-    /// The metrics this snapshot holds series of.
-    pub fn metrics(&self) -> impl Iterator<Item = &'static MetricDef> + '_ {
-        self.series.values().map(|(def, _)| *def)
-    }
-
-    /// Number of series in the snapshot.
-    pub fn len(&self) -> usize {
-        self.series.values().map(|(_, s)| s.len()).sum()
-    }
-
-    /// Whether the snapshot holds no series.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use super::snapshot::{Labels, Series, Snapshot};
 
 /// What a snapshot is of: a collector, and for database-scope collectors the database (`""`
 /// for a source-wide snapshot).
@@ -93,6 +24,8 @@ type Key = (&'static str, String);
 pub struct SnapshotStore {
     // A std RwLock: it is never held across an await, and scrapes only read.
     inner: RwLock<BTreeMap<String, BTreeMap<Key, Arc<Snapshot>>>>,
+    /// Moves on every change to the store and to the process metrics (see [`Self::touch`]).
+    generation: AtomicU64,
 }
 
 impl SnapshotStore {
@@ -110,11 +43,16 @@ impl SnapshotStore {
         database: &str,
         snapshot: Snapshot,
     ) {
+        let published = Arc::new(snapshot);
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        inner
+        let previous = inner
             .entry(target.to_owned())
             .or_default()
-            .insert((collector, database.to_owned()), Arc::new(snapshot));
+            .insert((collector, database.to_owned()), published);
+        drop(inner);
+        self.touch();
+        // Freed outside the lock: a full-fidelity snapshot is 100k+ series.
+        drop(previous);
     }
 
     /// Drop what a collector last published, for every database (it failed; stale values
@@ -124,6 +62,8 @@ impl SnapshotStore {
         if let Some(by_collector) = inner.get_mut(target) {
             by_collector.retain(|(c, _), _| *c != collector);
         }
+        drop(inner);
+        self.touch();
     }
 
     /// Drop what a collector last published for one database.
@@ -132,6 +72,8 @@ impl SnapshotStore {
         if let Some(by_collector) = inner.get_mut(target) {
             by_collector.retain(|(c, d), _| *c != collector || d != database);
         }
+        drop(inner);
+        self.touch();
     }
 
     /// Drop everything published for one database of a source (it is no longer watched).
@@ -140,12 +82,16 @@ impl SnapshotStore {
         if let Some(by_collector) = inner.get_mut(target) {
             by_collector.retain(|(_, d), _| d != database);
         }
+        drop(inner);
+        self.touch();
     }
 
     /// Drop everything published for a source (it is down, or no longer watched).
     pub fn clear_target(&self, target: &str) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.remove(target);
+        drop(inner);
+        self.touch();
     }
 
     /// The latest source-wide snapshot of one collector for one source.
@@ -154,7 +100,18 @@ impl SnapshotStore {
         inner.get(target)?.get(&(collector, String::new())).cloned()
     }
 
-    fn all(&self) -> Vec<(String, Arc<Snapshot>)> {
+    /// A number that changes whenever what `/metrics` would show may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Record a change that `/metrics` must show (the process metrics call this too).
+    pub(super) fn touch(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Every published snapshot, by target name.
+    pub(super) fn all(&self) -> Vec<(String, Arc<Snapshot>)> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner
             .iter()
@@ -164,54 +121,5 @@ impl SnapshotStore {
                     .map(move |snap| (target.clone(), snap.clone()))
             })
             .collect()
-    }
-}
-
-/// Encodes the store's snapshots at scrape time.
-#[derive(Debug)]
-pub(super) struct SnapshotCollector(pub(super) Arc<SnapshotStore>);
-
-impl Collector for SnapshotCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        // Copy the Arcs out so the lock is not held while encoding.
-        let snapshots = self.0.all();
-        // Group every series by its metric, families in catalogue order, sources by name.
-        let mut families: BTreeMap<(usize, &'static str), (&'static MetricDef, Vec<_>)> =
-            BTreeMap::new();
-        for (target, snap) in &snapshots {
-            for def in snap.metrics() {
-                let series = snap.get(def);
-                if series.is_empty() {
-                    continue;
-                }
-                families
-                    .entry((super::position(def), def.name))
-                    .or_insert_with(|| (def, Vec::new()))
-                    .1
-                    .push((target.as_str(), series));
-            }
-        }
-        for (def, by_target) in families.into_values() {
-            let mut family =
-                encoder.encode_descriptor(def.family_name(), def.help, None, def.metric_type())?;
-            for (target, series) in by_target {
-                for series in series {
-                    let labels: Vec<(&str, &str)> = std::iter::once(("target", target))
-                        .chain(
-                            def.labels[1..]
-                                .iter()
-                                .copied()
-                                .zip(series.labels.iter().map(String::as_str)),
-                        )
-                        .collect();
-                    let encoder = family.encode_family(&labels)?;
-                    match def.kind {
-                        Kind::Counter => ConstCounter::new(series.value).encode(encoder)?,
-                        _ => ConstGauge::new(series.value).encode(encoder)?,
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 }

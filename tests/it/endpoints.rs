@@ -1,6 +1,6 @@
 //! The HTTP endpoints, and the exposition checked by the real promtool.
 
-use std::io::Write;
+use std::io::{Read as _, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -80,8 +80,69 @@ async fn promtool_accepts_the_metrics_and_prometheus_gets_openmetrics() {
         om.contains("# TYPE pgvigil_connection_attempts counter"),
         "{om}"
     );
+    // As Prometheus asks: gzip; as curl --compressed may ask: zstd first. Each decodes to a
+    // complete exposition in the negotiated format; the classic one still passes promtool.
+    let prometheus = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (head, gz) = raw_get(
+        daemon.addr,
+        &[("Accept", prometheus), ("Accept-Encoding", "gzip")],
+    )
+    .await;
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: Accept, Accept-Encoding"), "{head}");
+    let mut om = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut om)
+        .unwrap();
+    assert!(
+        om.ends_with("# EOF\n") && om.contains("pgvigil_up{target=\"main\"} 1"),
+        "{om}"
+    );
+    let (head, zst) = raw_get(
+        daemon.addr,
+        &[("Accept-Encoding", "deflate, gzip, br, zstd")],
+    )
+    .await;
+    assert!(head.contains("content-encoding: zstd"), "{head}");
+    let classic = String::from_utf8(zstd::decode_all(&zst[..]).unwrap()).unwrap();
+    assert!(!classic.contains("# EOF"), "{classic}");
+    assert!(
+        classic.contains("# TYPE pgvigil_connection_attempts_total counter"),
+        "{classic}"
+    );
+    let (head, _) = raw_get(daemon.addr, &[("Accept-Encoding", "br")]).await;
+    assert!(!head.contains("content-encoding"), "{head}");
+
     writer.batch_execute("ROLLBACK").await.unwrap();
     daemon.stop().await;
+}
+
+/// GET /metrics with `headers`: the response head (header names lower-cased) and raw body.
+async fn raw_get(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let headers: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..end])
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) => format!("{}:{v}", k.to_ascii_lowercase()),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (head, response[end + 4..].to_vec())
 }
 
 #[tokio::test]

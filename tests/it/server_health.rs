@@ -118,15 +118,16 @@ async fn wraparound_risk_names_the_backend_holding_the_oldest_xmin() {
         .await
         .unwrap();
 
-    // Both series come from polls that may not be the same one: wait for both.
+    // The collector reads the databases' ages and the holders in two queries, and a poll may
+    // run while the XIDs are being consumed: wait for one poll that saw both after the burn.
     daemon
         .wait_for(
-            "the backend's xmin age and the database's XID age",
+            "the backend's xmin age and the database's XID age to grow with the consumed XIDs",
             WAIT,
             |m| {
-                let xmin = m.value("pgvigil_xmin_horizon_age", &[("holder", "backend")])?;
-                let xid = m.value("pgvigil_database_xid_age", &[("datname", &db)])?;
-                (xmin >= 1500.0 && xid >= 1500.0).then_some(())
+                let horizon = m.value("pgvigil_xmin_horizon_age", &[("holder", "backend")])?;
+                let database = m.value("pgvigil_database_xid_age", &[("datname", &db)])?;
+                (horizon >= 1500.0 && database >= 1500.0).then_some(())
             },
         )
         .await;

@@ -504,7 +504,7 @@ async fn a_reset_mid_run_gives_no_negative_or_spiked_values_and_no_alert() {
         {
             for series in snap.get(def) {
                 assert!(series.value >= 0.0, "{} {:?}", def.name, series);
-                let key = (def.name, series.labels.clone());
+                let key = (def.name, series.labels.to_vec());
                 if let Some(before) = last.insert(key, series.value) {
                     assert!(
                         series.value >= before,

@@ -371,3 +371,38 @@ async fn committed_inserts_and_an_analyze_of_a_large_table_are_no_rollback() {
         "{change:#?}"
     );
 }
+
+/// Issue 15: the cap limits what is exported, not what is watched. A TRUNCATE sets the
+/// table's pages to 0, so the largest table falls out of `max_tables` in the very poll it
+/// loses its rows; it must alert all the same.
+#[tokio::test]
+async fn a_truncated_table_alerts_although_it_drops_out_of_the_cap() {
+    let (cluster, db, mut p) = setup("capped", |t| t.tables.max_tables = 1).await;
+    // Pages are counted by ANALYZE: contacts (10,000 rows) is the largest, small the next.
+    cluster.psql(&db, "ANALYZE contacts, small");
+    let first = p.poll().await;
+    let exported: Vec<&str> = tables_of(&first)
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    assert_eq!(exported, ["public.contacts"], "the largest is exported");
+    assert_eq!(tables_of(&first).omitted, 1);
+    cluster.psql(&db, "TRUNCATE contacts");
+    let (obs, fired) = poll_until_fired(&mut p, "TableRowsDropped").await;
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    let c = &fired[0];
+    assert_eq!(c.labels["table"], "public.contacts");
+    assert_eq!(ann(c, "cause"), "TRUNCATE");
+    assert_eq!(ann(c, "lost"), "10000");
+    let exported: Vec<&str> = tables_of(&obs)
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    assert_eq!(
+        exported,
+        ["public.small"],
+        "the truncated table is no longer among the exported ones"
+    );
+}

@@ -18,10 +18,9 @@
 //! pg_stat_statements (a reset changes counters, not how fast a statement is) and are forgotten
 //! when a statement has had no calls for a whole window.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use super::delta::Key;
+use super::delta::{Key, KeyMap};
 
 /// Interval means collected before switching from median to the weighted mean.
 pub const WARMUP: usize = 8;
@@ -35,7 +34,7 @@ const FLOOR_SECONDS: f64 = 1e-6;
 pub struct Baselines {
     window: Duration,
     min_samples: u32,
-    by_key: HashMap<Key, Baseline>,
+    by_key: KeyMap<Baseline>,
     polls_since_prune: u32,
 }
 
@@ -77,7 +76,7 @@ impl Baselines {
         Baselines {
             window,
             min_samples: min_samples.clamp(1, WARMUP as u32),
-            by_key: HashMap::new(),
+            by_key: KeyMap::default(),
             polls_since_prune: 0,
         }
     }

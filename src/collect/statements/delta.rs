@@ -20,6 +20,7 @@
 //! never goes negative.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Index, IndexMut};
 
 use super::sql::StatementRow;
@@ -141,10 +142,53 @@ pub struct ViewEvents {
     pub entries_reset: usize,
 }
 
+/// A map keyed by [`Key`], hashed with a multiply-rotate hash (FxHash's) instead of SipHash:
+/// a full-fidelity poll makes several lookups per entry of pg_stat_statements, and the keys
+/// are the server's own oids and queryids, not input an attacker picks to collide.
+pub type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
+/// The hasher of [`KeyMap`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl KeyHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.add(n as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
 /// The previous poll's counters of every entry.
 #[derive(Debug, Default)]
 pub struct DeltaTracker {
-    last: HashMap<Key, Last>,
+    last: KeyMap<Last>,
     info: Option<(f64, Option<f64>)>,
     primed: bool,
 }
@@ -240,6 +284,33 @@ impl DeltaTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_hashes_spread_over_every_field() {
+        use std::hash::BuildHasher as _;
+        let build = BuildHasherDefault::<KeyHasher>::default();
+        let mut seen = std::collections::HashSet::new();
+        for dbid in 1..4 {
+            for userid in 10..14 {
+                for queryid in -500..500 {
+                    for toplevel in [true, false] {
+                        let key = Key {
+                            dbid,
+                            userid,
+                            queryid,
+                            toplevel,
+                        };
+                        seen.insert(build.hash_one(key));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            3 * 4 * 1000 * 2,
+            "no collisions among 24,000 keys"
+        );
+    }
 
     fn row(queryid: i64, calls: f64, exec: f64) -> StatementRow {
         let mut counters = Counters::default();

@@ -36,13 +36,13 @@ use tokio_postgres::error::SqlState;
 use tracing::{debug, warn};
 
 use self::baseline::Baselines;
-use self::delta::{Counter, Counters, DeltaTracker, Key};
+use self::delta::{Counter, Counters, DeltaTracker, Key, KeyMap};
 use self::sql::{Dialect, StatementRow};
 use self::topk::TopK;
 use super::registry::{self, CollectorSpec, Scope};
 use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
 use crate::config::StatementsConfig;
-use crate::metrics::{self, MetricDef, Snapshot};
+use crate::metrics::{self, Labels, MetricDef, Snapshot};
 
 /// Most interval samples a baseline needs before it is used (its warm-up length).
 pub const BASELINE_WARMUP: usize = baseline::WARMUP;
@@ -171,6 +171,11 @@ pub struct Statements {
     resets_entry: f64,
     warned_hidden: bool,
     warned_texts: bool,
+    /// The label set of each exported statement, kept while it stays in the top-K so a poll
+    /// reuses it instead of formatting and copying four strings for each of 13 counters.
+    labels: KeyMap<Labels>,
+    /// The `pgvigil_statement_info` label set of each exported queryid.
+    info_labels: HashMap<i64, Labels>,
 }
 
 impl Statements {
@@ -192,6 +197,8 @@ impl Statements {
             resets_entry: 0.0,
             warned_hidden: false,
             warned_texts: false,
+            labels: KeyMap::default(),
+            info_labels: HashMap::new(),
         }
     }
 
@@ -227,14 +234,12 @@ impl Statements {
             },
             None => None,
         };
-        let rows = match ctx.client.query(&dialect.counters_sql(&schema), &[]).await {
+        // Each row is mapped as it arrives: the 8,000 raw rows of a busy server are never all
+        // held at once (a few MB per poll otherwise), only their ~100-byte mapped form.
+        let rows = match read_rows(ctx.client, &dialect.counters_sql(&schema)).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.query_failed(e, &detected)),
         };
-        let rows = rows
-            .iter()
-            .map(StatementRow::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
         let hidden = rows.iter().filter(|r| r.queryid.is_none()).count();
         self.warn_hidden(hidden, &detected);
 
@@ -318,33 +323,43 @@ impl Statements {
     }
 
     /// The top-K, `other`, statement info and per-database series.
-    fn export(&self, snap: &mut Snapshot) {
+    fn export(&mut self, snap: &mut Snapshot) {
+        let mut kept = std::mem::take(&mut self.labels);
+        let mut kept_info = std::mem::take(&mut self.info_labels);
         let mut info_seen = HashSet::new();
         for (key, counters) in self.topk.members() {
-            let labels = vec![
-                self.database_name(key.dbid).to_string(),
-                self.role_name(key.userid).to_string(),
-                key.queryid.to_string(),
-                key.toplevel.to_string(),
-            ];
+            let datname = self.database_name(key.dbid);
+            let usename = self.role_name(key.userid);
+            let labels = match kept.remove(key) {
+                // A renamed database or role gets a new label set.
+                Some(l) if *l[0] == *datname && *l[1] == *usename => l,
+                _ => Labels::new(vec![
+                    datname.to_string(),
+                    usename.to_string(),
+                    key.queryid.to_string(),
+                    key.toplevel.to_string(),
+                ]),
+            };
             push_counters(snap, &labels, counters);
+            self.labels.insert(*key, labels);
             // Several users or nesting levels can share a queryid: one info series each.
             if info_seen.insert(key.queryid) {
                 if let Some(text) = self.texts.get(&key.queryid) {
-                    snap.push(
-                        &metrics::STATEMENT_INFO,
-                        vec![key.queryid.to_string(), text.to_string()],
-                        1.0,
-                    );
+                    let labels = match kept_info.remove(&key.queryid) {
+                        Some(l) if *l[1] == **text => l,
+                        _ => Labels::new(vec![key.queryid.to_string(), text.to_string()]),
+                    };
+                    snap.push_labels(&metrics::STATEMENT_INFO, &labels, 1.0);
+                    self.info_labels.insert(key.queryid, labels);
                 }
             }
         }
-        let other = vec![
+        let other = Labels::new(vec![
             String::new(),
             String::new(),
             OTHER.to_owned(),
             String::new(),
-        ];
+        ]);
         push_counters(snap, &other, self.topk.other());
         for (dbid, counters) in self.topk.databases() {
             let datname = vec![self.database_name(*dbid).to_string()];
@@ -549,10 +564,30 @@ fn reason_ok(hidden: usize) -> String {
     }
 }
 
-fn push_counters(snap: &mut Snapshot, labels: &[String], counters: &Counters) {
+fn push_counters(snap: &mut Snapshot, labels: &Labels, counters: &Counters) {
     for (def, counter) in COUNTER_METRICS.iter().zip(Counter::ALL) {
-        snap.push(def, labels.to_vec(), counters[counter]);
+        snap.push_labels(def, labels, counters[counter]);
     }
+}
+
+/// The counters query, each row mapped as it streams in.
+async fn read_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<StatementRow>, tokio_postgres::Error> {
+    use futures_util::TryStreamExt as _;
+    let stream = client
+        .query_raw(
+            sql,
+            std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+        )
+        .await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    while let Some(row) = stream.try_next().await? {
+        rows.push(StatementRow::from_row(&row)?);
+    }
+    Ok(rows)
 }
 
 async fn detect(client: &tokio_postgres::Client) -> Result<Detected, CollectError> {

@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::delta::{Counter, Counters, Key};
+use super::delta::{Counter, Counters, Key, KeyMap};
 
 /// How much higher than the weakest member's score a challenger's must be to take its place.
 pub const HYSTERESIS: f64 = 1.5;
@@ -47,8 +47,8 @@ const FORGET_BELOW: f64 = 1e-9;
 pub struct TopK {
     k: usize,
     window: Duration,
-    scores: HashMap<Key, f64>,
-    members: HashMap<Key, Counters>,
+    scores: KeyMap<f64>,
+    members: KeyMap<Counters>,
     other: Counters,
     databases: HashMap<u32, Counters>,
 }
@@ -68,8 +68,8 @@ impl TopK {
         TopK {
             k,
             window,
-            scores: HashMap::new(),
-            members: HashMap::new(),
+            scores: KeyMap::default(),
+            members: KeyMap::default(),
             other: Counters::default(),
             databases: HashMap::new(),
         }
@@ -103,7 +103,7 @@ impl TopK {
     fn rebalance(&mut self) -> Changes {
         let mut changes = Changes::default();
         let min_gain = self.scores.values().sum::<f64>() * MIN_SWAP_SHARE;
-        let score = |scores: &HashMap<Key, f64>, key: &Key| scores.get(key).copied().unwrap_or(0.0);
+        let score = |scores: &KeyMap<f64>, key: &Key| scores.get(key).copied().unwrap_or(0.0);
         // Best challengers first; only the best k can ever get in.
         let mut challengers: Vec<(f64, Key)> = self
             .scores
