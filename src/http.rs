@@ -1,6 +1,11 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `POST /-/reload` and
 //! the status pages (rendered by [`crate::page`]).
 //!
+//! Every path is in [`ROUTES`], which the router dispatches from. The API is read-only: every
+//! route answers GET and HEAD only, except `/-/reload` (POST or PUT, only when
+//! `enable_lifecycle` is on, and behind basic auth when the web config has users); any other
+//! method gets 405 with an `Allow` header.
+//!
 //! Every handler reads in-memory state only; none waits on a database, so a scrape stays fast
 //! while a target is slow, locked or gone.
 
@@ -10,7 +15,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY};
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -63,10 +70,7 @@ pub(crate) async fn serve(
                     if let Some(refused) = active.refusal(&req).await {
                         return Ok::<_, Infallible>(refused);
                     }
-                    if req.uri().path() == "/-/reload" {
-                        return Ok(active.decorate(reload(&req, &shared).await));
-                    }
-                    Ok(active.decorate(route(&req, &shared)))
+                    Ok(active.decorate(route(&req, &shared).await))
                 }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
@@ -88,17 +92,115 @@ pub(crate) async fn serve(
     connections.wait().await;
 }
 
-fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are supported\n",
-        );
+/// What a path serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/metrics`: the exposition.
+    Metrics,
+    /// `/healthz`: the process answers.
+    Healthz,
+    /// `/readyz`: every source has been polled.
+    Readyz,
+    /// `/api/v1/targets`.
+    Targets,
+    /// `/api/v1/imports`.
+    Imports,
+    /// `/api/v1/alerts`.
+    Alerts,
+    /// `/`: the status page.
+    StatusPage,
+    /// `/targets/<name>`, `/imports/<id>`: the pages of one target or import.
+    Page,
+    /// `/-/reload`: the lifecycle API (Prometheus'), off unless `enable_lifecycle`.
+    Reload,
+}
+
+impl Endpoint {
+    /// The methods it answers, as the `Allow` header lists them.
+    pub fn allow(self) -> &'static str {
+        match self {
+            // Prometheus' lifecycle API takes both.
+            Endpoint::Reload => "POST, PUT",
+            _ => "GET, HEAD",
+        }
     }
-    match req.uri().path() {
-        "/metrics" => metrics(req, shared),
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
+
+    /// Whether it answers `method`.
+    pub fn allows(self, method: &Method) -> bool {
+        match self {
+            Endpoint::Reload => method == Method::POST || method == Method::PUT,
+            _ => method == Method::GET || method == Method::HEAD,
+        }
+    }
+}
+
+/// Every path served, and what it serves: the router dispatches from this list only, so a
+/// test iterating it covers every route (and the 404 message lists it). A path ending in `/`
+/// (other than `/`) is a prefix: `/targets/` serves `/targets/<name>`.
+pub const ROUTES: &[(&str, Endpoint)] = &[
+    ("/metrics", Endpoint::Metrics),
+    ("/healthz", Endpoint::Healthz),
+    ("/readyz", Endpoint::Readyz),
+    ("/api/v1/targets", Endpoint::Targets),
+    ("/api/v1/imports", Endpoint::Imports),
+    ("/api/v1/alerts", Endpoint::Alerts),
+    ("/", Endpoint::StatusPage),
+    ("/targets/", Endpoint::Page),
+    ("/imports/", Endpoint::Page),
+    ("/-/reload", Endpoint::Reload),
+];
+
+/// The route of `path` in [`ROUTES`]: an exact path, or a prefix one.
+fn find_route(path: &str) -> Option<Endpoint> {
+    ROUTES
+        .iter()
+        .find(|(p, _)| *p == path || (p.len() > 1 && p.ends_with('/') && path.starts_with(p)))
+        .map(|(_, e)| *e)
+}
+
+/// 404 with the paths there are.
+fn not_found() -> Response<Body> {
+    let paths: Vec<String> = ROUTES
+        .iter()
+        .map(|(p, _)| match *p {
+            "/targets/" => "/targets/<name>".to_owned(),
+            "/imports/" => "/imports/<id>".to_owned(),
+            p => p.to_owned(),
+        })
+        .collect();
+    respond(
+        StatusCode::NOT_FOUND,
+        "text/plain; charset=utf-8",
+        format!("not found; try {}\n", paths.join(", ")),
+    )
+}
+
+/// Answer `req`: its route from [`ROUTES`], 404 for another path, 405 with `Allow` for a
+/// method the route does not take. The API is read-only: only `/-/reload` takes a POST.
+async fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
+    let path = req.uri().path();
+    let Some(endpoint) = find_route(path) else {
+        return not_found();
+    };
+    if !endpoint.allows(req.method()) {
+        let mut response = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            format!(
+                "{} is not allowed on {path}; it takes {}\n",
+                req.method(),
+                endpoint.allow()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(endpoint.allow()));
+        return response;
+    }
+    match endpoint {
+        Endpoint::Metrics => metrics(req, shared),
+        Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
+        Endpoint::Readyz => {
             if shared.status.ready() {
                 text(StatusCode::OK, "ready\n")
             } else {
@@ -108,26 +210,21 @@ fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
                 )
             }
         }
-        "/api/v1/targets" => json(&shared.status.targets()),
-        "/api/v1/imports" => json(&imports_api(shared)),
-        "/api/v1/alerts" => json(&shared.alerts.view()),
-        path => match crate::page::render(path, shared) {
+        Endpoint::Targets => json(&shared.status.targets()),
+        Endpoint::Imports => json(&imports_api(shared)),
+        Endpoint::Alerts => json(&shared.alerts.view()),
+        Endpoint::StatusPage | Endpoint::Page => match crate::page::render(path, shared) {
             Some(Page::Found(body)) => html(StatusCode::OK, body),
             Some(Page::NotFound(body)) => html(StatusCode::NOT_FOUND, body),
-            None => text(
-                StatusCode::NOT_FOUND,
-                "not found; try /metrics, /healthz, /readyz, /api/v1/targets, /api/v1/alerts, /api/v1/imports, / (the status page), /targets/<name> or /imports/<id>\n",
-            ),
+            None => not_found(),
         },
+        Endpoint::Reload => reload(shared).await,
     }
 }
 
 /// `POST /-/reload` (Prometheus' lifecycle API): re-read the configuration and say what
 /// changed (200) or why it was rejected (500, the same message as `check-config`).
-async fn reload(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
-    if req.method() != Method::POST && req.method() != Method::PUT {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST /-/reload\n");
-    }
+async fn reload(shared: &Hub) -> Response<Body> {
     if !shared.lifecycle.load(std::sync::atomic::Ordering::Relaxed) {
         return text(
             StatusCode::FORBIDDEN,

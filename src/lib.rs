@@ -22,15 +22,18 @@
 //!   for the database-scope collectors, within the target's connection budget.
 //! * [`collect`]: one module per data source and the collector registry
 //!   ([`collect::registry`]); each collector produces a metrics snapshot and typed observations.
+//! * [`privileges`]: what the role may read per collector and database, and the GRANT for
+//!   each missing piece (`pgvigil check-privileges`, and the daemon's report at connect).
 //! * [`alert`]: rules over observations, the alert lifecycle, delivery sinks.
 //! * [`metrics`]: every exported metric defined once (one catalogue file per source), the
 //!   snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-source state for the API and the status page.
+//! * [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `/api/v1/alerts`,
+//!   `/api/v1/imports`, the status page and `/-/reload`, dispatched from one list
+//!   ([`http::ROUTES`]); every other method than GET/HEAD is refused with 405 and `Allow`.
 //! * [`page`]: the status pages (`/`, `/targets/<name>`, `/imports/<id>`), their charts and
 //!   the in-memory history they draw ([`page::history`]).
-//! * `http` (private): `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
-//!   `/api/v1/alerts`, `/api/v1/imports`, status page.
 //! * `tls` (private): the TLS connector of each target and PgBouncer.
 //! * [`web`]: HTTPS and basic authentication of the endpoints (exporter-toolkit web config).
 //! * [`telemetry`]: logging, and OpenTelemetry span export behind the `otel` feature.
@@ -46,11 +49,12 @@ pub mod config;
 mod databases;
 pub(crate) mod discover;
 pub mod exposition;
-mod http;
+pub mod http;
 mod hub;
 pub mod metrics;
 pub mod page;
 mod poll;
+pub mod privileges;
 #[cfg(test)]
 mod readme;
 pub mod status;

@@ -49,12 +49,21 @@ enum Command {
         /// The config file (or directory of fragments) to check.
         file: PathBuf,
     },
+    /// Connect as the configured role (every target of --config, or DSN) and print, per
+    /// collector and per database, what it can read and the GRANT each missing piece needs.
+    /// Exit status 0 if nothing is missing, 1 if something is, 2 if a target cannot be reached
+    /// or the config is invalid.
+    CheckPrivileges {
+        /// A DSN to check instead of the config's targets.
+        dsn: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file, cli.web_config_file),
+        Some(Command::CheckPrivileges { dsn }) => check_privileges(cli.config, dsn),
         Some(Command::Run) | None => {
             let source = pgvigil::app::ConfigSource {
                 path: cli.config,
@@ -116,6 +125,64 @@ fn check_config(file: &std::path::Path, web_config_file: Option<PathBuf>) -> Exi
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+fn check_privileges(config: Option<PathBuf>, dsn: Option<String>) -> ExitCode {
+    let targets = match dsn {
+        Some(dsn) => {
+            let env = pgvigil::config::LibpqEnv::from_process();
+            match pgvigil::config::ConnectionSpec::parse(&dsn, &env) {
+                Ok(spec) => vec![pgvigil::config::TargetConfig::new("dsn", spec)],
+                Err(e) => {
+                    eprintln!("pgvigil: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+        None => {
+            let source = pgvigil::app::ConfigSource {
+                path: config,
+                listen: None,
+                web_config_file: None,
+            };
+            match source.load() {
+                Ok(config) => config.targets.iter().map(|t| (*t).clone()).collect(),
+                Err(e) => {
+                    eprintln!("pgvigil: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgvigil: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut status = ExitCode::SUCCESS;
+    for target in &targets {
+        println!("target {} ({}):", target.name, target.connection.describe());
+        match runtime.block_on(pgvigil::privileges::check_target(target)) {
+            Ok(checks) => {
+                for check in &checks {
+                    println!("  {}", check.line());
+                }
+                if checks.iter().any(|c| c.missing.is_some()) {
+                    status = ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                println!("  {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    status
 }
 
 fn run(config: Config, source: pgvigil::app::ConfigSource) -> anyhow::Result<()> {

@@ -70,6 +70,10 @@ pub struct TargetStatus {
     pub databases: BTreeMap<String, DatabaseStatus>,
     /// Database sessions open now.
     pub database_sessions: usize,
+    /// What the role may not read, by collector: one line per missing piece with the GRANT
+    /// that fixes it (as `pgvigil check-privileges` prints it); empty when nothing is missing
+    /// or it was not checked yet.
+    pub privileges: BTreeMap<String, Vec<String>>,
 }
 
 /// One watched database of a target.
@@ -122,6 +126,7 @@ impl Status {
                 collectors: BTreeMap::new(),
                 databases: BTreeMap::new(),
                 database_sessions: 0,
+                privileges: BTreeMap::new(),
             },
         );
     }

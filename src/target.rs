@@ -8,15 +8,17 @@
 //! [`open`], so every session pgvigil holds has the same settings.
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client};
+use tokio::time::timeout;
+use tokio_postgres::{AsyncMessage, CancelToken, Client};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::collect::{PollContext, Postgres, Scope, ServerInfo, describe_pg_error};
+use crate::collect::{PollContext, Postgres, Scope, ServerInfo, describe_pg_error, session};
 use crate::config::{ConnectionSpec, SourceSettings, TargetConfig};
 use crate::hub::Hub;
 use crate::poll::{self, Connected, Driver, PollError};
@@ -39,6 +41,8 @@ pub(crate) async fn run(
     let own = OwnBackends::default();
     let tls = Arc::new(tls::Connector::new(&target.connection));
     let driver = Target {
+        hub: hub.clone(),
+        privileges_logged: Mutex::default(),
         tls: tls.clone(),
         target: target.clone(),
         tracker: tracker.clone(),
@@ -99,16 +103,72 @@ pub(crate) struct Session {
     pub(crate) server: ServerInfo,
     /// Whether it is encrypted; `None` if that cannot be known.
     pub(crate) tls: Option<bool>,
+    /// Set when pgvigil closes the session itself, so its connection task does not count
+    /// the end as a loss.
+    closing: Arc<AtomicBool>,
+    /// What cancels the session's running query (a new connection to the server, with the
+    /// session's TLS settings).
+    cancel: CancelToken,
+    tls_connector: Arc<tls::Connector>,
+}
+
+impl Session {
+    /// Ask the server to cancel what the session is running (shutdown with a poll in flight:
+    /// a query waiting on a lock would otherwise go on waiting after pgvigil is gone, up to
+    /// its timeouts). Bounded by `limit`; a failure is logged, as nothing more can be done.
+    pub(crate) async fn cancel(&self, target: &str, limit: std::time::Duration) {
+        let result = match self.tls_connector.get() {
+            Ok(tls) => match timeout(limit, self.cancel.cancel_query(tls)).await {
+                Ok(result) => result.map_err(|e| describe_pg_error(&e)),
+                Err(_) => Err(format!(
+                    "no answer within connect_timeout ({})",
+                    humantime::format_duration(limit)
+                )),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => debug!(
+                target,
+                pid = self.server.backend_pid,
+                "running query cancelled"
+            ),
+            Err(error) => {
+                warn!(
+                    target,
+                    pid = self.server.backend_pid,
+                    "cancelling the running query failed: {error}"
+                )
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Who a session is for, and where its losses are counted.
+#[derive(Clone, Copy)]
+pub(crate) struct Purpose<'h> {
+    pub(crate) hub: &'h Arc<Hub>,
+    /// `main` or `database`, as in `pgvigil_session_losses_total`.
+    pub(crate) name: &'static str,
 }
 
 /// Open a session to `connection` with the target's session settings; with `notices`, it
 /// also `LISTEN`s on [`IMPORT_CHANNEL`] and forwards what arrives, tagged with `datname`.
+/// A session that ends without pgvigil closing it (terminated, the server gone) is logged
+/// at warn level with its reason and counted in `pgvigil_session_losses_total`.
 pub(crate) async fn open(
     target: &TargetConfig,
     connection: &ConnectionSpec,
-    tls: &tls::Connector,
+    tls: &Arc<tls::Connector>,
     tracker: &TaskTracker,
     notices: Option<Notices>,
+    purpose: Purpose<'_>,
 ) -> Result<Session, PollError> {
     let config = connection
         .connect_config(target.connect_timeout)
@@ -120,9 +180,14 @@ pub(crate) async fn open(
     let name = target.name.clone();
     let datname = connection.dbname().to_owned();
     let listening = notices.is_some();
+    let closing = Arc::new(AtomicBool::new(false));
+    let closed_by_us = closing.clone();
+    let hub = purpose.hub.clone();
+    let purpose = purpose.name;
     tracker.spawn(async move {
         // Drive the connection, forwarding notifications (what `connection.await` would
         // drop).
+        let mut ended = None;
         while let Some(message) = poll_fn(|cx| connection_task.poll_message(cx)).await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
@@ -132,11 +197,26 @@ pub(crate) async fn open(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    debug!(target = %name, datname, error = %describe_pg_error(&e), "connection closed");
+                    ended = Some(e);
                     break;
                 }
             }
         }
+        let error = ended.as_ref().map(describe_pg_error);
+        if closed_by_us.load(Ordering::SeqCst) {
+            debug!(target = %name, datname, error, "connection closed");
+            return;
+        }
+        let reason = session::loss_reason(ended.as_ref().and_then(|e| e.code()));
+        hub.metrics.session_lost(&name, purpose, reason);
+        warn!(
+            target = %name,
+            datname,
+            purpose,
+            reason,
+            "session lost: {}; it will be reopened",
+            error.as_deref().unwrap_or("the server closed the connection")
+        );
     });
     // Session settings, so a poll can neither run long nor queue behind a lock.
     let session_error = |e: tokio_postgres::Error| PollError::Session(describe_pg_error(&e));
@@ -167,13 +247,19 @@ pub(crate) async fn open(
         backend_pid: row.get(2),
     };
     Ok(Session {
+        cancel: client.cancel_token(),
+        tls_connector: tls.clone(),
         client: Arc::new(client),
         server,
         tls: row.get(3),
+        closing,
     })
 }
 
 struct Target {
+    hub: Arc<Hub>,
+    /// Missing privileges already logged (each once).
+    privileges_logged: Mutex<std::collections::HashSet<String>>,
     target: Arc<TargetConfig>,
     tls: Arc<tls::Connector>,
     tracker: TaskTracker,
@@ -203,7 +289,27 @@ impl Driver for Target {
 
     async fn connect(&self) -> Result<Connected<Session>, PollError> {
         let target = &self.target;
-        let session = open(target, &target.connection, &self.tls, &self.tracker, None).await?;
+        let purpose = Purpose {
+            hub: &self.hub,
+            name: "main",
+        };
+        let session = open(
+            target,
+            &target.connection,
+            &self.tls,
+            &self.tracker,
+            None,
+            purpose,
+        )
+        .await?;
+        crate::privileges::report_missing(
+            &self.hub,
+            &session.client,
+            target,
+            Scope::Cluster,
+            &self.privileges_logged,
+        )
+        .await;
         self.own
             .set_main(session.server.backend_pid, &session.client);
         Ok(Connected {
@@ -216,6 +322,12 @@ impl Driver for Target {
 
     fn is_closed(session: &Session) -> bool {
         session.client.is_closed()
+    }
+
+    async fn cancel(&self, session: &Session) {
+        session
+            .cancel(&self.target.name, self.target.connect_timeout)
+            .await;
     }
 
     fn context<'s>(&'s self, session: &'s Session) -> PollContext<'s> {

@@ -29,6 +29,7 @@ pub mod imports;
 pub mod pgbouncer;
 pub mod registry;
 pub mod replication;
+pub mod session;
 pub mod slots;
 pub mod statements;
 pub mod tables;
@@ -75,6 +76,16 @@ pub trait SourceType: Sized + Send + Sync + 'static {
 
     /// Prepare the observations of a poll before any collector runs.
     fn begin(_observations: &mut Observations) {}
+
+    /// After a collector failed: make the session usable for the next one (see
+    /// [`session::settle`]). `Ok(Some(what))`: something had to be undone (logged);
+    /// `Err`: the session cannot be trusted and is dropped. Sources without transactions
+    /// have nothing to settle.
+    fn settle<'a>(
+        _ctx: &'a Self::Context<'_>,
+    ) -> BoxFuture<'a, Result<Option<&'static str>, String>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// PostgreSQL targets (`[[targets]]`).
@@ -89,6 +100,10 @@ impl SourceType for Postgres {
 
     fn settings(config: &TargetConfig) -> &crate::config::SourceSettings {
         &config.source
+    }
+
+    fn settle<'a>(ctx: &'a PollContext<'_>) -> BoxFuture<'a, Result<Option<&'static str>, String>> {
+        Box::pin(async move { Ok(session::settle(ctx.client).await?.describe()) })
     }
 }
 

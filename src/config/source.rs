@@ -60,7 +60,8 @@ pub struct SourceSettings {
     /// Time between the starts of two polls: the interval of every collector that has none
     /// of its own.
     pub poll_interval: Duration,
-    /// Give up a connection attempt after this long.
+    /// Give up a connection attempt after this long: the whole attempt (TCP, TLS, startup,
+    /// authentication, session setup).
     pub connect_timeout: Duration,
     /// `statement_timeout` of the monitoring session (a PgBouncer admin console cannot `SET`
     /// it, so there it bounds each `SHOW` on the client side).

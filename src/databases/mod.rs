@@ -118,7 +118,14 @@ impl Lane {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    // A visit was in flight: its query must not outlive pgvigil.
+                    let limit = state.lane.target.connect_timeout;
+                    for session in state.sessions.all() {
+                        session.cancel(&state.lane.target.name, limit).await;
+                    }
+                    break;
+                }
                 _ = state.work(&mut rx) => {}
             }
         }
@@ -186,6 +193,8 @@ struct State {
     notices: target::Notices,
     /// Problems already logged, so each is logged once until it changes.
     logged: HashSet<String>,
+    /// Missing privileges already logged (each once).
+    privileges_logged: std::sync::Mutex<HashSet<String>>,
 }
 
 impl State {
@@ -209,6 +218,7 @@ impl State {
             postponed: [("round_budget", 0), ("connect_budget", 0)].into(),
             notices,
             logged: HashSet::new(),
+            privileges_logged: std::sync::Mutex::default(),
             lane,
         }
     }
@@ -473,7 +483,7 @@ impl State {
         }
         let target = &self.lane.target;
         let connection = target.connection.with_dbname(datname);
-        let limit = target.connect_timeout + target.statement_timeout;
+        let limit = target.connect_timeout;
         let opened = timeout(
             limit,
             target::open(
@@ -482,6 +492,10 @@ impl State {
                 &self.lane.tls,
                 &self.lane.tracker,
                 Some(self.notices.clone()),
+                target::Purpose {
+                    hub: &self.lane.hub,
+                    name: "database",
+                },
             ),
         )
         .await
@@ -491,6 +505,19 @@ impl State {
             .metrics
             .connect_attempt(&self.name, "database", opened.is_ok());
         let session = opened.map_err(|e| e.to_string())?;
+        // The first session may be opened for the listing, before the database is watched.
+        let config = match self.watched.get(datname) {
+            Some(w) => std::borrow::Cow::Borrowed(&w.config),
+            None => std::borrow::Cow::Owned(target.for_database(datname)),
+        };
+        crate::privileges::report_missing(
+            &self.lane.hub,
+            &session.client,
+            &config,
+            Scope::Database,
+            &self.privileges_logged,
+        )
+        .await;
         self.sessions.insert(datname, session, Instant::now());
         self.own_pids();
         Ok(())

@@ -59,6 +59,14 @@ impl Sessions {
         Some(&open.session)
     }
 
+    /// Every open session.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Session> {
+        self.open
+            .iter()
+            .filter(|o| !o.session.client.is_closed())
+            .map(|o| &o.session)
+    }
+
     /// Any open session (to read the cluster-wide catalogs).
     pub(crate) fn any(&self) -> Option<&Session> {
         self.open

@@ -10,7 +10,7 @@ use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{State, Watched, now_text, plan, unix_now};
-use crate::collect::{CollectError, DatabasesReport, Observations, PollContext};
+use crate::collect::{CollectError, DatabasesReport, Observations, PollContext, session};
 use crate::status::CollectorStatus;
 
 impl State {
@@ -107,8 +107,9 @@ impl State {
                     .store()
                     .retract_part(&self.name, spec.name, datname),
             }
+            let failed = outcome.is_err();
             // The collector's part of the database's report: what it found, or nothing.
-            if outcome.is_err() {
+            if failed {
                 found = Observations::default();
             }
             found.database_mut(datname);
@@ -131,6 +132,22 @@ impl State {
                 outcome,
                 &mut self.logged,
             );
+            if failed && !lost {
+                // What the failure may have left of a transaction is ended, or the session
+                // is given up (see crate::collect::session).
+                match timeout(default_limit, session::settle(&session.client)).await {
+                    Ok(Ok(settled)) => {
+                        if let Some(what) = settled.describe() {
+                            warn!(target = %self.name, datname, collector = spec.name, "{what}");
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        warn!(target = %self.name, datname, collector = spec.name, "the session could not be reset after the failure ({error}); it is closed");
+                        lost = true;
+                    }
+                    Err(_) => lost = true,
+                }
+            }
             if lost || session.client.is_closed() {
                 lost = true;
                 break;

@@ -40,6 +40,13 @@ struct AttemptLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LossLabels {
+    target: String,
+    purpose: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -70,6 +77,7 @@ pub struct Metrics {
     poll_errors: Family<CollectorLabels, Counter>,
     last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
     connect_attempts: Family<AttemptLabels, Counter>,
+    session_losses: Family<LossLabels, Counter>,
     reload_successful: Gauge,
     reload_timestamp: Gauge<f64, AtomicU64>,
     // alerting
@@ -109,6 +117,8 @@ impl Metrics {
         register(&mut registry, &LAST_SUCCESS, last_success.clone());
         let connect_attempts = Family::default();
         register(&mut registry, &CONNECT_ATTEMPTS, connect_attempts.clone());
+        let session_losses = Family::default();
+        register(&mut registry, &SESSION_LOSSES, session_losses.clone());
         let reload_successful = Gauge::default();
         register(
             &mut registry,
@@ -143,6 +153,7 @@ impl Metrics {
             poll_errors,
             last_success,
             connect_attempts,
+            session_losses,
             reload_successful,
             reload_timestamp,
             notifications,
@@ -185,6 +196,15 @@ impl Metrics {
                 });
             }
         }
+        for purpose in ["main", "database"] {
+            for reason in crate::collect::session::LOSS_REASONS {
+                self.session_losses.remove(&LossLabels {
+                    target: target.to_owned(),
+                    purpose,
+                    reason,
+                });
+            }
+        }
         for collector in collectors {
             let labels = CollectorLabels {
                 target: target.to_owned(),
@@ -223,6 +243,18 @@ impl Metrics {
             .inc();
         // After the change: a scrape that saw the old generation encodes again.
         self.store.touch();
+    }
+
+    /// Count a session lost without pgvigil closing it; `purpose` is `main` or `database`,
+    /// `reason` one of [`crate::collect::session::LOSS_REASONS`].
+    pub fn session_lost(&self, target: &str, purpose: &'static str, reason: &'static str) {
+        self.session_losses
+            .get_or_create(&LossLabels {
+                target: target.to_owned(),
+                purpose,
+                reason,
+            })
+            .inc();
     }
 
     /// Record the outcome of one collector poll.

@@ -15,9 +15,12 @@ pub(crate) enum PollError {
     #[error("{0}")]
     Session(String),
     /// The whole connection attempt, handshake included, overran its limit.
-    #[error("connecting took longer than {}", humantime::format_duration(*limit))]
+    #[error(
+        "no session within connect_timeout ({}): the address did not complete the connection, the TLS and PostgreSQL startup, and the session setup in time; check that host and port name a running PostgreSQL (or PgBouncer) that is not overloaded, or raise connect_timeout",
+        humantime::format_duration(*limit)
+    )]
     ConnectTimeout {
-        /// connect_timeout + statement_timeout.
+        /// `connect_timeout`.
         limit: Duration,
     },
     /// A collector got no answer in time; the session is in an unknown state.
@@ -26,6 +29,21 @@ pub(crate) enum PollError {
         /// The collector's name.
         collector: &'static str,
     },
+    /// A collector failed and the session could not be brought back out of what it left
+    /// (a transaction that would not roll back, a session that does not answer).
+    #[error(
+        "collector {collector} failed and its session could not be reset ({error}); reconnecting"
+    )]
+    Unsettled {
+        /// The collector that failed.
+        collector: &'static str,
+        /// Why the reset failed.
+        error: String,
+    },
+    /// Every collector that ran in the poll failed: the session answers nothing useful, so
+    /// the source is not up. The first failure, prefixed with its collector.
+    #[error("every collector failed; first: {0}")]
+    NothingWorks(String),
     /// The connection closed under a running poll.
     #[error("the connection was lost during the poll")]
     ConnectionLost,
@@ -41,8 +59,10 @@ mod tests {
             PollError::ConnectTimeout {
                 limit: Duration::from_secs(10)
             }
-            .to_string(),
-            "connecting took longer than 10s"
+            .to_string()
+            .split(':')
+            .next(),
+            Some("no session within connect_timeout (10s)")
         );
         assert_eq!(
             PollError::CollectorTimeout {

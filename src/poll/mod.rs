@@ -5,7 +5,8 @@
 //! A [`Driver`] says how to open a session of its kind of source and what its collectors see
 //! of it; [`run`] does the rest. Step by step:
 //!
-//! 1. Connect (bounded by connect + statement timeout). On failure the source is down:
+//! 1. Connect (the whole attempt, handshake and session setup included, bounded by
+//!    `connect_timeout`). On failure the source is down:
 //!    `pgvigil_up 0`, its snapshots are dropped, the rules see `up: false`, and the loop retries
 //!    after a backoff doubling from 0.5 s up to `reconnect_max_backoff`.
 //! 2. Once connected, every collector is due. A poll runs the due ones one after another on
@@ -15,10 +16,16 @@
 //! 3. Each collector's outcome is published at once (`record`): its snapshot, its status, its
 //!    duration. The poll's observations — with the last report of each collector that was not
 //!    due carried over — go to the alert engine, without waiting for it.
-//! 4. A collector timeout or a closed connection drops the session: back to 1.
+//!    The source is up (`pgvigil_up 1`, "up" in the API) from the first collector that
+//!    works on a session. After a collector fails, the session is settled (a transaction the
+//!    collector left open or aborted is rolled back, see [`crate::collect::session`]).
+//! 4. A collector timeout, a closed connection, a session that cannot be settled, or a poll
+//!    in which every collector that ran failed drops the session: the source is down, back
+//!    to 1.
 //!
 //! The loop stops when its cancellation token is cancelled (shutdown, or the supervisor
-//! removing or restarting the source); dropping the session closes its connection.
+//! removing or restarting the source); a poll in flight then has its query cancelled on the
+//! server (`Driver::cancel`), and dropping the session closes its connection.
 
 mod error;
 mod record;
@@ -74,11 +81,18 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// The settings every source has.
     fn settings(&self) -> &SourceSettings;
 
-    /// Open a session. The loop bounds the whole attempt by connect + statement timeout.
+    /// Open a session. The loop bounds the whole attempt by `connect_timeout`.
     fn connect(&self) -> impl Future<Output = Result<Connected<Self::Session>, PollError>> + Send;
 
     /// The session's connection is gone.
     fn is_closed(session: &Self::Session) -> bool;
+
+    /// Cancel what `session` is running: called at shutdown (or when the supervisor stops
+    /// the source) with a poll in flight. Sources whose queries cannot wait have nothing to
+    /// cancel.
+    fn cancel(&self, _session: &Self::Session) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 
     /// Which of the kind's collectors this loop runs: those of one scope, or `None` for all
     /// (a PostgreSQL target's database-scope collectors run on its database sessions).
@@ -125,7 +139,13 @@ pub(crate) async fn run<D: Driver>(
         }
         let started = Instant::now();
         let delay = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                // A poll was in flight: its query must not outlive pgvigil on the server.
+                if let Some(session) = &state.session {
+                    driver.cancel(session).await;
+                }
+                break;
+            }
             delay = state.cycle(&driver, started) => delay,
         };
         next = match delay {
@@ -212,8 +232,10 @@ impl<D: Driver> LoopState<D> {
 
     async fn connect(&self, driver: &D) -> Result<Connected<D::Session>, PollError> {
         let settings = driver.settings();
-        // connect_timeout bounds the TCP connect; this bounds the whole handshake.
-        let limit = settings.connect_timeout + settings.statement_timeout;
+        // connect_timeout bounds the whole attempt: TCP, TLS, startup and authentication,
+        // and the session's setup queries (a listener that accepts and never answers is
+        // given up after connect_timeout, not after connect + statement timeout).
+        let limit = settings.connect_timeout;
         let result = match timeout(limit, driver.connect()).await {
             Ok(result) => result,
             Err(_) => Err(PollError::ConnectTimeout { limit }),
@@ -244,17 +266,17 @@ impl<D: Driver> LoopState<D> {
                 "collector skipped: it does not support this server version"
             );
         }
-        // Up from the moment the session exists: collectors publish their series as each one
-        // finishes, so waiting for the end of the first poll left a window in which a scrape
-        // saw this poll's fresh series next to `pgvigil_up 0`.
-        // The API and /readyz agree with pgvigil_up from the same moment.
-        recorder.hub.metrics.set_up(&recorder.name, true);
         recorder.hub.status.update(&recorder.name, |s| {
-            s.state = TargetState::Up;
             s.server_version = Some(connected.version.clone());
             s.tls = connected.tls;
             s.consecutive_failures = 0;
         });
+        // Up once a collector has worked on the session (the recorder marks it before the
+        // collector's series are published, so a scrape never sees them beside
+        // `pgvigil_up 0`); a loop with nothing to run is up once connected.
+        if self.schedule.collectors.iter().all(|c| c.unsupported) {
+            recorder.mark_up();
+        }
     }
 
     /// Record that the source is unreachable and return how long to wait before retrying.

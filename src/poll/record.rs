@@ -47,9 +47,11 @@ impl Recorder {
 
     /// Run every collector due at `started`, one after another, publish what they found, and
     /// hand the poll's observations (parts of collectors not due carried over from `last`) to
-    /// the alert engine. A collector that fails loses only its own series; a timeout or a lost
-    /// connection ends the poll with an error, because the session is then in an unknown
-    /// state.
+    /// the alert engine. A collector that fails loses only its own series, and the session is
+    /// settled after it ([`SourceType::settle`]: a transaction it left open or aborted is
+    /// rolled back). A timeout, a lost connection, a session that cannot be settled, or a
+    /// poll in which every collector that ran failed ends the poll with an error: the source
+    /// is then down, because "up" means that its polls work.
     pub(super) async fn collect_due<S: SourceType>(
         &self,
         schedule: &mut Schedule<S>,
@@ -65,46 +67,117 @@ impl Recorder {
         S::begin(&mut observations);
         // A network stall is not a statement: bound each collector on the client side too.
         let default_limit = self.statement_timeout * 2 + Duration::from_secs(1);
+        let mut first_error = None;
+        let mut worked = false;
         for c in schedule.collectors.iter_mut() {
             if !Schedule::take_due(c, started) {
                 (c.spec.carry)(last, &mut observations);
                 continue;
             }
-            let name = c.spec.name;
-            let span = info_span!("poll", target = %self.name, collector = name);
             let limit = c.collector.time_limit(default_limit);
-            let run_started = Instant::now();
-            let result = timeout(limit, c.collector.collect(ctx, &mut observations))
-                .instrument(span)
+            let outcome = self
+                .run_one(c, ctx, &mut observations, limit, &mut worked)
                 .await;
-            let seconds = run_started.elapsed().as_secs_f64();
-            // A degraded collector still publishes the series that say what is wrong.
-            let (snapshot, result, timed_out) = match result {
-                Ok(Ok(snapshot)) => (Some(snapshot), Ok(()), false),
-                Ok(Err(CollectError::Degraded { message, snapshot })) => {
-                    (Some(*snapshot), Err(message), false)
+            match outcome {
+                Outcome::Worked => {}
+                Outcome::Failed(error) => {
+                    first_error.get_or_insert(format!("{}: {error}", c.spec.name));
+                    if is_closed() {
+                        return Err(PollError::ConnectionLost);
+                    }
+                    self.settle::<S>(c.spec.name, ctx, default_limit).await?;
                 }
-                Ok(Err(e)) => (None, Err(e.to_string()), false),
-                Err(_) => (
-                    None,
-                    Err(format!(
-                        "no answer within {}; the connection will be reopened",
-                        humantime::format_duration(limit)
-                    )),
-                    true,
-                ),
-            };
-            self.record(c.spec, seconds, snapshot, result);
-            if timed_out {
-                // Do not run the remaining collectors on a connection in an unknown state.
-                return Err(PollError::CollectorTimeout { collector: name });
+                Outcome::TimedOut => {
+                    // Do not run the remaining collectors on a connection in an unknown state.
+                    return Err(PollError::CollectorTimeout {
+                        collector: c.spec.name,
+                    });
+                }
             }
             if is_closed() {
                 return Err(PollError::ConnectionLost);
             }
         }
+        if let (false, Some(error)) = (worked, first_error) {
+            return Err(PollError::NothingWorks(error));
+        }
         self.finish(observations.clone(), started.elapsed());
         Ok(observations)
+    }
+
+    /// Run one collector under `limit` and record its outcome; the first that works in a poll
+    /// (`worked` still false) marks the source up before its series are published.
+    async fn run_one<S: SourceType>(
+        &self,
+        c: &mut super::schedule::Scheduled<S>,
+        ctx: &S::Context<'_>,
+        observations: &mut Observations,
+        limit: Duration,
+        worked: &mut bool,
+    ) -> Outcome {
+        let name = c.spec.name;
+        let span = info_span!("poll", target = %self.name, collector = name);
+        let run_started = Instant::now();
+        let result = timeout(limit, c.collector.collect(ctx, observations))
+            .instrument(span)
+            .await;
+        let seconds = run_started.elapsed().as_secs_f64();
+        // A degraded collector still publishes the series that say what is wrong, and its
+        // queries were answered: it counts as working.
+        let (snapshot, result, outcome) = match result {
+            Ok(Ok(snapshot)) => (Some(snapshot), Ok(()), Outcome::Worked),
+            Ok(Err(CollectError::Degraded { message, snapshot })) => {
+                (Some(*snapshot), Err(message), Outcome::Worked)
+            }
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                (None, Err(e.clone()), Outcome::Failed(e))
+            }
+            Err(_) => (
+                None,
+                Err(format!(
+                    "no answer within {}; the connection will be reopened",
+                    humantime::format_duration(limit)
+                )),
+                Outcome::TimedOut,
+            ),
+        };
+        if matches!(outcome, Outcome::Worked) && !std::mem::replace(worked, true) {
+            self.mark_up();
+        }
+        self.record(c.spec, seconds, snapshot, result);
+        outcome
+    }
+
+    /// After `collector` failed: end what it left of a transaction, or give the session up.
+    async fn settle<S: SourceType>(
+        &self,
+        collector: &'static str,
+        ctx: &S::Context<'_>,
+        limit: Duration,
+    ) -> Result<(), PollError> {
+        match timeout(limit, S::settle(ctx)).await {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(what))) => {
+                warn!(target = %self.name, collector, "{what}");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(PollError::Unsettled { collector, error }),
+            Err(_) => Err(PollError::Unsettled {
+                collector,
+                error: format!("no answer within {}", humantime::format_duration(limit)),
+            }),
+        }
+    }
+
+    /// The session answers: `pgvigil_up 1` and "up" in the API, from the first collector
+    /// that worked (so a scrape never sees a poll's fresh series beside `pgvigil_up 0`, and
+    /// a session whose every collector fails is never reported up).
+    pub(super) fn mark_up(&self) {
+        self.hub.metrics.set_up(&self.name, true);
+        self.hub.status.update(&self.name, |s| {
+            s.state = TargetState::Up;
+        });
     }
 
     /// Publish or retract one collector's snapshot and update its status.
@@ -195,6 +268,16 @@ impl Recorder {
         self.hub
             .observe_poll(name, observations, took.as_secs_f64(), self.poll_interval);
     }
+}
+
+/// How one collector's run went, for the poll.
+enum Outcome {
+    /// Its queries were answered (it may still report a degraded source).
+    Worked,
+    /// It failed with this error.
+    Failed(String),
+    /// It got no answer within its limit.
+    TimedOut,
 }
 
 /// A collector publishes only the metrics its registry entry declares: the declarations feed

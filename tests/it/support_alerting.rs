@@ -156,7 +156,12 @@ pub struct WebhookReceiver {
 
 impl WebhookReceiver {
     pub async fn start() -> WebhookReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        WebhookReceiver::start_on(0).await
+    }
+
+    /// On a chosen port (0: any), e.g. one pgvigil was already sending to while it was down.
+    pub async fn start_on(port: u16) -> WebhookReceiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
         let store = bodies.clone();

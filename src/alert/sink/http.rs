@@ -3,7 +3,10 @@
 //! The task keeps an outbox of the latest notification per alert (keyed by its full label
 //! set): while a receiver is down, a re-send replaces the older copy of the same alert instead
 //! of piling up, and when the receiver is back it gets the current state of every alert in
-//! one request. Failed attempts are retried with capped exponential backoff, indefinitely,
+//! one request. One exception keeps what happened: a firing notification still undelivered
+//! when its resolution arrives is kept beside it and delivered first, so a receiver that was
+//! down for the whole life of an alert still gets both, in order (a page, then its
+//! resolution), rather than a resolution of something it never saw. Failed attempts are retried with capped exponential backoff, indefinitely,
 //! because a resolution that never arrives is a page that never stops. Errors the receiver
 //! says are ours (4xx other than 408/429) are logged and dropped: repeating them cannot help.
 
@@ -66,6 +69,9 @@ pub(crate) struct HttpSink {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     metrics: Arc<Metrics>,
     outbox: BTreeMap<String, Notification>,
+    /// Firing notifications superseded in the outbox by their resolution before they could
+    /// be delivered: sent before the outbox.
+    superseded: BTreeMap<String, Notification>,
 }
 
 impl HttpSink {
@@ -99,6 +105,7 @@ impl HttpSink {
             client,
             metrics,
             outbox: BTreeMap::new(),
+            superseded: BTreeMap::new(),
         }
     }
 
@@ -109,7 +116,12 @@ impl HttpSink {
                 .notification(self.format.sink_name(), "dropped", 1);
             return;
         }
-        self.outbox.insert(key, n);
+        let resolves = n.is_resolved();
+        if let Some(previous) = self.outbox.insert(key.clone(), n) {
+            if resolves && !previous.is_resolved() {
+                self.superseded.entry(key).or_insert(previous);
+            }
+        }
     }
 
     /// Deliver until `shutdown`.
@@ -135,7 +147,7 @@ impl HttpSink {
             while let Ok(n) = queue.try_recv() {
                 self.add(n);
             }
-            let count = self.outbox.len() as u64;
+            let count = (self.outbox.len() + self.superseded.len()) as u64;
             // A slow receiver must not hold up shutdown.
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -145,6 +157,7 @@ impl HttpSink {
                 Ok(()) => {
                     self.metrics.notification(sink, "sent", count);
                     self.outbox.clear();
+                    self.superseded.clear();
                     backoff = INITIAL_BACKOFF;
                     if failing_since_log {
                         info!(sink, %url, "alert receiver reachable again; delivered {count} alerts");
@@ -155,6 +168,7 @@ impl HttpSink {
                     self.metrics.notification(sink, "failed", count);
                     error!(sink, %url, "alert receiver rejected {count} alerts, not retrying: {e}");
                     self.outbox.clear();
+                    self.superseded.clear();
                 }
                 Err(Failure::Transient(e)) => {
                     self.metrics.notification(sink, "failed", count);
@@ -183,7 +197,17 @@ impl HttpSink {
     }
 
     async fn deliver(&mut self) -> Result<(), Failure> {
+        // What fired unseen first, then the current state.
+        if !self.superseded.is_empty() {
+            let earlier: Vec<&Notification> = self.superseded.values().collect();
+            self.post_batch(earlier).await?;
+            self.superseded.clear();
+        }
         let batch: Vec<&Notification> = self.outbox.values().collect();
+        self.post_batch(batch).await
+    }
+
+    async fn post_batch(&self, batch: Vec<&Notification>) -> Result<(), Failure> {
         match self.format {
             Format::AlertmanagerV2 => {
                 let url = format!("{}/api/v2/alerts", self.config.url.trim_end_matches('/'));
@@ -314,6 +338,46 @@ fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn notification(resolved: bool) -> Notification {
+        let now = std::time::SystemTime::now();
+        Notification {
+            labels: [("alertname".to_owned(), "X".to_owned())]
+                .into_iter()
+                .collect(),
+            annotations: Default::default(),
+            starts_at: now,
+            resolved_at: resolved.then_some(now),
+            valid_until: now,
+            generator_url: None,
+        }
+    }
+
+    #[test]
+    fn a_firing_superseded_by_its_resolution_is_kept_to_go_first() {
+        let config = HttpSinkConfig {
+            url: "http://127.0.0.1:9/hook".to_owned(),
+            timeout: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            auth: HttpAuth::None,
+            tls: Default::default(),
+        };
+        let mut sink = HttpSink::new(Format::Webhook, config, None, Arc::new(Metrics::new()));
+        sink.add(notification(false));
+        sink.add(notification(false));
+        assert!(
+            sink.superseded.is_empty(),
+            "a re-send replaces, nothing to keep"
+        );
+        sink.add(notification(true));
+        assert_eq!(sink.outbox.len(), 1);
+        assert!(sink.outbox.values().all(Notification::is_resolved));
+        assert_eq!(sink.superseded.len(), 1);
+        assert!(!sink.superseded.values().any(Notification::is_resolved));
+        // Resolved again (a re-send): still the one firing to deliver first.
+        sink.add(notification(true));
+        assert_eq!(sink.superseded.len(), 1);
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

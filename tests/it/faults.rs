@@ -1,0 +1,498 @@
+//! Faults injected into real programs (issue #16): after each, pgvigil still serves, recovers
+//! alone, and never holds more sessions than its connection budget (asserted from
+//! pg_stat_activity). Covered elsewhere: a terminated backend, a listener that never answers
+//! and SIGTERM during a poll (`sessions.rs`), a server stopped and started
+//! (`lifecycle.rs`), an unwritable state directory and a hanging receiver at shutdown
+//! (`alerting.rs`), a table locked exclusively (`tables.rs`), pg_stat_statements dropped and
+//! re-created (`statements.rs`).
+
+use std::time::Duration;
+
+use pgvigil_testkit::{TestCluster, TestPgbouncer};
+
+use crate::support::{Daemon, Metrics, connect, one_target};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// pgvigil's sessions on the cluster for databases named `prefix*`, as the server counts them.
+async fn sessions(admin: &tokio_postgres::Client, prefix: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgvigil' \
+               AND datname LIKE $1 || '%'",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn up(m: &Metrics, target: &str) -> Option<f64> {
+    m.value("pgvigil_up", &[("target", target)])
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_down_with_the_reason_and_the_rest_serves() {
+    let cluster = TestCluster::start();
+    let config = format!(
+        "{}{}",
+        one_target("alive", &cluster.dsn("postgres"), ""),
+        one_target(
+            "nowhere",
+            "host=pgvigil-no-such-host.invalid port=5432 user=pgvigil connect_timeout=2",
+            "connect_timeout = \"2s\"\n"
+        )
+    );
+    let daemon = Daemon::start(&config).await;
+    let target = daemon
+        .wait_for_target("nowhere", "the lookup failure", WAIT, |t| {
+            t["last_error"].as_str().map(|_| t.clone())
+        })
+        .await;
+    let error = target["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("pgvigil-no-such-host.invalid")
+            || error.contains("lookup")
+            || error.contains("resolve"),
+        "{error}"
+    );
+    assert_eq!(target["state"], "down");
+    // The other target and the endpoints are unaffected, and it is retried.
+    daemon
+        .wait_for("alive up, nowhere retried", WAIT, |m| {
+            let failures = [
+                ("target", "nowhere"),
+                ("purpose", "main"),
+                ("result", "failure"),
+            ];
+            (up(m, "alive")? == 1.0
+                && up(m, "nowhere")? == 0.0
+                && m.value("pgvigil_connection_attempts_total", &failures)? >= 2.0)
+                .then_some(())
+        })
+        .await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_collector_hitting_its_statement_timeout_fails_alone_and_recovers() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_timeout");
+    cluster.psql(
+        &db,
+        "CREATE TABLE counted (id int); INSERT INTO counted SELECT generate_series(1, 10)",
+    );
+    let admin = connect(&cluster.dsn("postgres")).await;
+    let locker = connect(&cluster.dsn(&db)).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE counted IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // The exact count waits on the lock until its own statement_timeout (300 ms) cancels it.
+    let extra = format!(
+        "lock_timeout = \"10s\"\n[targets.databases]\ninclude = [\"{db}\"]\n\
+         [targets.tables]\ninterval = \"200ms\"\nexact_count_tables = [\"public.counted\"]\n\
+         exact_count_interval = \"200ms\"\nexact_count_timeout = \"300ms\"\n"
+    );
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
+    let errors = [
+        ("target", "main"),
+        ("datname", db.as_str()),
+        ("result", "error"),
+    ];
+    let ok = [
+        ("target", "main"),
+        ("datname", db.as_str()),
+        ("result", "ok"),
+    ];
+    let mut max_sessions = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    let m = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timed-out counts within {WAIT:?}"
+        );
+        max_sessions = max_sessions.max(sessions(&admin, &db).await);
+        let m = daemon.metrics().await;
+        if m.value("pgvigil_table_exact_counts_total", &errors)
+            .unwrap_or(0.0)
+            >= 2.0
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The rest goes on meanwhile: the target is up, the table's statistics are read.
+    assert_eq!(up(&m, "main"), Some(1.0), "{}", m.text);
+    assert!(
+        m.value("pgvigil_connections_max", &[("target", "main")])
+            .is_some()
+    );
+    assert!(max_sessions <= 2, "budget 2, saw {max_sessions}");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    daemon
+        .wait_for("a count after the lock", WAIT, |m| {
+            let rows = m.value(
+                "pgvigil_table_exact_rows",
+                &[
+                    ("target", "main"),
+                    ("datname", db.as_str()),
+                    ("table", "public.counted"),
+                ],
+            )?;
+            (m.value("pgvigil_table_exact_counts_total", &ok)? >= 1.0 && rows == 10.0).then_some(())
+        })
+        .await;
+    assert!(sessions(&admin, &db).await <= 2);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn pgbouncer_pause_and_reload_while_polled() {
+    let cluster = TestCluster::start();
+    let bouncer = TestPgbouncer::start(&cluster, 2);
+    let daemon = Daemon::start(&crate::pgbouncer::bouncer_config("pool", &bouncer)).await;
+    let polls = |m: &Metrics| m.sum("pgvigil_poll_duration_seconds_count", &[("target", "pool")]);
+    let before = daemon
+        .wait_for("pool polled", WAIT, |m| {
+            (up(m, "pool")? == 1.0 && polls(m) > 0.0).then(|| polls(m))
+        })
+        .await;
+    let console = connect(&bouncer.admin_dsn()).await;
+    for command in ["PAUSE", "RELOAD"] {
+        console.simple_query(command).await.unwrap();
+        // Polled on, without an error, while paused / after the reload.
+        let at = daemon.metrics().await;
+        let seen = polls(&at).max(before);
+        daemon
+            .wait_for(&format!("polls after {command}"), WAIT, |m| {
+                (up(m, "pool")? == 1.0 && polls(m) >= seen + 8.0).then_some(())
+            })
+            .await;
+        let m = daemon.metrics().await;
+        assert_eq!(
+            m.sum("pgvigil_poll_errors_total", &[("target", "pool")]),
+            0.0,
+            "after {command}: {}",
+            m.text
+        );
+        if command == "PAUSE" {
+            console.simple_query("RESUME").await.unwrap();
+        }
+    }
+    daemon.stop().await;
+}
+
+/// A short import recorded in `db`'s audit table: 10 rows expected, 5 committed.
+async fn short_import(client: &tokio_postgres::Client) -> String {
+    let id: String = client
+        .query_one("SELECT gen_random_uuid()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO contacts (import_id) SELECT '{id}' FROM generate_series(1, 5); \
+             INSERT INTO import_audit (import_id, target_table, source_name, expected_rows, status, finished_at) \
+             VALUES ('{id}', 'contacts', 'short.csv', 10, 'committed', now() - interval '1 minute')"
+        ))
+        .await
+        .unwrap();
+    id
+}
+
+/// The verdict `/api/v1/imports` gives import `id`, once it gives one.
+async fn verdict_of(daemon: &Daemon, id: &str) -> Option<String> {
+    let (_, body) = daemon.get("/api/v1/imports").await;
+    let value: serde_json::Value = serde_json::from_str(&body).ok()?;
+    value["targets"]["main"]["imports"]
+        .as_array()?
+        .iter()
+        .find(|v| v["import_id"] == id)
+        .and_then(|v| v["verdict"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn the_audit_table_dropped_and_re_created_is_followed() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_audit");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
+    cluster.psql(&db, &ddl);
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id)",
+    );
+    let admin = connect(&cluster.dsn("postgres")).await;
+    let app = connect(&cluster.dsn(&db)).await;
+    let first = short_import(&app).await;
+    let extra = format!(
+        "[targets.databases]\ninclude = [\"{db}\"]\nrefresh_interval = \"1s\"\n\
+         [targets.tables]\ninterval = \"500ms\"\n\
+         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\n"
+    );
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
+    let wait_verdict = |id: String| {
+        let daemon = &daemon;
+        async move {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                if verdict_of(daemon, &id).await.as_deref() == Some("shortfall") {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no shortfall verdict for {id}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_verdict(first.clone()).await;
+
+    app.batch_execute("DROP TABLE import_audit").await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while verdict_of(&daemon, &first).await.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped table's imports stay listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = daemon.metrics().await;
+    assert_eq!(up(&m, "main"), Some(1.0), "{}", m.text);
+    assert!(sessions(&admin, &db).await <= 2);
+
+    // Re-created: found again by itself, and a new short import is caught.
+    app.batch_execute(&ddl).await.unwrap();
+    let second = short_import(&app).await;
+    wait_verdict(second).await;
+    assert!(sessions(&admin, &db).await <= 2);
+    daemon.stop().await;
+}
+
+/// A small tmpfs of its own, unmounted on drop (needs root, as the test machines run).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (the test machines run the suite as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fill it up: a file written until the disk refuses more.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = [0u8; 1024];
+        while file.write_all(&chunk).and_then(|()| file.flush()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_state_disk_is_reported_alerting_goes_on_and_it_recovers() {
+    use crate::support_alerting::{api_active, api_alerts, wait_async};
+
+    let disk = SmallDisk::mount("64k");
+    let filler = disk.fill();
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_full");
+    let config = format!(
+        "{}[targets.alerts.IdleInTransaction]\nmax_idle = \"0s\"\n[alerts]\nstate_dir = \"{}\"\n",
+        one_target("main", &cluster.dsn(&db), ""),
+        disk.path().join("state").display()
+    );
+    let daemon = Daemon::start(&config).await;
+    let writer = connect(&cluster.dsn(&db)).await;
+    writer
+        .batch_execute("CREATE TABLE contacts (id int); BEGIN; INSERT INTO contacts VALUES (1)")
+        .await
+        .unwrap();
+    let labels = [("alertname", "IdleInTransaction"), ("datname", db.as_str())];
+    wait_async("the alert to fire on a full disk", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    let error = wait_async("the state file error in the API", WAIT, || async {
+        api_alerts(&daemon).await["state_error"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        error.contains("No space left") || error.contains("state_dir"),
+        "{error}"
+    );
+    // Space again, and the next transition (the resolution) is saved: the error is gone.
+    std::fs::remove_file(filler).unwrap();
+    writer.batch_execute("COMMIT").await.unwrap();
+    wait_async("the resolution saved", WAIT, || async {
+        let view = api_alerts(&daemon).await;
+        let resolved = api_active(&daemon, "firing", &labels).await.is_none();
+        (resolved && view["state_error"].is_null()).then_some(())
+    })
+    .await;
+    let saved = std::fs::read_to_string(disk.path().join("state/alerts.json")).unwrap();
+    assert!(saved.contains("IdleInTransaction"), "{saved}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn restarts_mid_poll_lose_no_alert_and_stay_within_the_budget() {
+    use crate::support_alerting::{api_active, wait_async};
+
+    let cluster = TestCluster::start_private();
+    let db = cluster.create_database("fault_restart");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
+    cluster.psql(&db, &ddl);
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id)",
+    );
+    let id = short_import(&connect(&cluster.dsn(&db)).await).await;
+    let extra = format!(
+        "[targets.databases]\ninclude = [\"{db}\"]\n\
+         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\n"
+    );
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
+    let labels = [
+        ("alertname", "ImportRowShortfall"),
+        ("import_id", id.as_str()),
+    ];
+    let firing = wait_async("the shortfall alert", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    let successes = |m: &Metrics| {
+        m.value(
+            "pgvigil_connection_attempts_total",
+            &[
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "success"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    for round in 1..=2 {
+        let before = successes(&daemon.metrics().await);
+        // Polls run every 200 ms: a restart lands in or between them.
+        cluster.restart();
+        daemon
+            .wait_for(&format!("reconnected after restart {round}"), WAIT, |m| {
+                (up(m, "main")? == 1.0 && successes(m) > before).then_some(())
+            })
+            .await;
+        let admin = connect(&cluster.dsn("postgres")).await;
+        assert!(
+            sessions(&admin, &db).await <= 2,
+            "budget 2 after restart {round}"
+        );
+    }
+    // The alert neither resolved nor started over: the same one, still firing.
+    let after = wait_async("the alert after the restarts", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    assert_eq!(after["firing_since"], firing["firing_since"], "{after}");
+    let (_, body) = daemon.get("/api/v1/alerts").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let resolved = view["resolved"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !resolved
+            .iter()
+            .any(|r| r["labels"]["import_id"] == id.as_str()),
+        "resolved by a restart: {body}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_down_while_an_alert_fires_and_resolves_gets_both_in_order() {
+    use crate::support_alerting::{WebhookReceiver, api_active, wait_async};
+
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_receiver");
+    let port = pgvigil_testkit::free_port();
+    let config = format!(
+        "{}[targets.alerts.IdleInTransaction]\nmax_idle = \"0s\"\n\
+         [[alerts.webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\nmax_backoff = \"500ms\"\ntimeout = \"2s\"\n",
+        one_target("main", &cluster.dsn(&db), ""),
+    );
+    let daemon = Daemon::start(&config).await;
+    let writer = connect(&cluster.dsn(&db)).await;
+    writer
+        .batch_execute("CREATE TABLE contacts (id int); BEGIN; INSERT INTO contacts VALUES (1)")
+        .await
+        .unwrap();
+    let labels = [("alertname", "IdleInTransaction"), ("datname", db.as_str())];
+    wait_async("the alert to fire", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    writer.batch_execute("COMMIT").await.unwrap();
+    wait_async("the alert to resolve", WAIT, || async {
+        api_active(&daemon, "firing", &labels)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    daemon
+        .wait_for("failed deliveries to the missing receiver", WAIT, |m| {
+            (m.sum(
+                "pgvigil_notifications_total",
+                &[("sink", "webhook"), ("result", "failed")],
+            ) >= 1.0)
+                .then_some(())
+        })
+        .await;
+
+    // Back: the firing notification, then the resolution, both delivered.
+    let receiver = WebhookReceiver::start_on(port).await;
+    wait_async("the resolution at the receiver", WAIT, || async {
+        (!receiver.alerts("resolved", &labels).is_empty()).then_some(())
+    })
+    .await;
+    let statuses: Vec<String> = receiver
+        .bodies()
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| crate::support_alerting::has_labels(a, &labels))
+        .map(|a| a["status"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let first_resolved = statuses.iter().position(|s| s == "resolved").unwrap();
+    assert!(
+        statuses[..first_resolved].iter().any(|s| s == "firing"),
+        "the firing notification is delivered before the resolution: {statuses:?}"
+    );
+    daemon.stop().await;
+}
