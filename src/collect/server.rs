@@ -21,7 +21,10 @@
 //!
 //! A restart or a role change is seen by comparing with the previous poll of the same
 //! collector, which lives as long as the target's poll loop (reconnects included): pgvigil
-//! restarting at the same time as the server misses it.
+//! restarting at the same time as the server misses it. Once seen, the event is reported in
+//! every poll for [`EVENT_REPORTED_FOR`] (server time) rather than in one poll only, so that a
+//! poll whose observations never reach the alert engine (its session dropped by a later
+//! collector's failure, a full alert inbox) cannot lose the restart or the promotion.
 
 use std::collections::BTreeMap;
 
@@ -107,6 +110,11 @@ pub struct Status {
     pub timeline: Option<f64>,
 }
 
+/// How long after a restart (from the new postmaster start time) or a role change (from the
+/// poll that saw it) the report keeps saying so. The rules hold while it does, and then for
+/// their `keep_firing_for`.
+pub const EVENT_REPORTED_FOR: f64 = 300.0;
+
 /// A restart seen between two polls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Restart {
@@ -121,9 +129,11 @@ pub struct Restart {
 pub struct ServerReport {
     /// The status row.
     pub status: Status,
-    /// Set in the poll that first sees a new postmaster start time.
+    /// Set from the poll that first sees a new postmaster start time, for
+    /// [`EVENT_REPORTED_FOR`] after that start.
     pub restart: Option<Restart>,
-    /// Set in the poll that first sees the role change: whether the server *was* in recovery.
+    /// Set from the poll that first sees the role change, for [`EVENT_REPORTED_FOR`]: whether
+    /// the server *was* in recovery.
     pub role_changed_from: Option<bool>,
     /// Settings waiting for a restart, by name, with their current (running) value.
     pub pending_restart: BTreeMap<String, String>,
@@ -135,6 +145,10 @@ pub struct ServerReport {
 #[derive(Debug, Default)]
 pub struct Server {
     last: Option<Status>,
+    /// The last restart seen.
+    restart: Option<Restart>,
+    /// The last role change seen: the role before, and the server time of the poll that saw it.
+    role_change: Option<(bool, f64)>,
     /// The settings rows and the (configuration load, start) times they were read at.
     settings: Option<((f64, f64), Vec<SettingRow>)>,
 }
@@ -164,15 +178,26 @@ impl Server {
     /// Turn one poll's rows into series and a report, against the previous poll.
     pub fn summarise(&mut self, status: Status, rows: Vec<SettingRow>) -> (Snapshot, ServerReport) {
         let previous = self.last.replace(status);
-        let restart = previous
-            .filter(|p| (p.start_time - status.start_time).abs() > 0.5)
-            .map(|p| Restart {
+        // pg_postmaster_start_time() is the same value, to the microsecond, at every poll of one
+        // postmaster; a restart can take well under a second, so any change is one.
+        if let Some(p) = previous.filter(|p| (p.start_time - status.start_time).abs() > 1e-3) {
+            self.restart = Some(Restart {
                 previous_start_time: p.start_time,
                 start_time: status.start_time,
             });
-        let role_changed_from = previous
-            .filter(|p| p.in_recovery != status.in_recovery)
-            .map(|p| p.in_recovery);
+        }
+        if let Some(p) = previous.filter(|p| p.in_recovery != status.in_recovery) {
+            self.role_change = Some((p.in_recovery, status.now));
+        }
+        let restart = self
+            .restart
+            .filter(|r| status.now - r.start_time < EVENT_REPORTED_FOR);
+        let role_changed_from = self
+            .role_change
+            .filter(|(was, seen)| {
+                *was != status.in_recovery && status.now - seen < EVENT_REPORTED_FOR
+            })
+            .map(|(was, _)| was);
         let mut report = ServerReport {
             status,
             restart,
@@ -346,7 +371,13 @@ mod tests {
     }
 
     #[test]
-    fn restart_and_role_change_are_seen_once_against_the_previous_poll() {
+    fn restart_and_role_change_are_reported_for_a_while_after_they_are_seen() {
+        // A restart that took 0.2 s is a restart.
+        let mut quick = Server::default();
+        quick.summarise(status(1000.0, false), vec![]);
+        let (_, restarted) = quick.summarise(status(1000.2, false), vec![]);
+        assert!(restarted.restart.is_some());
+
         let mut server = Server::default();
         let (snap, first) = server.summarise(status(1000.0, false), vec![]);
         assert_eq!((first.restart, first.role_changed_from), (None, None));
@@ -363,8 +394,22 @@ mod tests {
             })
         );
         assert_eq!(restarted.role_changed_from, Some(false));
-        let (_, after) = server.summarise(status(2000.0, true), vec![]);
+        // A later poll within the window still says so (one lost poll cannot lose the event)...
+        let (_, again) = server.summarise(status(2000.0, true), vec![]);
+        assert_eq!(again.restart, restarted.restart);
+        assert_eq!(again.role_changed_from, Some(false));
+        // ...and once the window has passed, nothing is reported.
+        let later = Status {
+            now: 2100.0 + EVENT_REPORTED_FOR,
+            ..status(2000.0, true)
+        };
+        let (_, after) = server.summarise(later, vec![]);
         assert_eq!((after.restart, after.role_changed_from), (None, None));
+        // A role that changes back ends the report at once.
+        let (_, back) = server.summarise(status(2000.0, false), vec![]);
+        assert_eq!(back.role_changed_from, Some(true));
+        let (_, back_again) = server.summarise(status(2000.0, true), vec![]);
+        assert_eq!(back_again.role_changed_from, Some(false));
     }
 
     #[test]

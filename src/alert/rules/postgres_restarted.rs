@@ -14,7 +14,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     default_severity: Severity::Warning,
     default_for: Duration::ZERO,
     default_keep_firing_for: Duration::from_secs(15 * 60),
-    fires_when: "the postmaster start time changed since the previous poll (a restart or crash recovery); stays firing for `keep_firing_for`",
+    fires_when: "the postmaster start time changed between two polls (a restart or crash recovery): holds for 5 minutes after the new start, then stays firing for `keep_firing_for`",
     build,
 };
 

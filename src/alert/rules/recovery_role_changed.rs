@@ -14,7 +14,7 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     default_severity: Severity::Warning,
     default_for: Duration::ZERO,
     default_keep_firing_for: Duration::from_secs(15 * 60),
-    fires_when: "pg_is_in_recovery() changed since the previous poll (a standby was promoted, or a primary came back as a standby); stays firing for `keep_firing_for`",
+    fires_when: "pg_is_in_recovery() changed between two polls (a standby was promoted, or a primary came back as a standby): holds for 5 minutes after the poll that saw it, then stays firing for `keep_firing_for`",
     build,
 };
 
