@@ -11,13 +11,15 @@ use crate::support::{Daemon, connect, one_target};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Only the activity collector, so that revoking its view makes every collector fail.
-const ACTIVITY_ONLY: &str = "[targets.statements]\nenabled = false\n\
-     [targets.tables]\nenabled = false\n[targets.imports]\nenabled = false\n\
-     [targets.server]\nenabled = false\n[targets.database_stats]\nenabled = false\n\
-     [targets.database_sizes]\nenabled = false\n[targets.wraparound]\nenabled = false\n\
-     [targets.replication]\nenabled = false\n[targets.replication_slots]\nenabled = false\n\
-     [targets.archiver]\nenabled = false\n[targets.wal_directory]\nenabled = false\n";
+/// Only the activity collector, so that revoking its view makes every collector fail: every
+/// other collector of the registry switched off (a collector added later is too).
+fn activity_only() -> String {
+    pgvigil::collect::registry::POSTGRES
+        .iter()
+        .filter(|spec| spec.name != "activity")
+        .map(|spec| format!("[targets.{}]\nenabled = false\n", spec.table))
+        .collect()
+}
 
 #[tokio::test]
 async fn a_target_whose_every_collector_fails_is_down_and_recovers_alone() {
@@ -32,7 +34,7 @@ async fn a_target_whose_every_collector_fails_is_down_and_recovers_alone() {
         ),
     );
     let dsn = format!("{} user={role}", cluster.dsn(&db));
-    let daemon = Daemon::start(&one_target("main", &dsn, ACTIVITY_ONLY)).await;
+    let daemon = Daemon::start(&one_target("main", &dsn, &activity_only())).await;
     // The session opens (the connect queries need no grant), the one collector fails.
     let target = daemon
         .wait_for_target("main", "the failed poll in the API", WAIT, |t| {
@@ -123,7 +125,7 @@ async fn a_terminated_backend_is_counted_by_reason_and_reopened() {
     let cluster = TestCluster::start();
     let db = cluster.create_database("terminated");
     let admin = connect(&cluster.dsn("postgres")).await;
-    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), ACTIVITY_ONLY)).await;
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &activity_only())).await;
     daemon
         .wait_for("up 1", WAIT, |m| {
             (m.value("pgvigil_up", &[("target", "main")])? == 1.0).then_some(())
