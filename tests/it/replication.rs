@@ -313,21 +313,26 @@ async fn idle_without_phantom_lag(pair: &Pair) {
     let first = replication_polls(&pair.daemon.metrics().await, "standby");
     let (mut worst, mut worst_primary): (f64, f64) = (0.0, 0.0);
     let mut scrapes = 0;
-    loop {
-        let m = pair.daemon.metrics().await;
-        scrapes += 1;
-        let lag =
-            value(&m, "pgvigil_standby_replay_lag_seconds", &ME).expect("the standby's replay lag");
-        worst = worst.max(lag);
-        if let Some(lag) = value(&m, "pgvigil_replication_lag_seconds", &pair.stage("replay")) {
-            worst_primary = worst_primary.max(lag);
-        }
-        let polls = replication_polls(&m, "standby") - first;
-        if started.elapsed() >= IDLE && polls >= 100.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Every scrape of the wait is a sample of both lags.
+    pair.daemon
+        .wait_for(
+            "an idle minute and 100 polls of the standby",
+            IDLE + WAIT,
+            |m| {
+                scrapes += 1;
+                let lag = value(m, "pgvigil_standby_replay_lag_seconds", &ME)
+                    .expect("the standby's replay lag");
+                worst = worst.max(lag);
+                if let Some(lag) =
+                    value(m, "pgvigil_replication_lag_seconds", &pair.stage("replay"))
+                {
+                    worst_primary = worst_primary.max(lag);
+                }
+                let polls = replication_polls(m, "standby") - first;
+                (started.elapsed() >= IDLE && polls >= 100.0).then_some(())
+            },
+        )
+        .await;
     assert!(
         worst <= 1.0 && worst_primary <= 1.0,
         "replay lag while the primary was idle: {worst} s on the standby, {worst_primary} s on \

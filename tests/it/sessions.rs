@@ -155,17 +155,12 @@ async fn a_terminated_backend_is_counted_by_reason_and_reopened() {
         .await;
     assert_eq!(m.value("pgvigil_session_losses_total", &loss), Some(1.0));
     // Reopened alone, on a new backend.
-    let after = tokio::time::timeout(WAIT, async {
-        loop {
+    let after =
+        crate::support_alerting::wait_async("a new session on a new backend", WAIT, || async {
             let now = pgvigil_backends(&admin, &db).await;
-            if !now.is_empty() && now.iter().all(|pid| !before.contains(pid)) {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("a new session within the wait");
+            (!now.is_empty() && now.iter().all(|pid| !before.contains(pid))).then_some(now)
+        })
+        .await;
     assert!(after.len() <= 2, "within the budget: {after:?}");
     daemon
         .wait_for("up 1 again", WAIT, |m| {
