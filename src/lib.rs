@@ -41,6 +41,7 @@
 //! Collection is decoupled from scraping: `/metrics` serves the latest published snapshots
 //! and never waits on a database.
 
+pub mod advice;
 pub mod alert;
 pub mod app;
 mod bouncer;
