@@ -9,8 +9,9 @@
 #                                     runs this so the script cannot rot)
 #
 # Options: --out DIR (default: a new temp dir; results.json, report.md, logs), --pgvigil BIN
-# (skip the build, measure this binary), --no-fleet, --fleet-sizes 1,100,500, --no-write (full
-# run without touching BENCHMARKS.md). Needs the PostgreSQL server binaries, pgbench, psql,
+# (skip the build, measure this binary), --no-fleet, --fleet-only (only the fleet case, into
+# --out; BENCHMARKS.md untouched), --fleet-sizes 1,100,500, --no-write (full run without touching
+# BENCHMARKS.md). Needs the PostgreSQL server binaries, pgbench, psql,
 # prometheus-postgres-exporter and python3 (scripts/install-test-deps.sh installs them); run as
 # root it runs PostgreSQL as the OS user postgres. Nothing is left running or on disk but --out.
 set -euo pipefail
@@ -25,8 +26,9 @@ while [ $# -gt 0 ]; do
         --pgvigil) bin="$2"; shift ;;
         --no-write) write=0 ;;
         --no-fleet) pass+=(--no-fleet) ;;
+        --fleet-only) write=0; pass+=(--fleet-only) ;;
         --fleet-sizes) pass+=(--fleet-sizes "$2"); shift ;;
-        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1; see bench/side-by-side.sh --help" >&2; exit 2 ;;
     esac
     shift

@@ -96,6 +96,8 @@ def run(args, sizes, cleanup):
     bindir = find_bindir()
     results = {"command": args.command_line, "sizes": dict(sizes), "environment": env, "phases": []}
 
+    if args.fleet_only:
+        return run_fleet(args, sizes, cleanup, results, env, started)
     log("main cluster: initdb and data")
     main = Cluster(bindir, free_port(), {
         "pg_stat_statements.max": str(max(5000, sizes["statements"] + 5000)),
@@ -141,6 +143,11 @@ def run(args, sizes, cleanup):
     results["sizes"]["sweeps"] = load.sweeps
     main.stop()
 
+    return run_fleet(args, sizes, cleanup, results, env, started)
+
+
+def run_fleet(args, sizes, cleanup, results, env, started):
+    """Step 3 (the fleet cluster and one daemon per size) and step 4, the results."""
     if sizes["fleet_sizes"]:
         log(f"fleet cluster: {max(sizes['fleet_sizes'])} databases")
         fc, names = fleet.setup_cluster(bindir, free_port(), max(sizes["fleet_sizes"]),
@@ -156,14 +163,14 @@ def run(args, sizes, cleanup):
 
     env["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["duration_seconds"] = time.monotonic() - started
-    if args.chart:
+    if args.chart and not args.fleet_only:
         results["chart"] = chart.draw(results, args.chart)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    text = report.render(results)
+    text = report.render_fleet(results) if args.fleet_only else report.render(results)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(text)
-    if args.benchmarks:
+    if args.benchmarks and not args.fleet_only:
         report.write_section(args.benchmarks, text)
     log(f"done in {results['duration_seconds']:.0f}s: {os.path.join(args.out, 'report.md')}")
 
@@ -176,6 +183,8 @@ def main():
     p.add_argument("--benchmarks", help="write the generated section into this BENCHMARKS.md")
     p.add_argument("--chart", help="draw a PNG chart here (needs matplotlib; skipped without it)")
     p.add_argument("--no-fleet", action="store_true", help="skip the fleet case")
+    p.add_argument("--fleet-only", action="store_true",
+                   help="only the fleet case (results.json and report.md in --out)")
     p.add_argument("--fleet-sizes", help="comma-separated fleet sizes, e.g. 1,100,500")
     p.add_argument("--command-line", default="bench/side-by-side.sh", help=argparse.SUPPRESS)
     args = p.parse_args()
