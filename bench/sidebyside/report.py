@@ -283,7 +283,28 @@ def fleet_section(results):
                 f"poll interval {fl[0]['interval']} s, a window of {sizes['fleet_window_intervals']} intervals per size; "
                 "staleness is now − `last_success` from `/api/v1/targets` (1 s resolution) sampled every 2 s.", "",
                 fleet_table(fl), ""]
+    if results.get("wide"):
+        out += wide_section(results["wide"], sizes)
     return out
+
+
+def wide_section(w, sizes):
+    lines = ["### Every database: one target, "
+             f"{w['databases']} databases × {sizes['wide_tables']} tables, 2 connections", "",
+             "One target with `[targets.databases] include = [\"wide_*\"]` at defaults "
+             "(`max_connections = 2`) on the fleet cluster; the first database holds the audit table. "
+             "Time to alert runs from the audit row saying `committed` (psql returned) to "
+             "`/api/v1/alerts` showing `ImportRowShortfall` firing for it (polled every 50 ms), "
+             "for a short import of 700 of 1,000 rows.", "",
+             "| figure | value |", "|---|---:|",
+             f"| first round: every database's tables published | {w['first_round_seconds']:.1f} s |",
+             f"| pgvigil's sessions on the server, max of {w['session_samples']} samples | {w['max_sessions']} (budget 2) |",
+             f"| VmRSS / VmHWM | {mb(w['rss'])} / {mb(w['hwm'])} |",
+             f"| daemon CPU over the run | {w['cpu_seconds']:.2f} s in {w['window_seconds']:.0f} s |"]
+    for writer, lat in w["alert_latency"].items():
+        lines.append(f"| time to alert, writer with {writer}: median / max of {lat['runs']} | "
+                     f"{lat['median']:.2f} s / {lat['max']:.2f} s |")
+    return lines + [""]
 
 
 def render_fleet(results):
