@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         --no-wide) pass+=(--no-wide) ;;
         --fleet-only) write=0; pass+=(--fleet-only) ;;
         --fleet-sizes) pass+=(--fleet-sizes "$2"); shift ;;
-        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1; see bench/side-by-side.sh --help" >&2; exit 2 ;;
     esac
     shift
