@@ -13,7 +13,8 @@
 # --fleet-only (the fleet and every-database cases only, into --out; BENCHMARKS.md untouched),
 # --fleet-sizes 1,100,500, --no-write (full run without touching BENCHMARKS.md).
 # Needs the PostgreSQL server binaries, pgbench, psql, prometheus-postgres-exporter and
-# python3 (scripts/install-test-deps.sh installs them); run as root it runs PostgreSQL as the OS user postgres. Nothing is left running or on disk but --out.
+# python3 (scripts/install-test-deps.sh installs them); run as root it runs PostgreSQL as the
+# OS user postgres. Nothing is left running or on disk but --out.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
         --no-wide) pass+=(--no-wide) ;;
         --fleet-only) write=0; pass+=(--fleet-only) ;;
         --fleet-sizes) pass+=(--fleet-sizes "$2"); shift ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1; see bench/side-by-side.sh --help" >&2; exit 2 ;;
     esac
     shift
