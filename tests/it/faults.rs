@@ -178,6 +178,34 @@ async fn pgbouncer_pause_and_reload_while_polled() {
     daemon.stop().await;
 }
 
+#[tokio::test]
+async fn a_lost_pgbouncer_console_session_is_counted_as_a_session_loss() {
+    let cluster = TestCluster::start();
+    let bouncer = TestPgbouncer::start(&cluster, 2);
+    let daemon = Daemon::start(&crate::pgbouncer::bouncer_config("pool", &bouncer)).await;
+    let losses = |m: &Metrics| {
+        m.sum(
+            "pgvigil_session_losses_total",
+            &[("target", "pool"), ("purpose", "main")],
+        )
+    };
+    daemon
+        .wait_for("pool polled", WAIT, |m| {
+            (up(m, "pool")? == 1.0).then_some(())
+        })
+        .await;
+    assert_eq!(losses(&daemon.metrics().await), 0.0);
+    // PgBouncer goes away under the open admin console session.
+    bouncer.stop();
+    let lost = daemon
+        .wait_for("the lost console session counted", WAIT, |m| {
+            (losses(m) >= 1.0).then(|| losses(m))
+        })
+        .await;
+    assert_eq!(lost, 1.0, "one session, lost once");
+    daemon.stop().await;
+}
+
 /// A short import recorded in `db`'s audit table: 10 rows expected, 5 committed.
 async fn short_import(client: &tokio_postgres::Client) -> String {
     let id: String = client
