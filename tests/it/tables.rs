@@ -8,7 +8,7 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Poller, conditions, one_target, tables_of};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// Poll until `alertname` holds (statistics reach the collector when the writing session
 /// reports them; `psql` exits right after, which flushes them).
@@ -182,7 +182,7 @@ async fn estimates_exact_counts_and_the_cap_are_exported() {
     ))
     .await;
     let m = daemon
-        .wait_for("table statistics", Duration::from_secs(20), |m| {
+        .wait_for("table statistics", crate::support::CEILING, |m| {
             m.value("pgvigil_table_exact_rows", &[("table", "public.mid")])
                 .map(|_| m.clone())
         })
