@@ -655,30 +655,30 @@ async fn live_prometheus_answers_every_dashboard_and_rule() {
     .unwrap();
     // Rates need two samples inside their window; wait for the slowest input to have them.
     prometheus
-        .wait_for_data("pgvigil_import_missing_rows > 0", Duration::from_secs(30))
+        .wait_for_data("pgvigil_import_missing_rows > 0", crate::support::CEILING)
         .await;
     prometheus
         .wait_for_data(
             "rate(pgvigil_statement_calls_total[30s]) > 0",
-            Duration::from_secs(30),
+            crate::support::CEILING,
         )
         .await;
     prometheus
         .wait_for_data(
             "rate(db_client_operation_duration_seconds_count[30s]) > 0",
-            Duration::from_secs(30),
+            crate::support::CEILING,
         )
         .await;
     prometheus
         .wait_for_data(
             "pgvigil:statement_mean_seconds:rate5m",
-            Duration::from_secs(30),
+            crate::support::CEILING,
         )
         .await;
     // pg_stat_replication's lag times are NULL until the standby has confirmed WAL sent after
     // it connected (the workload's updates write some every 20 ms).
     prometheus
-        .wait_for_data("pgvigil_replication_lag_seconds", Duration::from_secs(30))
+        .wait_for_data("pgvigil_replication_lag_seconds", crate::support::CEILING)
         .await;
 
     let mut failures = Vec::new();

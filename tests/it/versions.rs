@@ -10,7 +10,7 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Metrics, connect, one_target};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// The collectors a `[[targets]]` entry runs with no collector configured (those a version
 /// does not support are left out by [`default_collectors`]).
