@@ -369,7 +369,7 @@ mod tests {
         let last = gunzip(&metrics.scrape(Format::Classic, Encoding::Gzip));
         assert!(
             last.contains(
-                "{target=\"b\",datname=\"app\",user=\"u\",queryid=\"300\",toplevel=\"true\"} 301.0\n"
+                "{target=\"b\",datname=\"app\",usename=\"u\",queryid=\"300\",toplevel=\"true\"} 301.0\n"
             ),
             "{last}"
         );
