@@ -15,6 +15,13 @@
 //!   compressed body is never held whole.
 //! * Compression ([`Encoding`]) is at a fast level (gzip 1, zstd 1): it divides the bytes on
 //!   the wire by about ten and, for a large body, costs more CPU than encoding it.
+//! * gzip, what Prometheus asks for, is not compressed whole: each published snapshot keeps
+//!   its series as pieces compressed apart (module `parts`), built at the first gzip scrape
+//!   that sees the snapshot and reused, block by block, from the snapshot before it where its
+//!   series did not change; a scrape compresses only the process metrics and the families'
+//!   headers and splices the pieces into one gzip member (module `gzip`). The classic and
+//!   OpenMetrics bodies of one generation share the pieces; zstd and identity bodies are
+//!   written whole as above.
 //!
 //! The cache holds, per format, the bodies of the last generation in the codings that were
 //! asked for, until the next scrape of that format after a change. Sample text is not kept
