@@ -183,7 +183,7 @@ fn same_series(a: &Series, b: &Series) -> bool {
 /// Cut a family's series into blocks: each range with the label hash of its first series.
 fn cut(series: &[Series]) -> impl Iterator<Item = (Range<usize>, u64)> + '_ {
     let mut start = 0;
-    let mut first = series.first().map(|s| label_hash(s)).unwrap_or_default();
+    let mut first = series.first().map(label_hash).unwrap_or_default();
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < series.len() {
