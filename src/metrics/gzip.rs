@@ -8,9 +8,9 @@
 //! the last piece come an empty final block and the trailer: the CRC-32 of the whole plain
 //! text, combined from the pieces' own CRCs without reading the text again, and its length.
 //!
-//! The result is one ordinary gzip member, so every reader takes it (Go's, which Prometheus
-//! scrapes with; zlib's, which curl uses; Python's), unlike a concatenation of members that
-//! some readers stop after the first of.
+//! The result is one ordinary gzip member, so every gzip reader takes it (Go's, which
+//! Prometheus scrapes with, zlib's, Python's), where a concatenation of members needs a
+//! reader that goes on after the first.
 //!
 //! What it costs: a cut adds the sync flush's 5-byte marker, and a piece cannot refer to text
 //! before it, so pieces of a few kilobytes compress a little worse than one stream. Short
