@@ -28,7 +28,9 @@
 //! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
 //!   snapshot series in both text formats; `scrape` (private) assembles, caches and
-//!   compresses the `/metrics` body ([`Metrics::scrape`]).
+//!   compresses the `/metrics` body ([`Metrics::scrape`]); `parts` (private) keeps each
+//!   snapshot's gzip pieces, reused across polls where the series did not change, and `gzip`
+//!   (private) splices such pieces into one gzip member.
 //!
 //! [`ALL`] is every catalogue in README order: the README's metrics reference and the
 //! dashboard/rule checks are tested against it, and every collector in the registry
@@ -37,7 +39,9 @@
 pub mod activity;
 pub mod alerting;
 pub mod databases;
+mod gzip;
 pub mod imports;
+mod parts;
 pub mod pgbouncer;
 pub mod process;
 mod registry;
