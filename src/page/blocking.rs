@@ -65,8 +65,7 @@ fn node(n: &ChainNode, out: &mut String) {
         let _ = write!(
             out,
             " — <span{class}>waits {} for {} on {} {}</span>",
-            w.wait_seconds
-                .map_or_else(|| "?".to_owned(), human_seconds),
+            w.wait_seconds.map_or_else(|| "?".to_owned(), human_seconds),
             escape(&w.mode),
             escape(&w.locktype),
             escape(w.relation.as_deref().unwrap_or("")),
@@ -129,7 +128,10 @@ mod tests {
             true,
         );
         let obs = Observations {
-            locks: Some(LocksReport { waiting_backends: 2, ..report }),
+            locks: Some(LocksReport {
+                waiting_backends: 2,
+                ..report
+            }),
             ..Observations::default()
         };
         let html = render(&TargetView { observations: &obs }).unwrap();
@@ -141,16 +143,31 @@ mod tests {
             html.find("pid 30").unwrap(),
         );
         assert!(p10 < p20 && p20 < p30, "{html}");
-        assert_eq!(html.matches("<ul").count(), 3, "root list and two levels: {html}");
+        assert_eq!(
+            html.matches("<ul").count(),
+            3,
+            "root list and two levels: {html}"
+        );
         assert!(html.contains("2 behind it"), "{html}");
-        assert!(html.contains("class=\"down\">waits 8s for AccessExclusiveLock"), "{html}");
+        assert!(
+            html.contains("class=\"down\">waits 8s for AccessExclusiveLock"),
+            "{html}"
+        );
         // Nothing waits; no report.
         let quiet = Observations {
             locks: Some(LocksReport::default()),
             ..Observations::default()
         };
-        let html = render(&TargetView { observations: &quiet }).unwrap();
+        let html = render(&TargetView {
+            observations: &quiet,
+        })
+        .unwrap();
         assert!(html.contains("No session waits"), "{html}");
-        assert!(render(&TargetView { observations: &Observations::default() }).is_none());
+        assert!(
+            render(&TargetView {
+                observations: &Observations::default()
+            })
+            .is_none()
+        );
     }
 }
