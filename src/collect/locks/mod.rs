@@ -1,20 +1,29 @@
 //! Heavyweight locks: how many by database, mode and state (granted or waiting), how many
 //! backends wait, how long the longest has waited, and — only when something waits — who
-//! blocks the longest waiters.
+//! blocks whom, as blocking chains (the `LockWaitsLong` and `LockQueue` alerts, the status
+//! page's "Blocked sessions" tree, `/api/v1/locks`).
 //!
 //! # The poll, step by step
 //!
+//! The collector polls every 5 s by default (`interval` in `[targets.locks]`; the target's
+//! `poll_interval` if that is shorter), over the target's main session like the other
+//! cluster-wide collectors, so a migration queueing the application behind it is seen within
+//! one fast poll without another connection.
+//!
 //! 1. One grouped `SELECT` over `pg_locks` ([`sql::counts_sql`]): locks by database, mode and
 //!    `granted`, with the longest wait of each group (`waitstart`, PostgreSQL 14+). pgvigil's
-//!    own sessions are left out.
-//! 2. If nothing waits, that is all. Otherwise [`sql::waiters_sql`] reads the longest waiters
-//!    (at most [`sql::MAX_EXAMINED_WAITERS`]), what each waits for, and `pg_blocking_pids` of
-//!    each; `pg_blocking_pids` takes the lock manager's shared state, which is why it is asked
+//!    own sessions are left out. If nothing waits, that is all: the idle cost is this one
+//!    query per poll (one every 5 s).
+//! 2. Otherwise [`sql::blocked_sql`] counts every waiter by its session's database, with the
+//!    longest wait, and [`sql::waiters_sql`] reads the longest waiters (at most
+//!    [`sql::MAX_EXAMINED_WAITERS`]), what each waits for, and `pg_blocking_pids` of each;
+//!    `pg_blocking_pids` takes the lock manager's shared state, which is why it is asked
 //!    only then and only for those (DataDog/integrations-core#11496 made the same choice).
 //! 3. [`sql::SESSIONS_SQL`] reads those waiters' and blockers' sessions from
-//!    `pg_stat_activity` (user, application, state, transaction age, query), for the
-//!    `LockWaitsLong` alert's text.
-//! 4. [`summarise`] builds the series and the [`LocksReport`] the rule reads.
+//!    `pg_stat_activity` (user, application, state, transaction age, query), for the alerts'
+//!    text.
+//! 4. [`summarise`] builds the series, the blocking forest ([`chains::build`], pure) and the
+//!    [`LocksReport`] the rules read.
 //!
 //! # Cost and locks
 //!
@@ -23,13 +32,16 @@
 //! relation, so it cannot queue behind a DDL that holds or waits for ACCESS EXCLUSIVE (the
 //! OpenTelemetry receiver hung behind one through `pg_relation_size`:
 //! opentelemetry-collector-contrib#49351). Relation names come from `regclass` output, a
-//! catalog-cache lookup without a lock. With nothing waiting the poll is one query.
+//! catalog-cache lookup without a lock. With nothing waiting the poll is one query; with
+//! waiters, four. The chain series are bounded: one per database with waiters, built from at
+//! most [`sql::MAX_EXAMINED_WAITERS`] examined waiters (a longer queue is reported as "at
+//! least" in the alert).
 //!
 //! # Versions
 //!
 //! | server | what changed |
 //! |---|---|
-//! | 13 | no `pg_locks.waitstart`: `pgvigil_lock_wait_max_age_seconds` is absent and `LockWaitsLong` cannot judge waits (it stays silent); waiters are examined in pid order |
+//! | 13 | no `pg_locks.waitstart`: `pgvigil_lock_wait_max_age_seconds` and `pgvigil_lock_blocked_max_wait_seconds` are absent, `LockWaitsLong` cannot judge waits (it stays silent) and `LockQueue` judges the queue alone; waiters are examined in pid order |
 //! | 14+ | `waitstart`: wait ages, longest waiters first |
 
 pub mod chains;
