@@ -282,6 +282,31 @@ TABLES = (
       unit=units.OpsPerSecond, w=8, h=5, desc="count(*) runs per second by result; errors and timeouts leave the exact count stale."),
 )
 
+def lockqueue() -> tuple[Row | P, ...]:
+    """Lock queues (issue 14, part lockqueue): blocked sessions, the longest wait, the root
+    blocker's age and the queue behind a strong lock, by database. A function so that a
+    "Schema & indexes" dashboard can take the same panels."""
+    return (
+        Row("Lock queues"),
+        P("timeseries", "Blocked sessions, by database",
+          (Q(f"max by (target, datname) (pgvigil_lock_blocked_sessions{{{T}}})", "{{target}}/{{datname}}"),), w=12,
+          desc="Sessions waiting for a heavyweight lock, by their database. A sudden wall of them is a lock queue: the status page's Blocked sessions tree names its head."),
+        P("timeseries", "Longest lock wait, by database",
+          (Q(f"max by (target, datname) (pgvigil_lock_blocked_max_wait_seconds{{{T}}})", "{{target}}/{{datname}}"),),
+          unit=units.Seconds, w=12, steps=above((60, "red")),
+          desc="How long the longest waiter of each database has waited (PostgreSQL 14+)."),
+        P("timeseries", "Root blocker transaction age, by database",
+          (Q(f"max by (target, datname) (pgvigil_lock_root_blocker_age_seconds{{{T}}})", "{{target}}/{{datname}}"),),
+          unit=units.Seconds, w=12,
+          desc="The oldest transaction among the sessions at the head of a blocking chain (idle in transaction, a long query, pg_dump): the session to end."),
+        P("timeseries", "Sessions queued behind a strong lock",
+          (Q(f"max by (target, datname) (pgvigil_lock_queue_sessions{{{T}}})", "{{target}}/{{datname}}"),
+           Q(f"max by (target) (pgvigil_lock_chain_max_depth{{{T}}})", "{{target}} chain depth")),
+          w=12, steps=above((3, "red")),
+          desc="Sessions waiting behind a session that waits for ACCESS EXCLUSIVE, EXCLUSIVE, SHARE ROW EXCLUSIVE or SHARE (a migration's DDL); LockQueue fires at 3. Chain depth 2: readers behind a DDL behind an idle transaction."),
+    )
+
+
 # The server-health layer: role, replication, slots, wraparound, archiver and WAL,
 # checkpoints, I/O, locks.
 SERVER = (
@@ -369,6 +394,7 @@ SERVER = (
     P("timeseries", "Locks by mode and state",
       (Q(f"sum by (target, mode, state) (pgvigil_locks{{{T}}})", "{{target}} {{mode}} {{state}}"),), w=24,
       desc="Heavyweight locks held (granted) and waited for (waiting), by mode. A waiting AccessExclusiveLock is a DDL queued behind a transaction, with everything else queued behind it."),
+    *lockqueue(),
 )
 
 SELF = (

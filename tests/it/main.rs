@@ -20,6 +20,7 @@ mod faults;
 mod https_receivers;
 mod imports;
 mod lifecycle;
+mod lock_queue;
 mod locks;
 mod methods;
 mod operator_kit;

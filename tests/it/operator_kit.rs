@@ -434,6 +434,18 @@ const MAY_BE_EMPTY: &[(&str, &str)] = &[
     ),
     ("pgvigil_alerts", "series exist only while an alert is held"),
     (
+        "pgvigil_lock_blocked_",
+        "one series per database with a session waiting for a lock, and none waits in this run (tests/it/lock_queue.rs covers them)",
+    ),
+    (
+        "pgvigil_lock_root_blocker_age_seconds",
+        "present only while a session blocks another, and none does in this run (tests/it/lock_queue.rs covers it)",
+    ),
+    (
+        "pgvigil_lock_queue_sessions",
+        "present only while a session waits for a strong lock, and none does in this run (tests/it/lock_queue.rs covers it)",
+    ),
+    (
         "pgvigil_database_checksum_last_failure_timestamp_seconds",
         "absent until a data checksum failure (the test clusters have none)",
     ),

@@ -42,6 +42,7 @@ mod replication_slot_inactive;
 mod replication_slot_wal_retention_high;
 mod standby_not_streaming;
 // The server-health layer: locks.
+mod lock_queue;
 mod lock_waits_long;
 
 use std::time::Duration;
@@ -105,6 +106,7 @@ pub const RULES: &[RuleSpec] = &[
     archive_failing::SPEC,
     // The server-health layer: locks.
     lock_waits_long::SPEC,
+    lock_queue::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
