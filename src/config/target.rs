@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::collectors::CollectorConfig;
 use super::databases::DatabasesConfig;
 use super::guard::{ImportsConfig, TablesConfig};
+use super::migrations::{DEFAULT_MIGRATIONS_INTERVAL, MigrationsConfig};
 use super::raw::{self, RawTarget};
 use super::source::{Location, RawSource, SourceSettings};
 use super::{ConfigError, ConnectionSpec, Validator};
@@ -90,6 +91,8 @@ pub struct TargetConfig {
     pub io: CollectorConfig<()>,
     /// `[targets.locks]`: pg_locks and the blockers of waiting backends (common keys only).
     pub locks: CollectorConfig<()>,
+    /// `[targets.migrations]`: migration tools' records and leftovers of unsafe migrations.
+    pub migrations: CollectorConfig<MigrationsConfig>,
 }
 
 impl Deref for TargetConfig {
@@ -133,6 +136,10 @@ impl TargetConfig {
             checkpointer: CollectorConfig::on(()),
             io: CollectorConfig::on(()),
             locks: CollectorConfig::on(()),
+            migrations: CollectorConfig::every(
+                DEFAULT_MIGRATIONS_INTERVAL,
+                MigrationsConfig::default(),
+            ),
         }
     }
 
@@ -342,6 +349,13 @@ impl Validator<'_> {
         target.checkpointer = self.toggle(target.checkpointer, &raw.checkpointer)?;
         target.io = self.toggle(target.io, &raw.io)?;
         target.locks = self.toggle(target.locks, &raw.locks)?;
+        let migrations = self.migrations(&raw.migrations)?;
+        target.migrations = self.collector(
+            target.migrations,
+            raw.migrations.enabled,
+            &raw.migrations.interval,
+            migrations,
+        )?;
         Ok(target)
     }
 
