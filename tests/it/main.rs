@@ -22,6 +22,7 @@ mod imports;
 mod lifecycle;
 mod locks;
 mod methods;
+mod migrations;
 mod operator_kit;
 mod package;
 mod pgbouncer;

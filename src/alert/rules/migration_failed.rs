@@ -92,8 +92,8 @@ fn conditions(target: &str, report: &MigrationsReport) -> Vec<Condition> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::migrations::{FailedMigration, MigrationTable};
     use crate::collect::migrations::tools::Record;
+    use crate::collect::migrations::{FailedMigration, MigrationTable};
     use crate::config::MigrationTool;
 
     fn observations(failed: Vec<FailedMigration>) -> Observations {
@@ -136,8 +136,14 @@ mod tests {
             .collect();
         assert!(labels.contains(&("version", "2")) && labels.contains(&("tool", "flyway")));
         let description = &c[0].annotations["description"];
-        assert!(description.contains("(add email, V2__add_email.sql)"), "{description}");
-        assert!(description.contains("applied at 2026-01-01 10:00:00"), "{description}");
+        assert!(
+            description.contains("(add email, V2__add_email.sql)"),
+            "{description}"
+        );
+        assert!(
+            description.contains("applied at 2026-01-01 10:00:00"),
+            "{description}"
+        );
         let Evaluation::Holds(none) = rule.evaluate("main", &observations(vec![])) else {
             panic!("holds");
         };

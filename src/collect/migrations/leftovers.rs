@@ -195,7 +195,11 @@ mod tests {
         assert_eq!(op((10, 12), (0, 0)).ratio(), Some(1.0), "clamped");
         let f = op((200, 50), (0, 0)).finding("app");
         assert!(f.message.contains("25% done after 1m 5s"), "{}", f.message);
-        assert!(f.message.contains("reads and writes go on"), "{}", f.message);
+        assert!(
+            f.message.contains("reads and writes go on"),
+            "{}",
+            f.message
+        );
     }
 
     #[test]
@@ -211,10 +215,19 @@ mod tests {
         assert_eq!((f.check, f.severity), ("invalid_index", Severity::Critical));
         let fix = f.fix.unwrap();
         assert!(fix.starts_with("remove the duplicate values"), "{fix}");
-        assert!(fix.contains("DROP INDEX CONCURRENTLY contacts_email_key;"), "{fix}");
-        assert!(fix.contains("REINDEX INDEX CONCURRENTLY contacts_email_key;"), "{fix}");
+        assert!(
+            fix.contains("DROP INDEX CONCURRENTLY contacts_email_key;"),
+            "{fix}"
+        );
+        assert!(
+            fix.contains("REINDEX INDEX CONCURRENTLY contacts_email_key;"),
+            "{fix}"
+        );
         ix.partitioned = true;
-        assert!(ix.fix().starts_with("ALTER INDEX contacts_email_key ATTACH PARTITION"));
+        assert!(
+            ix.fix()
+                .starts_with("ALTER INDEX contacts_email_key ATTACH PARTITION")
+        );
     }
 
     #[test]
@@ -228,9 +241,10 @@ mod tests {
         assert_eq!(c.kind, "foreign_key");
         let f = c.finding("app");
         assert_eq!(f.object, "orders.orders_customer_fk");
-        assert!(f
-            .fix
-            .unwrap()
-            .starts_with("ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_fk;"));
+        assert!(
+            f.fix
+                .unwrap()
+                .starts_with("ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_fk;")
+        );
     }
 }

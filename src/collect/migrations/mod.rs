@@ -162,15 +162,7 @@ async fn read(
     client: &tokio_postgres::Client,
     config: &MigrationsConfig,
 ) -> Result<(Vec<(Candidate, TableRead)>, MigrationsReport), CollectError> {
-    let auto: Vec<String> = if config.auto_detect {
-        MigrationTool::ALL
-            .iter()
-            .map(|t| t.default_table().to_owned())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let configured: Vec<String> = config.tables.iter().map(|t| t.table.quoted()).collect();
+    let (auto, configured) = wanted(config);
     let rows = client
         .query(sql::CANDIDATES_SQL, &[&auto, &configured, &sql::MAX_TABLES])
         .await?;
@@ -314,6 +306,33 @@ pub async fn findings(
     Ok(report.findings())
 }
 
+/// The migration tables of the connected database, found or configured (for
+/// `pgvigil check-privileges`), each as `schema.table`.
+pub async fn table_names(
+    client: &tokio_postgres::Client,
+    config: &MigrationsConfig,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let (auto, configured) = wanted(config);
+    let rows = client
+        .query(sql::CANDIDATES_SQL, &[&auto, &configured, &sql::MAX_TABLES])
+        .await?;
+    rows.iter().map(|r| r.try_get(0)).collect()
+}
+
+/// The default names looked for (if `auto_detect`) and the configured tables, quoted.
+fn wanted(config: &MigrationsConfig) -> (Vec<String>, Vec<String>) {
+    let auto = if config.auto_detect {
+        MigrationTool::ALL
+            .iter()
+            .map(|t| t.default_table().to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let configured = config.tables.iter().map(|t| t.table.quoted()).collect();
+    (auto, configured)
+}
+
 /// A schema-change event: how many times a table's version moved, and when last.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Changes {
@@ -334,7 +353,11 @@ pub fn summarise(report: &MigrationsReport, changes: &BTreeMap<String, Changes>)
             info.push(version.clone());
             snap.push(&metrics::MIGRATION_INFO, info, 1.0);
         }
-        snap.push(&metrics::MIGRATION_FAILED, labels.clone(), t.failed.len() as f64);
+        snap.push(
+            &metrics::MIGRATION_FAILED,
+            labels.clone(),
+            t.failed.len() as f64,
+        );
         let c = changes.get(&t.table).copied().unwrap_or_default();
         snap.push(&metrics::SCHEMA_CHANGES, labels.clone(), c.count as f64);
         if let Some(at) = c.last_unix {
@@ -367,7 +390,11 @@ pub fn summarise(report: &MigrationsReport, changes: &BTreeMap<String, Changes>)
         snap.push(&metrics::NOT_VALID_CONSTRAINT_INFO, info, 1.0);
     }
     let omitted = [
-        ("index", report.invalid_indexes_total, report.invalid_indexes.len()),
+        (
+            "index",
+            report.invalid_indexes_total,
+            report.invalid_indexes.len(),
+        ),
         (
             "constraint",
             report.not_valid_constraints_total,
@@ -376,7 +403,11 @@ pub fn summarise(report: &MigrationsReport, changes: &BTreeMap<String, Changes>)
     ];
     for (kind, total, shown) in omitted {
         let n = (total - shown as i64).max(0);
-        snap.push(&metrics::SCHEMA_OBJECTS_OMITTED, vec![db.clone(), kind.to_owned()], n as f64);
+        snap.push(
+            &metrics::SCHEMA_OBJECTS_OMITTED,
+            vec![db.clone(), kind.to_owned()],
+            n as f64,
+        );
     }
     for o in &report.operations {
         let pid = o.pid.to_string();
@@ -460,7 +491,11 @@ impl Migrations {
         let failed: HashSet<(String, String)> = report
             .tables
             .iter()
-            .flat_map(|t| t.failed.iter().map(|f| (t.table.clone(), f.record.version.clone())))
+            .flat_map(|t| {
+                t.failed
+                    .iter()
+                    .map(|f| (t.table.clone(), f.record.version.clone()))
+            })
             .collect();
         self.failed_since.retain(|k, _| failed.contains(k));
         Ok(report)

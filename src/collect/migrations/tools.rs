@@ -156,7 +156,11 @@ pub fn fix(tool: MigrationTool, table: &str, failed: &Record) -> String {
         ),
         MigrationTool::Flyway => format!(
             "undo what {} did (PostgreSQL rolled back its transaction unless it ran outside one), fix the script, then run flyway repair (removes the failed row from {table}) and flyway migrate",
-            if failed.script.is_empty() { version.as_str() } else { failed.script.as_str() }
+            if failed.script.is_empty() {
+                version.as_str()
+            } else {
+                failed.script.as_str()
+            }
         ),
         MigrationTool::Sqlx => format!(
             "undo what {version} ({}) did, fix it, then DELETE FROM {table} WHERE version = {version}; and run sqlx migrate run again",
@@ -202,10 +206,19 @@ mod tests {
         );
         assert_eq!(problem(&ok), None);
         // Rails' schema_migrations: version is text and there is no dirty.
-        let rails = candidate(MigrationTool::GolangMigrate, &[("version", "character varying")]);
+        let rails = candidate(
+            MigrationTool::GolangMigrate,
+            &[("version", "character varying")],
+        );
         let p = problem(&rails).unwrap();
-        assert!(p.contains("public.t does not look like golang-migrate's"), "{p}");
-        assert!(p.contains("version is character varying, not bigint"), "{p}");
+        assert!(
+            p.contains("public.t does not look like golang-migrate's"),
+            "{p}"
+        );
+        assert!(
+            p.contains("version is character varying, not bigint"),
+            "{p}"
+        );
         assert!(p.contains("no column dirty"), "{p}");
         assert!(p.contains("auto_detect = false"), "{p}");
         let mut locked_out = ok.clone();
@@ -219,7 +232,10 @@ mod tests {
 
     #[test]
     fn golang_migrate_dirty_is_failed() {
-        let r = interpret(MigrationTool::GolangMigrate, vec![record("20240101", false)]);
+        let r = interpret(
+            MigrationTool::GolangMigrate,
+            vec![record("20240101", false)],
+        );
         assert_eq!(r.version.as_deref(), Some("20240101"));
         assert_eq!(r.failed, vec![record("20240101", false)]);
         let r = interpret(MigrationTool::GolangMigrate, vec![record("7", true)]);
@@ -236,7 +252,10 @@ mod tests {
         assert_eq!(r.version.as_deref(), Some("2"));
         assert_eq!(r.failed.len(), 1);
         assert_eq!(r.failed[0].version, "3");
-        let r = interpret(MigrationTool::Sqlx, vec![record("5", true), record("4", true)]);
+        let r = interpret(
+            MigrationTool::Sqlx,
+            vec![record("5", true), record("4", true)],
+        );
         assert_eq!((r.version.as_deref(), r.failed.len()), (Some("5"), 0));
     }
 
@@ -259,8 +278,15 @@ mod tests {
             ..Record::default()
         };
         assert!(fix(MigrationTool::GolangMigrate, "t", &failed).contains("force 3"));
-        let f = fix(MigrationTool::Flyway, "public.flyway_schema_history", &failed);
-        assert!(f.contains("V3__add_email.sql") && f.contains("flyway repair"), "{f}");
+        let f = fix(
+            MigrationTool::Flyway,
+            "public.flyway_schema_history",
+            &failed,
+        );
+        assert!(
+            f.contains("V3__add_email.sql") && f.contains("flyway repair"),
+            "{f}"
+        );
         let f = fix(MigrationTool::Sqlx, "public._sqlx_migrations", &failed);
         assert!(
             f.contains("DELETE FROM public._sqlx_migrations WHERE version = 3"),
