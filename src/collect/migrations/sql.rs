@@ -52,7 +52,7 @@ pub fn records_sql(tool: MigrationTool, table: &str) -> String {
     match tool {
         MigrationTool::GolangMigrate => format!(
             "SELECT version::text, ''::text, ''::text, NULL::text, NOT dirty
-  FROM {table} ORDER BY version DESC LIMIT least($1, 1)"
+  FROM {table} ORDER BY version DESC LIMIT least($1::int8, 1)"
         ),
         // The latest row of each version (repeatable migrations: of each script), newest
         // first: a failed attempt that a later success of the same version replaced is over.
@@ -63,15 +63,15 @@ pub fn records_sql(tool: MigrationTool, table: &str) -> String {
           FROM {table}
          ORDER BY coalesce('V' || version::text, 'R' || script::text), installed_rank DESC) latest
  ORDER BY installed_rank DESC
- LIMIT $1"
+ LIMIT $1::int8"
         ),
         MigrationTool::Sqlx => format!(
             "SELECT version::text, coalesce(description::text, ''), ''::text, installed_on::text, success
-  FROM {table} ORDER BY version DESC LIMIT $1"
+  FROM {table} ORDER BY version DESC LIMIT $1::int8"
         ),
         MigrationTool::Alembic => format!(
             "SELECT version_num::text, ''::text, ''::text, NULL::text, true
-  FROM {table} ORDER BY 1 LIMIT $1"
+  FROM {table} ORDER BY 1 LIMIT $1::int8"
         ),
     }
 }
@@ -128,7 +128,7 @@ SELECT p.pid, p.command, p.phase, coalesce(p.relid::regclass::text, ''),
   FROM pg_stat_progress_cluster p
   LEFT JOIN pg_stat_activity a ON a.pid = p.pid
  WHERE p.datname = current_database()
-) o ORDER BY 1 LIMIT $1";
+) o ORDER BY 1 LIMIT $1::int8";
 
 #[cfg(test)]
 mod tests {
