@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::collectors::CollectorConfig;
 use super::databases::DatabasesConfig;
 use super::guard::{ImportsConfig, TablesConfig};
+use super::migrations::{DEFAULT_MIGRATIONS_INTERVAL, MigrationsConfig};
 use super::raw::{self, RawTarget};
 use super::source::{Location, RawSource, SourceSettings};
 use super::{ConfigError, ConnectionSpec, Validator};
@@ -101,6 +102,8 @@ pub struct TargetConfig {
     /// `[targets.locks]`: pg_locks and the blocking chains of waiting backends (common keys
     /// only; every 5 s by default, or every poll if the target polls faster).
     pub locks: CollectorConfig<()>,
+    /// `[targets.migrations]`: migration tools' records and leftovers of unsafe migrations.
+    pub migrations: CollectorConfig<MigrationsConfig>,
 }
 
 impl Deref for TargetConfig {
@@ -144,6 +147,10 @@ impl TargetConfig {
             checkpointer: CollectorConfig::on(()),
             io: CollectorConfig::on(()),
             locks: CollectorConfig::every(DEFAULT_LOCKS_INTERVAL, ()),
+            migrations: CollectorConfig::every(
+                DEFAULT_MIGRATIONS_INTERVAL,
+                MigrationsConfig::default(),
+            ),
         }
     }
 
@@ -354,6 +361,13 @@ impl Validator<'_> {
         target.checkpointer = self.toggle(target.checkpointer, &raw.checkpointer)?;
         target.io = self.toggle(target.io, &raw.io)?;
         target.locks = self.toggle(target.locks, &raw.locks)?;
+        let migrations = self.migrations(&raw.migrations)?;
+        target.migrations = self.collector(
+            target.migrations,
+            raw.migrations.enabled,
+            &raw.migrations.interval,
+            migrations,
+        )?;
         Ok(target)
     }
 

@@ -23,6 +23,7 @@ mod lifecycle;
 mod lock_queue;
 mod locks;
 mod methods;
+mod migrations;
 mod operator_kit;
 mod package;
 mod pgbouncer;

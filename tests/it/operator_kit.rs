@@ -446,6 +446,30 @@ const MAY_BE_EMPTY: &[(&str, &str)] = &[
         "present only while a session waits for a strong lock, and none does in this run (tests/it/lock_queue.rs covers it)",
     ),
     (
+        "pgvigil_migration_info",
+        "no migration tool's table in the live run's database (tests/it/migrations.rs covers them)",
+    ),
+    (
+        "pgvigil_migration_failed",
+        "no migration tool's table in the live run's database",
+    ),
+    (
+        "pgvigil_schema_change",
+        "no migration tool's table in the live run's database",
+    ),
+    (
+        "pgvigil_invalid_index_",
+        "no INVALID index in the live run (tests/it/migrations.rs makes one)",
+    ),
+    (
+        "pgvigil_not_valid_constraint_info",
+        "no NOT VALID constraint in the live run",
+    ),
+    (
+        "pgvigil_schema_operation_",
+        "no index build or rewrite runs during the live run",
+    ),
+    (
         "pgvigil_database_checksum_last_failure_timestamp_seconds",
         "absent until a data checksum failure (the test clusters have none)",
     ),

@@ -14,7 +14,7 @@ const WAIT: Duration = crate::support::CEILING;
 
 /// The collectors a `[[targets]]` entry runs with no collector configured (those a version
 /// does not support are left out by [`default_collectors`]).
-const DEFAULT_COLLECTORS: [&str; 15] = [
+const DEFAULT_COLLECTORS: [&str; 16] = [
     "activity",
     "tables",
     "imports",
@@ -32,6 +32,8 @@ const DEFAULT_COLLECTORS: [&str; 15] = [
     "checkpointer",
     "io",
     "locks",
+    // The schema guard (issue 14).
+    "migrations",
 ];
 
 /// [`DEFAULT_COLLECTORS`] that the registry runs on PostgreSQL `major`.
