@@ -126,6 +126,9 @@ pub(crate) struct RawTarget {
     pub(crate) io: RawToggle,
     #[serde(default)]
     pub(crate) locks: RawToggle,
+    // The schema guard (issue 14).
+    #[serde(default)]
+    pub(crate) indexes: super::indexes::RawIndexes,
 }
 
 #[derive(Debug, Default, Deserialize)]

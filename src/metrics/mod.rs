@@ -24,6 +24,7 @@
 //!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
 //! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`checkpointer`], [`io`], [`locks`]: the server-health layer (cluster-wide views).
+//! * [`indexes`]: the schema guard's index health and sequence exhaustion.
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
@@ -57,6 +58,8 @@ pub mod wraparound;
 pub mod checkpointer;
 pub mod io;
 pub mod locks;
+// The schema guard (issue 14).
+pub mod indexes;
 
 use std::sync::LazyLock;
 
@@ -84,6 +87,8 @@ pub use wraparound::*;
 pub use checkpointer::*;
 pub use io::*;
 pub use locks::*;
+// The schema guard (issue 14).
+pub use indexes::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +179,8 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     CHECKPOINTER_METRICS,
     IO_METRICS,
     LOCKS_METRICS,
+    // The schema guard (issue 14).
+    INDEXES_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in
