@@ -14,7 +14,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The collectors a `[[targets]]` entry runs with no collector configured (those a version
 /// does not support are left out by [`default_collectors`]).
-const DEFAULT_COLLECTORS: [&str; 15] = [
+const DEFAULT_COLLECTORS: [&str; 16] = [
     "activity",
     "tables",
     "imports",
@@ -32,6 +32,8 @@ const DEFAULT_COLLECTORS: [&str; 15] = [
     "checkpointer",
     "io",
     "locks",
+    // The schema guard (issue 14).
+    "indexes",
 ];
 
 /// [`DEFAULT_COLLECTORS`] that the registry runs on PostgreSQL `major`.
@@ -114,9 +116,14 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
             WAIT,
             |m| {
                 // database_sizes runs every 5 minutes: its first run is the one to see.
-                let polled = collectors
-                    .iter()
-                    .all(|c| polls(m, c) >= if *c == "database_sizes" { 1.0 } else { POLLS });
+                let polled = collectors.iter().all(|c| {
+                    polls(m, c)
+                        >= if matches!(*c, "database_sizes" | "indexes") {
+                            1.0
+                        } else {
+                            POLLS
+                        }
+                });
                 (polled && contacts_live_rows(m) == Some(3.0)).then(|| m.clone())
             },
         )
@@ -191,6 +198,15 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
     server_health_series(&m, major, &db);
     replication_series(&m, major);
     checkpointer_io_locks_series(&m, major);
+    // The indexes collector ran in the database: its counts per check are there.
+    assert!(
+        m.value(
+            "pgvigil_index_findings",
+            &[("datname", db.as_str()), ("check", "sequence_exhaustion")]
+        )
+        .is_some(),
+        "indexes: findings counts on {major}"
+    );
     a_lock_wait_is_seen(&daemon, &cluster.dsn(&db), major).await;
     daemon.stop().await;
 }
