@@ -23,9 +23,12 @@ pub struct Check {
     /// The oldest `server_version_num` it runs on.
     pub min_version: i32,
     /// Its findings in the database of the context.
-    pub findings:
-        for<'a> fn(&'a PollContext<'a>) -> BoxFuture<'a, Result<Vec<Finding>, CollectError>>,
+    pub findings: FindingsFn,
 }
+
+/// What a check runs: its findings in the database of the context.
+pub type FindingsFn =
+    for<'a> fn(&'a PollContext<'a>) -> BoxFuture<'a, Result<Vec<Finding>, CollectError>>;
 
 /// Every schema-guard check, in report order (each helper of issue 14 adds its line).
 pub const CHECKS: &[Check] = &[Check {

@@ -208,7 +208,7 @@ async fn advise_database(
             }),
         }
     }
-    out.findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 

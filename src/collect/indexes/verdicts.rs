@@ -208,7 +208,7 @@ pub fn judge(catalog: &Catalog, config: &IndexesConfig, database: &str) -> Index
             .total_cmp(&a.used_ratio)
             .then_with(|| a.sequence.cmp(&b.sequence))
     });
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     report.findings = findings;
     report
 }
