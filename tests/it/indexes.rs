@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pgvigil_testkit::{TestCluster, wait_until};
 use serde_json::Value;
 
-use crate::support::{Daemon, connect, one_target, pgvigil_bin};
+use crate::support::{Daemon, connect, http_get, one_target, pgvigil_bin};
 
 /// Every case of the issue in one schema, and a used index whose scan has reached the
 /// statistics (waited for, not slept on).
@@ -224,6 +224,27 @@ async fn the_collector_exports_findings_and_is_not_stopped_by_a_migration_lock()
             &[("datname", db.as_str()), ("check", "fk_without_index")]
         ),
         Some(1.0)
+    );
+
+    // The same findings on /api/v1/findings and on the target's status page.
+    let (status, body) = http_get(daemon.addr, "/api/v1/findings", None).await;
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    let listed = api["targets"]["main"][db.as_str()]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        objects(&listed, "fk_without_index"),
+        ["public.children.children_parent_id_fkey"],
+        "{body}"
+    );
+    let (status, page) = http_get(daemon.addr, "/targets/main", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Schema guard findings"), "{page}");
+    assert!(
+        page.contains("CREATE INDEX CONCURRENTLY ON public.children (parent_id);"),
+        "{page}"
     );
 
     // A migration holds ACCESS EXCLUSIVE on children (and on contacts, whose index a
