@@ -105,6 +105,8 @@ pub enum Endpoint {
     Targets,
     /// `/api/v1/imports`.
     Imports,
+    /// `/api/v1/findings`: the schema guard's findings per target and database.
+    Findings,
     /// `/api/v1/alerts`.
     Alerts,
     /// `/api/v1/locks`: every target's waiters and blocking chains.
@@ -145,6 +147,7 @@ pub const ROUTES: &[(&str, Endpoint)] = &[
     ("/readyz", Endpoint::Readyz),
     ("/api/v1/targets", Endpoint::Targets),
     ("/api/v1/imports", Endpoint::Imports),
+    ("/api/v1/findings", Endpoint::Findings),
     ("/api/v1/alerts", Endpoint::Alerts),
     ("/api/v1/locks", Endpoint::Locks),
     ("/", Endpoint::StatusPage),
@@ -215,6 +218,7 @@ async fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
         }
         Endpoint::Targets => json(&shared.status.targets()),
         Endpoint::Imports => json(&imports_api(shared)),
+        Endpoint::Findings => json(&findings_api(shared)),
         Endpoint::Alerts => json(&shared.alerts.view()),
         Endpoint::Locks => json(&locks_api(shared)),
         Endpoint::StatusPage | Endpoint::Page => match crate::page::render(path, shared) {
@@ -326,6 +330,25 @@ fn locks_api(shared: &Hub) -> serde_json::Value {
             (target, value)
         })
         .collect();
+    serde_json::json!({ "targets": targets })
+}
+
+/// `/api/v1/findings`: every target's schema-guard findings by database (`null` for a
+/// database the indexes collector has not read), the same objects `pgvigil advise --json`
+/// prints.
+fn findings_api(shared: &Hub) -> serde_json::Value {
+    let mut targets = serde_json::Map::new();
+    for (target, obs) in shared.latest_observations() {
+        let mut databases = serde_json::Map::new();
+        for (datname, report) in obs.each_database() {
+            let findings = report.indexes.as_ref().map(|r| &r.findings);
+            databases.insert(
+                datname.to_owned(),
+                serde_json::to_value(findings).unwrap_or_default(),
+            );
+        }
+        targets.insert(target, serde_json::Value::Object(databases));
+    }
     serde_json::json!({ "targets": targets })
 }
 

@@ -57,6 +57,17 @@ enum Command {
         /// A DSN to check instead of the config's targets.
         dsn: Option<String>,
     },
+    /// One-shot schema-guard report: connect (every target and watched database of --config,
+    /// or DSN), run every check (unused, duplicate and missing foreign-key indexes, sequences
+    /// running out, ...) and print the findings by severity with the SQL to act on. Exit
+    /// status 0, or 2 if a target cannot be reached or the config is invalid.
+    Advise {
+        /// A DSN to report on instead of the config's targets.
+        dsn: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +75,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file, cli.web_config_file),
         Some(Command::CheckPrivileges { dsn }) => check_privileges(cli.config, dsn),
+        Some(Command::Advise { dsn, json }) => advise(cli.config, dsn, json),
         Some(Command::Run) | None => {
             let source = pgvigil::app::ConfigSource {
                 path: cli.config,
@@ -127,15 +139,19 @@ fn check_config(file: &std::path::Path, web_config_file: Option<PathBuf>) -> Exi
     }
 }
 
-fn check_privileges(config: Option<PathBuf>, dsn: Option<String>) -> ExitCode {
-    let targets = match dsn {
+/// The targets of a DSN (one, named `dsn`) or of the config; the error is printed.
+fn targets(
+    config: Option<PathBuf>,
+    dsn: Option<String>,
+) -> Result<Vec<pgvigil::config::TargetConfig>, ExitCode> {
+    match dsn {
         Some(dsn) => {
             let env = pgvigil::config::LibpqEnv::from_process();
             match pgvigil::config::ConnectionSpec::parse(&dsn, &env) {
-                Ok(spec) => vec![pgvigil::config::TargetConfig::new("dsn", spec)],
+                Ok(spec) => Ok(vec![pgvigil::config::TargetConfig::new("dsn", spec)]),
                 Err(e) => {
                     eprintln!("pgvigil: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
+                    Err(ExitCode::from(EXIT_CONFIG))
                 }
             }
         }
@@ -146,23 +162,68 @@ fn check_privileges(config: Option<PathBuf>, dsn: Option<String>) -> ExitCode {
                 web_config_file: None,
             };
             match source.load() {
-                Ok(config) => config.targets.iter().map(|t| (*t).clone()).collect(),
+                Ok(config) => Ok(config.targets.iter().map(|t| (*t).clone()).collect()),
                 Err(e) => {
                     eprintln!("pgvigil: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
+                    Err(ExitCode::from(EXIT_CONFIG))
                 }
             }
         }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    }
+}
+
+/// A runtime for the one-shot commands; the error is printed.
+fn one_shot_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("pgvigil: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
+        })
+}
+
+fn advise(config: Option<PathBuf>, dsn: Option<String>, json: bool) -> ExitCode {
+    let targets = match targets(config, dsn) {
+        Ok(targets) => targets,
+        Err(code) => return code,
+    };
+    let runtime = match one_shot_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let advice = runtime.block_on(pgvigil::advice::report::advise(&targets));
+    if json {
+        match serde_json::to_string_pretty(&advice) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("pgvigil: cannot encode the report: {e}");
+                return ExitCode::FAILURE;
+            }
         }
+    } else {
+        print!("{}", advice.text());
+    }
+    if advice.reached_everything() {
+        ExitCode::SUCCESS
+    } else {
+        for t in &advice.targets {
+            if let Some(e) = &t.error {
+                eprintln!("pgvigil: target {}: {e}", t.target);
+            }
+        }
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn check_privileges(config: Option<PathBuf>, dsn: Option<String>) -> ExitCode {
+    let targets = match targets(config, dsn) {
+        Ok(targets) => targets,
+        Err(code) => return code,
+    };
+    let runtime = match one_shot_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     let mut status = ExitCode::SUCCESS;
     for target in &targets {

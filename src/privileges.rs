@@ -15,6 +15,8 @@
 //!   readable audit tables of the recommended shape;
 //! - `SELECT ON <migration tables>`: the same for each migration tool's table found or
 //!   configured (`[targets.migrations]`);
+//! - `SELECT ON <sequences>`: `has_sequence_privilege(..., 'SELECT,USAGE')` over the
+//!   database's sequences, with one `GRANT ... ON ALL SEQUENCES IN SCHEMA` per schema lacking;
 //! - and for every watched database, `has_database_privilege(..., 'CONNECT')`.
 //!
 //! Cost: a handful of catalog function calls per database; no locks beyond catalog reads.
@@ -119,6 +121,30 @@ async fn grant_checks(
         "SELECT ON <import target tables>" => import_targets(client, target).await?,
         "SELECT ON <migration tables>" => {
             crate::collect::migrations::table_names(client, &target.migrations).await?
+        }
+        "SELECT ON <sequences>" => {
+            let row = client
+                .query_one(
+                    "SELECT count(*)::int8, \
+                            coalesce(array_agg(DISTINCT format('%I', n.nspname) ORDER BY format('%I', n.nspname)) \
+                                     FILTER (WHERE NOT has_sequence_privilege(c.oid, 'SELECT,USAGE')), '{}') \
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE c.relkind = 'S' AND NOT pg_is_other_temp_schema(n.oid) \
+                        AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+                    &[],
+                )
+                .await?;
+            let total: i64 = row.get(0);
+            let schemas: Vec<String> = row.get(1);
+            let fix = schemas
+                .iter()
+                .map(|s| format!("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {role};"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Ok(vec![check(
+                format!("SELECT on the {total} sequences (their last value)"),
+                (!schemas.is_empty()).then_some(fix),
+            )]);
         }
         other => {
             return Ok(vec![check(
@@ -313,7 +339,7 @@ pub async fn check_target(target: &TargetConfig) -> Result<Vec<Check>, Privilege
     Ok(checks)
 }
 
-async fn connect(
+pub(crate) async fn connect(
     target: &TargetConfig,
     connection: &crate::config::ConnectionSpec,
     tls: &crate::tls::Connector,
@@ -418,6 +444,7 @@ mod tests {
         "SELECT ON import_audit",
         "SELECT ON <import target tables>",
         "SELECT ON <migration tables>",
+        "SELECT ON <sequences>",
     ];
 
     #[test]

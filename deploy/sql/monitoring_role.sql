@@ -32,5 +32,10 @@ GRANT SELECT ON import_audit TO pgvigil;
 -- Exact counts ([targets.tables] exact_count_tables) need SELECT ON <exact_count_tables> too.
 -- GRANT SELECT ON orders, invoices TO pgvigil;
 
+-- Sequence exhaustion ([targets.indexes]) reads each sequence's last value: SELECT ON <sequences>,
+-- per schema (pgvigil check-privileges lists the schemas that lack it).
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO pgvigil;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON SEQUENCES TO pgvigil;
+
 -- pgvigil never writes. To make that a guarantee, not a promise:
 ALTER ROLE pgvigil SET default_transaction_read_only = on;

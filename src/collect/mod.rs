@@ -45,6 +45,8 @@ pub mod io;
 pub mod locks;
 // The schema guard: migration records and the leftovers of unsafe migrations.
 pub mod migrations;
+// The schema guard (issue 14).
+pub mod indexes;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -244,6 +246,8 @@ pub struct DatabaseReport {
     pub imports: Option<imports::ImportsReport>,
     /// Migration records and leftovers of unsafe migrations.
     pub migrations: Option<migrations::MigrationsReport>,
+    /// Index health and sequence exhaustion (the schema guard).
+    pub indexes: Option<indexes::IndexesReport>,
     /// Why the database could not be read, if it could not (connection refused, ...).
     pub error: Option<String>,
 }

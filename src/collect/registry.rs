@@ -149,6 +149,7 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     super::locks::SPEC,
     // The schema guard (issue 14).
     super::migrations::SPEC,
+    super::indexes::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

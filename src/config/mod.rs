@@ -28,6 +28,7 @@ mod dsn;
 mod error;
 mod fragments;
 mod guard;
+mod indexes;
 mod libpq;
 mod limits;
 mod migrations;
@@ -61,6 +62,7 @@ pub(crate) use error::{improve_message, line_column};
 pub use guard::{
     AuditColumns, AuditTableConfig, Ident, ImportsConfig, QualifiedName, TablesConfig,
 };
+pub use indexes::IndexesConfig;
 pub(crate) use limits::check_general as check_duration_bound;
 pub use limits::{MAX_DURATION, PG_INT_MILLIS_MAX};
 pub use migrations::{MigrationTableConfig, MigrationTool, MigrationsConfig};

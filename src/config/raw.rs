@@ -129,6 +129,9 @@ pub(crate) struct RawTarget {
     // The schema guard.
     #[serde(default)]
     pub(crate) migrations: super::migrations::RawMigrations,
+    // The schema guard (issue 14).
+    #[serde(default)]
+    pub(crate) indexes: super::indexes::RawIndexes,
 }
 
 #[derive(Debug, Default, Deserialize)]

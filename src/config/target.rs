@@ -2,7 +2,8 @@
 //! their collector tables (`[targets.activity]`, `[targets.statements]`, `[targets.tables]`,
 //! `[targets.imports]`, `[targets.replication]`, `[targets.replication_slots]`,
 //! `[targets.archiver]`, `[targets.wal_directory]`).
-//! `[targets.imports]`, `[targets.checkpointer]`, `[targets.io]`, `[targets.locks]`, ...).
+//! `[targets.imports]`, `[targets.checkpointer]`, `[targets.io]`, `[targets.locks]`,
+//! `[targets.indexes]`, ...).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -13,6 +14,7 @@ use toml::Spanned;
 use super::collectors::CollectorConfig;
 use super::databases::DatabasesConfig;
 use super::guard::{ImportsConfig, TablesConfig};
+use super::indexes::IndexesConfig;
 use super::migrations::{DEFAULT_MIGRATIONS_INTERVAL, MigrationsConfig};
 use super::raw::{self, RawTarget};
 use super::source::{Location, RawSource, SourceSettings};
@@ -39,6 +41,9 @@ const DEFAULT_LOCKS_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_DATABASE_SIZES_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// The size of pg_wal: `pg_ls_waldir()` stats every WAL segment, so every 5 minutes.
 const DEFAULT_WAL_DIRECTORY_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Index health and sequences: every 10 minutes (catalog scans of every index, constraint
+/// and sequence of a database; what they find changes with migrations, not by the second).
+const DEFAULT_INDEXES_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 /// The default interval of the table statistics and of the database list for a target that
 /// polls every `poll_interval`.
@@ -104,6 +109,9 @@ pub struct TargetConfig {
     pub locks: CollectorConfig<()>,
     /// `[targets.migrations]`: migration tools' records and leftovers of unsafe migrations.
     pub migrations: CollectorConfig<MigrationsConfig>,
+    /// `[targets.indexes]`: unused, redundant and missing foreign-key indexes, and sequences
+    /// running out, on a slow schedule of its own (catalog scans).
+    pub indexes: CollectorConfig<IndexesConfig>,
 }
 
 impl Deref for TargetConfig {
@@ -151,6 +159,7 @@ impl TargetConfig {
                 DEFAULT_MIGRATIONS_INTERVAL,
                 MigrationsConfig::default(),
             ),
+            indexes: CollectorConfig::every(DEFAULT_INDEXES_INTERVAL, IndexesConfig::default()),
         }
     }
 
@@ -367,6 +376,13 @@ impl Validator<'_> {
             raw.migrations.enabled,
             &raw.migrations.interval,
             migrations,
+        )?;
+        let indexes = self.indexes(&raw.indexes)?;
+        target.indexes = self.collector(
+            target.indexes,
+            raw.indexes.enabled,
+            &raw.indexes.interval,
+            indexes,
         )?;
         Ok(target)
     }

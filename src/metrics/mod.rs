@@ -25,6 +25,7 @@
 //! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`checkpointer`], [`io`], [`locks`]: the server-health layer (cluster-wide views).
 //! * [`migrations`]: the schema guard's migration records and leftovers (per database).
+//! * [`indexes`]: the schema guard's index health and sequence exhaustion.
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
@@ -64,6 +65,8 @@ pub mod io;
 pub mod locks;
 // The schema guard: migrations and their leftovers.
 pub mod migrations;
+// The schema guard (issue 14).
+pub mod indexes;
 
 use std::sync::LazyLock;
 
@@ -93,6 +96,8 @@ pub use io::*;
 pub use locks::*;
 // The schema guard.
 pub use migrations::*;
+// The schema guard (issue 14).
+pub use indexes::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +190,8 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     LOCKS_METRICS,
     // The schema guard.
     MIGRATIONS_METRICS,
+    // The schema guard (issue 14).
+    INDEXES_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

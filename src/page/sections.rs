@@ -58,6 +58,11 @@ pub(crate) const SECTIONS: &[Section] = &[
         render: tables,
     },
     Section {
+        id: "findings",
+        title: "Schema guard findings",
+        render: findings,
+    },
+    Section {
         id: "pools",
         title: "PgBouncer pools",
         render: pools,
@@ -234,6 +239,51 @@ fn tables(view: &TargetView<'_>) -> Option<String> {
             out,
             "<p>{} more on <a href=\"/metrics\">/metrics</a>.</p>",
             rows.len() - 25
+        );
+    }
+    Some(out)
+}
+
+/// The most findings listed on the page; `pgvigil advise` and `/api/v1/targets` have all.
+const MAX_FINDINGS_SHOWN: usize = 50;
+
+/// The schema guard's findings of every database, most severe first, with their fixes.
+fn findings(view: &TargetView<'_>) -> Option<String> {
+    let mut rows = Vec::new();
+    let mut reported = false;
+    for (_, d) in view.observations.each_database() {
+        let Some(report) = &d.indexes else { continue };
+        reported = true;
+        rows.extend(report.findings.iter());
+    }
+    if !reported {
+        return None;
+    }
+    if rows.is_empty() {
+        return Some("<p>No findings in any database.</p>".to_owned());
+    }
+    rows.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let mut out = String::from(
+        "<table><tr><th>severity</th><th>database</th><th>check</th><th>object</th><th>finding</th><th>fix</th></tr>",
+    );
+    for f in rows.iter().take(MAX_FINDINGS_SHOWN) {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            f.severity.as_str(),
+            escape(&f.database),
+            f.check,
+            escape(&f.object),
+            escape(&f.message),
+            escape(f.fix.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</table>");
+    if rows.len() > MAX_FINDINGS_SHOWN {
+        let _ = write!(
+            out,
+            "<p>{} more: run <code>pgvigil advise</code>.</p>",
+            rows.len() - MAX_FINDINGS_SHOWN
         );
     }
     Some(out)

@@ -232,7 +232,10 @@ mod tests {
         };
         assert_eq!(names(Scope::Cluster), registered(Scope::Cluster));
         assert!(names(Scope::Cluster).contains(&"activity"));
-        assert_eq!(names(Scope::Database), ["tables", "imports", "migrations"]);
+        assert_eq!(
+            names(Scope::Database),
+            ["tables", "imports", "migrations", "indexes"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

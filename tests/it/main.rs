@@ -19,6 +19,7 @@ mod endpoints;
 mod faults;
 mod https_receivers;
 mod imports;
+mod indexes;
 mod lifecycle;
 mod lock_queue;
 mod locks;

@@ -83,7 +83,12 @@ async fn every_declared_metric_is_published_by_real_polls() {
     let db = cluster.create_database("registry");
     cluster.psql(
         &db,
-        "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);",
+        "CREATE TABLE contacts (id bigserial PRIMARY KEY, email text NOT NULL, import_id uuid);
+         -- For the indexes collector: an unused index, its duplicate, an unindexed foreign key.
+         CREATE TABLE parents (id int PRIMARY KEY);
+         CREATE TABLE kids (parent_id int REFERENCES parents (id), a int);
+         CREATE INDEX kids_a ON kids (a);
+         CREATE INDEX kids_a_copy ON kids (a);",
     );
     let audit = connect(&cluster.dsn(&db)).await;
     ImportAudit::ensure_table(&audit).await.unwrap();
@@ -104,7 +109,7 @@ async fn every_declared_metric_is_published_by_real_polls() {
         one_target(
             "main",
             &cluster.dsn(&db),
-            "[targets.tables]\nexact_count_tables = [\"contacts\"]\n[targets.imports]\ngrace_period = \"100ms\"\n",
+            "[targets.tables]\nexact_count_tables = [\"contacts\"]\n[targets.imports]\ngrace_period = \"100ms\"\n[targets.indexes]\nunused_min_window = \"0s\"\nfk_min_table_bytes = 0\n",
         ),
         bouncer_config("bouncer", &bouncer)
     );

@@ -14,7 +14,7 @@ const WAIT: Duration = crate::support::CEILING;
 
 /// The collectors a `[[targets]]` entry runs with no collector configured (those a version
 /// does not support are left out by [`default_collectors`]).
-const DEFAULT_COLLECTORS: [&str; 16] = [
+const DEFAULT_COLLECTORS: [&str; 17] = [
     "activity",
     "tables",
     "imports",
@@ -34,6 +34,7 @@ const DEFAULT_COLLECTORS: [&str; 16] = [
     "locks",
     // The schema guard (issue 14).
     "migrations",
+    "indexes",
 ];
 
 /// [`DEFAULT_COLLECTORS`] that the registry runs on PostgreSQL `major`.
@@ -116,9 +117,14 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
             WAIT,
             |m| {
                 // database_sizes runs every 5 minutes: its first run is the one to see.
-                let polled = collectors
-                    .iter()
-                    .all(|c| polls(m, c) >= if *c == "database_sizes" { 1.0 } else { POLLS });
+                let polled = collectors.iter().all(|c| {
+                    polls(m, c)
+                        >= if matches!(*c, "database_sizes" | "indexes") {
+                            1.0
+                        } else {
+                            POLLS
+                        }
+                });
                 (polled && contacts_live_rows(m) == Some(3.0)).then(|| m.clone())
             },
         )
@@ -193,6 +199,15 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
     server_health_series(&m, major, &db);
     replication_series(&m, major);
     checkpointer_io_locks_series(&m, major);
+    // The indexes collector ran in the database: its counts per check are there.
+    assert!(
+        m.value(
+            "pgvigil_index_findings",
+            &[("datname", db.as_str()), ("check", "sequence_exhaustion")]
+        )
+        .is_some(),
+        "indexes: findings counts on {major}"
+    );
     a_lock_wait_is_seen(&daemon, &cluster.dsn(&db), major).await;
     daemon.stop().await;
 }
