@@ -43,6 +43,8 @@ pub mod wraparound;
 pub mod checkpointer;
 pub mod io;
 pub mod locks;
+// The schema guard (issue 14): missing-index advice and rulebook lints.
+pub mod advice;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -240,6 +242,8 @@ pub struct DatabaseReport {
     pub tables: Option<tables::TablesReport>,
     /// Import verdicts.
     pub imports: Option<imports::ImportsReport>,
+    /// Missing-index advice and lints of the top statements.
+    pub advice: Option<advice::AdviceReport>,
     /// Why the database could not be read, if it could not (connection refused, ...).
     pub error: Option<String>,
 }

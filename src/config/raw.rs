@@ -126,6 +126,9 @@ pub(crate) struct RawTarget {
     pub(crate) io: RawToggle,
     #[serde(default)]
     pub(crate) locks: RawToggle,
+    // The schema guard (issue 14): missing-index advice and rulebook lints.
+    #[serde(default)]
+    pub(crate) advice: super::advice::RawAdvice,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::advice::{AdviceConfig, DEFAULT_ADVICE_INTERVAL};
 use super::collectors::CollectorConfig;
 use super::databases::DatabasesConfig;
 use super::guard::{ImportsConfig, TablesConfig};
@@ -90,6 +91,8 @@ pub struct TargetConfig {
     pub io: CollectorConfig<()>,
     /// `[targets.locks]`: pg_locks and the blockers of waiting backends (common keys only).
     pub locks: CollectorConfig<()>,
+    /// `[targets.advice]`: missing-index advice and lints over the top statements.
+    pub advice: CollectorConfig<AdviceConfig>,
 }
 
 impl Deref for TargetConfig {
@@ -133,6 +136,7 @@ impl TargetConfig {
             checkpointer: CollectorConfig::on(()),
             io: CollectorConfig::on(()),
             locks: CollectorConfig::on(()),
+            advice: CollectorConfig::every(DEFAULT_ADVICE_INTERVAL, AdviceConfig::default()),
         }
     }
 
@@ -342,6 +346,13 @@ impl Validator<'_> {
         target.checkpointer = self.toggle(target.checkpointer, &raw.checkpointer)?;
         target.io = self.toggle(target.io, &raw.io)?;
         target.locks = self.toggle(target.locks, &raw.locks)?;
+        let advice = self.advice(&raw.advice)?;
+        target.advice = self.collector(
+            target.advice,
+            raw.advice.enabled,
+            &raw.advice.interval,
+            advice,
+        )?;
         Ok(target)
     }
 

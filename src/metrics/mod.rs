@@ -57,6 +57,8 @@ pub mod wraparound;
 pub mod checkpointer;
 pub mod io;
 pub mod locks;
+// The schema guard (issue 14).
+pub mod advice;
 
 use std::sync::LazyLock;
 
@@ -84,6 +86,8 @@ pub use wraparound::*;
 pub use checkpointer::*;
 pub use io::*;
 pub use locks::*;
+// The schema guard (issue 14).
+pub use advice::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +178,8 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     CHECKPOINTER_METRICS,
     IO_METRICS,
     LOCKS_METRICS,
+    // The schema guard (issue 14).
+    ADVICE_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

@@ -43,6 +43,8 @@ mod replication_slot_wal_retention_high;
 mod standby_not_streaming;
 // The server-health layer: locks.
 mod lock_waits_long;
+// The schema guard (issue 14).
+mod index_suggested;
 
 use std::time::Duration;
 
@@ -105,7 +107,14 @@ pub const RULES: &[RuleSpec] = &[
     archive_failing::SPEC,
     // The server-health layer: locks.
     lock_waits_long::SPEC,
+    // The schema guard (issue 14).
+    index_suggested::SPEC,
 ];
+
+/// Rules whose alerts are not sent to the receivers unless their table says `notify = true`:
+/// advice rather than trouble. They still fire on the status page, in `/api/v1/alerts` and in
+/// the log.
+pub const QUIET_BY_DEFAULT: &[&str] = &["IndexSuggested"];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
 pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
