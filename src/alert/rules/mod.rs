@@ -269,7 +269,7 @@ mod tests {
     }
 
     /// The keys every rule table takes besides the rule's own parameters.
-    const COMMON_KEYS: [&str; 4] = ["enabled", "severity", "for", "keep_firing_for"];
+    const COMMON_KEYS: [&str; 5] = ["enabled", "severity", "for", "keep_firing_for", "notify"];
 
     #[test]
     fn example_config_documents_every_rule_with_its_defaults() {

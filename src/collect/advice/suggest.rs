@@ -469,7 +469,7 @@ mod tests {
             ),
             statement(
                 2,
-                "SELECT id FROM contacts WHERE name = $1 AND email = $2 AND created_at > $3",
+                "SELECT id FROM contacts WHERE email = $1 AND name = $2 AND created_at > $3",
             ),
         ];
         let (oids, tables) = world(&["id"]);
@@ -480,8 +480,9 @@ mod tests {
             &AdviceConfig::default(),
             Window::SinceReset,
         );
-        // Different column orders are different indexes.
+        // Different column orders are different indexes; the range column goes last.
         assert_eq!(suggestions.len(), 2);
+        assert_eq!(suggestions[0].columns, ["email", "name", "created_at"]);
         assert!(
             suggestions
                 .iter()
