@@ -61,7 +61,8 @@ pub enum Usage {
     In,
     /// `col < $1`, `BETWEEN`.
     Range,
-    /// `col LIKE 'abc%'` (or `LIKE $1`: the normalised text hides the pattern).
+    /// `col LIKE 'abc%'`. `LIKE $1` is not counted: pg_stat_statements replaced the pattern,
+    /// which may as well be `'%abc%'`, and no suggestion beats a wrong one.
     LikePrefix,
     /// `a.col = b.col` in a `JOIN ... ON` or a `WHERE`, `USING (col)`.
     Join,
@@ -473,13 +474,12 @@ fn column_ref(expr: &Expr) -> Option<ColumnRef> {
     }
 }
 
-/// A `LIKE` pattern a b-tree index can serve: a literal that does not start with a wildcard,
-/// or a placeholder (pg_stat_statements replaced the literal; it may be either).
+/// A `LIKE` pattern a b-tree index can serve: a literal that does not start with a wildcard
+/// (not a placeholder: the pattern it stands for is unknown).
 fn like_prefix(pattern: &Expr) -> bool {
     match pattern {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) => !s.starts_with('%') && !s.starts_with('_'),
-            Value::Placeholder(_) => true,
             _ => false,
         },
         _ => false,

@@ -46,8 +46,7 @@ fn where_with_placeholders() {
         [
             u("contacts", "id", Usage::In),
             u("contacts", "owner", Usage::In),
-            u("contacts", "n", Usage::Range),
-            u("contacts", "name", Usage::LikePrefix)
+            u("contacts", "n", Usage::Range)
         ]
     );
 }
