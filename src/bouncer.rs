@@ -15,10 +15,10 @@ use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::collect::pgbouncer::{self, BouncerContext};
-use crate::collect::{CollectError, Pgbouncer, describe_pg_error};
+use crate::collect::{CollectError, Pgbouncer, describe_pg_error, session};
 use crate::config::{PgbouncerConfig, SourceSettings};
 use crate::hub::Hub;
 use crate::poll::{self, Connected, Driver, PollError};
@@ -36,6 +36,7 @@ pub(crate) async fn run(
         tls: tls::Connector::new(&config.connection),
         config,
         tracker,
+        hub: hub.clone(),
     };
     poll::run(driver, hub, shutdown, updates).await;
 }
@@ -44,6 +45,8 @@ struct Bouncer {
     config: Arc<PgbouncerConfig>,
     tls: tls::Connector,
     tracker: TaskTracker,
+    /// Where a lost admin console session is counted (`pgvigil_session_losses_total`).
+    hub: Arc<Hub>,
 }
 
 impl Driver for Bouncer {
@@ -73,9 +76,23 @@ impl Driver for Bouncer {
             .await
             .map_err(|e| PollError::Connect(tls::explain(&config.connection, explain(&e))))?;
         let name = config.name.clone();
+        let hub = self.hub.clone();
         self.tracker.spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(target = %name, error = %describe_pg_error(&e), "connection closed");
+            // A session pgvigil closes (the client dropped) ends with `Ok`; one that ends with
+            // an error was lost (PgBouncer shut down or restarted, the connection broke).
+            match connection.await {
+                Ok(()) => debug!(target = %name, "connection closed"),
+                Err(e) => {
+                    let reason = session::loss_reason(e.code());
+                    hub.metrics.session_lost(&name, "main", reason);
+                    warn!(
+                        target = %name,
+                        purpose = "main",
+                        reason,
+                        "admin console session lost: {}; it will be reopened",
+                        describe_pg_error(&e)
+                    );
+                }
             }
         });
         // Proves this is an admin console, not a PostgreSQL server or a pooled database.

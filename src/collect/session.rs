@@ -104,9 +104,48 @@ pub fn loss_reason(code: Option<&SqlState>) -> &'static str {
     }
 }
 
+/// Whether an error means the session is gone (the server shut down or crashed, the backend
+/// was terminated, the connection broke) rather than that one query failed: what was being
+/// read is then unknown, not empty.
+pub fn is_session_lost(e: &tokio_postgres::Error) -> bool {
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    e.is_closed() || io || ends_session(e.code())
+}
+
+/// Whether a server error with this SQLSTATE ends the session: connection exceptions (class
+/// 08), and the shutdowns and terminations of class 57 (`57P01`–`57P03`); not a cancelled
+/// statement (`57014`, a statement timeout), which leaves the session usable.
+pub fn ends_session(code: Option<&SqlState>) -> bool {
+    code.is_some_and(|c| {
+        let c = c.code();
+        c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shutdowns_and_broken_connections_end_the_session_a_timeout_does_not() {
+        for code in [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+        ] {
+            assert!(ends_session(Some(&code)), "{code:?}");
+        }
+        for code in [
+            SqlState::QUERY_CANCELED,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ] {
+            assert!(!ends_session(Some(&code)), "{code:?}");
+        }
+        assert!(!ends_session(None));
+    }
 
     #[test]
     fn losses_are_named_by_their_sqlstate() {

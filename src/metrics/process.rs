@@ -19,7 +19,7 @@ super::catalogue! {
     CONNECT_ATTEMPTS, Counter, "pgvigil_connection_attempts_total", ["target", "purpose", "result"],
         "Connections pgvigil opened or tried to open to the target, by purpose (main: the session for cluster-wide views; database: a session visiting one database) and result (success, failure).";
     SESSION_LOSSES, Counter, "pgvigil_session_losses_total", ["target", "purpose", "reason"],
-        "Sessions pgvigil lost without closing them itself, by purpose (main, database) and reason: terminated (pg_terminate_backend or a server shutdown, 57P01), server_crash (57P02), idle_timeout (an idle timeout of the server's, 25P03 or 57P05), server_error (another server error), closed (the connection broke without one).";
+        "Sessions pgvigil lost without closing them itself, by purpose (main: a PostgreSQL target's main session or a PgBouncer admin console session; database) and reason: terminated (pg_terminate_backend or a server shutdown, 57P01), server_crash (57P02), idle_timeout (an idle timeout of the server's, 25P03 or 57P05), server_error (another server error), closed (the connection broke without one).";
     CONFIG_RELOAD_SUCCESSFUL, Gauge, "pgvigil_config_last_reload_successful", [],
         "1 if the last configuration reload (or the load at start) succeeded, 0 if it was rejected and the previous configuration still runs.";
     CONFIG_RELOAD_TIMESTAMP, Gauge, "pgvigil_config_last_reload_success_timestamp_seconds", [],

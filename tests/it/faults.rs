@@ -178,6 +178,34 @@ async fn pgbouncer_pause_and_reload_while_polled() {
     daemon.stop().await;
 }
 
+#[tokio::test]
+async fn a_lost_pgbouncer_console_session_is_counted_as_a_session_loss() {
+    let cluster = TestCluster::start();
+    let bouncer = TestPgbouncer::start(&cluster, 2);
+    let daemon = Daemon::start(&crate::pgbouncer::bouncer_config("pool", &bouncer)).await;
+    let losses = |m: &Metrics| {
+        m.sum(
+            "pgvigil_session_losses_total",
+            &[("target", "pool"), ("purpose", "main")],
+        )
+    };
+    daemon
+        .wait_for("pool polled", WAIT, |m| {
+            (up(m, "pool")? == 1.0).then_some(())
+        })
+        .await;
+    assert_eq!(losses(&daemon.metrics().await), 0.0);
+    // PgBouncer goes away under the open admin console session.
+    bouncer.stop();
+    let lost = daemon
+        .wait_for("the lost console session counted", WAIT, |m| {
+            (losses(m) >= 1.0).then(|| losses(m))
+        })
+        .await;
+    assert_eq!(lost, 1.0, "one session, lost once");
+    daemon.stop().await;
+}
+
 /// A short import recorded in `db`'s audit table: 10 rows expected, 5 committed.
 async fn short_import(client: &tokio_postgres::Client) -> String {
     let id: String = client
@@ -351,6 +379,77 @@ async fn a_full_state_disk_is_reported_alerting_goes_on_and_it_recovers() {
     .await;
     let saved = std::fs::read_to_string(disk.path().join("state/alerts.json")).unwrap();
     assert!(saved.contains("IdleInTransaction"), "{saved}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn restarts_mid_poll_lose_no_alert_and_stay_within_the_budget() {
+    use crate::support_alerting::{api_active, wait_async};
+
+    let cluster = TestCluster::start_private();
+    let db = cluster.create_database("fault_restart");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
+    cluster.psql(&db, &ddl);
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id)",
+    );
+    let id = short_import(&connect(&cluster.dsn(&db)).await).await;
+    let extra = format!(
+        "[targets.databases]\ninclude = [\"{db}\"]\n\
+         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\n"
+    );
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
+    let labels = [
+        ("alertname", "ImportRowShortfall"),
+        ("import_id", id.as_str()),
+    ];
+    let firing = wait_async("the shortfall alert", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    let successes = |m: &Metrics| {
+        m.value(
+            "pgvigil_connection_attempts_total",
+            &[
+                ("target", "main"),
+                ("purpose", "main"),
+                ("result", "success"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    for round in 1..=2 {
+        let before = successes(&daemon.metrics().await);
+        // Polls run every 200 ms: a restart lands in or between them.
+        cluster.restart();
+        daemon
+            .wait_for(&format!("reconnected after restart {round}"), WAIT, |m| {
+                (up(m, "main")? == 1.0 && successes(m) > before).then_some(())
+            })
+            .await;
+        let admin = connect(&cluster.dsn("postgres")).await;
+        assert!(
+            sessions(&admin, &db).await <= 2,
+            "budget 2 after restart {round}"
+        );
+    }
+    // The alert neither resolved nor started over: the same one, still firing.
+    let after = wait_async("the alert after the restarts", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    assert_eq!(after["firing_since"], firing["firing_since"], "{after}");
+    let (_, body) = daemon.get("/api/v1/alerts").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let resolved = view["resolved"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !resolved
+            .iter()
+            .any(|r| r["labels"]["import_id"] == id.as_str()),
+        "resolved by a restart: {body}"
+    );
     daemon.stop().await;
 }
 

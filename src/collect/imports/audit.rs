@@ -174,16 +174,16 @@ pub(super) struct IdColumn {
 }
 
 /// Resolve a target table name; `Ok(None)` when there is no such table.
-pub(super) async fn resolve_table(client: &Client, name: &str) -> Result<Option<Target>, String> {
-    let row = client
-        .query_opt(RESOLVE_TABLE_SQL, &[&name])
-        .await
-        .map_err(|e| describe_pg_error(&e))?;
+pub(super) async fn resolve_table(
+    client: &Client,
+    name: &str,
+) -> Result<Option<Target>, tokio_postgres::Error> {
+    let row = client.query_opt(RESOLVE_TABLE_SQL, &[&name]).await?;
     match row {
         None => Ok(None),
         Some(row) => Ok(Some(Target {
-            oid: row.try_get(0).map_err(|e| e.to_string())?,
-            qualified: row.try_get(1).map_err(|e| e.to_string())?,
+            oid: row.try_get(0)?,
+            qualified: row.try_get(1)?,
         })),
     }
 }
@@ -193,16 +193,13 @@ pub(super) async fn id_column(
     client: &Client,
     table: u32,
     column: &str,
-) -> Result<Option<IdColumn>, String> {
-    let row = client
-        .query_opt(COLUMN_SQL, &[&table, &column])
-        .await
-        .map_err(|e| describe_pg_error(&e))?;
+) -> Result<Option<IdColumn>, tokio_postgres::Error> {
+    let row = client.query_opt(COLUMN_SQL, &[&table, &column]).await?;
     match row {
         None => Ok(None),
         Some(row) => Ok(Some(IdColumn {
-            type_name: row.try_get(0).map_err(|e| e.to_string())?,
-            indexed: row.try_get(1).map_err(|e| e.to_string())?,
+            type_name: row.try_get(0)?,
+            indexed: row.try_get(1)?,
         })),
     }
 }

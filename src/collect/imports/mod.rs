@@ -26,6 +26,7 @@ use self::reconcile::{AuditStatus, Facts, ImportVerdict, Policy, Reconciler, Ver
 use super::registry::{self, CollectorSpec, Scope};
 use super::{
     BoxFuture, CollectError, Collector, Observations, PollContext, Postgres, describe_pg_error,
+    session,
 };
 use crate::config::{AuditTableConfig, ImportsConfig};
 use crate::metrics::{self, Snapshot};
@@ -107,11 +108,16 @@ impl Imports {
         let window = self.config.recheck_window.as_secs_f64();
         let limit = i64::try_from(self.config.max_imports).unwrap_or(i64::MAX);
 
+        let mut unread = HashSet::new();
         for source in sources {
             let name = source.table.to_string();
             let rows = match audit::read(client, &source, window, limit).await {
                 Ok(rows) => rows,
+                // The session is gone (a restart between two queries): nothing is known of
+                // this database's imports now, which is not the same as none.
+                Err(e) if session::is_session_lost(&e) => return Err(e.into()),
                 Err(e) => {
+                    unread.insert(name.clone());
                     let problem = audit_table_problem(&source, &e);
                     self.warn_once(target_name, problem.clone());
                     report.problems.push(problem);
@@ -135,7 +141,8 @@ impl Imports {
                     .await;
                 let verdict = match checked {
                     Ok(v) => v,
-                    Err(reason) => {
+                    Err(Unchecked::Lost(e)) => return Err(e.into()),
+                    Err(Unchecked::Invalid(reason)) => {
                         if self.reconciler.first_invalid(&name, &id) {
                             warn!(
                                 target = %target_name,
@@ -151,12 +158,13 @@ impl Imports {
                 report.imports.push(verdict);
             }
         }
-        self.reconciler.retain(&seen);
+        self.reconciler.retain(&seen, &unread);
         report.look_again_in = report.imports.iter().filter_map(|v| v.settle_in).min();
         Ok(report)
     }
 
-    /// Resolve, count and judge one audit row; `Err` is the reason it is invalid.
+    /// Resolve, count and judge one audit row; `Ok(Err)` is the reason it is invalid, `Err`
+    /// a lost session (the row is unknown, not invalid).
     #[allow(clippy::too_many_arguments)]
     async fn check(
         &mut self,
@@ -167,7 +175,7 @@ impl Imports {
         columns: &mut HashMap<(u32, String), Result<Option<IdColumn>, String>>,
         at_risk: &mut Option<HashMap<u32, reconcile::AtRisk>>,
         now: Instant,
-    ) -> Result<ImportVerdict, String> {
+    ) -> Result<ImportVerdict, Unchecked> {
         let client = ctx.client;
         let table_name = raw
             .target_table
@@ -176,18 +184,22 @@ impl Imports {
             .ok_or("the target table is NULL or empty")?;
         if !targets.contains_key(&table_name) {
             let resolved = audit::resolve_table(client, &table_name).await;
-            targets.insert(table_name.clone(), resolved);
+            targets.insert(table_name.clone(), Unchecked::lookup(resolved)?);
         }
         let target = match &targets[&table_name] {
             Ok(Some(t)) => t.clone(),
-            Ok(None) => return Err(format!("the target table {table_name} does not exist")),
-            Err(e) => return Err(format!("the target table {table_name:?} is unusable: {e}")),
+            Ok(None) => {
+                return Err(format!("the target table {table_name} does not exist").into());
+            }
+            Err(e) => {
+                return Err(format!("the target table {table_name:?} is unusable: {e}").into());
+            }
         };
         let record = raw.validate(audit_table, target.qualified.clone())?;
         let column_key = (target.oid, record.id_column.clone());
         if !columns.contains_key(&column_key) {
             let info = audit::id_column(client, target.oid, &record.id_column).await;
-            columns.insert(column_key.clone(), info);
+            columns.insert(column_key.clone(), Unchecked::lookup(info)?);
         }
         let column = match &columns[&column_key] {
             Ok(Some(c)) => c.clone(),
@@ -195,9 +207,10 @@ impl Imports {
                 return Err(format!(
                     "the target table {} has no column {:?} to count the import's rows by",
                     target.qualified, record.id_column
-                ));
+                )
+                .into());
             }
-            Err(e) => return Err(format!("cannot inspect {}: {e}", target.qualified)),
+            Err(e) => return Err(format!("cannot inspect {}: {e}", target.qualified).into()),
         };
         if !column.indexed {
             self.warn_once(
@@ -336,6 +349,40 @@ impl Imports {
             );
         }
         snap
+    }
+}
+
+/// Why an audit row got no verdict from [`Imports::check`].
+enum Unchecked {
+    /// The row is invalid, for this reason.
+    Invalid(String),
+    /// The session was lost during the check: the row is unknown, not invalid.
+    Lost(tokio_postgres::Error),
+}
+
+impl Unchecked {
+    /// A lookup's result for the per-poll cache: a failure that lost the session ends the
+    /// check; any other is the row's problem, described.
+    fn lookup<T>(
+        result: Result<Option<T>, tokio_postgres::Error>,
+    ) -> Result<Result<Option<T>, String>, Unchecked> {
+        match result {
+            Ok(found) => Ok(Ok(found)),
+            Err(e) if session::is_session_lost(&e) => Err(Unchecked::Lost(e)),
+            Err(e) => Ok(Err(describe_pg_error(&e))),
+        }
+    }
+}
+
+impl From<String> for Unchecked {
+    fn from(reason: String) -> Self {
+        Unchecked::Invalid(reason)
+    }
+}
+
+impl From<&str> for Unchecked {
+    fn from(reason: &str) -> Self {
+        Unchecked::Invalid(reason.to_owned())
     }
 }
 

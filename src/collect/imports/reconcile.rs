@@ -398,9 +398,13 @@ impl Reconciler {
     }
 
     /// Forget imports the audit query no longer returns (they left the re-check window).
-    pub fn retain(&mut self, seen: &HashSet<(String, String)>) {
-        self.tracked.retain(|k, _| seen.contains(k));
-        self.invalid_logged.retain(|k| seen.contains(k));
+    /// `unread`: audit tables that could not be read this time; their imports are not known
+    /// to be gone, so what was learnt of them (a confirmed shortfall) is kept — forgetting it
+    /// would make the next read start over at `confirming`, resolving and re-firing the alert.
+    pub fn retain(&mut self, seen: &HashSet<(String, String)>, unread: &HashSet<String>) {
+        let keep = |k: &(String, String)| seen.contains(k) || unread.contains(&k.0);
+        self.tracked.retain(|k, _| keep(k));
+        self.invalid_logged.retain(|k| keep(k));
     }
 
     /// Judge one import.
@@ -916,7 +920,28 @@ mod tests {
         let mut r = Reconciler::new(policy());
         assert!(r.first_invalid("import_audit", "x"));
         assert!(!r.first_invalid("import_audit", "x"));
-        r.retain(&HashSet::new());
+        r.retain(&HashSet::new(), &HashSet::new());
         assert!(r.first_invalid("import_audit", "x"));
+    }
+
+    /// Issue 16: an audit table that could not be read once (a restart between two queries of
+    /// a check) made the reconciler forget its confirmed shortfall, so the next read said
+    /// `confirming` (the alert resolved) and then `shortfall` again (it fired anew).
+    #[test]
+    fn an_unread_audit_table_keeps_its_confirmed_verdicts() {
+        let mut r = Reconciler::new(policy());
+        let t0 = Instant::now();
+        r.judge(&committed(10, 30.0), counted(5), t0);
+        let v = r.judge(&committed(10, 30.0), counted(5), t0);
+        assert_eq!(v.verdict, Verdict::Shortfall);
+        // The audit table could not be read: nothing seen, but it is unread, not emptied.
+        r.retain(&HashSet::new(), &HashSet::from(["import_audit".to_owned()]));
+        let v = r.judge(&committed(10, 31.0), Facts::default(), t0);
+        assert_eq!(v.verdict, Verdict::Shortfall, "{v:?}");
+        assert_eq!(v.committed_rows, Some(5));
+        // Read and no longer returned (out of the window): forgotten.
+        r.retain(&HashSet::new(), &HashSet::new());
+        let v = r.judge(&committed(10, 32.0), counted(5), t0);
+        assert_eq!(v.verdict, Verdict::Confirming);
     }
 }
