@@ -167,13 +167,13 @@ impl Walker {
             }
             Statement::Update(update) => {
                 let mut scope = Scope::new();
-                self.from_item(&update.table, &mut scope, &[]);
+                self.bind_item(&update.table, &mut scope, &[]);
                 if let Some(
                     UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from),
                 ) = &update.from
                 {
                     for item in from {
-                        self.from_item(item, &mut scope, &[]);
+                        self.bind_item(item, &mut scope, &[]);
                     }
                 }
                 let scopes = [scope];
@@ -186,7 +186,7 @@ impl Walker {
                 let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
                     &delete.from;
                 for item in from.iter().chain(delete.using.iter().flatten()) {
-                    self.from_item(item, &mut scope, &[]);
+                    self.bind_item(item, &mut scope, &[]);
                 }
                 let scopes = [scope];
                 if let Some(selection) = &delete.selection {
@@ -233,7 +233,7 @@ impl Walker {
     fn select(&mut self, select: &Select, outer: &[Scope], order_by: &[&Expr]) {
         let mut scope = Scope::new();
         for item in &select.from {
-            self.from_item(item, &mut scope, outer);
+            self.bind_item(item, &mut scope, outer);
         }
         let mut scopes = outer.to_vec();
         scopes.push(scope);
@@ -264,7 +264,7 @@ impl Walker {
     }
 
     /// Bind the tables of one `FROM` item (and its joins) in `scope`.
-    fn from_item(&mut self, item: &TableWithJoins, scope: &mut Scope, outer: &[Scope]) {
+    fn bind_item(&mut self, item: &TableWithJoins, scope: &mut Scope, outer: &[Scope]) {
         self.factor(&item.relation, scope, outer);
         for join in &item.joins {
             self.factor(&join.relation, scope, outer);
@@ -301,7 +301,7 @@ impl Walker {
             }
             TableFactor::NestedJoin {
                 table_with_joins, ..
-            } => self.from_item(table_with_joins, scope, outer),
+            } => self.bind_item(table_with_joins, scope, outer),
             _ => {}
         }
     }

@@ -196,7 +196,7 @@ proptest! {
     fn truncated_statements_never_panic(cut in 0usize..400) {
         let sql = "WITH x AS (SELECT a.* FROM \"S\".t a JOIN u ON u.id = a.u WHERE a.k IN ($1, $2) AND a.v LIKE $3) \
                    SELECT * FROM x WHERE EXISTS (SELECT 1 FROM w WHERE w.x = x.k) ORDER BY x.k DESC LIMIT $4";
-        let end = sql.char_indices().map(|(i, _)| i).chain([sql.len()]).filter(|i| *i <= cut).last().unwrap_or(0);
+        let end = sql.char_indices().map(|(i, _)| i).chain([sql.len()]).rfind(|i| *i <= cut).unwrap_or(0);
         let _ = analyse(&sql[..end]);
     }
 
