@@ -333,18 +333,30 @@ fn locks_api(shared: &Hub) -> serde_json::Value {
     serde_json::json!({ "targets": targets })
 }
 
-/// `/api/v1/findings`: every target's schema-guard findings by database (`null` for a
-/// database the indexes collector has not read), the same objects `pgvigil advise --json`
-/// prints.
+/// `/api/v1/findings`: every target's schema-guard findings by database, most severe first
+/// (the migrations, indexes and advice collectors'; `null` for a database none of them has
+/// read yet), the same objects `pgvigil advise --json` prints.
 fn findings_api(shared: &Hub) -> serde_json::Value {
     let mut targets = serde_json::Map::new();
     for (target, obs) in shared.latest_observations() {
         let mut databases = serde_json::Map::new();
         for (datname, report) in obs.each_database() {
-            let findings = report.indexes.as_ref().map(|r| &r.findings);
+            let read =
+                report.indexes.is_some() || report.migrations.is_some() || report.advice.is_some();
+            let mut findings: Vec<crate::advice::Finding> = Vec::new();
+            if let Some(r) = &report.migrations {
+                findings.extend(r.findings());
+            }
+            if let Some(r) = &report.indexes {
+                findings.extend(r.findings.iter().cloned());
+            }
+            if let Some(r) = &report.advice {
+                findings.extend(r.findings());
+            }
+            findings.sort_by(|a, b| b.severity.cmp(&a.severity));
             databases.insert(
                 datname.to_owned(),
-                serde_json::to_value(findings).unwrap_or_default(),
+                serde_json::to_value(read.then_some(findings)).unwrap_or_default(),
             );
         }
         targets.insert(target, serde_json::Value::Object(databases));

@@ -31,9 +31,51 @@ pub type FindingsFn =
     for<'a> fn(&'a PollContext<'a>) -> BoxFuture<'a, Result<Vec<Finding>, CollectError>>;
 
 /// Every schema-guard check, in report order (each helper of issue 14 adds its line).
-pub const CHECKS: &[Check] = &[Check {
-    name: "indexes",
-    checks: &crate::collect::indexes::verdicts::CHECKS,
-    min_version: 130000,
-    findings: crate::collect::indexes::findings,
-}];
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "migrations",
+        checks: &[
+            "migration_failed",
+            "migration_table_unreadable",
+            "invalid_index",
+            "not_valid_constraint",
+            "rewrite_in_progress",
+        ],
+        min_version: 130000,
+        findings: migrations_findings,
+    },
+    Check {
+        name: "indexes",
+        checks: &crate::collect::indexes::verdicts::CHECKS,
+        min_version: 130000,
+        findings: crate::collect::indexes::findings,
+    },
+    Check {
+        name: "advice",
+        checks: &["missing_index", "select_star", "unbounded_select"],
+        min_version: 130000,
+        findings: advice_findings,
+    },
+];
+
+/// The `migrations` collector's findings: migration records and leftovers.
+fn migrations_findings<'a>(
+    ctx: &'a PollContext<'a>,
+) -> BoxFuture<'a, Result<Vec<Finding>, CollectError>> {
+    Box::pin(crate::collect::migrations::findings(
+        ctx.client,
+        &ctx.target.migrations,
+    ))
+}
+
+/// The `advice` collector's findings: missing indexes and lints of the top statements
+/// (needs pg_stat_statements in the database; the report names the fix when it is missing).
+fn advice_findings<'a>(
+    ctx: &'a PollContext<'a>,
+) -> BoxFuture<'a, Result<Vec<Finding>, CollectError>> {
+    Box::pin(crate::collect::advice::findings(
+        ctx.client,
+        ctx.database,
+        &ctx.target.advice,
+    ))
+}

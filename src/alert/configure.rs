@@ -4,7 +4,7 @@
 //! `[targets.alerts.<AlertName>]` / `[pgbouncers.alerts.<AlertName>]` as plain tables with the
 //! place each was written ([`RuleTable`]). Here they are checked against [`RULES`] and merged
 //! (a source's keys over the global ones), the common keys (`enabled`, `severity`, `for`,
-//! `keep_firing_for`) are resolved, and each rule's own `build` validates the rest. Every error
+//! `keep_firing_for`, `notify`) are resolved, and each rule's own `build` validates the rest. Every error
 //! points at the table it came from, as `FILE:LINE:COL`, exactly as a config error does:
 //! `crate::app::load` runs this as part of loading, so `check-config`, startup and reload all
 //! reject a bad rule the same way.
@@ -113,6 +113,7 @@ struct Common {
     severity: Severity,
     for_: Duration,
     keep_firing_for: Duration,
+    notify: bool,
 }
 
 /// Every rule with its defaults: what a target gets when the config says nothing.
@@ -136,6 +137,7 @@ fn configure(
         severity: common.severity,
         for_: common.for_,
         keep_firing_for: common.keep_firing_for,
+        notify: common.notify,
         rule: Arc::from(rule),
     }))
 }
@@ -168,6 +170,15 @@ fn common(spec: &RuleSpec, params: &mut toml::Table) -> Result<Common, String> {
             ));
         }
     };
+    let notify = match params.remove("notify") {
+        None => !rules::QUIET_BY_DEFAULT.contains(&spec.alertname),
+        Some(toml::Value::Boolean(b)) => b,
+        Some(v) => {
+            return Err(format!(
+                "notify = {v} is not a boolean; write notify = true (send to the receivers) or notify = false (status page, API and log only)"
+            ));
+        }
+    };
     let for_ = duration_key(params, "for", spec.default_for)?;
     let keep_firing_for = duration_key(params, "keep_firing_for", spec.default_keep_firing_for)?;
     Ok(Common {
@@ -175,6 +186,7 @@ fn common(spec: &RuleSpec, params: &mut toml::Table) -> Result<Common, String> {
         severity,
         for_,
         keep_firing_for,
+        notify,
     })
 }
 

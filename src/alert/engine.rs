@@ -70,6 +70,14 @@ impl RuleMap {
         map.get(source)
             .is_some_and(|rules| rules.iter().any(|r| r.alertname == alertname))
     }
+
+    /// Whether `source`'s rule `alertname` sends to the receivers (an unknown one does).
+    fn notifies(&self, source: &str, alertname: &str) -> bool {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(source)
+            .and_then(|rules| rules.iter().find(|r| r.alertname == alertname))
+            .is_none_or(|r| r.notify)
+    }
 }
 
 /// The engine's door, shared with the poll loops and the HTTP server: observations in, each
@@ -424,6 +432,12 @@ impl Engine {
                 EventKind::Pending | EventKind::Cleared => continue,
             };
             let alert = &event.alert;
+            let (source, alertname) = (alert.labels.get("target"), alert.labels.get("alertname"));
+            if let (Some(source), Some(alertname)) = (source, alertname) {
+                if !self.rules.notifies(source, alertname) {
+                    continue;
+                }
+            }
             let notification = Notification {
                 labels: alert.full_labels(),
                 annotations: alert.annotations.clone(),

@@ -185,6 +185,10 @@ pub struct ConfiguredRule {
     pub for_: Duration,
     /// How long a firing alert stays firing after its condition was last seen.
     pub keep_firing_for: Duration,
+    /// Whether its notifications go to the receivers (`notify`, default true except for
+    /// [`rules::QUIET_BY_DEFAULT`]); a quiet rule's alerts still show on the status page, the
+    /// API and the log.
+    pub notify: bool,
     /// The built rule.
     pub rule: Arc<dyn Rule>,
 }

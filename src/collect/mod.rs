@@ -47,6 +47,8 @@ pub mod locks;
 pub mod migrations;
 // The schema guard (issue 14).
 pub mod indexes;
+// The schema guard (issue 14): missing-index advice and rulebook lints.
+pub mod advice;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -248,6 +250,8 @@ pub struct DatabaseReport {
     pub migrations: Option<migrations::MigrationsReport>,
     /// Index health and sequence exhaustion (the schema guard).
     pub indexes: Option<indexes::IndexesReport>,
+    /// Missing-index advice and lints of the top statements.
+    pub advice: Option<advice::AdviceReport>,
     /// Why the database could not be read, if it could not (connection refused, ...).
     pub error: Option<String>,
 }

@@ -150,6 +150,7 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     // The schema guard (issue 14).
     super::migrations::SPEC,
     super::indexes::SPEC,
+    super::advice::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

@@ -19,6 +19,7 @@
 //! * `alerts`: `[alerts]` sinks and rule tables; `dsn`, `tls`: connections; `raw`: serde types;
 //!   `error`: [`ConfigError`].
 
+mod advice;
 mod alerts;
 mod client_cert;
 mod collectors;
@@ -47,6 +48,7 @@ use std::path::Path;
 
 use toml::Spanned;
 
+pub use advice::AdviceConfig;
 pub use alerts::{
     AlertsConfig, DEFAULT_RESEND_INTERVAL, DEFAULT_RUNBOOK_BASE_URL, HttpAuth, HttpSinkConfig,
     RuleTable, RuleTables, read_secret,

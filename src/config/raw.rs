@@ -132,6 +132,9 @@ pub(crate) struct RawTarget {
     // The schema guard (issue 14).
     #[serde(default)]
     pub(crate) indexes: super::indexes::RawIndexes,
+    // The schema guard (issue 14): missing-index advice and rulebook lints.
+    #[serde(default)]
+    pub(crate) advice: super::advice::RawAdvice,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::advice::{AdviceConfig, DEFAULT_ADVICE_INTERVAL};
 use super::collectors::CollectorConfig;
 use super::databases::DatabasesConfig;
 use super::guard::{ImportsConfig, TablesConfig};
@@ -112,6 +113,8 @@ pub struct TargetConfig {
     /// `[targets.indexes]`: unused, redundant and missing foreign-key indexes, and sequences
     /// running out, on a slow schedule of its own (catalog scans).
     pub indexes: CollectorConfig<IndexesConfig>,
+    /// `[targets.advice]`: missing-index advice and lints over the top statements.
+    pub advice: CollectorConfig<AdviceConfig>,
 }
 
 impl Deref for TargetConfig {
@@ -160,6 +163,7 @@ impl TargetConfig {
                 MigrationsConfig::default(),
             ),
             indexes: CollectorConfig::every(DEFAULT_INDEXES_INTERVAL, IndexesConfig::default()),
+            advice: CollectorConfig::every(DEFAULT_ADVICE_INTERVAL, AdviceConfig::default()),
         }
     }
 
@@ -383,6 +387,13 @@ impl Validator<'_> {
             raw.indexes.enabled,
             &raw.indexes.interval,
             indexes,
+        )?;
+        let advice = self.advice(&raw.advice)?;
+        target.advice = self.collector(
+            target.advice,
+            raw.advice.enabled,
+            &raw.advice.interval,
+            advice,
         )?;
         Ok(target)
     }

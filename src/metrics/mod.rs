@@ -67,6 +67,8 @@ pub mod locks;
 pub mod migrations;
 // The schema guard (issue 14).
 pub mod indexes;
+// The schema guard (issue 14).
+pub mod advice;
 
 use std::sync::LazyLock;
 
@@ -98,6 +100,8 @@ pub use locks::*;
 pub use migrations::*;
 // The schema guard (issue 14).
 pub use indexes::*;
+// The schema guard (issue 14).
+pub use advice::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +196,8 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     MIGRATIONS_METRICS,
     // The schema guard (issue 14).
     INDEXES_METRICS,
+    // The schema guard (issue 14).
+    ADVICE_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

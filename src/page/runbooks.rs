@@ -22,6 +22,7 @@ const RUNBOOKS: &[(&str, &str)] = &[
     ("ImportRolledBack", include_str!("../../docs/runbooks/ImportRolledBack.md")),
     ("ImportRowShortfall", include_str!("../../docs/runbooks/ImportRowShortfall.md")),
     ("ImportStalled", include_str!("../../docs/runbooks/ImportStalled.md")),
+    ("IndexSuggested", include_str!("../../docs/runbooks/IndexSuggested.md")),
     ("InvalidIndex", include_str!("../../docs/runbooks/InvalidIndex.md")),
     ("LockQueue", include_str!("../../docs/runbooks/LockQueue.md")),
     ("LockWaitsLong", include_str!("../../docs/runbooks/LockWaitsLong.md")),

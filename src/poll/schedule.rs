@@ -234,7 +234,7 @@ mod tests {
         assert!(names(Scope::Cluster).contains(&"activity"));
         assert_eq!(
             names(Scope::Database),
-            ["tables", "imports", "migrations", "indexes"]
+            ["tables", "imports", "migrations", "indexes", "advice"]
         );
     }
 

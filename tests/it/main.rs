@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 mod activity;
+mod advice;
 mod alerting;
 mod alerts_e2e;
 mod bench_smoke;

@@ -473,6 +473,14 @@ const MAY_BE_EMPTY: &[(&str, &str)] = &[
         "pgvigil_database_checksum_last_failure_timestamp_seconds",
         "absent until a data checksum failure (the test clusters have none)",
     ),
+    (
+        "pgvigil_index_suggestion_",
+        "only for a large, sequentially scanned table a top statement filters without an index (tests/it/advice.rs covers it)",
+    ),
+    (
+        "pgvigil_statement_lint_info",
+        "only for a top statement with SELECT * or an unbounded select (tests/it/advice.rs covers it)",
+    ),
 ];
 
 /// Whole expressions that can legitimately return nothing in the live run, and why.

@@ -15,6 +15,18 @@ use crate::support::{Daemon, connect, one_target};
 /// Metrics that exist only while a condition holds, which this test does not create.
 const CONDITIONAL: &[(&str, &str)] = &[
     (
+        "pgvigil_index_suggestion_info",
+        "only for a large, sequentially scanned table a top statement filters without an index (tests/it/advice.rs)",
+    ),
+    (
+        "pgvigil_index_suggestion_seq_scans",
+        "only beside pgvigil_index_suggestion_info",
+    ),
+    (
+        "pgvigil_statement_lint_info",
+        "only for a top statement with SELECT * or an unbounded select (tests/it/advice.rs)",
+    ),
+    (
         "pgvigil_connections_waiting",
         "only while an active session waits (on a lock, IO, ...)",
     ),

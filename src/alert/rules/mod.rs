@@ -45,6 +45,7 @@ mod standby_not_streaming;
 mod lock_queue;
 mod lock_waits_long;
 // The schema guard (issue 14).
+mod index_suggested;
 mod invalid_index;
 mod migration_failed;
 
@@ -113,7 +114,14 @@ pub const RULES: &[RuleSpec] = &[
     // The schema guard (issue 14).
     migration_failed::SPEC,
     invalid_index::SPEC,
+    // The schema guard (issue 14).
+    index_suggested::SPEC,
 ];
+
+/// Rules whose alerts are not sent to the receivers unless their table says `notify = true`:
+/// advice rather than trouble. They still fire on the status page, in `/api/v1/alerts` and in
+/// the log.
+pub const QUIET_BY_DEFAULT: &[&str] = &["IndexSuggested"];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.
 pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
@@ -268,7 +276,7 @@ mod tests {
     }
 
     /// The keys every rule table takes besides the rule's own parameters.
-    const COMMON_KEYS: [&str; 4] = ["enabled", "severity", "for", "keep_firing_for"];
+    const COMMON_KEYS: [&str; 5] = ["enabled", "severity", "for", "keep_firing_for", "notify"];
 
     #[test]
     fn example_config_documents_every_rule_with_its_defaults() {

@@ -1,0 +1,235 @@
+//! Missing-index advice and lints against real PostgreSQL with pg_stat_statements: the advice
+//! names `email` once the index on it is dropped and nothing while it exists, `SELECT *` is
+//! linted, a run is lock-safe, and the daemon exports and alerts it (IndexSuggested, shown in
+//! the API but not sent to a receiver).
+
+use std::time::Duration;
+
+use pgvigil::advice::Finding;
+use pgvigil::collect::advice::findings;
+use pgvigil::config::AdviceConfig;
+use pgvigil_testkit::TestCluster;
+
+use crate::support::{Daemon, connect, one_target};
+use crate::support_alerting::{WebhookReceiver, api_active, wait_async};
+
+const WAIT: Duration = Duration::from_secs(60);
+const LOOKUP: &str = "SELECT id, name FROM contacts WHERE email = $1";
+
+fn config() -> AdviceConfig {
+    AdviceConfig {
+        min_table_rows: 1000,
+        min_seq_scans: 20,
+        ..AdviceConfig::default()
+    }
+}
+
+/// A database with 5,000 contacts and an index on email.
+fn contacts(cluster: &TestCluster) -> String {
+    let db = cluster.create_database("advice");
+    cluster.psql(
+        &db,
+        "CREATE TABLE contacts (id serial PRIMARY KEY, email text NOT NULL, name text);
+         INSERT INTO contacts (email, name)
+              SELECT 'c' || i || '@example.com', 'name ' || i FROM generate_series(1, 5000) i;
+         CREATE INDEX contacts_email_idx ON contacts (email);
+         ANALYZE contacts;",
+    );
+    db
+}
+
+/// Look contacts up by email, and scan the table (a `LIKE` no b-tree serves), `n` times.
+async fn workload(client: &tokio_postgres::Client, n: usize) {
+    for i in 0..n {
+        let email = format!("c{}@example.com", i % 5000 + 1);
+        client.query(LOOKUP, &[&email]).await.unwrap();
+        client
+            .query("SELECT count(*) FROM contacts WHERE name LIKE '%7'", &[])
+            .await
+            .unwrap();
+    }
+}
+
+async fn seq_scans(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'contacts'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn monitor(dsn: &str) -> tokio_postgres::Client {
+    let client = connect(dsn).await;
+    client
+        .batch_execute("SET statement_timeout = '5s'; SET lock_timeout = '1s'")
+        .await
+        .unwrap();
+    client
+}
+
+fn email_suggestion(found: &[Finding]) -> Option<Finding> {
+    found
+        .iter()
+        .find(|f| f.check == "missing_index" && f.object == "public.contacts")
+        .cloned()
+}
+
+#[tokio::test]
+async fn advice_names_email_once_its_index_is_dropped_and_nothing_while_it_exists() {
+    let cluster = TestCluster::start();
+    let db = contacts(&cluster);
+    let dsn = cluster.dsn(&db);
+    let app = connect(&dsn).await;
+    let pgvigil = monitor(&dsn).await;
+    workload(&app, 100).await;
+    // The table is scanned often enough to qualify: only the index stands in the way.
+    wait_async("the scans of contacts in the statistics", WAIT, || async {
+        (seq_scans(&pgvigil).await >= 100).then_some(())
+    })
+    .await;
+    let found = findings(&pgvigil, &db, &config()).await.unwrap();
+    assert!(
+        found.iter().all(|f| f.check != "missing_index"),
+        "nothing is missing while the index exists: {found:#?}"
+    );
+
+    cluster.psql(&db, "DROP INDEX contacts_email_idx");
+    workload(&app, 100).await;
+    let finding = wait_async("the email suggestion", WAIT, || async {
+        email_suggestion(&findings(&pgvigil, &db, &config()).await.unwrap())
+    })
+    .await;
+    assert_eq!(
+        finding.fix.as_deref(),
+        Some("CREATE INDEX CONCURRENTLY ON public.contacts (email);")
+    );
+    assert!(
+        finding
+            .message
+            .contains("filters public.contacts by email; no index starts with email"),
+        "{}",
+        finding.message
+    );
+    assert_eq!(finding.database, db);
+    let suggestions: Vec<_> = findings(&pgvigil, &db, &config())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.check == "missing_index")
+        .collect();
+    assert_eq!(suggestions.len(), 1, "only email: {suggestions:#?}");
+}
+
+#[tokio::test]
+async fn select_star_is_linted() {
+    let cluster = TestCluster::start();
+    let db = contacts(&cluster);
+    let dsn = cluster.dsn(&db);
+    let app = connect(&dsn).await;
+    for id in 1..20 {
+        app.query("SELECT * FROM contacts WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+    }
+    let pgvigil = monitor(&dsn).await;
+    let found = findings(&pgvigil, &db, &config()).await.unwrap();
+    let star: Vec<_> = found.iter().filter(|f| f.check == "select_star").collect();
+    assert_eq!(star.len(), 1, "{found:#?}");
+    assert!(star[0].message.contains("selects *"), "{}", star[0].message);
+    assert!(found.iter().all(|f| f.check != "unbounded_select"));
+}
+
+#[tokio::test]
+async fn a_run_does_not_queue_behind_an_access_exclusive_lock() {
+    let cluster = TestCluster::start();
+    let db = contacts(&cluster);
+    let dsn = cluster.dsn(&db);
+    let app = connect(&dsn).await;
+    cluster.psql(&db, "DROP INDEX contacts_email_idx");
+    workload(&app, 100).await;
+    let pgvigil = monitor(&dsn).await;
+    wait_async("the email suggestion", WAIT, || async {
+        email_suggestion(&findings(&pgvigil, &db, &config()).await.unwrap())
+    })
+    .await;
+    // A migration holds ACCESS EXCLUSIVE on the table for the rest of the test.
+    let migration = connect(&dsn).await;
+    migration
+        .batch_execute("BEGIN; LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let run = tokio::time::timeout(Duration::from_secs(10), findings(&pgvigil, &db, &config()))
+        .await
+        .expect("the run finishes under its timeouts")
+        .expect("and succeeds: it takes no lock on the table");
+    assert!(
+        email_suggestion(&run).is_some(),
+        "the advice still stands: {run:#?}"
+    );
+    migration.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_daemon_exports_the_suggestion_and_shows_index_suggested_without_notifying() {
+    let cluster = TestCluster::start();
+    let db = contacts(&cluster);
+    let dsn = cluster.dsn(&db);
+    cluster.psql(&db, "DROP INDEX contacts_email_idx");
+    let app = connect(&dsn).await;
+    workload(&app, 100).await;
+    let receiver = WebhookReceiver::start().await;
+    let daemon = Daemon::start(&format!(
+        "[alerts]\nresend_interval = \"1s\"\n[[alerts.webhook]]\nurl = \"{}\"\n\
+         [alerts.rules.ConnectionsNearLimit]\nwarning_ratio = 0.001\ncritical_ratio = 0.001\nfor = \"0s\"\n{}",
+        receiver.url(),
+        one_target(
+            "main",
+            &dsn,
+            "[targets.advice]\ninterval = \"1s\"\nmin_table_rows = 1000\nmin_seq_scans = 20\n[targets.tables]\ninterval = \"1s\"\n"
+        )
+    ))
+    .await;
+    let labels = [
+        ("datname", db.as_str()),
+        ("table", "public.contacts"),
+        ("columns", "email"),
+    ];
+    daemon
+        .wait_for("pgvigil_index_suggestion_info for email", WAIT, |m| {
+            (m.value("pgvigil_index_suggestion_info", &labels) == Some(1.0)).then_some(())
+        })
+        .await;
+    let alert = wait_async("IndexSuggested in the API", WAIT, || async {
+        api_active(
+            &daemon,
+            "firing",
+            &[("alertname", "IndexSuggested"), ("columns", "email")],
+        )
+        .await
+    })
+    .await;
+    assert_eq!(alert["labels"]["severity"], "info");
+    // The receiver is live: a notified alert (ConnectionsNearLimit, made to fire) is re-sent
+    // every second through the same queue, so two more of its notifications after
+    // IndexSuggested fired mean IndexSuggested's turn has passed.
+    let before = receiver.bodies().len();
+    wait_async("two later notifications", WAIT, || async {
+        (receiver.bodies().len() >= before + 2).then_some(())
+    })
+    .await;
+    assert!(
+        !receiver
+            .alerts("firing", &[("alertname", "ConnectionsNearLimit")])
+            .is_empty()
+    );
+    assert!(
+        receiver
+            .alerts("firing", &[("alertname", "IndexSuggested")])
+            .is_empty(),
+        "IndexSuggested is quiet by default"
+    );
+    daemon.stop().await;
+}
