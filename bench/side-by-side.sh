@@ -9,10 +9,12 @@
 #                                     runs this so the script cannot rot)
 #
 # Options: --out DIR (default: a new temp dir; results.json, report.md, logs), --pgvigil BIN
-# (skip the build, measure this binary), --no-fleet, --fleet-sizes 1,100,500, --no-write (full
-# run without touching BENCHMARKS.md). Needs the PostgreSQL server binaries, pgbench, psql,
-# prometheus-postgres-exporter and python3 (scripts/install-test-deps.sh installs them); run as
-# root it runs PostgreSQL as the OS user postgres. Nothing is left running or on disk but --out.
+# (skip the build, measure this binary), --no-fleet, --no-wide (no every-database case),
+# --fleet-only (the fleet and every-database cases only, into --out; BENCHMARKS.md untouched),
+# --fleet-sizes 1,100,500, --no-write (full run without touching BENCHMARKS.md).
+# Needs the PostgreSQL server binaries, pgbench, psql, prometheus-postgres-exporter and
+# python3 (scripts/install-test-deps.sh installs them); run as root it runs PostgreSQL as the
+# OS user postgres. Nothing is left running or on disk but --out.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -25,6 +27,8 @@ while [ $# -gt 0 ]; do
         --pgvigil) bin="$2"; shift ;;
         --no-write) write=0 ;;
         --no-fleet) pass+=(--no-fleet) ;;
+        --no-wide) pass+=(--no-wide) ;;
+        --fleet-only) write=0; pass+=(--fleet-only) ;;
         --fleet-sizes) pass+=(--fleet-sizes "$2"); shift ;;
         -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1; see bench/side-by-side.sh --help" >&2; exit 2 ;;
@@ -44,6 +48,7 @@ if [ -z "$bin" ]; then
 fi
 
 cmd="bench/side-by-side.sh"; [ "$smoke" = 1 ] && cmd+=" --smoke"
+for a in "${pass[@]}"; do [ "$a" = --fleet-only ] && cmd+=" --fleet-only"; done
 python=python3
 if [ "$smoke" = 0 ] && [ "$write" = 1 ]; then
     pass+=(--benchmarks "$repo/BENCHMARKS.md" --chart "$repo/bench/side-by-side.png")

@@ -1,7 +1,17 @@
 //! The TLS connector of one target or PgBouncer: built once, rebuilt only when its CA bundle
 //! changes on disk, and the fix spelled out when a handshake fails.
+//!
+//! # Memory: one OpenSSL context per distinct TLS setup, not per source
+//!
+//! Building a connector builds an OpenSSL `SSL_CTX` and loads the system's trusted roots into
+//! it (`set_default_verify_paths`: the whole CA bundle parsed, about 1 MB of heap), whether or
+//! not the DSN ever negotiates TLS. A fleet of 500 targets with the same TLS settings would
+//! hold 500 identical copies. So built connectors are shared process-wide ([`SHARED`]): a
+//! source whose settings and file contents equal another's reuses its context (a reference
+//! count). An entry lives as long as a source uses it (the map holds weak references), so a
+//! rotated CA bundle or a removed source frees its context.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::config::SslMode;
@@ -13,11 +23,18 @@ use crate::config::{ConnectionSpec, TlsConfig, TlsVerify};
 pub(crate) struct Connector {
     config: TlsConfig,
     /// The files' bytes the cached connector was built from.
-    cached: Mutex<Option<(Files, MakeTlsConnector)>>,
+    cached: Mutex<Option<(Files, Arc<MakeTlsConnector>)>>,
 }
 
+/// A built connector, by the settings and file contents it was built from.
+type SharedEntry = (TlsConfig, Files, Weak<MakeTlsConnector>);
+
+/// Every connector some source still holds (see the module docs); entries whose last holder
+/// is gone are pruned when one is added.
+static SHARED: Mutex<Vec<SharedEntry>> = Mutex::new(Vec::new());
+
 /// The bytes of a connection's TLS files as read for one connect (empty when not configured).
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Files {
     ca: Vec<u8>,
     cert: Vec<u8>,
@@ -63,11 +80,33 @@ impl Connector {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((built_from, connector)) = cached.as_ref() {
             if *built_from == files {
-                return Ok(connector.clone());
+                return Ok(MakeTlsConnector::clone(connector));
             }
         }
-        let connector = self.build(&files)?;
-        *cached = Some((files, connector.clone()));
+        let connector = self.shared(&files)?;
+        let handed_out = MakeTlsConnector::clone(&connector);
+        *cached = Some((files, connector));
+        Ok(handed_out)
+    }
+
+    /// The connector another source built from the same settings and files, or a new one
+    /// (then offered to the others).
+    fn shared(&self, files: &Files) -> Result<Arc<MakeTlsConnector>, String> {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let found = shared
+            .iter()
+            .filter(|(config, built_from, _)| *config == self.config && built_from == files)
+            .find_map(|(_, _, connector)| connector.upgrade());
+        if let Some(connector) = found {
+            return Ok(connector);
+        }
+        let connector = Arc::new(self.build(files)?);
+        shared.retain(|(_, _, c)| c.strong_count() > 0);
+        shared.push((
+            self.config.clone(),
+            files.clone(),
+            Arc::downgrade(&connector),
+        ));
         Ok(connector)
     }
 
@@ -167,5 +206,54 @@ mod tests {
     fn other_errors_are_left_alone() {
         let text = "db error: FATAL (28P01): password authentication failed";
         assert_eq!(explain(&spec("host=db"), text.into()), text);
+    }
+
+    fn held(connector: &Connector) -> Arc<MakeTlsConnector> {
+        let cached = connector.cached.lock().unwrap();
+        cached
+            .as_ref()
+            .expect("get() caches its connector")
+            .1
+            .clone()
+    }
+
+    #[test]
+    fn sources_with_the_same_tls_settings_share_one_openssl_context() {
+        let with = |host: &str, verify: TlsVerify| {
+            let mut spec = spec(&format!("host={host} sslmode=require"));
+            spec.set_tls(TlsConfig {
+                verify,
+                ..TlsConfig::default()
+            });
+            Connector::new(&spec)
+        };
+        // Verify modes no other test of this process builds, so the shared entries are ours.
+        let a = with("db1", TlsVerify::None);
+        let b = with("db2", TlsVerify::None);
+        let other = with("db3", TlsVerify::Ca);
+        for c in [&a, &b, &other] {
+            c.get().unwrap();
+        }
+        assert!(
+            Arc::ptr_eq(&held(&a), &held(&b)),
+            "same settings: one context"
+        );
+        assert!(
+            !Arc::ptr_eq(&held(&a), &held(&other)),
+            "other settings: their own"
+        );
+        // Once no source holds it, the context is freed and the next source builds anew.
+        let weak = Arc::downgrade(&held(&a));
+        drop((a, b));
+        assert_eq!(
+            weak.strong_count(),
+            0,
+            "the shared map must not keep it alive"
+        );
+        let c = with("db4", TlsVerify::None);
+        c.get().unwrap();
+        assert!(weak.upgrade().is_none());
+        // Held by `c` alone (and the clone `held` hands back).
+        assert_eq!(Arc::strong_count(&held(&c)), 2);
     }
 }

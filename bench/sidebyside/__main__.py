@@ -5,7 +5,8 @@ Run through bench/side-by-side.sh, which builds pgvigil and passes `--pgvigil`. 
    database `bench10k` with the large table count, background pgbench on `bench`.
 2. For each database: postgres_exporter, pgvigil default and pgvigil full run at once against
    it and are scraped interleaved (phases.py); then the bare catalog queries in psql.
-3. The fleet cluster and one daemon per fleet size (fleet.py).
+3. The fleet cluster and one daemon per fleet size (fleet.py); on the same cluster, one
+   target watching 50 databases on 2 connections, and its data-loss alert latency (wide.py).
 4. results.json and report.md in --out; with --benchmarks, the generated section of that file.
 Everything started is stopped and removed on the way out, also on SIGINT/SIGTERM.
 """
@@ -21,17 +22,19 @@ import subprocess
 import sys
 import time
 
-from . import chart, fleet, phases, report
+from . import chart, fleet, phases, report, wide
 from .cluster import Cluster, Load, find_bindir
 from .subjects import Exporter, Pgvigil, adapted_queries, exporter_version
 
 FULL = dict(statements=8000, tables=2000, big_tables=10000, rounds=15, round_seconds=10,
             pgbench_rate=40, lower_bound_reps=7, fleet_sizes=[1, 100, 250, 500],
             fleet_interval=15, fleet_window_intervals=4, fleet_tables=10, fleet_pgss_max=1000,
+            wide_databases=50, wide_tables=200, wide_imports=5, wide_writers=wide.WRITERS,
             warm_timeout=600)
 SMOKE = dict(statements=60, tables=20, big_tables=40, rounds=2, round_seconds=1,
              pgbench_rate=20, lower_bound_reps=2, fleet_sizes=[1, 3], fleet_interval=1,
-             fleet_window_intervals=3, fleet_tables=2, fleet_pgss_max=200, warm_timeout=60)
+             fleet_window_intervals=3, fleet_tables=2, fleet_pgss_max=200, wide_databases=3,
+             wide_tables=5, wide_imports=1, wide_writers=wide.WRITERS[:1], warm_timeout=60)
 
 
 def free_port():
@@ -96,6 +99,8 @@ def run(args, sizes, cleanup):
     bindir = find_bindir()
     results = {"command": args.command_line, "sizes": dict(sizes), "environment": env, "phases": []}
 
+    if args.fleet_only:
+        return run_fleet(args, sizes, cleanup, results, env, started)
     log("main cluster: initdb and data")
     main = Cluster(bindir, free_port(), {
         "pg_stat_statements.max": str(max(5000, sizes["statements"] + 5000)),
@@ -141,9 +146,14 @@ def run(args, sizes, cleanup):
     results["sizes"]["sweeps"] = load.sweeps
     main.stop()
 
+    return run_fleet(args, sizes, cleanup, results, env, started)
+
+
+def run_fleet(args, sizes, cleanup, results, env, started):
+    """Step 3 (the fleet cluster and one daemon per size) and step 4, the results."""
     if sizes["fleet_sizes"]:
         log(f"fleet cluster: {max(sizes['fleet_sizes'])} databases")
-        fc, names = fleet.setup_cluster(bindir, free_port(), max(sizes["fleet_sizes"]),
+        fc, names = fleet.setup_cluster(find_bindir(), free_port(), max(sizes["fleet_sizes"]),
                                         sizes["fleet_tables"], sizes["fleet_pgss_max"])
         cleanup.append(fc.stop)
         results["fleet"] = []
@@ -152,18 +162,24 @@ def run(args, sizes, cleanup):
             results["fleet"].append(fleet.run_size(
                 fc, names, n, args.pgvigil, free_port(), args.out, sizes["fleet_interval"],
                 sizes["fleet_window_intervals"]))
+        if sizes["wide_databases"]:
+            log(f"every database: {sizes['wide_databases']} databases of {sizes['wide_tables']} tables")
+            wide_names = wide.setup(fc, sizes["wide_databases"], sizes["wide_tables"])
+            results["wide"] = wide.run(fc, wide_names, args.pgvigil, free_port(), args.out,
+                                       sizes["fleet_interval"], sizes["wide_imports"],
+                                       sizes["wide_writers"])
         fc.stop()
 
     env["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["duration_seconds"] = time.monotonic() - started
-    if args.chart:
+    if args.chart and not args.fleet_only:
         results["chart"] = chart.draw(results, args.chart)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    text = report.render(results)
+    text = report.render_fleet(results) if args.fleet_only else report.render(results)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(text)
-    if args.benchmarks:
+    if args.benchmarks and not args.fleet_only:
         report.write_section(args.benchmarks, text)
     log(f"done in {results['duration_seconds']:.0f}s: {os.path.join(args.out, 'report.md')}")
 
@@ -176,6 +192,10 @@ def main():
     p.add_argument("--benchmarks", help="write the generated section into this BENCHMARKS.md")
     p.add_argument("--chart", help="draw a PNG chart here (needs matplotlib; skipped without it)")
     p.add_argument("--no-fleet", action="store_true", help="skip the fleet case")
+    p.add_argument("--fleet-only", action="store_true",
+                   help="only the fleet case (results.json and report.md in --out)")
+    p.add_argument("--no-wide", action="store_true",
+                   help="skip the every-database case (50 databases x 200 tables on 2 connections)")
     p.add_argument("--fleet-sizes", help="comma-separated fleet sizes, e.g. 1,100,500")
     p.add_argument("--command-line", default="bench/side-by-side.sh", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -184,6 +204,8 @@ def main():
         sizes["fleet_sizes"] = [int(x) for x in args.fleet_sizes.split(",")]
     if args.no_fleet:
         sizes["fleet_sizes"] = []
+    if args.no_wide or not sizes["fleet_sizes"]:
+        sizes["wide_databases"] = 0
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")

@@ -27,7 +27,7 @@ def setup_cluster(bindir, port, max_targets, tables, pgss_max):
     cluster = Cluster(bindir, port, {
         # Each target holds its main session and, by default, one per-database session
         # ([targets] max_connections = 2).
-        "max_connections": str(2 * max_targets + 40),
+        "max_connections": str(2 * max_targets + 60),
         "pg_stat_statements.max": str(pgss_max),
         "shared_buffers": "'128MB'",
     }, "fleet")

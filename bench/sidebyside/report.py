@@ -152,16 +152,26 @@ def db_side_table(results):
     return "\n".join(lines)
 
 
+def check(value, limit):
+    if value is None:
+        return "–", "–"
+    return f"{value:.3g}", "yes" if value <= limit else "**no**"
+
+
 def targets_table(results):
-    a = results["phases"][0]["subjects"]
+    a = results["phases"][0]["subjects"] if results.get("phases") else None
+    rows = phase_target_rows(results, a) if a else []
+    rows += fleet_target_rows(results.get("fleet", []))
+    lines = ["| issue 15 target | today | target | met |", "|---|---:|---:|---|"]
+    for title, value, limit, shown in rows:
+        v, met = check(value, limit)
+        lines.append(f"| {title} | {v} | {shown} | {met} |")
+    return "\n".join(lines)
+
+
+def phase_target_rows(results, a):
     e, d, f = a[EXPORTER], a[DEFAULT], a[FULL]
     big = results["phases"][1]["subjects"] if len(results["phases"]) > 1 else None
-
-    def check(value, limit):
-        if value is None:
-            return "–", "–"
-        return f"{value:.3g}", "yes" if value <= limit else "**no**"
-
     rows = [
         ("full: process CPU per exported series ÷ exporter's", f["cpu_per_series"] / e["cpu_per_series"] if e["cpu_per_series"] else None, 1 / 20, "≤ 0.05"),
         ("full: `/metrics` wall time ÷ exporter's", f["wall_median"] / e["wall_median"], 1 / 50, "≤ 0.02"),
@@ -175,9 +185,14 @@ def targets_table(results):
     for p in results["phases"]:
         rows.append((f"default: backend CPU per poll ÷ its bare catalog queries, {p['tables']:,} tables",
                      p["subjects"][DEFAULT]["backend_cpu_per_cycle"] / bound(p, NEEDS[DEFAULT]), 1.2, "≤ 1.2"))
-    for fl in results.get("fleet", []):
-        if fl["targets"] == max(x["targets"] for x in results["fleet"]):
-            per = fleet_rss_per_target(results["fleet"], fl)
+    return rows
+
+
+def fleet_target_rows(fleet):
+    rows = []
+    for fl in fleet:
+        if fl["targets"] == max(x["targets"] for x in fleet):
+            per = fleet_rss_per_target(fleet, fl)
             rows += [
                 (f"fleet {fl['targets']}: RSS per target (MB)", None if per is None else per / 1e6, 1.0, "≤ 1"),
                 (f"fleet {fl['targets']}: CPU per target poll (ms)", None if fl["cpu_per_target_poll"] is None else fl["cpu_per_target_poll"] * 1e3, 2.0, "≤ 2"),
@@ -185,11 +200,7 @@ def targets_table(results):
                 (f"fleet {fl['targets']}: worst staleness ÷ interval",
                  None if fl["max_staleness"] is None else fl["max_staleness"] / fl["interval"], 1.5, "≤ 1.5"),
             ]
-    lines = ["| issue 15 target | today | target | met |", "|---|---:|---:|---|"]
-    for title, value, limit, shown in rows:
-        v, met = check(value, limit)
-        lines.append(f"| {title} | {v} | {shown} | {met} |")
-    return "\n".join(lines)
+    return rows
 
 
 def fleet_rss_per_target(fleet, row):
@@ -254,6 +265,16 @@ def render(results):
             f"{results['phases'][0]['lower_bound']['pg_stat_activity']['reps']} runs, backend CPU from "
             "`/proc/self/schedstat` read by the backend itself:", "",
             lower_bound_table(results), "", db_side_table(results), ""]
+    out += fleet_section(results)
+    out += ["### Against the targets of issue 15", "", targets_table(results), ""]
+    if results.get("chart"):
+        out += [f"![cost against size]({results['chart']})", ""]
+    return "\n".join(out)
+
+
+def fleet_section(results):
+    sizes = results["sizes"]
+    out = []
     if results.get("fleet"):
         fl = results["fleet"]
         out += ["### Fleet: one daemon, many targets, default collectors", "",
@@ -262,10 +283,44 @@ def render(results):
                 f"poll interval {fl[0]['interval']} s, a window of {sizes['fleet_window_intervals']} intervals per size; "
                 "staleness is now − `last_success` from `/api/v1/targets` (1 s resolution) sampled every 2 s.", "",
                 fleet_table(fl), ""]
-    out += ["### Against the targets of issue 15", "", targets_table(results), ""]
-    if results.get("chart"):
-        out += [f"![cost against size]({results['chart']})", ""]
-    return "\n".join(out)
+    if results.get("wide"):
+        out += wide_section(results["wide"], sizes)
+    return out
+
+
+def wide_section(w, sizes):
+    lines = ["### Every database: one target, "
+             f"{w['databases']} databases × {sizes['wide_tables']} tables, 2 connections", "",
+             "One target with `[targets.databases] include = [\"wide_*\"]` at defaults "
+             "(`max_connections = 2`) on the fleet cluster; the first database holds the audit table. "
+             "Time to alert runs from the audit row saying `committed` (psql returned) to "
+             "`/api/v1/alerts` showing `ImportRowShortfall` firing for it (polled every 50 ms), "
+             "for a short import of 700 of 1,000 rows.", "",
+             "| figure | value |", "|---|---:|",
+             f"| first round: every database's tables published | {w['first_round_seconds']:.1f} s |",
+             f"| pgvigil's sessions on the server, max of {w['session_samples']} samples | {w['max_sessions']} (budget 2) |",
+             f"| VmRSS / VmHWM | {mb(w['rss'])} / {mb(w['hwm'])} |",
+             f"| daemon CPU over the run | {w['cpu_seconds']:.2f} s in {w['window_seconds']:.0f} s |"]
+    for writer, lat in w["alert_latency"].items():
+        lines.append(f"| time to alert, writer with {writer}: median / max of {lat['runs']} | "
+                     f"{lat['median']:.2f} s / {lat['max']:.2f} s |")
+    return lines + [""]
+
+
+def render_fleet(results):
+    """The report of `--fleet-only`: the fleet table and its targets, no side-by-side phases."""
+    env = results["environment"]
+    return "\n".join([
+        "## The fleet case",
+        "",
+        f"Generated by `{results['command']}` on {env['date']} ({results['duration_seconds'] / 60:.0f} min).",
+        "",
+        f"- Machine: {env['cpu']}, {env['cores']} cores, {env['memory']}, {env['kernel']}; load average "
+        f"{env['load_before']} before, {env['load_after']} after (the cores are shared with other work).",
+        f"- `{env['pgvigil_version']}` at commit `{env['pgvigil_commit']}`, release build.",
+        "",
+        *fleet_section(results),
+        "### Against the fleet targets of issue 15", "", targets_table(results), ""])
 
 
 def write_section(path, text):

@@ -1,7 +1,8 @@
 //! `bench/side-by-side.sh --smoke`: the side-by-side benchmark still runs end to end at tiny
 //! sizes (a scratch cluster, postgres_exporter and two pgvigils scraped in turns, the fleet
-//! case) and writes every table, so the full run (not in CI) cannot rot. Nothing here asserts a
-//! speed: the figures are checked to exist and to be consistent, never against a threshold.
+//! case, one target over every database) and writes every table, so the full run (not in CI)
+//! cannot rot. Nothing here asserts a speed: the figures are checked to exist and to be
+//! consistent, never against a threshold.
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +42,7 @@ fn side_by_side_smoke_writes_every_table() {
         "## Side by side with postgres_exporter, and the fleet case",
         "### The database side: lower bound",
         "### Fleet: one daemon, many targets, default collectors",
+        "### Every database: one target, 3 databases",
         "### Against the targets of issue 15",
         "| series per scrape |",
         "| process CPU per cycle (poll + one scrape) |",
@@ -98,4 +100,14 @@ fn side_by_side_smoke_writes_every_table() {
         assert!(number(size, "polls") >= 1.0, "{size}");
         assert!(number(size, "metrics_series") > 0.0, "{size}");
     }
+    // The every-database case: every database visited on the 2-connection budget, and the short
+    // import alerted (the script waited for the alert; here its figures must be there).
+    let wide = &results["wide"];
+    assert_eq!(number(wide, "databases"), 3.0, "{wide}");
+    assert!(number(wide, "first_round_seconds") > 0.0, "{wide}");
+    let sessions = number(wide, "max_sessions");
+    assert!((1.0..=2.0).contains(&sessions), "{wide}");
+    let latency = &wide["alert_latency"]["xact_id and NOTIFY"];
+    assert_eq!(number(latency, "runs"), 1.0, "{wide}");
+    assert!(number(latency, "max") > 0.0, "{wide}");
 }
