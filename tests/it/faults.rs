@@ -492,7 +492,7 @@ async fn an_unreadable_audit_table_keeps_its_import_alerts_firing() {
     );
     let extra = format!(
         "[targets.databases]\ninclude = [\"{db}\"]\n\
-         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\n"
+         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\nrecheck_interval = \"1s\"\n"
     );
     let daemon = Daemon::start(&one_target("main", &dsn, &extra)).await;
     let labels = [
@@ -508,7 +508,7 @@ async fn an_unreadable_audit_table_keeps_its_import_alerts_firing() {
     app.batch_execute(&format!("REVOKE SELECT ON import_audit FROM {role}"))
         .await
         .unwrap();
-    let fix = format!("GRANT SELECT ON import_audit TO {role}");
+    let fix = format!("GRANT SELECT ON public.import_audit TO {role}");
     let problem = wait_async("the unreadable audit table reported", WAIT, || async {
         import_problems(&daemon)
             .await
