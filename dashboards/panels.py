@@ -282,6 +282,31 @@ TABLES = (
       unit=units.OpsPerSecond, w=8, h=5, desc="count(*) runs per second by result; errors and timeouts leave the exact count stale."),
 )
 
+def lockqueue() -> tuple[Row | P, ...]:
+    """Lock queues (issue 14, part lockqueue): blocked sessions, the longest wait, the root
+    blocker's age and the queue behind a strong lock, by database. A function so that a
+    "Schema & indexes" dashboard can take the same panels."""
+    return (
+        Row("Lock queues"),
+        P("timeseries", "Blocked sessions, by database",
+          (Q(f"max by (target, datname) (pgvigil_lock_blocked_sessions{{{T}}})", "{{target}}/{{datname}}"),), w=12,
+          desc="Sessions waiting for a heavyweight lock, by their database. A sudden wall of them is a lock queue: the status page's Blocked sessions tree names its head."),
+        P("timeseries", "Longest lock wait, by database",
+          (Q(f"max by (target, datname) (pgvigil_lock_blocked_max_wait_seconds{{{T}}})", "{{target}}/{{datname}}"),),
+          unit=units.Seconds, w=12, steps=above((60, "red")),
+          desc="How long the longest waiter of each database has waited (PostgreSQL 14+)."),
+        P("timeseries", "Root blocker transaction age, by database",
+          (Q(f"max by (target, datname) (pgvigil_lock_root_blocker_age_seconds{{{T}}})", "{{target}}/{{datname}}"),),
+          unit=units.Seconds, w=12,
+          desc="The oldest transaction among the sessions at the head of a blocking chain (idle in transaction, a long query, pg_dump): the session to end."),
+        P("timeseries", "Sessions queued behind a strong lock",
+          (Q(f"max by (target, datname) (pgvigil_lock_queue_sessions{{{T}}})", "{{target}}/{{datname}}"),
+           Q(f"max by (target) (pgvigil_lock_chain_max_depth{{{T}}})", "{{target}} chain depth")),
+          w=12, steps=above((3, "red")),
+          desc="Sessions waiting behind a session that waits for ACCESS EXCLUSIVE, EXCLUSIVE, SHARE ROW EXCLUSIVE or SHARE (a migration's DDL); LockQueue fires at 3. Chain depth 2: readers behind a DDL behind an idle transaction."),
+    )
+
+
 # The server-health layer: role, replication, slots, wraparound, archiver and WAL,
 # checkpoints, I/O, locks.
 SERVER = (
@@ -369,6 +394,7 @@ SERVER = (
     P("timeseries", "Locks by mode and state",
       (Q(f"sum by (target, mode, state) (pgvigil_locks{{{T}}})", "{{target}} {{mode}} {{state}}"),), w=24,
       desc="Heavyweight locks held (granted) and waited for (waiting), by mode. A waiting AccessExclusiveLock is a DDL queued behind a transaction, with everything else queued behind it."),
+    *lockqueue(),
 )
 
 SELF = (
@@ -399,6 +425,46 @@ SELF = (
       desc="Version and build of each pgvigil instance Prometheus scrapes."),
 )
 
+
+
+def migrations_panels() -> tuple[P | Row, ...]:
+    """The schema guard's migration part: what the migration tools recorded and what unsafe
+    migrations left behind (collector `migrations`)."""
+    return (
+        Row("Migrations"),
+        P("table", "Migration version by table", (Q(f"pgvigil_migration_info{{{TD}}}", table=True),),
+          desc="The schema version each migration tool recorded last (golang-migrate, Flyway, sqlx; Alembic's heads). The Deploys annotation marks every move."),
+        P("stat", "Failed migrations", (Q(f"sum(pgvigil_migration_failed{{{TD}}})", "failed"),), w=6, h=5,
+          steps=above((1, "red")),
+          desc="golang-migrate dirty, Flyway or sqlx success = false. MigrationFailed fires from 1 and names the tool's fix."),
+        P("stat", "Unreadable migration tables", (Q(f"sum(pgvigil_migration_table_problems{{{TD}}})", "problems"),), w=6, h=5,
+          steps=above((1, "orange")),
+          desc="Migration tables with an unexpected shape, no SELECT grant, or locked by a running migration; the status page names each and its fix."),
+        P("timeseries", "Schema changes per hour",
+          (Q(f"sum by (target, datname, tool, table) (increase(pgvigil_schema_changes_total{{{TD}}}[1h]))", "{{datname}} {{tool}} {{table}}"),),
+          w=12, h=5, desc="Moves of the recorded schema version (deploys) within the last hour."),
+        Row("Leftovers of unsafe migrations"),
+        P("timeseries", "INVALID indexes and NOT VALID constraints",
+          (Q(f"pgvigil_invalid_indexes{{{TD}}}", "{{datname}} INVALID indexes"),
+           Q(f"pgvigil_not_valid_constraints{{{TD}}}", "{{datname}} NOT VALID constraints")),
+          steps=above((1, "orange")),
+          desc="A failed CREATE INDEX CONCURRENTLY leaves an INVALID index (InvalidIndex fires); a constraint added NOT VALID was never checked against existing rows."),
+        P("table", "INVALID indexes", (Q(f"pgvigil_invalid_index_size_bytes{{{TD}}}", table=True),), unit=units.BytesIEC,
+          desc="Each INVALID index and its size: REINDEX INDEX CONCURRENTLY it, or DROP INDEX CONCURRENTLY and create it again."),
+        P("table", "NOT VALID constraints", (Q(f"pgvigil_not_valid_constraint_info{{{TD}}}", table=True),),
+          desc="ALTER TABLE ... VALIDATE CONSTRAINT checks the existing rows without blocking writes."),
+        P("timeseries", "Index builds and rewrites in progress",
+          (Q(f"pgvigil_schema_operation_progress_ratio{{{TD}}}", "{{datname}} {{command}} {{relation}} ({{phase}})"),),
+          unit=units.PercentUnit, min=0, max=1,
+          desc="CREATE INDEX / REINDEX (pg_stat_progress_create_index) and CLUSTER / VACUUM FULL (pg_stat_progress_cluster), done over total of the current phase."),
+    )
+
+
+# The schema guard (issue 14): one function per part.
+SCHEMA = (
+    *migrations_panels(),
+)
+
 DASHBOARDS = (
     Dashboard("pgvigil-overview", "pgvigil / Overview", OVERVIEW, True),
     Dashboard("pgvigil-queries", "pgvigil / Queries", QUERIES, True),
@@ -406,6 +472,7 @@ DASHBOARDS = (
     Dashboard("pgvigil-tables", "pgvigil / Tables & data integrity", TABLES, False),
     Dashboard("pgvigil-self", "pgvigil / pgvigil itself", SELF, False),
     Dashboard("pgvigil-server", "pgvigil / Server health", SERVER, False),
+    Dashboard("pgvigil-schema", "pgvigil / Schema & indexes", SCHEMA, True),
 )
 
 # On every dashboard. Grafana marks each sample above 0 of these queries on every graph.
@@ -414,12 +481,16 @@ ANNOTATIONS = (
                title="{{alertname}} firing (pgvigil)", tags=("alertname", "severity"), color="red"),
     Annotation("Alerts firing (Prometheus rules)", f'ALERTS{{alertstate="firing",{T}}}',
                title="{{alertname}} firing on {{target}}", tags=("alertname", "severity", "target"), color="orange"),
-    # The schema-guard issue adds a series of DDL and migrations; until then, the number of
-    # tables pgvigil sees (exported + cut off by max_tables) changes on CREATE and DROP TABLE.
+    # The number of tables pgvigil sees (exported + cut off by max_tables) changes on CREATE
+    # and DROP TABLE; a migration tool's recorded version moves on every deploy.
     Annotation("Schema changes (tables created or dropped)",
                f"changes(pgvigil_tables_exported{{{T}}}[2m]) + changes(pgvigil_tables_omitted{{{T}}}[2m]) > 0",
                title="Tables created or dropped on {{target}}", tags=("target",), color="purple",
                text="The number of tables pgvigil watches (after include/exclude) changed: CREATE, DROP or a rename."),
+    Annotation("Deploys (migration version moved)",
+               f"sum by (target, datname, tool) (increase(pgvigil_schema_changes_total{{{T}}}[2m])) > 0",
+               title="{{tool}} migrated {{datname}} on {{target}}", tags=("target", "datname", "tool"), color="green",
+               text="The schema version a migration tool recorded (golang-migrate, Flyway, sqlx, Alembic) moved: a deploy ran its migrations."),
     Annotation("Reconnects (server restart or upgrade)",
                f'sum by (target) (increase(pgvigil_connection_attempts_total{{{T},result="success"}}[2m])) > 0',
                title="pgvigil reconnected to {{target}}", tags=("target",), color="blue",

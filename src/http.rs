@@ -107,6 +107,8 @@ pub enum Endpoint {
     Imports,
     /// `/api/v1/alerts`.
     Alerts,
+    /// `/api/v1/locks`: every target's waiters and blocking chains.
+    Locks,
     /// `/`: the status page.
     StatusPage,
     /// `/targets/<name>`, `/imports/<id>`: the pages of one target or import.
@@ -144,6 +146,7 @@ pub const ROUTES: &[(&str, Endpoint)] = &[
     ("/api/v1/targets", Endpoint::Targets),
     ("/api/v1/imports", Endpoint::Imports),
     ("/api/v1/alerts", Endpoint::Alerts),
+    ("/api/v1/locks", Endpoint::Locks),
     ("/", Endpoint::StatusPage),
     ("/targets/", Endpoint::Page),
     ("/imports/", Endpoint::Page),
@@ -213,6 +216,7 @@ async fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
         Endpoint::Targets => json(&shared.status.targets()),
         Endpoint::Imports => json(&imports_api(shared)),
         Endpoint::Alerts => json(&shared.alerts.view()),
+        Endpoint::Locks => json(&locks_api(shared)),
         Endpoint::StatusPage | Endpoint::Page => match crate::page::render(path, shared) {
             Some(Page::Found(body)) => html(StatusCode::OK, body),
             Some(Page::NotFound(body)) => html(StatusCode::NOT_FOUND, body),
@@ -307,6 +311,23 @@ fn html(status: StatusCode, body: String) -> Response<Body> {
 /// HTML escaping, for the tests that check any text is escaped.
 #[cfg(test)]
 pub(crate) use crate::page::html::escape;
+
+/// `/api/v1/locks`: per target, the locks collector's latest report — `waiting_backends`,
+/// `blocked_databases` (waiters and longest wait by database), `waiters` (the examined ones,
+/// with `blocked_by`), `sessions` by pid, and `chains`, the blocking forest (each node's
+/// `pid`, `waiting`, `session`, `in_cycle`, `also_blocked_by`, `behind`, `children`); `null`
+/// while the collector has not reported.
+fn locks_api(shared: &Hub) -> serde_json::Value {
+    let targets: serde_json::Map<String, serde_json::Value> = shared
+        .latest_observations()
+        .into_iter()
+        .map(|(target, obs)| {
+            let value = serde_json::to_value(&obs.locks).unwrap_or_default();
+            (target, value)
+        })
+        .collect();
+    serde_json::json!({ "targets": targets })
+}
 
 /// `/api/v1/imports`: every target's latest import verdicts, with their numbers. Per target:
 /// `imports`, `audit_tables` and `problems` over all its databases (each verdict and audit

@@ -29,7 +29,7 @@
 //!   snapshot store `/metrics` reads.
 //! * [`exposition`]: OpenMetrics vs. classic text format negotiation.
 //! * [`status`]: per-source state for the API and the status page.
-//! * [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `/api/v1/alerts`,
+//! * [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`, `/api/v1/alerts`, `/api/v1/locks`,
 //!   `/api/v1/imports`, the status page and `/-/reload`, dispatched from one list
 //!   ([`http::ROUTES`]); every other method than GET/HEAD is refused with 405 and `Allow`.
 //! * [`page`]: the status pages (`/`, `/targets/<name>`, `/imports/<id>`), their charts and

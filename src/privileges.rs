@@ -13,6 +13,8 @@
 //!   named `import_audit`);
 //! - `SELECT ON <import target tables>`: the same for each distinct `target_table` of the
 //!   readable audit tables of the recommended shape;
+//! - `SELECT ON <migration tables>`: the same for each migration tool's table found or
+//!   configured (`[targets.migrations]`);
 //! - and for every watched database, `has_database_privilege(..., 'CONNECT')`.
 //!
 //! Cost: a handful of catalog function calls per database; no locks beyond catalog reads.
@@ -115,6 +117,9 @@ async fn grant_checks(
             .collect(),
         "SELECT ON import_audit" => audit_tables(client, target).await?,
         "SELECT ON <import target tables>" => import_targets(client, target).await?,
+        "SELECT ON <migration tables>" => {
+            crate::collect::migrations::table_names(client, &target.migrations).await?
+        }
         other => {
             return Ok(vec![check(
                 other.to_owned(),
@@ -412,6 +417,7 @@ mod tests {
         "SELECT ON <exact_count_tables>",
         "SELECT ON import_audit",
         "SELECT ON <import target tables>",
+        "SELECT ON <migration tables>",
     ];
 
     #[test]

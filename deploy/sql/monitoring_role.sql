@@ -25,6 +25,10 @@ GRANT pg_monitor TO pgvigil;
 GRANT SELECT ON import_audit TO pgvigil;
 -- GRANT SELECT ON contacts TO pgvigil;
 
+-- The migrations collector reads the migration tools' tables it finds (schema_migrations,
+-- flyway_schema_history, _sqlx_migrations, alembic_version): SELECT ON <migration tables>.
+-- GRANT SELECT ON schema_migrations, flyway_schema_history TO pgvigil;
+
 -- Exact counts ([targets.tables] exact_count_tables) need SELECT ON <exact_count_tables> too.
 -- GRANT SELECT ON orders, invoices TO pgvigil;
 

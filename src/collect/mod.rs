@@ -43,6 +43,8 @@ pub mod wraparound;
 pub mod checkpointer;
 pub mod io;
 pub mod locks;
+// The schema guard: migration records and the leftovers of unsafe migrations.
+pub mod migrations;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -240,6 +242,8 @@ pub struct DatabaseReport {
     pub tables: Option<tables::TablesReport>,
     /// Import verdicts.
     pub imports: Option<imports::ImportsReport>,
+    /// Migration records and leftovers of unsafe migrations.
+    pub migrations: Option<migrations::MigrationsReport>,
     /// Why the database could not be read, if it could not (connection refused, ...).
     pub error: Option<String>,
 }

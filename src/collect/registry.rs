@@ -147,6 +147,8 @@ pub const POSTGRES: &[CollectorSpec<Postgres>] = &[
     super::checkpointer::SPEC,
     super::io::SPEC,
     super::locks::SPEC,
+    // The schema guard (issue 14).
+    super::migrations::SPEC,
 ];
 
 /// PgBouncer collectors, in poll order.

@@ -30,6 +30,7 @@ mod fragments;
 mod guard;
 mod libpq;
 mod limits;
+mod migrations;
 mod pgbouncer;
 #[cfg(test)]
 mod proptests;
@@ -62,6 +63,7 @@ pub use guard::{
 };
 pub(crate) use limits::check_general as check_duration_bound;
 pub use limits::{MAX_DURATION, PG_INT_MILLIS_MAX};
+pub use migrations::{MigrationTableConfig, MigrationTool, MigrationsConfig};
 pub use pgbouncer::PgbouncerConfig;
 pub use raw::LogFormat;
 pub use sink_tls::SinkTlsConfig;

@@ -126,6 +126,9 @@ pub(crate) struct RawTarget {
     pub(crate) io: RawToggle,
     #[serde(default)]
     pub(crate) locks: RawToggle,
+    // The schema guard.
+    #[serde(default)]
+    pub(crate) migrations: super::migrations::RawMigrations,
 }
 
 #[derive(Debug, Default, Deserialize)]

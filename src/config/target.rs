@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::collectors::CollectorConfig;
 use super::databases::DatabasesConfig;
 use super::guard::{ImportsConfig, TablesConfig};
+use super::migrations::{DEFAULT_MIGRATIONS_INTERVAL, MigrationsConfig};
 use super::raw::{self, RawTarget};
 use super::source::{Location, RawSource, SourceSettings};
 use super::{ConfigError, ConnectionSpec, Validator};
@@ -29,6 +30,11 @@ const DEFAULT_TABLES_INTERVAL: Duration = Duration::from_secs(60);
 /// target polls faster).
 const DEFAULT_IMPORTS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Locks and blocking chains: every 5 s, independent of the main poll (or every poll, if the
+/// target polls faster), so a migration queueing the application behind it is seen within
+/// seconds; with nothing waiting a poll is one query over pg_locks.
+const DEFAULT_LOCKS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Database sizes: every 5 minutes (`pg_database_size` stats every file of a database).
 const DEFAULT_DATABASE_SIZES_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// The size of pg_wal: `pg_ls_waldir()` stats every WAL segment, so every 5 minutes.
@@ -43,6 +49,11 @@ pub(super) fn default_tables_interval(poll_interval: Duration) -> Duration {
 /// The default interval of import checks for a target that polls every `poll_interval`.
 fn default_imports_interval(poll_interval: Duration) -> Duration {
     DEFAULT_IMPORTS_INTERVAL.min(poll_interval)
+}
+
+/// The default interval of the locks collector for a target that polls every `poll_interval`.
+fn default_locks_interval(poll_interval: Duration) -> Duration {
+    DEFAULT_LOCKS_INTERVAL.min(poll_interval)
 }
 
 /// One `[[targets]]` entry: a PostgreSQL cluster pgvigil watches — cluster-wide views over its
@@ -88,8 +99,11 @@ pub struct TargetConfig {
     pub checkpointer: CollectorConfig<()>,
     /// `[targets.io]`: pg_stat_io, PostgreSQL 16+ (common keys only).
     pub io: CollectorConfig<()>,
-    /// `[targets.locks]`: pg_locks and the blockers of waiting backends (common keys only).
+    /// `[targets.locks]`: pg_locks and the blocking chains of waiting backends (common keys
+    /// only; every 5 s by default, or every poll if the target polls faster).
     pub locks: CollectorConfig<()>,
+    /// `[targets.migrations]`: migration tools' records and leftovers of unsafe migrations.
+    pub migrations: CollectorConfig<MigrationsConfig>,
 }
 
 impl Deref for TargetConfig {
@@ -132,7 +146,11 @@ impl TargetConfig {
             wal_directory: CollectorConfig::every(DEFAULT_WAL_DIRECTORY_INTERVAL, ()),
             checkpointer: CollectorConfig::on(()),
             io: CollectorConfig::on(()),
-            locks: CollectorConfig::on(()),
+            locks: CollectorConfig::every(DEFAULT_LOCKS_INTERVAL, ()),
+            migrations: CollectorConfig::every(
+                DEFAULT_MIGRATIONS_INTERVAL,
+                MigrationsConfig::default(),
+            ),
         }
     }
 
@@ -320,6 +338,7 @@ impl Validator<'_> {
         let poll = target.poll_interval;
         target.tables.interval = Some(default_tables_interval(poll));
         target.imports.interval = Some(default_imports_interval(poll));
+        target.locks.interval = Some(default_locks_interval(poll));
         let (enabled, interval) = (raw.tables.enabled, raw.tables.interval.clone());
         let tables = self.tables(raw.tables)?;
         target.tables = self.collector(target.tables, enabled, &interval, tables)?;
@@ -342,6 +361,13 @@ impl Validator<'_> {
         target.checkpointer = self.toggle(target.checkpointer, &raw.checkpointer)?;
         target.io = self.toggle(target.io, &raw.io)?;
         target.locks = self.toggle(target.locks, &raw.locks)?;
+        let migrations = self.migrations(&raw.migrations)?;
+        target.migrations = self.collector(
+            target.migrations,
+            raw.migrations.enabled,
+            &raw.migrations.interval,
+            migrations,
+        )?;
         Ok(target)
     }
 

@@ -5,8 +5,8 @@
 //! task, this loop holds at most `max_connections - 1` sessions, each on one database, and does
 //! the per-database work. Step by step:
 //!
-//! 1. **Rounds.** Every `[targets.databases] refresh_interval` (1m) a round starts with one
-//!    query, over any open session, of `pg_database` and `pg_stat_database` ([`listing`]):
+//! 1. **Rounds.** Every `[targets.databases] refresh_interval` (1m), once the previous round
+//!    has ended, a round starts with one query, over any open session, of `pg_database` and `pg_stat_database` ([`listing`]):
 //!    databases created since are watched from now on (their tables read in this round);
 //!    dropped ones are forgotten (series retracted, their alerts resolve because their reports
 //!    are gone); and each database's write counters say whether it changed.
@@ -17,7 +17,9 @@
 //!    `round_budget` is spent, or when a visit would have to connect and
 //!    `max_connects_per_hour` is spent: the rest are postponed to the next round, first in
 //!    line, never queued twice.
-//! 3. **Import checks** come before visits, between any two of them: in every database whose
+//! 3. **Import checks** come before visits, between any two of them (one check, then the
+//!    round's next visit, so checks that are always due on a loaded server never starve the
+//!    visits; [`plan::next_step`]): in every database whose
 //!    last check read an audit table, every `[targets.imports] interval` (5s), sooner when a
 //!    verdict waits for its confirming second look, and at once when that database's writer
 //!    sends `NOTIFY pgvigil_import` — every session `LISTEN`s, so a session kept on an audit
@@ -55,7 +57,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use self::listing::Listed;
-use self::plan::{ConnectBudget, DatabasePlan, Intervals};
+use self::plan::{ConnectBudget, DatabasePlan, Intervals, Step};
 use self::sessions::Sessions;
 use crate::collect::registry::POSTGRES;
 use crate::collect::{Collector, CollectorSpec, DatabaseReport, Postgres, Scope};
@@ -189,6 +191,9 @@ struct State {
     refresh_failures: u32,
     /// When the current round started; `None` between rounds.
     round: Option<Instant>,
+    /// An import check ran since the round's last visit: the next visit goes first
+    /// ([`plan::next_step`]).
+    visit_owed: bool,
     postponed: BTreeMap<&'static str, u64>,
     notices: target::Notices,
     /// Problems already logged, so each is logged once until it changes.
@@ -215,6 +220,7 @@ impl State {
             next_refresh: now,
             refresh_failures: 0,
             round: None,
+            visit_owed: false,
             postponed: [("round_budget", 0), ("connect_budget", 0)].into(),
             notices,
             logged: HashSet::new(),
@@ -243,7 +249,9 @@ impl State {
             }
         }
         self.lane.target = target;
+        // A new round at once, in place of the current one.
         self.next_refresh = Instant::now();
+        self.round = None;
     }
 
     /// When there is next something to do.
@@ -273,14 +281,27 @@ impl State {
                 self.notified(&datname, &payload);
             }
             let now = Instant::now();
-            if now >= self.next_refresh {
-                self.refresh(now).await;
-            } else if let Some(datname) = self.next_check(now) {
-                self.visit(&datname, false).await;
-            } else if let Some(datname) = self.next_visit(now) {
-                self.visit(&datname, true).await;
-            } else {
-                return;
+            let check = self.next_check(now);
+            let step = plan::next_step(
+                now >= self.next_refresh,
+                self.round.is_some(),
+                check.is_some(),
+                self.visit_owed,
+            );
+            match (step, check) {
+                (Step::Refresh, _) => self.refresh(now).await,
+                (Step::Check, Some(datname)) => {
+                    self.visit(&datname, false).await;
+                    self.visit_owed = true;
+                }
+                (Step::Visit, _) => {
+                    // None: the round has ended (or was cut short); the loop goes on.
+                    if let Some(datname) = self.next_visit(now) {
+                        self.visit(&datname, true).await;
+                    }
+                    self.visit_owed = false;
+                }
+                (Step::Check, None) | (Step::Idle, _) => return,
             }
         }
     }

@@ -6,6 +6,8 @@
 //! * [`ConnectBudget`]: the token bucket that bounds how many connections table visits open
 //!   per hour.
 //! * [`table_shares`]: each database's share of `max_tables_total`.
+//! * [`next_step`]: what the loop does next (a round, an import check or a visit), so that
+//!   neither rounds nor import checks that are always due starve the visits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -227,6 +229,41 @@ pub(crate) fn table_shares(
         .collect()
 }
 
+/// What the database loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Start a round: read the database list.
+    Refresh,
+    /// Run the import check that is due.
+    Check,
+    /// Go on with the current round (its next visit, or its end).
+    Visit,
+    /// Nothing is due: sleep until something is.
+    Idle,
+}
+
+/// The loop's next step. A round is never restarted while one is in progress (it would start
+/// over before reaching the databases at its end), and after each import check the round's
+/// next visit comes before the next check: on a loaded server a check may take longer than
+/// the checks' interval, and checks that are always due would otherwise starve every visit —
+/// a database created meanwhile would never be read. A check so waits for at most one visit.
+pub(crate) fn next_step(
+    refresh_due: bool,
+    in_round: bool,
+    check_due: bool,
+    visit_owed: bool,
+) -> Step {
+    if refresh_due && !in_round {
+        Step::Refresh
+    } else if check_due && !(visit_owed && in_round) {
+        Step::Check
+    } else if in_round {
+        Step::Visit
+    } else {
+        Step::Idle
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +385,60 @@ mod tests {
         let s = table_shares(&matched, 400);
         assert_eq!((s["a"], s["b"], s["c"], s["d"]), (10, 130, 130, 130));
         assert!(s.values().sum::<usize>() <= 400);
+    }
+
+    /// The loop as `work` runs it, on a server so slow that a refresh and an import check are
+    /// due again whenever a step ends: every round still reaches all its visits.
+    #[test]
+    fn checks_and_rounds_that_are_always_due_do_not_starve_the_visits() {
+        let mut in_round = false;
+        let mut owed = false;
+        let mut left = 0; // visits left in the round
+        let (mut visits, mut checks, mut rounds) = (0, 0, 0);
+        for _ in 0..60 {
+            match next_step(true, in_round, true, owed) {
+                Step::Refresh => {
+                    rounds += 1;
+                    in_round = true;
+                    left = 3;
+                }
+                Step::Check => {
+                    checks += 1;
+                    owed = true;
+                }
+                Step::Visit if left == 0 => {
+                    in_round = false;
+                    owed = false;
+                }
+                Step::Visit => {
+                    visits += 1;
+                    left -= 1;
+                    owed = false;
+                }
+                Step::Idle => unreachable!("something is always due"),
+            }
+        }
+        assert!(rounds >= 5, "{rounds} rounds");
+        assert_eq!(visits, 3 * (rounds - usize::from(in_round)) + (3 - left));
+        // Checks keep their place: one between any two visits.
+        assert!(checks >= visits, "{checks} checks, {visits} visits");
+    }
+
+    #[test]
+    fn a_check_goes_first_and_nothing_due_is_idle() {
+        assert_eq!(next_step(false, true, true, false), Step::Check);
+        assert_eq!(next_step(false, true, true, true), Step::Visit);
+        assert_eq!(
+            next_step(false, false, true, true),
+            Step::Check,
+            "no round: checks go on"
+        );
+        assert_eq!(
+            next_step(true, true, false, false),
+            Step::Visit,
+            "the round ends first"
+        );
+        assert_eq!(next_step(true, false, true, false), Step::Refresh);
+        assert_eq!(next_step(false, false, false, false), Step::Idle);
     }
 }

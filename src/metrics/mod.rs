@@ -24,11 +24,14 @@
 //!   target (role and settings, pg_stat_database and sizes, wraparound and its horizon).
 //! * [`replication`] and [`wal`]: replication (both sides), slots, the archiver, WAL.
 //! * [`checkpointer`], [`io`], [`locks`]: the server-health layer (cluster-wide views).
+//! * [`migrations`]: the schema guard's migration records and leftovers (per database).
 //! * [`pgbouncer`]: PgBouncer instances.
 //! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
 //!   snapshot series in both text formats; `scrape` (private) assembles, caches and
-//!   compresses the `/metrics` body ([`Metrics::scrape`]).
+//!   compresses the `/metrics` body ([`Metrics::scrape`]); `parts` (private) keeps each
+//!   snapshot's gzip pieces, reused across polls where the series did not change, and `gzip`
+//!   (private) splices such pieces into one gzip member.
 //!
 //! [`ALL`] is every catalogue in README order: the README's metrics reference and the
 //! dashboard/rule checks are tested against it, and every collector in the registry
@@ -37,7 +40,9 @@
 pub mod activity;
 pub mod alerting;
 pub mod databases;
+mod gzip;
 pub mod imports;
+mod parts;
 pub mod pgbouncer;
 pub mod process;
 mod registry;
@@ -57,6 +62,8 @@ pub mod wraparound;
 pub mod checkpointer;
 pub mod io;
 pub mod locks;
+// The schema guard: migrations and their leftovers.
+pub mod migrations;
 
 use std::sync::LazyLock;
 
@@ -84,6 +91,8 @@ pub use wraparound::*;
 pub use checkpointer::*;
 pub use io::*;
 pub use locks::*;
+// The schema guard.
+pub use migrations::*;
 
 /// The Prometheus type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +183,8 @@ const CATALOGUES: &[&[&MetricDef]] = &[
     CHECKPOINTER_METRICS,
     IO_METRICS,
     LOCKS_METRICS,
+    // The schema guard.
+    MIGRATIONS_METRICS,
 ];
 
 /// Catalogues of process metrics, held as families in [`Metrics`] rather than published in

@@ -11,19 +11,45 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use super::gzip::Deflater;
+use super::parts::Parts;
 pub use super::snapshot::{Labels, Series, Snapshot};
 
 /// What a snapshot is of: a collector, and for database-scope collectors the database (`""`
 /// for a source-wide snapshot).
 type Key = (&'static str, String);
 
+/// A published snapshot and, once a gzip scrape asked for them, its compressed pieces
+/// (module `parts`).
+#[derive(Debug)]
+pub(super) struct Published {
+    pub(super) snapshot: Arc<Snapshot>,
+    parts: OnceLock<Parts>,
+    /// The snapshot this one replaced, while its pieces may be reused for this one's; taken
+    /// (and so freed) when this one's pieces are built. Only a snapshot whose pieces were
+    /// built is kept here, so no chain of old snapshots builds up.
+    seed: Mutex<Option<Arc<Published>>>,
+}
+
+impl Published {
+    /// The pieces of this snapshot for `target` (the target it is published under), built on
+    /// first use; a second caller meanwhile waits for them instead of building them too.
+    pub(super) fn parts(&self, target: &str, deflater: &mut Deflater) -> &Parts {
+        self.parts.get_or_init(|| {
+            let seed = self.seed.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let previous = seed.as_ref().and_then(|s| s.parts.get());
+            Parts::build(target, self.snapshot.clone(), previous, deflater).0
+        })
+    }
+}
+
 /// The latest snapshot of every (source, collector, database) triple.
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     // A std RwLock: it is never held across an await, and scrapes only read.
-    inner: RwLock<BTreeMap<String, BTreeMap<Key, Arc<Snapshot>>>>,
+    inner: RwLock<BTreeMap<String, BTreeMap<Key, Arc<Published>>>>,
     /// Moves on every change to the store and to the process metrics (see [`Self::touch`]).
     generation: AtomicU64,
 }
@@ -43,12 +69,29 @@ impl SnapshotStore {
         database: &str,
         snapshot: Snapshot,
     ) {
-        let published = Arc::new(snapshot);
+        let published = Arc::new(Published {
+            snapshot: Arc::new(snapshot),
+            parts: OnceLock::new(),
+            seed: Mutex::new(None),
+        });
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let previous = inner
             .entry(target.to_owned())
             .or_default()
-            .insert((collector, database.to_owned()), published);
+            .insert((collector, database.to_owned()), published.clone());
+        // Seeded under the write lock, before any scrape can see the new snapshot.
+        if let Some(previous) = &previous {
+            let seed = if previous.parts.get().is_some() {
+                Some(previous.clone())
+            } else {
+                previous
+                    .seed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+            };
+            *published.seed.lock().unwrap_or_else(|e| e.into_inner()) = seed;
+        }
         drop(inner);
         self.touch();
         // Freed outside the lock: a full-fidelity snapshot is 100k+ series.
@@ -97,7 +140,10 @@ impl SnapshotStore {
     /// The latest source-wide snapshot of one collector for one source.
     pub fn latest(&self, target: &str, collector: &'static str) -> Option<Arc<Snapshot>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner.get(target)?.get(&(collector, String::new())).cloned()
+        inner
+            .get(target)?
+            .get(&(collector, String::new()))
+            .map(|p| p.snapshot.clone())
     }
 
     /// A number that changes whenever what `/metrics` would show may have changed.
@@ -111,7 +157,7 @@ impl SnapshotStore {
     }
 
     /// Every published snapshot, by target name.
-    pub(super) fn all(&self) -> Vec<(String, Arc<Snapshot>)> {
+    pub(super) fn all(&self) -> Vec<(String, Arc<Published>)> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner
             .iter()

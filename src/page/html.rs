@@ -102,7 +102,7 @@ pub(crate) fn head(title: &str) -> String {
          <meta http-equiv=\"refresh\" content=\"15\"><title>{} · pgvigil</title><style>{STYLE}</style></head>\
          <body><nav><a href=\"/\">pgvigil</a> · <a href=\"/metrics\">/metrics</a> · \
          <a href=\"/api/v1/targets\">/api/v1/targets</a> · <a href=\"/api/v1/alerts\">/api/v1/alerts</a> · \
-         <a href=\"/api/v1/imports\">/api/v1/imports</a></nav>",
+         <a href=\"/api/v1/imports\">/api/v1/imports</a> · <a href=\"/api/v1/locks\">/api/v1/locks</a></nav>",
         escape(title)
     )
 }

@@ -17,6 +17,7 @@
 //! * `sections`: a target page's per-collector sections, listed once.
 //! * `target`, `import`: the two detail pages.
 
+mod blocking;
 mod charts;
 pub mod history;
 pub(crate) mod html;

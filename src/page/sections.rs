@@ -38,6 +38,11 @@ pub(crate) const SECTIONS: &[Section] = &[
         render: writes,
     },
     Section {
+        id: "blocked",
+        title: "Blocked sessions",
+        render: super::blocking::render,
+    },
+    Section {
         id: "imports",
         title: "Imports",
         render: imports,

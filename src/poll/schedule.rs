@@ -232,7 +232,7 @@ mod tests {
         };
         assert_eq!(names(Scope::Cluster), registered(Scope::Cluster));
         assert!(names(Scope::Cluster).contains(&"activity"));
-        assert_eq!(names(Scope::Database), ["tables", "imports"]);
+        assert_eq!(names(Scope::Database), ["tables", "imports", "migrations"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,7 +6,7 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, connect, one_target};
 
-const WAIT: Duration = Duration::from_secs(15);
+const WAIT: Duration = crate::support::CEILING;
 
 #[tokio::test]
 async fn uncommitted_insert_shows_as_open_transaction_with_writes() {

@@ -17,7 +17,7 @@ use crate::support::{Daemon, Metrics, connect, one_target};
 use crate::support_alerting::{Alertmanager, api_active, api_alerts, has_labels, wait_async};
 
 /// Generous: two loaded cores, several clusters at once.
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 fn ann<'a>(alert: &'a Value, key: &str) -> &'a str {
     alert["annotations"][key]

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use pgvigil_testkit::{TestCluster, free_port, wait_until};
 
@@ -261,7 +260,7 @@ fn without_a_config_it_watches_the_database_from_the_environment() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let up = wait_until(
         "pgvigil_up from the environment target",
-        Duration::from_secs(20),
+        crate::support::CEILING,
         || {
             let body = runtime.block_on(async {
                 match tokio::net::TcpStream::connect(addr).await {

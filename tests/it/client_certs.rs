@@ -11,7 +11,7 @@ use pgvigil_testkit::TestCluster;
 use crate::support::{Daemon, one_target};
 use crate::support_certs::Pki;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 const ROLE: &str = "pgvigil_cert";
 
 /// `ssl = on` with a server certificate and `ssl_ca_file` from `pki`, and `ROLE` admitted only

@@ -17,7 +17,7 @@ use crate::imports::{CONTACTS, import_correctly, import_partially};
 use crate::support::{Daemon, connect};
 use crate::support_alerting::{api_active, api_alerts, has_labels, wait_async};
 
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = crate::support::CEILING;
 
 /// A database with the contacts table and the recommended audit table.
 async fn audit_database(cluster: &TestCluster, prefix: &str) -> (String, tokio_postgres::Client) {

@@ -1,5 +1,5 @@
 //! File discovery against real PostgreSQL: writing, editing and deleting a file_sd file adds,
-//! changes and removes targets within 5 s (the limit of the wait, not a sleep); a malformed
+//! changes and removes targets (each waited for, never slept on); a malformed
 //! file keeps its last good targets and says where it is wrong.
 
 use std::time::Duration;
@@ -9,8 +9,8 @@ use pgvigil_testkit::TestCluster;
 use crate::support::Daemon;
 use crate::support_alerting::wait_async;
 
-/// The most a change may take to show.
-const WITHIN: Duration = Duration::from_secs(5);
+/// The ceiling of each wait (the change shows at the next file event or refresh).
+const WITHIN: Duration = crate::support::CEILING;
 
 async fn described(daemon: &Daemon, name: &str) -> Option<String> {
     let (_, body) = daemon.get("/api/v1/targets").await;

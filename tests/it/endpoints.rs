@@ -2,7 +2,6 @@
 
 use std::io::{Read as _, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use pgvigil_testkit::{TestCluster, find_program};
 
@@ -21,14 +20,14 @@ async fn promtool_accepts_the_metrics_and_prometheus_gets_openmetrics() {
         .await
         .unwrap();
     daemon
-        .wait_for("the writing transaction", Duration::from_secs(15), |m| {
+        .wait_for("the writing transaction", crate::support::CEILING, |m| {
             m.value("pgvigil_transactions_with_writes", &[("datname", &db)])
                 .map(|_| ())
         })
         .await;
     // The server-health collectors' series are in the checked output too.
     daemon
-        .wait_for("the server-health series", Duration::from_secs(15), |m| {
+        .wait_for("the server-health series", crate::support::CEILING, |m| {
             [
                 "pgvigil_server_uptime_seconds",
                 "pgvigil_setting",
@@ -150,7 +149,7 @@ async fn every_exported_metric_is_defined_in_metrics_rs() {
     let cluster = TestCluster::start();
     let daemon = Daemon::start(&one_target("main", &cluster.dsn("postgres"), "")).await;
     let m = daemon
-        .wait_for("a poll", Duration::from_secs(15), |m| {
+        .wait_for("a poll", crate::support::CEILING, |m| {
             m.value("pgvigil_connections_max", &[]).map(|_| m.clone())
         })
         .await;
@@ -183,7 +182,7 @@ async fn health_readiness_api_and_status_page() {
         .wait_for_target(
             "main",
             "the first finished poll",
-            Duration::from_secs(15),
+            crate::support::CEILING,
             |t| {
                 (t["last_poll"].is_string() && t["collectors"]["activity"].is_object())
                     .then(|| t.clone())

@@ -19,7 +19,7 @@ use crate::support::{Daemon, one_target};
 use crate::support_alerting::wait_async;
 use crate::support_certs::Pki;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// A target nobody listens for: PgvigilTargetDown fires after `for` (1s here).
 fn down_target() -> String {

@@ -447,7 +447,7 @@ async fn daemon_serves_verdicts_on_the_api_the_status_page_and_metrics() {
     let ok = import_correctly(&dsn, &audit, "good.csv", 1_000).await;
     let partial = import_partially(&dsn, &audit, 10_000, 300).await;
     let m = daemon
-        .wait_for("the shortfall", Duration::from_secs(20), |m| {
+        .wait_for("the shortfall", crate::support::CEILING, |m| {
             let missing = m.value(
                 "pgvigil_import_missing_rows",
                 &[("target", "main"), ("table", "public.contacts")],

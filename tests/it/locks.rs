@@ -13,7 +13,7 @@ use crate::support::{Daemon, Metrics, connect, one_target};
 use crate::support_alerting::{api_active, wait_async};
 
 /// Generous: two loaded cores, several clusters at once.
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// PostgreSQL 18: every collector runs there (pg_stat_io needs 16+, wait ages 14+).
 const MAJOR: u32 = 18;

@@ -434,6 +434,42 @@ const MAY_BE_EMPTY: &[(&str, &str)] = &[
     ),
     ("pgvigil_alerts", "series exist only while an alert is held"),
     (
+        "pgvigil_lock_blocked_",
+        "one series per database with a session waiting for a lock, and none waits in this run (tests/it/lock_queue.rs covers them)",
+    ),
+    (
+        "pgvigil_lock_root_blocker_age_seconds",
+        "present only while a session blocks another, and none does in this run (tests/it/lock_queue.rs covers it)",
+    ),
+    (
+        "pgvigil_lock_queue_sessions",
+        "present only while a session waits for a strong lock, and none does in this run (tests/it/lock_queue.rs covers it)",
+    ),
+    (
+        "pgvigil_migration_info",
+        "no migration tool's table in the live run's database (tests/it/migrations.rs covers them)",
+    ),
+    (
+        "pgvigil_migration_failed",
+        "no migration tool's table in the live run's database",
+    ),
+    (
+        "pgvigil_schema_change",
+        "no migration tool's table in the live run's database",
+    ),
+    (
+        "pgvigil_invalid_index_",
+        "no INVALID index in the live run (tests/it/migrations.rs makes one)",
+    ),
+    (
+        "pgvigil_not_valid_constraint_info",
+        "no NOT VALID constraint in the live run",
+    ),
+    (
+        "pgvigil_schema_operation_",
+        "no index build or rewrite runs during the live run",
+    ),
+    (
         "pgvigil_database_checksum_last_failure_timestamp_seconds",
         "absent until a data checksum failure (the test clusters have none)",
     ),
@@ -655,30 +691,30 @@ async fn live_prometheus_answers_every_dashboard_and_rule() {
     .unwrap();
     // Rates need two samples inside their window; wait for the slowest input to have them.
     prometheus
-        .wait_for_data("pgvigil_import_missing_rows > 0", Duration::from_secs(30))
+        .wait_for_data("pgvigil_import_missing_rows > 0", crate::support::CEILING)
         .await;
     prometheus
         .wait_for_data(
             "rate(pgvigil_statement_calls_total[30s]) > 0",
-            Duration::from_secs(30),
+            crate::support::CEILING,
         )
         .await;
     prometheus
         .wait_for_data(
             "rate(db_client_operation_duration_seconds_count[30s]) > 0",
-            Duration::from_secs(30),
+            crate::support::CEILING,
         )
         .await;
     prometheus
         .wait_for_data(
             "pgvigil:statement_mean_seconds:rate5m",
-            Duration::from_secs(30),
+            crate::support::CEILING,
         )
         .await;
     // pg_stat_replication's lag times are NULL until the standby has confirmed WAL sent after
     // it connected (the workload's updates write some every 20 ms).
     prometheus
-        .wait_for_data("pgvigil_replication_lag_seconds", Duration::from_secs(30))
+        .wait_for_data("pgvigil_replication_lag_seconds", crate::support::CEILING)
         .await;
 
     let mut failures = Vec::new();

@@ -358,7 +358,7 @@ fn deb_installs_with_dpkg_and_serves_metrics_as_its_unit_user() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let daemon = start_as_the_unit_does(&Unit::parse(&unit_text), &log);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_eq!(wait_for_up(addr, "main", Duration::from_secs(30)), 1.0);
+    assert_eq!(wait_for_up(addr, "main", crate::support::CEILING), 1.0);
     stop_as_systemd_does(daemon, &log);
     purge_and_check(installed);
 }

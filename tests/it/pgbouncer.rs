@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::support::{Daemon, connect, http_get};
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = crate::support::CEILING;
 
 pub fn bouncer_config(name: &str, bouncer: &TestPgbouncer) -> String {
     format!(

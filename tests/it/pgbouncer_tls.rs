@@ -10,7 +10,7 @@ use pgvigil_testkit::{TestCluster, TestPgbouncer};
 use crate::support::Daemon;
 use crate::support_certs::Pki;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// Make `path` readable by PgBouncer, which drops to the `postgres` user when tests run as root.
 fn hand_to_postgres(path: &std::path::Path, mode: u32) {

@@ -144,8 +144,6 @@ fn the_shipped_monitoring_role_has_everything() {
 
 #[tokio::test]
 async fn the_daemon_says_the_same_in_the_api_and_keeps_the_rest_running() {
-    use std::time::Duration;
-
     use crate::support::Daemon;
 
     let cluster = TestCluster::start();
@@ -165,7 +163,7 @@ async fn the_daemon_says_the_same_in_the_api_and_keeps_the_rest_running() {
          [targets.databases]\ninclude = [\"{db}\"]\n"
     ))
     .await;
-    let wait = Duration::from_secs(30);
+    let wait = crate::support::CEILING;
     let target = daemon
         .wait_for_target("main", "the missing grant in the API", wait, |t| {
             t["privileges"]["imports"].as_array().map(|_| t.clone())

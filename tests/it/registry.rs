@@ -3,7 +3,6 @@
 //! few that only exist while a condition holds (each listed with its reason).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use pgvigil::collect::registry::{PGBOUNCER, POSTGRES};
 use pgvigil_testkit::{TestCluster, TestPgbouncer};
@@ -137,7 +136,7 @@ async fn every_declared_metric_is_published_by_real_polls() {
         .collect();
     let mut missing = expected.clone();
     daemon
-        .wait_for("every declared metric", Duration::from_secs(30), |m| {
+        .wait_for("every declared metric", crate::support::CEILING, |m| {
             missing = expected
                 .iter()
                 .copied()

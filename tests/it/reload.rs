@@ -11,7 +11,7 @@ use pgvigil_testkit::TestCluster;
 use crate::support::{Daemon, connect, pgvigil_bin};
 use crate::support_alerting::{Alertmanager, api_active, wait_async};
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = crate::support::CEILING;
 
 /// A target polling fast, with only the activity collector.
 fn target(name: &str, dsn: &str, extra: &str) -> String {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::{Daemon, Metrics, one_target};
 use crate::support_alerting::{api_active, wait_async};
 
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = crate::support::CEILING;
 /// WAL written while replay is paused; `max_lag_bytes` in the test config is below it.
 const PAUSED_WAL: u64 = 4 << 20;
 /// The idle period of the phantom-lag check (postgres_exporter#385 grows by it).

@@ -9,7 +9,7 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, connect, one_target};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// Only the activity collector, so that revoking its view makes every collector fail: every
 /// other collector of the registry switched off (a collector added later is too).
@@ -185,9 +185,10 @@ async fn a_terminated_backend_is_counted_by_reason_and_reopened() {
 #[tokio::test]
 async fn connect_timeout_bounds_the_whole_connect_against_a_silent_listener() {
     let silent = crate::support_faults::StallingListener::start().await;
-    // A long statement_timeout: before the fix the attempt took connect + statement timeout.
-    let extra = "connect_timeout = \"1s\"\nstatement_timeout = \"30s\"\n";
-    let started = std::time::Instant::now();
+    // A statement_timeout far above the wait's ceiling: before the fix each attempt took
+    // connect + statement timeout, so two failed attempts within the ceiling prove that
+    // connect_timeout bounds the whole attempt, however busy the machine.
+    let extra = "connect_timeout = \"1s\"\nstatement_timeout = \"600s\"\n";
     let daemon = Daemon::start(&one_target("silent", &silent.dsn(), extra)).await;
     let failures = [
         ("target", "silent"),
@@ -199,7 +200,6 @@ async fn connect_timeout_bounds_the_whole_connect_against_a_silent_listener() {
             (m.value("pgvigil_connection_attempts_total", &failures)? >= 2.0).then_some(())
         })
         .await;
-    let elapsed = started.elapsed();
     let target = daemon
         .wait_for_target("silent", "the timeout in the API", WAIT, |t| {
             t["last_error"].as_str().map(|_| t.clone())
@@ -212,12 +212,8 @@ async fn connect_timeout_bounds_the_whole_connect_against_a_silent_listener() {
     );
     assert_eq!(target["state"], "down", "{target}");
     // Each attempt reached the listener (it is the handshake that stalls, not the TCP
-    // connect), and two attempts, 0.5 s apart, took nowhere near one statement_timeout.
+    // connect).
     assert!(silent.accepted() >= 2, "{}", silent.accepted());
-    assert!(
-        elapsed < Duration::from_secs(12),
-        "two attempts of connect_timeout 1s took {elapsed:?}"
-    );
     daemon.stop().await;
 }
 
@@ -238,18 +234,18 @@ fn sigterm_cancels_a_query_waiting_on_a_lock() {
         })
         .unwrap();
 
-    // Timeouts far longer than the test: only a cancel ends the wait in time.
+    // Timeouts far longer than the waits' ceiling: only a cancel ends the wait in time.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pgvigil.toml");
     std::fs::write(
         &config,
         format!(
             "{}[targets.databases]\ninclude = [\"{db}\"]\n\
-             [targets.tables]\nexact_count_tables = [\"public.locked\"]\nexact_count_timeout = \"120s\"\n",
+             [targets.tables]\nexact_count_tables = [\"public.locked\"]\nexact_count_timeout = \"600s\"\n",
             one_target(
                 "main",
                 &cluster.dsn(&db),
-                "statement_timeout = \"120s\"\nlock_timeout = \"120s\"\n"
+                "statement_timeout = \"600s\"\nlock_timeout = \"600s\"\n"
             )
         ),
     )
@@ -286,24 +282,19 @@ fn sigterm_cancels_a_query_waiting_on_a_lock() {
             .then_some(())
     });
 
-    let started = std::time::Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let exit = pgvigil_testkit::wait_until("pgvigil to exit", WAIT, || child.try_wait().unwrap());
-    let took = started.elapsed();
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(exit.success(), "exit status {exit:?}: {stderr}");
-    // Gone from the server as soon as pgvigil is, not when lock_timeout (120 s) would end it.
+    // Gone from the server with pgvigil, while the lock is still held and lock_timeout
+    // (600 s, far above the ceiling) is far away: only the cancel on shutdown ended it.
     pgvigil_testkit::wait_until("pgvigil's backends gone", WAIT, || {
         waiting(&admin).is_empty().then_some(())
     });
-    assert!(
-        took < Duration::from_secs(15),
-        "SIGTERM to exit took {took:?} with a query waiting on a lock: {stderr}"
-    );
     runtime.block_on(locker.batch_execute("ROLLBACK")).unwrap();
 }

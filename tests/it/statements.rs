@@ -17,8 +17,9 @@ use pgvigil::metrics::{self, Snapshot};
 use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Metrics, connect, one_target};
+use crate::support_alerting::wait_async;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// Runs `sql` in a loop on its own connection until dropped.
 struct Workload {
@@ -121,7 +122,7 @@ async fn thousands_of_statements_export_a_stable_bounded_top_k_that_adds_up() {
     // or two noisy calls each, and the true heavy hitters then displace lucky cheap ones (by
     // design, only when clearly ahead). On a loaded machine one round of the workload takes
     // seconds, so wait for the membership to hold still rather than for a fixed time.
-    let settle_deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let settle_deadline = std::time::Instant::now() + WAIT;
     let mut unchanged = 0;
     let mut members = Vec::new();
     while unchanged < 12 {
@@ -380,14 +381,15 @@ pub async fn lookup_queryid(cluster: &TestCluster, db: &str) -> String {
         "SELECT queryid FROM pg_stat_statements WHERE query = 'SELECT v FROM t WHERE id = $1'";
     let cluster_dsn = cluster.dsn(db);
     let client = connect(&cluster_dsn).await;
-    // Wait until the workload's first lookup has been recorded.
-    for _ in 0..300 {
-        if let Some(row) = client.query_opt(sql, &[]).await.unwrap() {
-            return row.get::<_, i64>(0).to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the lookup never showed up in pg_stat_statements");
+    wait_async(
+        "the workload's first lookup in pg_stat_statements",
+        WAIT,
+        || async {
+            let row = client.query_opt(sql, &[]).await.unwrap()?;
+            Some(row.get::<_, i64>(0).to_string())
+        },
+    )
+    .await
 }
 
 fn conditions(rule: &SlowQuery, o: &Observations) -> Vec<BTreeMap<String, String>> {
@@ -408,23 +410,35 @@ fn conditions(rule: &SlowQuery, o: &Observations) -> Vec<BTreeMap<String, String
 async fn dropping_an_index_fires_slow_query_for_that_statement_only() {
     let cluster = TestCluster::start();
     let db = cluster.create_database("stmt_slow");
-    let (_, stop, task) = lookup_workload(&cluster, &db).await;
+    let (calls, stop, task) = lookup_workload(&cluster, &db).await;
     let queryid = lookup_queryid(&cluster, &db).await;
-    let rule = SlowQuery::new(SlowQueryParams::default());
+    let params = SlowQueryParams::default();
+    let min_calls = params.min_calls;
+    let rule = SlowQuery::new(params);
     let mut h = Harness::new(&cluster.dsn(&db)).await;
+    // Every interval the test polls holds the rule's min_calls lookups: the next poll waits
+    // for them, not for a time (on a loaded machine a lookup may take long, and intervals
+    // with too few calls would feed the baseline without ever being judged).
+    let interval = || {
+        let calls = calls.clone();
+        let from = calls.load(Ordering::Relaxed);
+        wait_async("the rule's min_calls lookups", WAIT, move || {
+            let now = calls.load(Ordering::Relaxed);
+            std::future::ready((now >= from + min_calls).then_some(()))
+        })
+    };
 
-    // Long enough for the baselines to warm up; nothing is slow yet.
-    for _ in 0..15 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // The baselines warm up; nothing is slow yet.
+    for _ in 0..pgvigil::collect::statements::BASELINE_WARMUP + 2 {
+        interval().await;
         let (_, o) = h.poll().await;
         assert_eq!(conditions(&rule, &o), Vec::new());
     }
     cluster.psql(&db, "DROP INDEX t_id");
-    let mut fired = None;
-    // Each lookup is now a sequential scan of 200,000 rows: a longer interval gives even a
-    // loaded machine the rule's min_calls (10) per interval.
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+    // Each lookup is now a sequential scan of 200,000 rows; polled until the rule fires.
+    let deadline = std::time::Instant::now() + WAIT;
+    let alert = loop {
+        interval().await;
         let (_, o) = h.poll().await;
         let c = conditions(&rule, &o);
         for alert in &c {
@@ -434,11 +448,13 @@ async fn dropping_an_index_fires_slow_query_for_that_statement_only() {
             );
         }
         if let Some(alert) = c.into_iter().next() {
-            fired = Some(alert);
-            break;
+            break alert;
         }
-    }
-    let alert = fired.expect("SlowQuery never fired for the lookup after DROP INDEX");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SlowQuery never fired for the lookup after DROP INDEX within {WAIT:?}"
+        );
+    };
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
     assert_eq!(alert["datname"], db);

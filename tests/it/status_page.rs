@@ -18,7 +18,7 @@ use crate::support_browser::{self, Loaded};
 
 /// Markup that, if it ever ran, would leave its mark on the DOM (`data-xss`, the title).
 const HOSTILE: &str = "<script>document.title='XSS'</script><img src=x onerror=\"document.body.setAttribute('data-xss','1')\">";
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 async fn page(daemon: &Daemon, path: &str) -> String {
     let (status, body) = daemon.get(path).await;

@@ -13,6 +13,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The one ceiling of every wait on a condition. It costs nothing when the condition comes
+/// early, and it is generous because the suite runs on machines loaded far beyond their
+/// cores (`scripts/stress-tests.sh`): a wait that times out must mean the condition never
+/// came, not that the machine was busy. Well below nextest's 5-minute kill.
+pub const CEILING: Duration = Duration::from_secs(120);
+
 /// A pgvigil daemon running inside the test process.
 pub struct Daemon {
     pub addr: SocketAddr,

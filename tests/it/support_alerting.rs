@@ -83,7 +83,7 @@ impl Alertmanager {
         let log = am.log_path();
         wait_async(
             "Alertmanager to become ready",
-            Duration::from_secs(20),
+            crate::support::CEILING,
             || {
                 let log = log.clone();
                 async move {

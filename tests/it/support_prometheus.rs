@@ -61,7 +61,7 @@ impl Prometheus {
             log,
         };
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        wait_until("Prometheus to be ready", Duration::from_secs(30), || {
+        wait_until("Prometheus to be ready", crate::support::CEILING, || {
             runtime
                 .block_on(async {
                     match tokio::net::TcpStream::connect(addr).await {

@@ -8,7 +8,7 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Poller, conditions, one_target, tables_of};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// Poll until `alertname` holds (statistics reach the collector when the writing session
 /// reports them; `psql` exits right after, which flushes them).
@@ -16,15 +16,20 @@ async fn poll_until_fired(
     p: &mut Poller,
     alertname: &str,
 ) -> (Observations, Vec<pgvigil::alert::Condition>) {
-    for _ in 0..50 {
+    // Bounded by the ceiling, not by a number of polls: on a loaded machine each may be slow.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let obs = p.poll().await;
         let fired = conditions(alertname, &obs);
         if !fired.is_empty() {
             return (obs, fired);
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{alertname} never fired within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("{alertname} never fired");
 }
 
 fn ann<'a>(c: &'a pgvigil::alert::Condition, key: &str) -> &'a str {
@@ -182,7 +187,7 @@ async fn estimates_exact_counts_and_the_cap_are_exported() {
     ))
     .await;
     let m = daemon
-        .wait_for("table statistics", Duration::from_secs(20), |m| {
+        .wait_for("table statistics", crate::support::CEILING, |m| {
             m.value("pgvigil_table_exact_rows", &[("table", "public.mid")])
                 .map(|_| m.clone())
         })

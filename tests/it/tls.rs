@@ -10,7 +10,7 @@ use pgvigil_testkit::{TestCluster, find_program};
 
 use crate::support::{Daemon, one_target};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// Run the `openssl` CLI in `dir`, panicking with its stderr on failure.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -216,7 +216,10 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
         )
         .await;
     // The bundle is re-read at every connect: the right one is used without a restart.
-    std::fs::copy(&ca, &rotated).unwrap();
+    // Renamed into place, as deployment tools do: a connect never reads a half-written file.
+    let staged = certs.path().join("rotated.crt.new");
+    std::fs::copy(&ca, &staged).unwrap();
+    std::fs::rename(&staged, &rotated).unwrap();
     daemon
         .wait_for("rotated up with the new bundle", WAIT, |m| {
             (m.value("pgvigil_up", &[("target", "rotated")])? == 1.0).then_some(())

@@ -10,11 +10,11 @@ use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Metrics, connect, one_target};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// The collectors a `[[targets]]` entry runs with no collector configured (those a version
 /// does not support are left out by [`default_collectors`]).
-const DEFAULT_COLLECTORS: [&str; 15] = [
+const DEFAULT_COLLECTORS: [&str; 16] = [
     "activity",
     "tables",
     "imports",
@@ -32,6 +32,8 @@ const DEFAULT_COLLECTORS: [&str; 15] = [
     "checkpointer",
     "io",
     "locks",
+    // The schema guard (issue 14).
+    "migrations",
 ];
 
 /// [`DEFAULT_COLLECTORS`] that the registry runs on PostgreSQL `major`.

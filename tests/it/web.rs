@@ -11,7 +11,7 @@ use crate::support::{Daemon, one_target};
 use crate::support_certs::Pki;
 use crate::support_prometheus::Prometheus;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = crate::support::CEILING;
 
 /// One `curl` run: (HTTP status, or 0 when no response; response headers and body).
 async fn curl(args: Vec<String>) -> (u16, String) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pgvigil_testkit::{TestCluster, wait_until};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(120);
 
 /// `state` of the standby's row in the primary's `pg_stat_replication`, or `absent`.
 fn sender_state(primary: &TestCluster, name: &str) -> String {

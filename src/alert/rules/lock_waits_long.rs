@@ -150,16 +150,16 @@ impl LockWaitsLong {
 }
 
 /// The head of a queue, as the alert tells it.
-struct Blocker {
-    pid: i32,
-    state: String,
-    application_name: String,
-    xact_age: f64,
-    query: String,
-    text: String,
+pub(super) struct Blocker {
+    pub(super) pid: i32,
+    pub(super) state: String,
+    pub(super) application_name: String,
+    pub(super) xact_age: f64,
+    pub(super) query: String,
+    pub(super) text: String,
 }
 
-fn blocker(locks: &LocksReport, pid: i32) -> Blocker {
+pub(super) fn blocker(locks: &LocksReport, pid: i32) -> Blocker {
     if pid == 0 {
         return Blocker {
             pid,
@@ -198,7 +198,7 @@ fn blocker(locks: &LocksReport, pid: i32) -> Blocker {
     }
 }
 
-fn pids(pids: &[i32]) -> String {
+pub(super) fn pids(pids: &[i32]) -> String {
     pids.iter()
         .map(i32::to_string)
         .collect::<Vec<_>>()
@@ -238,6 +238,7 @@ mod tests {
                 waiting_backends: waiters.len() as i64,
                 waiters,
                 sessions: [(10, idle)].into(),
+                ..LocksReport::default()
             }),
             ..Observations::default()
         }

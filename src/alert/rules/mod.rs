@@ -42,7 +42,11 @@ mod replication_slot_inactive;
 mod replication_slot_wal_retention_high;
 mod standby_not_streaming;
 // The server-health layer: locks.
+mod lock_queue;
 mod lock_waits_long;
+// The schema guard (issue 14).
+mod invalid_index;
+mod migration_failed;
 
 use std::time::Duration;
 
@@ -105,6 +109,10 @@ pub const RULES: &[RuleSpec] = &[
     archive_failing::SPEC,
     // The server-health layer: locks.
     lock_waits_long::SPEC,
+    lock_queue::SPEC,
+    // The schema guard (issue 14).
+    migration_failed::SPEC,
+    invalid_index::SPEC,
 ];
 
 /// Deserialize a rule's parameters from its table, with serde's defaults and unknown-key checks.

@@ -1,20 +1,29 @@
 //! Heavyweight locks: how many by database, mode and state (granted or waiting), how many
 //! backends wait, how long the longest has waited, and — only when something waits — who
-//! blocks the longest waiters.
+//! blocks whom, as blocking chains (the `LockWaitsLong` and `LockQueue` alerts, the status
+//! page's "Blocked sessions" tree, `/api/v1/locks`).
 //!
 //! # The poll, step by step
 //!
+//! The collector polls every 5 s by default (`interval` in `[targets.locks]`; the target's
+//! `poll_interval` if that is shorter), over the target's main session like the other
+//! cluster-wide collectors, so a migration queueing the application behind it is seen within
+//! one fast poll without another connection.
+//!
 //! 1. One grouped `SELECT` over `pg_locks` ([`sql::counts_sql`]): locks by database, mode and
 //!    `granted`, with the longest wait of each group (`waitstart`, PostgreSQL 14+). pgvigil's
-//!    own sessions are left out.
-//! 2. If nothing waits, that is all. Otherwise [`sql::waiters_sql`] reads the longest waiters
-//!    (at most [`sql::MAX_EXAMINED_WAITERS`]), what each waits for, and `pg_blocking_pids` of
-//!    each; `pg_blocking_pids` takes the lock manager's shared state, which is why it is asked
+//!    own sessions are left out. If nothing waits, that is all: the idle cost is this one
+//!    query per poll (one every 5 s).
+//! 2. Otherwise [`sql::blocked_sql`] counts every waiter by its session's database, with the
+//!    longest wait, and [`sql::waiters_sql`] reads the longest waiters (at most
+//!    [`sql::MAX_EXAMINED_WAITERS`]), what each waits for, and `pg_blocking_pids` of each;
+//!    `pg_blocking_pids` takes the lock manager's shared state, which is why it is asked
 //!    only then and only for those (DataDog/integrations-core#11496 made the same choice).
 //! 3. [`sql::SESSIONS_SQL`] reads those waiters' and blockers' sessions from
-//!    `pg_stat_activity` (user, application, state, transaction age, query), for the
-//!    `LockWaitsLong` alert's text.
-//! 4. [`summarise`] builds the series and the [`LocksReport`] the rule reads.
+//!    `pg_stat_activity` (user, application, state, transaction age, query), for the alerts'
+//!    text.
+//! 4. [`summarise`] builds the series, the blocking forest ([`chains::build`], pure) and the
+//!    [`LocksReport`] the rules read.
 //!
 //! # Cost and locks
 //!
@@ -23,15 +32,19 @@
 //! relation, so it cannot queue behind a DDL that holds or waits for ACCESS EXCLUSIVE (the
 //! OpenTelemetry receiver hung behind one through `pg_relation_size`:
 //! opentelemetry-collector-contrib#49351). Relation names come from `regclass` output, a
-//! catalog-cache lookup without a lock. With nothing waiting the poll is one query.
+//! catalog-cache lookup without a lock. With nothing waiting the poll is one query; with
+//! waiters, four. The chain series are bounded: one per database with waiters, built from at
+//! most [`sql::MAX_EXAMINED_WAITERS`] examined waiters (a longer queue is reported as "at
+//! least" in the alert).
 //!
 //! # Versions
 //!
 //! | server | what changed |
 //! |---|---|
-//! | 13 | no `pg_locks.waitstart`: `pgvigil_lock_wait_max_age_seconds` is absent and `LockWaitsLong` cannot judge waits (it stays silent); waiters are examined in pid order |
+//! | 13 | no `pg_locks.waitstart`: `pgvigil_lock_wait_max_age_seconds` and `pgvigil_lock_blocked_max_wait_seconds` are absent, `LockWaitsLong` cannot judge waits (it stays silent) and `LockQueue` judges the queue alone; waiters are examined in pid order |
 //! | 14+ | `waitstart`: wait ages, longest waiters first |
 
+pub mod chains;
 pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,15 +108,31 @@ pub struct LockSession {
     pub query: String,
 }
 
+/// The waiting backends of one database (their sessions' database), from step 2.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockedDatabase {
+    /// The database of the waiting sessions.
+    pub datname: String,
+    /// How many wait.
+    pub sessions: i64,
+    /// The longest wait, in seconds (`None` on PostgreSQL 13).
+    pub max_wait_seconds: Option<f64>,
+}
+
 /// What the locks collector learnt in one poll.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LocksReport {
     /// Backends waiting for a lock.
     pub waiting_backends: i64,
+    /// The waiting backends by database (all of them, not only the examined ones).
+    pub blocked_databases: Vec<BlockedDatabase>,
     /// The longest waiters (at most [`sql::MAX_EXAMINED_WAITERS`]), longest first on 14+.
     pub waiters: Vec<LockWaiter>,
     /// The sessions of those waiters and of their blockers, by pid.
     pub sessions: BTreeMap<i32, LockSession>,
+    /// The examined waiters as blocking chains, headed by the session at the front of each
+    /// queue ([`chains::build`]).
+    pub chains: Vec<chains::ChainNode>,
 }
 
 impl LocksReport {
@@ -135,11 +164,12 @@ impl LocksReport {
     }
 }
 
-/// The series and report of one poll: `counts` from step 1, `waiters` and `sessions` from
-/// steps 2 and 3 (empty when nothing waits); `waitstart` says whether the server has wait
-/// ages at all (14+).
+/// The series and report of one poll: `counts` from step 1, `blocked`, `waiters` and
+/// `sessions` from steps 2 and 3 (empty when nothing waits); `waitstart` says whether the
+/// server has wait ages at all (14+).
 pub fn summarise(
     counts: Vec<LockCount>,
+    blocked: Vec<BlockedDatabase>,
     waiters: Vec<LockWaiter>,
     sessions: Vec<LockSession>,
     waitstart: bool,
@@ -169,7 +199,7 @@ pub fn summarise(
         snap.set(&metrics::LOCK_WAIT_MAX_AGE, max_wait.max(0.0));
     }
     let sessions: BTreeMap<i32, LockSession> = sessions.into_iter().map(|s| (s.pid, s)).collect();
-    let waiters = waiters
+    let waiters: Vec<LockWaiter> = waiters
         .into_iter()
         .map(|mut w| {
             if let Some(s) = sessions.get(&w.pid).filter(|s| !s.datname.is_empty()) {
@@ -181,10 +211,67 @@ pub fn summarise(
         .collect();
     let report = LocksReport {
         waiting_backends: waiting,
+        chains: chains::build(&waiters, &sessions),
+        blocked_databases: blocked,
         waiters,
         sessions,
     };
+    chain_series(&mut snap, &report, waitstart);
     (snap, report)
+}
+
+/// The blocking-chain series: waiters and their longest wait by database, the oldest root
+/// blocker's transaction by database, the longest queue behind a strong lock by database,
+/// and the deepest chain. Bounded: one series per database with waiters, from at most
+/// [`sql::MAX_EXAMINED_WAITERS`] examined waiters.
+fn chain_series(snap: &mut Snapshot, report: &LocksReport, waitstart: bool) {
+    for d in &report.blocked_databases {
+        snap.push(
+            &metrics::LOCK_BLOCKED_SESSIONS,
+            vec![d.datname.clone()],
+            d.sessions as f64,
+        );
+        if let Some(wait) = d.max_wait_seconds.filter(|_| waitstart) {
+            snap.push(
+                &metrics::LOCK_BLOCKED_MAX_WAIT,
+                vec![d.datname.clone()],
+                wait.max(0.0),
+            );
+        }
+    }
+    let mut root_age: BTreeMap<&str, f64> = BTreeMap::new();
+    for root in &report.chains {
+        let Some(s) = &root.session else { continue };
+        let age = s.xact_age_seconds.unwrap_or(0.0).max(0.0);
+        let entry = root_age.entry(s.datname.as_str()).or_default();
+        *entry = entry.max(age);
+    }
+    for (datname, age) in root_age {
+        snap.push(
+            &metrics::LOCK_ROOT_BLOCKER_AGE,
+            vec![datname.to_owned()],
+            age,
+        );
+    }
+    let mut queues: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in report
+        .waiters
+        .iter()
+        .filter(|w| chains::waits_for_strong_lock(w))
+    {
+        let behind = chains::queued_behind(&report.waiters, w.pid).len();
+        let entry = queues.entry(w.datname.as_str()).or_default();
+        *entry = (*entry).max(behind);
+    }
+    for (datname, behind) in queues {
+        snap.push(
+            &metrics::LOCK_QUEUE_SESSIONS,
+            vec![datname.to_owned()],
+            behind as f64,
+        );
+    }
+    let depth = report.chains.iter().map(|c| c.depth()).max().unwrap_or(0);
+    snap.set(&metrics::LOCK_CHAIN_MAX_DEPTH, depth as f64);
 }
 
 /// The pg_locks collector.
@@ -210,57 +297,81 @@ impl Locks {
                 })
             })
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        let mut waiters = Vec::new();
-        let mut sessions = Vec::new();
-        if counts.iter().any(|c| !c.granted) {
-            waiters = ctx
-                .client
-                .query(&sql::waiters_sql(version), &[&sql::MAX_EXAMINED_WAITERS])
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(LockWaiter {
-                        pid: r.try_get(0)?,
-                        datname: r.try_get(1)?,
-                        locktype: r.try_get(2)?,
-                        mode: r.try_get(3)?,
-                        relation: r.try_get(4)?,
-                        wait_seconds: r.try_get(5)?,
-                        blocked_by: r.try_get(6)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-            let pids: Vec<i32> = waiters
-                .iter()
-                .flat_map(|w| std::iter::once(w.pid).chain(w.blocked_by.iter().copied()))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            sessions = ctx
-                .client
-                .query(sql::SESSIONS_SQL, &[&pids, &sql::QUERY_TEXT_LIMIT])
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(LockSession {
-                        pid: r.try_get(0)?,
-                        datname: r.try_get(1)?,
-                        usename: r.try_get(2)?,
-                        application_name: r.try_get(3)?,
-                        state: r.try_get(4)?,
-                        xact_age_seconds: r.try_get(5)?,
-                        query: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
-                    })
-                })
-                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        }
+        let (blocked, waiters, sessions) = if counts.iter().any(|c| !c.granted) {
+            examine(ctx).await?
+        } else {
+            Default::default()
+        };
         Ok(summarise(
             counts,
+            blocked,
             waiters,
             sessions,
             sql::has_waitstart(version),
         ))
     }
+}
+
+/// Steps 2 and 3, when something waits: the waiters by database, the longest waiters with
+/// their blockers, and the sessions of both.
+async fn examine(
+    ctx: &PollContext<'_>,
+) -> Result<(Vec<BlockedDatabase>, Vec<LockWaiter>, Vec<LockSession>), CollectError> {
+    let version = ctx.server.version_num;
+    let blocked = ctx
+        .client
+        .query(&sql::blocked_sql(version), &[&ctx.own_backends])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(BlockedDatabase {
+                datname: r.try_get(0)?,
+                sessions: r.try_get(1)?,
+                max_wait_seconds: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    let waiters = ctx
+        .client
+        .query(&sql::waiters_sql(version), &[&sql::MAX_EXAMINED_WAITERS])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LockWaiter {
+                pid: r.try_get(0)?,
+                datname: r.try_get(1)?,
+                locktype: r.try_get(2)?,
+                mode: r.try_get(3)?,
+                relation: r.try_get(4)?,
+                wait_seconds: r.try_get(5)?,
+                blocked_by: r.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    let pids: Vec<i32> = waiters
+        .iter()
+        .flat_map(|w| std::iter::once(w.pid).chain(w.blocked_by.iter().copied()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let sessions = ctx
+        .client
+        .query(sql::SESSIONS_SQL, &[&pids, &sql::QUERY_TEXT_LIMIT])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LockSession {
+                pid: r.try_get(0)?,
+                datname: r.try_get(1)?,
+                usename: r.try_get(2)?,
+                application_name: r.try_get(3)?,
+                state: r.try_get(4)?,
+                xact_age_seconds: r.try_get(5)?,
+                query: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    Ok((blocked, waiters, sessions))
 }
 
 /// The registry's entry (see [`super::registry`]).

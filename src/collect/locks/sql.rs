@@ -31,6 +31,25 @@ pub fn counts_sql(version_num: i32) -> String {
     )
 }
 
+/// Waiting backends by the database of their session (of the lock if the session is gone),
+/// with the longest wait; pgvigil's own sessions (`$1`) left out. Every waiter, not only the
+/// examined ones, and no `pg_blocking_pids`.
+pub fn blocked_sql(version_num: i32) -> String {
+    let wait = if has_waitstart(version_num) {
+        "max(extract(epoch FROM clock_timestamp() - l.waitstart))::float8"
+    } else {
+        "NULL::float8"
+    };
+    format!(
+        "SELECT coalesce(a.datname::text, d.datname::text, ''), count(DISTINCT l.pid)::int8, {wait}
+  FROM pg_locks l
+  LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+  LEFT JOIN pg_database d ON d.oid = l.database
+ WHERE NOT l.granted AND l.pid IS NOT NULL AND NOT l.pid = ANY($1)
+ GROUP BY 1"
+    )
+}
+
 /// The longest waiters (at most `$1`), what they wait for, and who blocks them. The relation
 /// is named when it is in the connected database (`regclass` resolves names there only, from
 /// the catalog cache, without a lock), else shown as its oid. The LIMIT sits in a subquery so
@@ -87,5 +106,8 @@ mod tests {
         let w18 = waiters_sql(180004);
         assert!(w18.contains("ORDER BY waitstart NULLS LAST"), "{w18}");
         assert!(w18.contains("pg_blocking_pids(w.pid)"), "{w18}");
+        assert!(!blocked_sql(130022).contains("waitstart"));
+        assert!(blocked_sql(140000).contains("l.waitstart"));
+        assert!(!blocked_sql(180004).contains("pg_blocking_pids"));
     }
 }

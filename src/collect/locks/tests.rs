@@ -40,6 +40,7 @@ fn waiting_locks_are_counted_and_aged() {
             count("", "ExclusiveLock", true, 3, None),
             count("", "ShareLock", false, 2, Some(3.0)),
         ],
+        vec![],
         vec![waiter(20, &[10], Some(12.5))],
         vec![session(20, "active"), session(10, "idle in transaction")],
         true,
@@ -66,12 +67,15 @@ fn waiting_locks_are_counted_and_aged() {
 #[test]
 fn nothing_waiting_is_zero_and_13_has_no_age() {
     let counts = || vec![count("shop", "AccessShareLock", true, 1, None)];
-    let (snap, report) = summarise(counts(), vec![], vec![], true);
+    let (snap, report) = summarise(counts(), vec![], vec![], vec![], true);
     assert_eq!(snap.get(&metrics::LOCK_WAITING_BACKENDS)[0].value, 0.0);
     assert_eq!(snap.get(&metrics::LOCK_WAIT_MAX_AGE)[0].value, 0.0);
     assert_eq!(snap.get(&metrics::LOCK_BLOCKERS)[0].value, 0.0);
-    assert!(report.waiters.is_empty());
-    let (snap, _) = summarise(counts(), vec![], vec![], false);
+    assert!(report.waiters.is_empty() && report.chains.is_empty());
+    assert_eq!(snap.get(&metrics::LOCK_CHAIN_MAX_DEPTH)[0].value, 0.0);
+    assert!(snap.get(&metrics::LOCK_BLOCKED_SESSIONS).is_empty());
+    assert!(snap.get(&metrics::LOCK_QUEUE_SESSIONS).is_empty());
+    let (snap, _) = summarise(counts(), vec![], vec![], vec![], false);
     assert!(snap.get(&metrics::LOCK_WAIT_MAX_AGE).is_empty());
 }
 
@@ -87,6 +91,7 @@ fn root_blockers_follow_the_queue() {
             waiter(40, &[50], Some(1.0)),
         ],
         sessions: BTreeMap::new(),
+        ..LocksReport::default()
     };
     assert_eq!(report.root_blockers(&report.waiters[1]), [0, 10]);
     assert_eq!(report.root_blockers(&report.waiters[0]), [0, 10]);
@@ -99,6 +104,82 @@ fn a_cycle_names_its_members() {
         waiting_backends: 2,
         waiters: vec![waiter(1, &[2], Some(1.0)), waiter(2, &[1], Some(1.0))],
         sessions: BTreeMap::new(),
+        ..LocksReport::default()
     };
     assert_eq!(report.root_blockers(&report.waiters[0]), [2]);
+}
+
+#[test]
+fn chains_become_bounded_series_by_database() {
+    // The migration (20, ACCESS EXCLUSIVE) waits for 10, idle in transaction for 300 s;
+    // three readers of shop queue behind it; in crm, 40 waits for a row (ShareLock on a
+    // transaction id, not a relation) held by 41.
+    let reader = |pid| LockWaiter {
+        mode: "AccessShareLock".into(),
+        ..waiter(pid, &[20], Some(2.0))
+    };
+    let row = LockWaiter {
+        locktype: "transactionid".into(),
+        mode: "ShareLock".into(),
+        relation: None,
+        ..waiter(40, &[41], Some(1.0))
+    };
+    let mut idle = session(10, "idle in transaction");
+    idle.xact_age_seconds = Some(300.0);
+    let mut other = session(41, "active");
+    other.datname = "crm".into();
+    other.xact_age_seconds = Some(7.0);
+    let mut row_session = session(40, "active");
+    row_session.datname = "crm".into();
+    let blocked = vec![
+        BlockedDatabase {
+            datname: "shop".into(),
+            sessions: 4,
+            max_wait_seconds: Some(9.0),
+        },
+        BlockedDatabase {
+            datname: "crm".into(),
+            sessions: 1,
+            max_wait_seconds: Some(1.0),
+        },
+    ];
+    let mut waiters = vec![waiter(20, &[10], Some(9.0))];
+    waiters.extend([31, 32, 33].map(reader));
+    waiters.push(row);
+    let sessions = vec![session(20, "active"), idle, other, row_session];
+    let (snap, report) = summarise(vec![], blocked.clone(), waiters, sessions, true);
+    let by_db = |def| -> Vec<(String, f64)> {
+        snap.get(def)
+            .iter()
+            .map(|s| (s.labels[0].clone(), s.value))
+            .collect()
+    };
+    let pairs = |v: &[(&str, f64)]| -> Vec<(String, f64)> {
+        v.iter().map(|(d, x)| (d.to_string(), *x)).collect()
+    };
+    assert_eq!(
+        by_db(&metrics::LOCK_BLOCKED_SESSIONS),
+        pairs(&[("shop", 4.0), ("crm", 1.0)])
+    );
+    assert_eq!(
+        by_db(&metrics::LOCK_BLOCKED_MAX_WAIT),
+        pairs(&[("shop", 9.0), ("crm", 1.0)])
+    );
+    assert_eq!(
+        by_db(&metrics::LOCK_ROOT_BLOCKER_AGE),
+        pairs(&[("crm", 7.0), ("shop", 300.0)])
+    );
+    assert_eq!(
+        by_db(&metrics::LOCK_QUEUE_SESSIONS),
+        pairs(&[("shop", 3.0)]),
+        "a row lock's ShareLock is no DDL queue"
+    );
+    assert_eq!(snap.get(&metrics::LOCK_CHAIN_MAX_DEPTH)[0].value, 2.0);
+    assert_eq!(report.chains.len(), 2);
+    assert_eq!(report.chains[0].pid, 10);
+    assert_eq!(report.blocked_databases, blocked);
+    // PostgreSQL 13: no wait ages.
+    let (snap, _) = summarise(vec![], blocked, vec![], vec![], false);
+    assert!(snap.get(&metrics::LOCK_BLOCKED_MAX_WAIT).is_empty());
+    assert_eq!(snap.get(&metrics::LOCK_BLOCKED_SESSIONS).len(), 2);
 }

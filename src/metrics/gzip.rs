@@ -1,0 +1,243 @@
+//! gzip bodies spliced from pieces compressed apart: one gzip member, however many pieces.
+//!
+//! A deflate stream may be cut wherever the compressor was told to *sync-flush*: the flush
+//! ends the output on a byte boundary, and a compressor reset right after it makes sure that
+//! nothing later refers back across the cut. Raw-deflate pieces made that way — in any order,
+//! by different compressors, at different times — concatenate into one valid deflate stream
+//! (what `pigz` does to compress on several cores). The gzip header goes in front; behind
+//! the last piece come an empty final block and the trailer: the CRC-32 of the whole plain
+//! text, combined from the pieces' own CRCs without reading the text again, and its length.
+//!
+//! The result is one ordinary gzip member, so every gzip reader takes it (Go's, which
+//! Prometheus scrapes with, zlib's, Python's), where a concatenation of members needs a
+//! reader that goes on after the first.
+//!
+//! What it costs: a cut adds the sync flush's 5-byte marker, and a piece cannot refer to text
+//! before it, so pieces of a few kilobytes compress a little worse than one stream. Short
+//! text between pieces (a family's HELP and TYPE lines) goes in as a stored block, which needs
+//! no compressor reset; longer text is compressed in place.
+
+use flate2::{Compress, Compression, FlushCompress};
+
+/// Text shorter than this goes into the body as a stored block, not compressed: a compressor
+/// reset costs more than the few bytes compression would save.
+const STORED_BELOW: usize = 512;
+/// Text between pieces is compressed once this much has gathered.
+const PENDING_CHUNK: usize = 256 * 1024;
+
+/// One piece: raw deflate ending on a byte boundary, with the CRC-32 and length of its text.
+#[derive(Debug, Clone)]
+pub(super) struct Deflated {
+    bytes: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+impl Deflated {
+    /// The number of compressed bytes.
+    pub(super) fn compressed_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// A raw-deflate compressor at the fast level, reused from piece to piece.
+pub(super) struct Deflater(Compress);
+
+impl std::fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deflater")
+    }
+}
+
+impl Default for Deflater {
+    fn default() -> Self {
+        Deflater(Compress::new(Compression::fast(), false))
+    }
+}
+
+impl Deflater {
+    /// Compress `text` as a piece of its own.
+    pub(super) fn deflate(&mut self, text: &[u8]) -> Deflated {
+        let mut bytes = Vec::with_capacity(text.len() / 8 + 64);
+        self.raw_into(text, &mut bytes);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(text);
+        Deflated { bytes, crc }
+    }
+
+    /// Append `text`, compressed from a fresh state and sync-flushed, to `out`.
+    fn raw_into(&mut self, text: &[u8], out: &mut Vec<u8>) {
+        self.0.reset();
+        let mut input = text;
+        loop {
+            out.reserve(input.len() / 4 + 64);
+            let before = self.0.total_in();
+            self.0
+                .compress_vec(input, out, FlushCompress::Sync)
+                .expect("raw deflate into memory cannot fail");
+            let consumed = usize::try_from(self.0.total_in() - before)
+                .expect("consumed at most the input's length");
+            input = &input[consumed..];
+            // The flush is complete once the compressor stops short of the space it had.
+            if input.is_empty() && out.len() < out.capacity() {
+                return;
+            }
+        }
+    }
+}
+
+/// A gzip body being written: text and pieces in order.
+#[derive(Debug)]
+pub(super) struct GzipWriter {
+    out: Vec<u8>,
+    crc: crc32fast::Hasher,
+    pending: Vec<u8>,
+    deflater: Deflater,
+}
+
+/// The gzip header: deflate, no name or time, "unknown" OS.
+const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+/// An empty final block (fixed Huffman codes: BFINAL, BTYPE 01, end of block).
+const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+impl GzipWriter {
+    /// A body expected to be about `capacity` compressed bytes.
+    pub(super) fn new(capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity.max(HEADER.len() + 64));
+        out.extend_from_slice(&HEADER);
+        GzipWriter {
+            out,
+            crc: crc32fast::Hasher::new(),
+            pending: Vec::new(),
+            deflater: Deflater::default(),
+        }
+    }
+
+    /// Append plain text (compressed with the text around it, up to the next piece).
+    pub(super) fn text(&mut self, text: &str) {
+        self.pending.extend_from_slice(text.as_bytes());
+        if self.pending.len() >= PENDING_CHUNK {
+            self.flush_pending();
+        }
+    }
+
+    /// Append a piece compressed apart.
+    pub(super) fn piece(&mut self, piece: &Deflated) {
+        self.flush_pending();
+        self.out.extend_from_slice(&piece.bytes);
+        self.crc.combine(&piece.crc);
+    }
+
+    /// Close the stream: the final block and the trailer.
+    pub(super) fn finish(mut self) -> Vec<u8> {
+        self.flush_pending();
+        self.out.extend_from_slice(&FINAL_BLOCK);
+        let len = self.crc.total_len();
+        self.out
+            .extend_from_slice(&self.crc.finalize().to_le_bytes());
+        // ISIZE is the length modulo 2^32.
+        self.out.extend_from_slice(&(len as u32).to_le_bytes());
+        self.out
+    }
+
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.crc.update(&self.pending);
+        if self.pending.len() < STORED_BELOW {
+            // A stored block: header byte (not final, type 00), LEN, NLEN, the bytes.
+            let len = u16::try_from(self.pending.len()).expect("shorter than STORED_BELOW");
+            self.out.push(0);
+            self.out.extend_from_slice(&len.to_le_bytes());
+            self.out.extend_from_slice(&(!len).to_le_bytes());
+            self.out.extend_from_slice(&self.pending);
+        } else {
+            self.deflater.raw_into(&self.pending, &mut self.out);
+        }
+        self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    fn gunzip(body: &[u8]) -> Vec<u8> {
+        // The single-member reader: a body that were several members would stop at the first.
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn text(seed: u64, len: usize) -> String {
+        let mut out = String::with_capacity(len + 80);
+        let mut i = seed;
+        while out.len() < len {
+            i = i
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            out.push_str(&format!(
+                "pgvigil_statement_calls_total{{target=\"t\",queryid=\"{}\"}} {}\n",
+                i >> 40,
+                i % 1000
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn pieces_and_text_in_any_order_decode_to_exactly_the_plain_text() {
+        let mut deflater = Deflater::default();
+        let a = text(1, 100_000);
+        let b = text(2, 3_000);
+        let pa = deflater.deflate(a.as_bytes());
+        let pb = deflater.deflate(b.as_bytes());
+        let short = "# HELP x y\n# TYPE x gauge\n";
+        let long = text(3, PENDING_CHUNK + 10_000);
+
+        let mut w = GzipWriter::new(0);
+        w.text(short);
+        w.piece(&pb);
+        w.piece(&pa);
+        w.text(&long);
+        w.text(short);
+        w.piece(&pb);
+        w.text("# EOF\n");
+        let body = w.finish();
+        let expected = [short, &b, &a, &long, short, &b, "# EOF\n"].concat();
+        assert_eq!(gunzip(&body), expected.as_bytes());
+        assert!(
+            body.len() * 5 < expected.len(),
+            "compressed: {} of {}",
+            body.len(),
+            expected.len()
+        );
+    }
+
+    #[test]
+    fn an_empty_body_and_an_empty_piece_are_valid_gzip() {
+        assert_eq!(gunzip(&GzipWriter::new(0).finish()), b"");
+        let mut deflater = Deflater::default();
+        let empty = deflater.deflate(b"");
+        let mut w = GzipWriter::new(0);
+        w.piece(&empty);
+        w.text("x\n");
+        w.piece(&empty);
+        assert_eq!(gunzip(&w.finish()), b"x\n");
+    }
+
+    #[test]
+    fn a_piece_is_the_same_bytes_whatever_was_compressed_before_it() {
+        let mut deflater = Deflater::default();
+        let a = text(4, 50_000);
+        let first = deflater.deflate(a.as_bytes());
+        deflater.deflate(text(5, 70_000).as_bytes());
+        let again = deflater.deflate(a.as_bytes());
+        assert_eq!(first.bytes, again.bytes);
+        assert!(first.compressed_len() > 0);
+    }
+}
