@@ -117,15 +117,26 @@ pub enum Evaluation {
     Unknown,
     /// These conditions hold now; an alert of this rule that is not among them resolves.
     Holds(Vec<Condition>),
-    /// These conditions hold now, but nothing is known about alerts that carry one of the
-    /// `unknown` labels (`("datname", "billing")`: a database not read this time): those keep
-    /// their state, every other alert of this rule not among `conditions` resolves.
+    /// These conditions hold now, but nothing is known about alerts that match one of the
+    /// `unknown` matchers (`[("datname", "billing")]`: a database not read this time;
+    /// `[("datname", "shop"), ("table", "public.contacts"), ("import_id", "42")]`: one import
+    /// whose audit table could not be read): those keep their state, every other alert of
+    /// this rule not among `conditions` resolves.
     HoldsExcept {
         /// What holds where the data is known.
         conditions: Vec<Condition>,
-        /// `(label, value)` pairs of the alerts the rule knows nothing about now.
-        unknown: Vec<(String, String)>,
+        /// The alerts the rule knows nothing about now.
+        unknown: Vec<Matcher>,
     },
+}
+
+/// `(label, value)` pairs an alert must all carry to match: one part of what a rule does not
+/// know about this time (see [`Evaluation::HoldsExcept`]).
+pub type Matcher = Vec<(String, String)>;
+
+/// The matcher of one database's alerts.
+pub fn database_matcher(datname: &str) -> Matcher {
+    vec![("datname".to_owned(), datname.to_owned())]
 }
 
 impl Evaluation {
@@ -145,7 +156,7 @@ impl Evaluation {
         for (datname, report) in observations.each_database() {
             match part(report) {
                 Some(part) => holds.extend(conditions(datname, part)),
-                None => unknown.push(("datname".to_owned(), datname.to_owned())),
+                None => unknown.push(database_matcher(datname)),
             }
         }
         if unknown.is_empty() {

@@ -171,11 +171,14 @@ impl AlertBook {
                 unknown,
             } => (conditions, unknown),
         };
-        // An alert carrying one of these labels is not known about now: it keeps its state.
+        // An alert matching one of these is not known about now: it keeps its state.
         let unknown_now = |a: &Alert| {
-            unknown
-                .iter()
-                .any(|(k, v)| a.labels.get(k).is_some_and(|x| x == v))
+            unknown.iter().any(|matcher| {
+                !matcher.is_empty()
+                    && matcher
+                        .iter()
+                        .all(|(k, v)| a.labels.get(k).is_some_and(|x| x == v))
+            })
         };
         // Deduplicate by label set; of two conditions with the same labels, the more severe
         // one wins.
@@ -487,7 +490,7 @@ mod tests {
         book.apply("main", &r, holds(&["shop", "crm"]), t(0));
         let unknown_shop = Evaluation::HoldsExcept {
             conditions: Vec::new(),
-            unknown: vec![("datname".into(), "shop".into())],
+            unknown: vec![crate::alert::database_matcher("shop")],
         };
         let e = book.apply("main", &r, unknown_shop, t(5));
         assert_eq!(kinds(&e), [EventKind::Resolved]);
@@ -497,6 +500,42 @@ mod tests {
         let e = book.apply("main", &r, holds(&[]), t(10));
         assert_eq!(kinds(&e), [EventKind::Resolved]);
         assert_eq!(book.active().count(), 0);
+    }
+
+    #[test]
+    fn a_matcher_keeps_only_the_alerts_carrying_all_its_labels() {
+        let mut book = AlertBook::default();
+        let r = rule(0);
+        let import = |db: &str, id: &str| {
+            Condition::new("s", "d")
+                .label("datname", db)
+                .label("import_id", id)
+        };
+        let all = vec![import("shop", "1"), import("shop", "2"), import("crm", "1")];
+        book.apply("main", &r, Evaluation::Holds(all), t(0));
+        // Import 1 of shop is unknown now; nothing holds where the data is known.
+        let unknown_one = Evaluation::HoldsExcept {
+            conditions: Vec::new(),
+            unknown: vec![vec![
+                ("datname".into(), "shop".into()),
+                ("import_id".into(), "1".into()),
+            ]],
+        };
+        let e = book.apply("main", &r, unknown_one, t(5));
+        assert_eq!(kinds(&e), [EventKind::Resolved, EventKind::Resolved]);
+        let left: Vec<_> = book
+            .active()
+            .map(|a| (a.labels["datname"].clone(), a.labels["import_id"].clone()))
+            .collect();
+        assert_eq!(left, [("shop".to_owned(), "1".to_owned())]);
+        assert_eq!(book.active().next().unwrap().active_since, t(0));
+        // An empty matcher matches nothing (it is not "everything is unknown").
+        let empty = Evaluation::HoldsExcept {
+            conditions: Vec::new(),
+            unknown: vec![Vec::new()],
+        };
+        let e = book.apply("main", &r, empty, t(10));
+        assert_eq!(kinds(&e), [EventKind::Resolved]);
     }
 
     #[test]

@@ -427,8 +427,7 @@ mod tests {
             datname: "app".into(),
             audit_tables: vec!["import_audit".into()],
             imports: vec![v],
-            problems: Vec::new(),
-            look_again_in: None,
+            ..ImportsReport::default()
         });
         o
     }

@@ -453,6 +453,129 @@ async fn restarts_mid_poll_lose_no_alert_and_stay_within_the_budget() {
     daemon.stop().await;
 }
 
+/// The problems `/api/v1/imports` lists for target `main`.
+async fn import_problems(daemon: &Daemon) -> Vec<String> {
+    let (_, body) = daemon.get("/api/v1/imports").await;
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    value["targets"]["main"]["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unreadable_audit_table_keeps_its_import_alerts_firing() {
+    use crate::support_alerting::{api_active, wait_async};
+
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("fault_revoke");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
+    cluster.psql(&db, &ddl);
+    let role = format!("revoke_{}", std::process::id());
+    cluster.psql(
+        &db,
+        &format!(
+            "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id); \
+             CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE pg_monitor; \
+             GRANT SELECT ON import_audit, contacts TO {role}"
+        ),
+    );
+    let app = connect(&cluster.dsn(&db)).await;
+    let id = short_import(&app).await;
+    let dsn = format!(
+        "host={} port={} dbname={db} user={role} password=pw",
+        cluster.host(),
+        cluster.port()
+    );
+    let extra = format!(
+        "[targets.databases]\ninclude = [\"{db}\"]\n\
+         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\nrecheck_interval = \"1s\"\n"
+    );
+    let daemon = Daemon::start(&one_target("main", &dsn, &extra)).await;
+    let labels = [
+        ("alertname", "ImportRowShortfall"),
+        ("import_id", id.as_str()),
+    ];
+    let firing = wait_async("the shortfall alert", WAIT, || async {
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+
+    // Revoked: the table cannot be read, the error names the fix, the alert stays.
+    app.batch_execute(&format!("REVOKE SELECT ON import_audit FROM {role}"))
+        .await
+        .unwrap();
+    let fix = format!("GRANT SELECT ON public.import_audit TO {role}");
+    let problem = wait_async("the unreadable audit table reported", WAIT, || async {
+        import_problems(&daemon)
+            .await
+            .into_iter()
+            .find(|p| p.contains(&fix))
+    })
+    .await;
+    assert!(problem.contains("permission denied"), "{problem}");
+    // Several polls later (the problem is reported again in a later poll's report) the alert
+    // is the same one, still firing.
+    let polls = |m: &Metrics| {
+        m.value(
+            "pgvigil_poll_duration_seconds_count",
+            &[("target", "main"), ("collector", "imports")],
+        )
+    };
+    let before = polls(&daemon.metrics().await);
+    let during = wait_async("three more polls of the unreadable table", WAIT, || async {
+        let now = polls(&daemon.metrics().await)?;
+        let problems = import_problems(&daemon).await;
+        (now >= before? + 3.0 && problems.iter().any(|p| p.contains(&fix))).then_some(())?;
+        api_active(&daemon, "firing", &labels).await
+    })
+    .await;
+    assert_eq!(during["firing_since"], firing["firing_since"], "{during}");
+
+    // Granted back: still the same alert, and it resolves only once the import is fixed.
+    app.batch_execute(&format!("GRANT SELECT ON import_audit TO {role}"))
+        .await
+        .unwrap();
+    wait_async("the audit table read again", WAIT, || async {
+        import_problems(&daemon).await.is_empty().then_some(())
+    })
+    .await;
+    let after = api_active(&daemon, "firing", &labels)
+        .await
+        .expect("the alert still firing once the table is read again");
+    assert_eq!(after["firing_since"], firing["firing_since"], "{after}");
+    let (_, body) = daemon.get("/api/v1/alerts").await;
+    assert!(
+        !resolved_for(&body, &id),
+        "resolved while the audit table was unreadable: {body}"
+    );
+    app.batch_execute(&format!(
+        "INSERT INTO contacts (import_id) SELECT '{id}' FROM generate_series(1, 5)"
+    ))
+    .await
+    .unwrap();
+    wait_async("the fixed import's alert resolved", WAIT, || async {
+        let (_, body) = daemon.get("/api/v1/alerts").await;
+        resolved_for(&body, &id).then_some(())
+    })
+    .await;
+    daemon.stop().await;
+    cluster.psql(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+/// Whether `/api/v1/alerts` lists a resolved alert of import `id`.
+fn resolved_for(body: &str, id: &str) -> bool {
+    let view: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    view["resolved"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["labels"]["import_id"] == id)
+}
+
 #[tokio::test]
 async fn a_receiver_down_while_an_alert_fires_and_resolves_gets_both_in_order() {
     use crate::support_alerting::{WebhookReceiver, api_active, wait_async};

@@ -91,10 +91,10 @@ impl Rule for DatabaseGrowth {
             );
         }
         // Databases not measured this time keep their alerts' state.
-        let unknown: Vec<(String, String)> = sizes
+        let unknown: Vec<crate::alert::Matcher> = sizes
             .unmeasured
             .keys()
-            .map(|d| ("datname".to_owned(), d.clone()))
+            .map(|d| crate::alert::database_matcher(d))
             .collect();
         if unknown.is_empty() {
             Evaluation::Holds(conditions)

@@ -1,21 +1,54 @@
 //! What the four import rules share: labels and the numbers in the annotations.
 
-use crate::alert::{Condition, Evaluation};
+use crate::alert::{Condition, Evaluation, Matcher};
 use crate::collect::Observations;
-use crate::collect::imports::ImportsReport;
 use crate::collect::imports::reconcile::{ImportVerdict, Verdict};
+use crate::collect::imports::{ImportsReport, UnknownImport};
 
 /// `conditions` over the imports report of every watched database; a database without one
-/// is unknown (its alerts keep their state).
+/// is unknown (its alerts keep their state), and so is every import of an audit table that
+/// could not be read this time ([`ImportsReport::unknown`]).
 pub(super) fn per_database<'o>(
     observations: &'o Observations,
     mut conditions: impl FnMut(&'o ImportsReport) -> Vec<Condition>,
 ) -> Evaluation {
-    Evaluation::per_database(
+    let evaluation = Evaluation::per_database(
         observations,
         |d| d.imports.as_ref(),
         |_, report| conditions(report),
-    )
+    );
+    let unread: Vec<Matcher> = observations
+        .each_database()
+        .filter_map(|(_, d)| d.imports.as_ref())
+        .flat_map(|report| report.unknown.iter().map(|u| unknown_matcher(report, u)))
+        .collect();
+    match evaluation {
+        _ if unread.is_empty() => evaluation,
+        Evaluation::Holds(conditions) => Evaluation::HoldsExcept {
+            conditions,
+            unknown: unread,
+        },
+        Evaluation::HoldsExcept {
+            conditions,
+            mut unknown,
+        } => {
+            unknown.extend(unread);
+            Evaluation::HoldsExcept {
+                conditions,
+                unknown,
+            }
+        }
+        Evaluation::Unknown => Evaluation::Unknown,
+    }
+}
+
+/// The labels of the alerts of an import whose audit table was not read (see [`condition`]).
+fn unknown_matcher(report: &ImportsReport, u: &UnknownImport) -> Matcher {
+    vec![
+        ("datname".to_owned(), report.datname.clone()),
+        ("table".to_owned(), u.table.clone()),
+        ("import_id".to_owned(), u.import_id.clone()),
+    ]
 }
 
 /// The verdicts of one kind.

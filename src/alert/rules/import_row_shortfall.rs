@@ -103,3 +103,108 @@ impl Rule for ImportRowShortfall {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::alert::state::{AlertBook, EventKind, RuleSettings};
+    use crate::collect::imports::reconcile::ImportVerdict;
+    use crate::collect::imports::{ImportsReport, UnknownImport};
+
+    fn observations(report: ImportsReport) -> Observations {
+        let mut o = Observations {
+            up: true,
+            ..Observations::default()
+        };
+        o.database_mut("shop").imports = Some(report);
+        o
+    }
+
+    fn shortfall(id: &str, committed: i64) -> ImportVerdict {
+        let mut v = ImportVerdict::invalid("import_audit", id, "committed", String::new());
+        v.reason = None;
+        v.verdict = if committed < 10 {
+            Verdict::Shortfall
+        } else {
+            Verdict::Ok
+        };
+        v.target_table = Some("public.contacts".into());
+        v.expected_rows = Some(10);
+        v.rejected_rows = Some(0);
+        v.skipped_rows = Some(0);
+        v.committed_rows = Some(committed);
+        v.missing_rows = (committed < 10).then_some(10 - committed);
+        v
+    }
+
+    fn report(imports: Vec<ImportVerdict>, unknown: Vec<UnknownImport>) -> ImportsReport {
+        ImportsReport {
+            datname: "shop".into(),
+            audit_tables: vec!["import_audit".into()],
+            imports,
+            unknown,
+            ..ImportsReport::default()
+        }
+    }
+
+    #[test]
+    fn an_unread_audit_table_keeps_its_imports_alerts_firing_until_they_are_fixed() {
+        let rule = (SPEC.build)(&toml::Table::new()).unwrap();
+        let settings = RuleSettings {
+            alertname: SPEC.alertname,
+            severity: Severity::Critical,
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            runbook_url: None,
+        };
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut book = AlertBook::default();
+        let mut apply = |report: ImportsReport, at: u64| {
+            let evaluation = rule.evaluate("main", &observations(report));
+            book.apply("main", &settings, evaluation, t(at))
+                .into_iter()
+                .map(|e| e.kind)
+                .collect::<Vec<_>>()
+        };
+        let fired = apply(
+            report(vec![shortfall("a", 4), shortfall("b", 3)], vec![]),
+            0,
+        );
+        assert_eq!(
+            fired,
+            [
+                EventKind::Pending,
+                EventKind::Firing,
+                EventKind::Pending,
+                EventKind::Firing
+            ]
+        );
+
+        // The audit table cannot be read (permission revoked): its imports are unknown, not
+        // gone. Import "b" is the only one the last read returned (say "a" left the window
+        // just before), so "a" resolves and "b" keeps firing.
+        let unread = report(
+            Vec::new(),
+            vec![UnknownImport {
+                audit_table: "import_audit".into(),
+                table: "public.contacts".into(),
+                import_id: "b".into(),
+            }],
+        );
+        assert_eq!(apply(unread.clone(), 10), [EventKind::Resolved]);
+        assert!(
+            apply(unread, 20).is_empty(),
+            "an unknown import's alert must not change"
+        );
+
+        // Read again, still short: the same alert, no new notification.
+        assert!(apply(report(vec![shortfall("b", 3)], vec![]), 30).is_empty());
+        // Fixed: now it resolves.
+        assert_eq!(
+            apply(report(vec![shortfall("b", 10)], vec![]), 40),
+            [EventKind::Resolved]
+        );
+    }
+}

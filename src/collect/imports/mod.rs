@@ -42,9 +42,25 @@ pub struct ImportsReport {
     pub imports: Vec<ImportVerdict>,
     /// Audit tables that could not be read, and why.
     pub problems: Vec<String>,
+    /// Imports the last read of an audit table returned, when it could not be read this time
+    /// (permission revoked, a statement or lock timeout): unknown, not gone, so their alerts
+    /// keep their state instead of resolving for one poll and firing again.
+    pub unknown: Vec<UnknownImport>,
     /// When a verdict waiting for its confirming second look can next be settled, from now.
     #[serde(skip)]
     pub look_again_in: Option<std::time::Duration>,
+}
+
+/// An import of an audit table that could not be read this poll; the values of its alerts'
+/// labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownImport {
+    /// The audit table that could not be read.
+    pub audit_table: String,
+    /// The `table` label: the import's target table as last read (empty when it had none).
+    pub table: String,
+    /// The `import_id` label.
+    pub import_id: String,
 }
 
 /// The imports collector.
@@ -58,6 +74,9 @@ pub struct Imports {
     last_verified: BTreeMap<String, f64>,
     /// Problems already logged, so each is logged once.
     logged: HashSet<String>,
+    /// The imports of each audit table's last successful read, as [`UnknownImport`]s ready
+    /// for a poll that cannot read it.
+    last_read: HashMap<String, Vec<UnknownImport>>,
 }
 
 impl Imports {
@@ -74,6 +93,7 @@ impl Imports {
             checks: BTreeMap::new(),
             last_verified: BTreeMap::new(),
             logged: HashSet::new(),
+            last_read: HashMap::new(),
         }
     }
 
@@ -86,10 +106,13 @@ impl Imports {
     async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<ImportsReport, CollectError> {
         let client = ctx.client;
         let target_name = &ctx.target.name;
-        let datname: String = client
-            .query_one("SELECT current_database()::text", &[])
-            .await?
-            .try_get(0)?;
+        let who = client
+            .query_one(
+                "SELECT current_database()::text, quote_ident(current_user)",
+                &[],
+            )
+            .await?;
+        let (datname, role): (String, String) = (who.try_get(0)?, who.try_get(1)?);
         let sources = if self.config.audit_tables.is_empty() {
             audit::discover(client).await?
         } else {
@@ -118,13 +141,17 @@ impl Imports {
                 Err(e) if session::is_session_lost(&e) => return Err(e.into()),
                 Err(e) => {
                     unread.insert(name.clone());
-                    let problem = audit_table_problem(&source, &e);
+                    let problem = audit_table_problem(&source, &role, &e);
                     self.warn_once(target_name, problem.clone());
                     report.problems.push(problem);
+                    report
+                        .unknown
+                        .extend(self.last_read.get(&name).into_iter().flatten().cloned());
                     continue;
                 }
             };
             report.audit_tables.push(name.clone());
+            let first = report.imports.len();
             for raw in rows {
                 let (id, status) = raw.id_and_status();
                 seen.insert((name.clone(), id.clone()));
@@ -157,7 +184,11 @@ impl Imports {
                 };
                 report.imports.push(verdict);
             }
+            self.last_read
+                .insert(name, unknown_imports(&report.imports[first..]));
         }
+        self.last_read
+            .retain(|name, _| unread.contains(name) || report.audit_tables.contains(name));
         self.reconciler.retain(&seen, &unread);
         report.look_again_in = report.imports.iter().filter_map(|v| v.settle_in).min();
         Ok(report)
@@ -386,7 +417,20 @@ impl From<&str> for Unchecked {
     }
 }
 
-fn audit_table_problem(source: &AuditTableConfig, e: &tokio_postgres::Error) -> String {
+/// What a poll that cannot read their audit table knows of these imports: their alerts'
+/// labels.
+fn unknown_imports(verdicts: &[ImportVerdict]) -> Vec<UnknownImport> {
+    verdicts
+        .iter()
+        .map(|v| UnknownImport {
+            audit_table: v.audit_table.clone(),
+            table: v.target_table.clone().unwrap_or_default(),
+            import_id: v.import_id.clone(),
+        })
+        .collect()
+}
+
+fn audit_table_problem(source: &AuditTableConfig, role: &str, e: &tokio_postgres::Error) -> String {
     use tokio_postgres::error::SqlState;
     let table = &source.table;
     let fix = match e.code() {
@@ -398,8 +442,7 @@ fn audit_table_problem(source: &AuditTableConfig, e: &tokio_postgres::Error) -> 
             "map the app's column names with [targets.imports.audit_tables.columns]".to_owned()
         }
         Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => format!(
-            "GRANT SELECT ON {} TO the pgvigil role (deploy/sql/monitoring_role.sql)",
-            table.quoted()
+            "GRANT SELECT ON {table} TO {role} (see deploy/sql/monitoring_role.sql)"
         ),
         _ => "check the audit table's definition against DESIGN.md".to_owned(),
     };
