@@ -353,7 +353,7 @@ fn findings_api(shared: &Hub) -> serde_json::Value {
             if let Some(r) = &report.advice {
                 findings.extend(r.findings());
             }
-            findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+            findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
             databases.insert(
                 datname.to_owned(),
                 serde_json::to_value(read.then_some(findings)).unwrap_or_default(),
