@@ -341,22 +341,9 @@ fn findings_api(shared: &Hub) -> serde_json::Value {
     for (target, obs) in shared.latest_observations() {
         let mut databases = serde_json::Map::new();
         for (datname, report) in obs.each_database() {
-            let read =
-                report.indexes.is_some() || report.migrations.is_some() || report.advice.is_some();
-            let mut findings: Vec<crate::advice::Finding> = Vec::new();
-            if let Some(r) = &report.migrations {
-                findings.extend(r.findings());
-            }
-            if let Some(r) = &report.indexes {
-                findings.extend(r.findings.iter().cloned());
-            }
-            if let Some(r) = &report.advice {
-                findings.extend(r.findings());
-            }
-            findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
             databases.insert(
                 datname.to_owned(),
-                serde_json::to_value(read.then_some(findings)).unwrap_or_default(),
+                serde_json::to_value(report.findings()).unwrap_or_default(),
             );
         }
         targets.insert(target, serde_json::Value::Object(databases));

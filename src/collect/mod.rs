@@ -256,6 +256,28 @@ pub struct DatabaseReport {
     pub error: Option<String>,
 }
 
+impl DatabaseReport {
+    /// The schema guard's findings in this database, most severe first: the migrations,
+    /// indexes and advice collectors' together; `None` while none of them has reported.
+    pub fn findings(&self) -> Option<Vec<crate::advice::Finding>> {
+        if self.migrations.is_none() && self.indexes.is_none() && self.advice.is_none() {
+            return None;
+        }
+        let mut out = Vec::new();
+        if let Some(r) = &self.migrations {
+            out.extend(r.findings());
+        }
+        if let Some(r) = &self.indexes {
+            out.extend(r.findings.iter().cloned());
+        }
+        if let Some(r) = &self.advice {
+            out.extend(r.findings());
+        }
+        out.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        Some(out)
+    }
+}
+
 /// One data source of a kind of source `S`.
 pub trait Collector<S: SourceType>: Send + Sync {
     /// Stable name: the `collector` label and the key of its snapshot (its registry name).

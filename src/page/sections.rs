@@ -244,7 +244,7 @@ fn tables(view: &TargetView<'_>) -> Option<String> {
     Some(out)
 }
 
-/// The most findings listed on the page; `pgvigil advise` and `/api/v1/targets` have all.
+/// The most findings listed on the page; `pgvigil advise` and `/api/v1/findings` have all.
 const MAX_FINDINGS_SHOWN: usize = 50;
 
 /// The schema guard's findings of every database, most severe first, with their fixes.
@@ -252,9 +252,9 @@ fn findings(view: &TargetView<'_>) -> Option<String> {
     let mut rows = Vec::new();
     let mut reported = false;
     for (_, d) in view.observations.each_database() {
-        let Some(report) = &d.indexes else { continue };
+        let Some(found) = d.findings() else { continue };
         reported = true;
-        rows.extend(report.findings.iter());
+        rows.extend(found);
     }
     if !reported {
         return None;

@@ -15,6 +15,58 @@ use crate::support::{Daemon, connect, one_target};
 /// Metrics that exist only while a condition holds, which this test does not create.
 const CONDITIONAL: &[(&str, &str)] = &[
     (
+        "pgvigil_lock_blocked_sessions",
+        "only while a session waits for a lock (tests/it/lock_queue.rs)",
+    ),
+    (
+        "pgvigil_lock_blocked_max_wait_seconds",
+        "only while a session waits for a lock (tests/it/lock_queue.rs)",
+    ),
+    (
+        "pgvigil_lock_root_blocker_age_seconds",
+        "only while a session blocks another (tests/it/lock_queue.rs)",
+    ),
+    (
+        "pgvigil_lock_queue_sessions",
+        "only while a session waits for a strong lock (tests/it/lock_queue.rs)",
+    ),
+    (
+        "pgvigil_migration_info",
+        "only in a database with a migration tool's table (tests/it/migrations.rs)",
+    ),
+    (
+        "pgvigil_migration_failed",
+        "only in a database with a migration tool's table (tests/it/migrations.rs)",
+    ),
+    (
+        "pgvigil_schema_changes_total",
+        "only in a database with a migration tool's table (tests/it/migrations.rs)",
+    ),
+    (
+        "pgvigil_schema_change_timestamp_seconds",
+        "only once a migration table's version moved (tests/it/migrations.rs)",
+    ),
+    (
+        "pgvigil_invalid_index_info",
+        "only for an INVALID index (tests/it/migrations.rs makes one)",
+    ),
+    (
+        "pgvigil_invalid_index_size_bytes",
+        "only for an INVALID index (tests/it/migrations.rs makes one)",
+    ),
+    (
+        "pgvigil_not_valid_constraint_info",
+        "only for a NOT VALID constraint (tests/it/migrations.rs makes one)",
+    ),
+    (
+        "pgvigil_schema_operation_progress_ratio",
+        "only while a CREATE INDEX, REINDEX, CLUSTER or VACUUM FULL runs",
+    ),
+    (
+        "pgvigil_schema_operation_seconds",
+        "only while a CREATE INDEX, REINDEX, CLUSTER or VACUUM FULL runs",
+    ),
+    (
         "pgvigil_index_suggestion_info",
         "only for a large, sequentially scanned table a top statement filters without an index (tests/it/advice.rs)",
     ),
