@@ -23,7 +23,7 @@ pub struct IndexesConfig {
     /// not reported: a scan of a tiny table costs nothing.
     pub fk_min_table_bytes: u64,
     /// A sequence that has used this share of its range (up to its column type's limit) is a
-    /// warning finding (and fires SequenceExhaustion)...
+    /// warning finding...
     pub sequence_warning_ratio: f64,
     /// ... and from this share a critical one.
     pub sequence_critical_ratio: f64,
