@@ -23,6 +23,7 @@ mod imports;
 mod indexes;
 mod lifecycle;
 mod lock_queue;
+mod lock_safety;
 mod locks;
 mod methods;
 mod migrations;
