@@ -79,6 +79,10 @@ pub struct SequenceUse {
     pub limit: i64,
     /// Whether the column type, not the sequence, sets the limit.
     pub column_type_limits: bool,
+    /// The column's type (`integer`, `bigint`, ...), '' if it feeds none.
+    pub column_type: String,
+    /// The sequence's own type.
+    pub sequence_type: String,
 }
 
 /// What the indexes collector found in one database.
@@ -501,6 +505,8 @@ pub fn sequence_use(seq: &SequenceDef) -> SequenceUse {
         remaining: (left.max(0) / step) as f64,
         limit,
         column_type_limits,
+        column_type: seq.column_type.clone().unwrap_or_default(),
+        sequence_type: seq.sequence_type.clone(),
     }
 }
 
@@ -535,19 +541,44 @@ fn describe_sequence(seq: &SequenceDef, usage: &SequenceUse) -> (String, String)
         "sequence {}{feeds} has used {percent:.1}% of its range: last value {last}, {} values left; {why}{cycle}",
         seq.name, usage.remaining
     );
-    let fix = match (&seq.table, &seq.column) {
-        (Some(table), Some(column)) if usage.column_type_limits => format!(
-            "ALTER TABLE {table} ALTER COLUMN {col} TYPE bigint;  -- rewrites {table} under ACCESS EXCLUSIVE: on a large table add a bigint column, backfill it in batches and swap it in one short transaction instead{seq_alter}",
+    let fix = sequence_fix(seq, usage);
+    (message, fix)
+}
+
+/// The SQL that gives a sequence (and the column it feeds) room again: widen whichever ends
+/// first. A column narrower than bigint is rewritten (ACCESS EXCLUSIVE for as long as the
+/// rewrite takes), so the fix says how to do it on a big table; an identity column's sequence
+/// follows its column's type, a serial's or a default's needs its own `ALTER SEQUENCE`; a
+/// sequence alone narrower than bigint changes without a rewrite.
+fn sequence_fix(seq: &SequenceDef, usage: &SequenceUse) -> String {
+    let narrow_sequence = seq.sequence_type != "bigint";
+    let seq_alter = if seq.increment > 0 && seq.max < i64::from(i32::MAX) && narrow_sequence {
+        // A MAXVALUE of its own below the type's: AS bigint keeps it.
+        format!(
+            "ALTER SEQUENCE {} AS bigint MAXVALUE 9223372036854775807;",
+            seq.name
+        )
+    } else {
+        format!("ALTER SEQUENCE {} AS bigint;", seq.name)
+    };
+    let narrow_column = !matches!(usage.column_type.as_str(), "bigint" | "numeric" | "");
+    match (&seq.table, &seq.column) {
+        (Some(table), Some(column)) if narrow_column => format!(
+            "ALTER TABLE {table} ALTER COLUMN {col} TYPE bigint;{then}  -- rewrites {table} (and its indexes) under ACCESS EXCLUSIVE: on a large table add a bigint column, fill it in batches, and swap it in (with its index built CONCURRENTLY) in one short transaction instead",
             col = quote_ident(column),
-            seq_alter = if seq.sequence_type == "bigint" {
-                String::new()
+            then = if narrow_sequence && seq.identity.is_none() {
+                format!(" {seq_alter}")
             } else {
-                format!("; then ALTER SEQUENCE {} AS bigint;", seq.name)
+                String::new()
             }
         ),
-        _ if seq.sequence_type != "bigint" => format!(
-            "ALTER SEQUENCE {} AS bigint MAXVALUE 9223372036854775807;  -- and the column it feeds to bigint",
-            seq.name
+        _ if narrow_sequence => format!(
+            "{seq_alter}  -- no table rewrite{}",
+            if usage.column.is_empty() {
+                ""
+            } else {
+                "; the column is already wide enough"
+            }
         ),
         _ if seq.max < i64::MAX && seq.increment > 0 => {
             format!("ALTER SEQUENCE {} MAXVALUE 9223372036854775807;", seq.name)
@@ -556,8 +587,7 @@ fn describe_sequence(seq: &SequenceDef, usage: &SequenceUse) -> (String, String)
             "-- {} is bigint at its limit: plan a new key (a second sequence range, or uuid)",
             seq.name
         ),
-    };
-    (message, fix)
+    }
 }
 
 /// An identifier as PostgreSQL would quote it (lower-case letters, digits and `_` bare).
