@@ -34,6 +34,7 @@ mod privileges;
 mod registry;
 mod reload;
 mod replication;
+mod sequences;
 mod server_health;
 mod sessions;
 mod statements;
