@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::collect::indexes::catalog::IndexUsage;
+use crate::collect::indexes::catalog::{IndexUsage, SequenceDef};
 
 fn index(oid: u32, name: &str, columns: &[i16]) -> IndexDef {
     IndexDef {
