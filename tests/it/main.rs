@@ -35,6 +35,7 @@ mod privileges;
 mod registry;
 mod reload;
 mod replication;
+mod sequences;
 mod server_health;
 mod sessions;
 mod statements;
