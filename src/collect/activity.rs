@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::config::ActivityConfig;
 use crate::metrics::{self, Snapshot};
 
@@ -102,50 +102,6 @@ impl Activity {
         Activity {
             application_names: config.application_names.iter().cloned().collect(),
         }
-    }
-
-    async fn poll(
-        &self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, ActivityReport), CollectError> {
-        let settings = ctx.client.query(SETTINGS_SQL, &[]).await?;
-        let rows = ctx.client.query(ACTIVITY_SQL, &[&QUERY_TEXT_LIMIT]).await?;
-        let mut report = ActivityReport::default();
-        for row in settings {
-            let name: &str = row.get(0);
-            let value: i64 = row.get(1);
-            match name {
-                "max_connections" => report.max_connections = value,
-                _ => report.reserved_connections += value,
-            }
-        }
-        let rows = rows.iter().map(|row| {
-            Ok::<_, tokio_postgres::Error>(Backend {
-                pid: row.try_get(0)?,
-                datname: row.try_get(1)?,
-                usename: row.try_get(2)?,
-                application_name: row.try_get(3)?,
-                state: row.try_get(4)?,
-                backend_type: row.try_get(5)?,
-                wait_event_type: row.try_get(6)?,
-                xact_age: row.try_get(7)?,
-                state_age: row.try_get(8)?,
-                holds_writes: row.try_get(9)?,
-                query: row.try_get::<_, Option<String>>(10)?.unwrap_or_default(),
-            })
-        });
-        let backends = rows.collect::<Result<Vec<_>, _>>()?;
-        let (mut snapshot, report) = self.summarise(backends, report);
-        // The short form ("15.19"), not the distribution suffix, keeps the label stable.
-        let version = ctx
-            .server
-            .version
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        snapshot.push(&metrics::POSTGRES_INFO, vec![version], 1.0);
-        Ok((snapshot, report))
     }
 
     fn summarise(
@@ -254,21 +210,56 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.activity = from.activity.clone(),
 };
 
-impl Collector<Postgres> for Activity {
-    fn name(&self) -> &'static str {
-        "activity"
+impl ReportCollector for Activity {
+    const NAME: &'static str = SPEC.name;
+    type Report = ActivityReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, ActivityReport), CollectError> {
+        let settings = ctx.client.query(SETTINGS_SQL, &[]).await?;
+        let rows = ctx.client.query(ACTIVITY_SQL, &[&QUERY_TEXT_LIMIT]).await?;
+        let mut report = ActivityReport::default();
+        for row in settings {
+            let name: &str = row.get(0);
+            let value: i64 = row.get(1);
+            match name {
+                "max_connections" => report.max_connections = value,
+                _ => report.reserved_connections += value,
+            }
+        }
+        let rows = rows.iter().map(|row| {
+            Ok::<_, tokio_postgres::Error>(Backend {
+                pid: row.try_get(0)?,
+                datname: row.try_get(1)?,
+                usename: row.try_get(2)?,
+                application_name: row.try_get(3)?,
+                state: row.try_get(4)?,
+                backend_type: row.try_get(5)?,
+                wait_event_type: row.try_get(6)?,
+                xact_age: row.try_get(7)?,
+                state_age: row.try_get(8)?,
+                holds_writes: row.try_get(9)?,
+                query: row.try_get::<_, Option<String>>(10)?.unwrap_or_default(),
+            })
+        });
+        let backends = rows.collect::<Result<Vec<_>, _>>()?;
+        let (mut snapshot, report) = self.summarise(backends, report);
+        // The short form ("15.19"), not the distribution suffix, keeps the label stable.
+        let version = ctx
+            .server
+            .version
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        snapshot.push(&metrics::POSTGRES_INFO, vec![version], 1.0);
+        Ok((snapshot, report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.activity = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: ActivityReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.activity = Some(report);
     }
 }
 

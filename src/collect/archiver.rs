@@ -28,7 +28,7 @@
 //! ms a poll).
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, MetricDef, Snapshot};
 
 /// The archiver statement for a server of `version_num`: the same columns in every version.
@@ -114,42 +114,6 @@ struct WalStats {
 #[derive(Debug, Default)]
 pub struct Archiver;
 
-impl Archiver {
-    async fn poll(
-        &self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, ArchiverReport), CollectError> {
-        let row = ctx
-            .client
-            .query_one(&archiver_sql(ctx.server.version_num), &[])
-            .await?;
-        let archive_mode: String = row.try_get::<_, Option<String>>(6)?.unwrap_or_default();
-        let in_recovery: bool = row.try_get(7)?;
-        let report = ArchiverReport {
-            enabled: archive_mode == "always" || (archive_mode == "on" && !in_recovery),
-            archive_mode,
-            archived_count: row.try_get(0)?,
-            failed_count: row.try_get(1)?,
-            last_archived_age: row.try_get(2)?,
-            last_failed_age: row.try_get(3)?,
-            last_archived_wal: row.try_get(4)?,
-            last_failed_wal: row.try_get(5)?,
-        };
-        let wal = WalStats {
-            records: row.try_get(8)?,
-            fpi: row.try_get(9)?,
-            bytes: row.try_get(10)?,
-            buffers_full: row.try_get(11)?,
-            stats_reset: row.try_get(12)?,
-            writes: row.try_get(13)?,
-            syncs: row.try_get(14)?,
-            write_seconds: row.try_get(15)?,
-            sync_seconds: row.try_get(16)?,
-        };
-        Ok((summarise(&report, &wal), report))
-    }
-}
-
 fn summarise(report: &ArchiverReport, wal: &WalStats) -> Snapshot {
     let mut snap = Snapshot::default();
     let flag = |b: bool| f64::from(u8::from(b));
@@ -198,21 +162,46 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.archiver = from.archiver.clone(),
 };
 
-impl Collector<Postgres> for Archiver {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Archiver {
+    const NAME: &'static str = SPEC.name;
+    type Report = ArchiverReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, ArchiverReport), CollectError> {
+        let row = ctx
+            .client
+            .query_one(&archiver_sql(ctx.server.version_num), &[])
+            .await?;
+        let archive_mode: String = row.try_get::<_, Option<String>>(6)?.unwrap_or_default();
+        let in_recovery: bool = row.try_get(7)?;
+        let report = ArchiverReport {
+            enabled: archive_mode == "always" || (archive_mode == "on" && !in_recovery),
+            archive_mode,
+            archived_count: row.try_get(0)?,
+            failed_count: row.try_get(1)?,
+            last_archived_age: row.try_get(2)?,
+            last_failed_age: row.try_get(3)?,
+            last_archived_wal: row.try_get(4)?,
+            last_failed_wal: row.try_get(5)?,
+        };
+        let wal = WalStats {
+            records: row.try_get(8)?,
+            fpi: row.try_get(9)?,
+            bytes: row.try_get(10)?,
+            buffers_full: row.try_get(11)?,
+            stats_reset: row.try_get(12)?,
+            writes: row.try_get(13)?,
+            syncs: row.try_get(14)?,
+            write_seconds: row.try_get(15)?,
+            sync_seconds: row.try_get(16)?,
+        };
+        Ok((summarise(&report, &wal), report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.archiver = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: ArchiverReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.archiver = Some(report);
     }
 }
 

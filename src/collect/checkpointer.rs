@@ -26,7 +26,7 @@
 //! | 18 | the same | `num_done` (checkpoints performed, idle ones not) and `slru_written` |
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, MetricDef, Snapshot};
 
 /// The shape of the views in one server version.
@@ -198,19 +198,6 @@ pub fn summarise(values: impl IntoIterator<Item = (&'static MetricDef, Option<f6
 #[derive(Debug, Default)]
 pub struct Checkpointer;
 
-impl Checkpointer {
-    async fn poll(&self, ctx: &PollContext<'_>) -> Result<Snapshot, CollectError> {
-        let dialect = Dialect::of(ctx.server.version_num);
-        let row = ctx.client.query_one(&dialect.sql(), &[]).await?;
-        let values = dialect
-            .columns()
-            .enumerate()
-            .map(|(i, (metric, _))| Ok((metric, row.try_get::<_, Option<f64>>(i)?)))
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        Ok(summarise(values))
-    }
-}
-
 /// The registry's entry (see [`super::registry`]).
 pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     name: "checkpointer",
@@ -225,18 +212,23 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |_, _| {},
 };
 
-impl Collector<Postgres> for Checkpointer {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Checkpointer {
+    const NAME: &'static str = SPEC.name;
+    type Report = ();
+
+    async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<(Snapshot, ()), CollectError> {
+        let dialect = Dialect::of(ctx.server.version_num);
+        let row = ctx.client.query_one(&dialect.sql(), &[]).await?;
+        let values = dialect
+            .columns()
+            .enumerate()
+            .map(|(i, (metric, _))| Ok((metric, row.try_get::<_, Option<f64>>(i)?)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        Ok((summarise(values), ()))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        _observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(self.poll(ctx))
-    }
+    /// Metrics only: nothing for the rules.
+    fn store((): (), _ctx: &PollContext<'_>, _observations: &mut Observations) {}
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use tracing::{debug, warn};
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::config::DatabasesConfig;
 use crate::metrics::{self, Snapshot};
 
@@ -67,40 +67,6 @@ pub struct DatabaseSizes {
 }
 
 impl DatabaseSizes {
-    async fn poll(
-        &mut self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, DatabaseSizesReport), CollectError> {
-        let watched: &DatabasesConfig = &ctx.target.databases;
-        let rows = ctx.client.query(LIST_SQL, &[]).await?;
-        let mut now = 0.0;
-        let mut measure: Vec<(u32, String)> = Vec::new();
-        let mut unmeasured = BTreeMap::new();
-        for row in &rows {
-            let oid: u32 = row.try_get(0)?;
-            let datname: String = row.try_get(1)?;
-            let allowed: bool = row.try_get(2)?;
-            now = row.try_get(3)?;
-            if !watched.selects(&datname) {
-                continue;
-            }
-            if allowed {
-                measure.push((oid, datname));
-            } else {
-                unmeasured.insert(
-                    datname,
-                    "no CONNECT privilege; GRANT pg_monitor (or CONNECT on the database) to pgvigil's role".to_owned(),
-                );
-            }
-        }
-        let sizes = measure_sizes(ctx, &measure, &mut unmeasured).await?;
-        let measured = measure
-            .into_iter()
-            .filter_map(|(oid, datname)| Some((datname, sizes.get(&oid).copied().flatten()?)))
-            .collect();
-        Ok(self.summarise(now, measured, unmeasured))
-    }
-
     /// Series and growth from one run's sizes (`now`: the server's clock, Unix seconds).
     pub fn summarise(
         &mut self,
@@ -193,21 +159,46 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.database_sizes = from.database_sizes.clone(),
 };
 
-impl Collector<Postgres> for DatabaseSizes {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for DatabaseSizes {
+    const NAME: &'static str = SPEC.name;
+    type Report = DatabaseSizesReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, DatabaseSizesReport), CollectError> {
+        let watched: &DatabasesConfig = &ctx.target.databases;
+        let rows = ctx.client.query(LIST_SQL, &[]).await?;
+        let mut now = 0.0;
+        let mut measure: Vec<(u32, String)> = Vec::new();
+        let mut unmeasured = BTreeMap::new();
+        for row in &rows {
+            let oid: u32 = row.try_get(0)?;
+            let datname: String = row.try_get(1)?;
+            let allowed: bool = row.try_get(2)?;
+            now = row.try_get(3)?;
+            if !watched.selects(&datname) {
+                continue;
+            }
+            if allowed {
+                measure.push((oid, datname));
+            } else {
+                unmeasured.insert(
+                    datname,
+                    "no CONNECT privilege; GRANT pg_monitor (or CONNECT on the database) to pgvigil's role".to_owned(),
+                );
+            }
+        }
+        let sizes = measure_sizes(ctx, &measure, &mut unmeasured).await?;
+        let measured = measure
+            .into_iter()
+            .filter_map(|(oid, datname)| Some((datname, sizes.get(&oid).copied().flatten()?)))
+            .collect();
+        Ok(self.summarise(now, measured, unmeasured))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.database_sizes = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: DatabaseSizesReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.database_sizes = Some(report);
     }
 }
 

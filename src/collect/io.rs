@@ -30,7 +30,7 @@
 //! Times stay zero unless `track_io_timing` (for object `wal` on 18: `track_wal_io_timing`) is on.
 
 use super::registry::{CollectorSpec, Scope, Versions};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, Snapshot};
 
 /// The operations counted, in the query's column order.
@@ -147,8 +147,25 @@ pub fn summarise(rows: &[IoRow]) -> Snapshot {
 #[derive(Debug, Default)]
 pub struct Io;
 
-impl Io {
-    async fn poll(&self, ctx: &PollContext<'_>) -> Result<Snapshot, CollectError> {
+/// The registry's entry (see [`super::registry`]).
+pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
+    name: "io",
+    table: "io",
+    reads: "pg_stat_io: I/O operations, bytes and time by backend type, object and context",
+    scope: Scope::Cluster,
+    versions: Versions::from(160000),
+    grants: &[],
+    metrics: metrics::IO_METRICS,
+    section: |t| &t.io,
+    build: |_| Box::new(Io),
+    carry: |_, _| {},
+};
+
+impl ReportCollector for Io {
+    const NAME: &'static str = SPEC.name;
+    type Report = ();
+
+    async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<(Snapshot, ()), CollectError> {
         let sql = Dialect::of(ctx.server.version_num).sql();
         let rows = ctx.client.query(&sql, &[]).await?;
         let rows = rows
@@ -173,36 +190,11 @@ impl Io {
                 Ok(row)
             })
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        Ok(summarise(&rows))
-    }
-}
-
-/// The registry's entry (see [`super::registry`]).
-pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
-    name: "io",
-    table: "io",
-    reads: "pg_stat_io: I/O operations, bytes and time by backend type, object and context",
-    scope: Scope::Cluster,
-    versions: Versions::from(160000),
-    grants: &[],
-    metrics: metrics::IO_METRICS,
-    section: |t| &t.io,
-    build: |_| Box::new(Io),
-    carry: |_, _| {},
-};
-
-impl Collector<Postgres> for Io {
-    fn name(&self) -> &'static str {
-        SPEC.name
+        Ok((summarise(&rows), ()))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        _observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(self.poll(ctx))
-    }
+    /// Metrics only: nothing for the rules.
+    fn store((): (), _ctx: &PollContext<'_>, _observations: &mut Observations) {}
 }
 
 #[cfg(test)]

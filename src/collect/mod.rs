@@ -10,7 +10,9 @@
 //! * [`SourceType`] is a kind of source ([`Postgres`], [`Pgbouncer`]): its config type, the
 //!   context a collector sees during a poll ([`PollContext`], [`pgbouncer::BouncerContext`]),
 //!   and its collectors.
-//! * [`Collector<S>`] is one data source of a kind `S`: named, polled once per run.
+//! * [`Collector<S>`] is one data source of a kind `S`: named, polled once per run. Most
+//!   PostgreSQL collectors implement [`ReportCollector`] instead (poll, then store the report),
+//!   which gives them their `Collector` impl.
 //! * [`registry`] lists every collector with what it declares (scope, interval, versions,
 //!   grants, metrics, how to build it), like the alert rules' `RULES`; the poll loop runs what
 //!   it lists, each collector on its own interval.
@@ -295,6 +297,62 @@ pub trait Collector<S: SourceType>: Send + Sync {
         ctx: &'a S::Context<'c>,
         observations: &'a mut Observations,
     ) -> BoxFuture<'a, Result<Snapshot, CollectError>>;
+}
+
+/// A collector whose run is always the same three steps: [`poll`](ReportCollector::poll) the
+/// source once for the metrics and a report, [`store`](ReportCollector::store) the report into
+/// its part of the poll's [`Observations`], publish the metrics. It gets its
+/// [`Collector<Postgres>`] from the blanket impl below, so each collector writes only what is
+/// its own. (PostgreSQL only: over [`SourceType::Context`] the context's lifetime would be
+/// early-bound in the trait, which an impl's `async fn poll` cannot match; PgBouncer's few
+/// collectors keep their own impls.)
+///
+/// Use it for every collector whose `collect` would be just that, including one that only
+/// exports metrics (`type Report = ()`, an empty `store`) and one whose poll can end
+/// [`CollectError::Degraded`] (the error passes through untouched, nothing is stored). Keep a
+/// hand-written [`Collector`] impl for one that does more around its poll: answers from its
+/// last report between its own runs (`migrations`), or stores something when the poll fails.
+pub trait ReportCollector: Send + Sync {
+    /// Its registry name (`SPEC.name`): the `collector` label and the key of its snapshot.
+    const NAME: &'static str;
+    /// What one run tells the alert rules and the API; `()` for metrics only.
+    type Report: Send;
+
+    /// Query the source once: the metrics to publish and the report to store.
+    fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> impl Future<Output = Result<(Snapshot, Self::Report), CollectError>> + Send;
+
+    /// Put a successful poll's report in its place in `observations`.
+    fn store(report: Self::Report, ctx: &PollContext<'_>, observations: &mut Observations);
+
+    /// See [`Collector::time_limit`].
+    fn time_limit(&self, default: Duration) -> Duration {
+        default
+    }
+}
+
+impl<T: ReportCollector> Collector<Postgres> for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn time_limit(&self, default: Duration) -> Duration {
+        ReportCollector::time_limit(self, default)
+    }
+
+    fn collect<'a, 'c>(
+        &'a mut self,
+        ctx: &'a PollContext<'c>,
+        observations: &'a mut Observations,
+    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
+        Box::pin(async move {
+            let (snapshot, report) = ReportCollector::poll(self, ctx).await?;
+            T::store(report, ctx, observations);
+            Ok(snapshot)
+        })
+    }
 }
 
 /// The enabled collectors of a target, in poll order, as the registry builds them.

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, Snapshot};
 
 /// The server's own facts: one row.
@@ -154,27 +154,6 @@ pub struct Server {
 }
 
 impl Server {
-    async fn poll(
-        &mut self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, ServerReport), CollectError> {
-        let row = ctx.client.query_one(STATUS_SQL, &[]).await?;
-        let status = Status {
-            in_recovery: row.try_get(0)?,
-            start_time: row.try_get(1)?,
-            config_load_time: row.try_get(2)?,
-            now: row.try_get(3)?,
-            timeline: row.try_get(4)?,
-        };
-        let read_at = (status.config_load_time, status.start_time);
-        let settings = match self.settings.take() {
-            Some((at, rows)) if at == read_at => rows,
-            _ => read_settings(ctx).await?,
-        };
-        self.settings = Some((read_at, settings.clone()));
-        Ok(self.summarise(status, settings))
-    }
-
     /// Turn one poll's rows into series and a report, against the previous poll.
     pub fn summarise(&mut self, status: Status, rows: Vec<SettingRow>) -> (Snapshot, ServerReport) {
         let previous = self.last.replace(status);
@@ -313,21 +292,33 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.server = from.server.clone(),
 };
 
-impl Collector<Postgres> for Server {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Server {
+    const NAME: &'static str = SPEC.name;
+    type Report = ServerReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, ServerReport), CollectError> {
+        let row = ctx.client.query_one(STATUS_SQL, &[]).await?;
+        let status = Status {
+            in_recovery: row.try_get(0)?,
+            start_time: row.try_get(1)?,
+            config_load_time: row.try_get(2)?,
+            now: row.try_get(3)?,
+            timeline: row.try_get(4)?,
+        };
+        let read_at = (status.config_load_time, status.start_time);
+        let settings = match self.settings.take() {
+            Some((at, rows)) if at == read_at => rows,
+            _ => read_settings(ctx).await?,
+        };
+        self.settings = Some((read_at, settings.clone()));
+        Ok(self.summarise(status, settings))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.server = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: ServerReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.server = Some(report);
     }
 }
 

@@ -26,7 +26,7 @@
 //! | `inactive_since`, `invalidation_reason` | 17 |
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, Snapshot};
 
 /// The slots statement for a server of `version_num`: the same columns in every version,
@@ -116,39 +116,6 @@ impl Slot {
 #[derive(Debug, Default)]
 pub struct Slots;
 
-impl Slots {
-    async fn poll(&self, ctx: &PollContext<'_>) -> Result<(Snapshot, SlotsReport), CollectError> {
-        let rows = ctx
-            .client
-            .query(&slots_sql(ctx.server.version_num), &[])
-            .await?;
-        let slots = rows
-            .iter()
-            .map(|row| {
-                Ok::<_, tokio_postgres::Error>(Slot {
-                    slot_name: row.try_get(0)?,
-                    slot_type: row.try_get(1)?,
-                    datname: row.try_get(2)?,
-                    plugin: row.try_get(3)?,
-                    temporary: row.try_get(4)?,
-                    active: row.try_get(5)?,
-                    retained_bytes: row.try_get(6)?,
-                    wal_status: row.try_get(7)?,
-                    safe_wal_size: row.try_get(8)?,
-                    xmin_age: row.try_get(9)?,
-                    catalog_xmin_age: row.try_get(10)?,
-                    two_phase: row.try_get(11)?,
-                    conflicting: row.try_get(12)?,
-                    inactive_seconds: row.try_get(13)?,
-                    invalidation_reason: row.try_get(14)?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let report = SlotsReport { slots };
-        Ok((summarise(&report), report))
-    }
-}
-
 /// The series of one poll's slots.
 fn summarise(report: &SlotsReport) -> Snapshot {
     let mut snap = Snapshot::default();
@@ -218,21 +185,46 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.slots = from.slots.clone(),
 };
 
-impl Collector<Postgres> for Slots {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Slots {
+    const NAME: &'static str = SPEC.name;
+    type Report = SlotsReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, SlotsReport), CollectError> {
+        let rows = ctx
+            .client
+            .query(&slots_sql(ctx.server.version_num), &[])
+            .await?;
+        let slots = rows
+            .iter()
+            .map(|row| {
+                Ok::<_, tokio_postgres::Error>(Slot {
+                    slot_name: row.try_get(0)?,
+                    slot_type: row.try_get(1)?,
+                    datname: row.try_get(2)?,
+                    plugin: row.try_get(3)?,
+                    temporary: row.try_get(4)?,
+                    active: row.try_get(5)?,
+                    retained_bytes: row.try_get(6)?,
+                    wal_status: row.try_get(7)?,
+                    safe_wal_size: row.try_get(8)?,
+                    xmin_age: row.try_get(9)?,
+                    catalog_xmin_age: row.try_get(10)?,
+                    two_phase: row.try_get(11)?,
+                    conflicting: row.try_get(12)?,
+                    inactive_seconds: row.try_get(13)?,
+                    invalidation_reason: row.try_get(14)?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let report = SlotsReport { slots };
+        Ok((summarise(&report), report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.slots = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: SlotsReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.slots = Some(report);
     }
 }
 

@@ -12,7 +12,7 @@
 //! No lock is taken. The same on PostgreSQL 13 to 18; `pg_monitor` may execute it.
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, Snapshot};
 
 const WAL_DIRECTORY_SQL: &str =
@@ -44,21 +44,17 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |_, _| {},
 };
 
-impl Collector<Postgres> for WalDirectory {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for WalDirectory {
+    const NAME: &'static str = SPEC.name;
+    type Report = ();
+
+    async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<(Snapshot, ()), CollectError> {
+        let row = ctx.client.query_one(WAL_DIRECTORY_SQL, &[]).await?;
+        Ok((summarise(row.try_get(0)?, row.try_get(1)?), ()))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        _observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let row = ctx.client.query_one(WAL_DIRECTORY_SQL, &[]).await?;
-            Ok(summarise(row.try_get(0)?, row.try_get(1)?))
-        })
-    }
+    /// Metrics only: nothing for the rules.
+    fn store((): (), _ctx: &PollContext<'_>, _observations: &mut Observations) {}
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, Snapshot};
 
 /// The point of no return: XIDs and multixacts are compared modulo 2^32, so a value more than
@@ -155,45 +155,6 @@ impl WraparoundReport {
 #[derive(Debug, Default)]
 pub struct Wraparound;
 
-impl Wraparound {
-    async fn poll(
-        &self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, WraparoundReport), CollectError> {
-        let mut own = ctx.own_backends.clone();
-        own.push(ctx.server.backend_pid);
-        let ages = ctx.client.query(AGES_SQL, &[]).await?;
-        let holders = ctx.client.query(HOLDERS_SQL, &[&own]).await?;
-        let mut report = WraparoundReport::default();
-        for row in ages {
-            report.databases.insert(
-                row.try_get(0)?,
-                DatabaseAge {
-                    xid_age: row.try_get(1)?,
-                    mxid_age: row.try_get(2)?,
-                },
-            );
-            report.freeze_max_age = row.try_get(3)?;
-            report.multixact_freeze_max_age = row.try_get(4)?;
-        }
-        for row in holders {
-            let xid_age: Option<f64> = row.try_get(6)?;
-            let Some(xid_age) = xid_age else { continue };
-            report.holders.push(Holder {
-                kind: row.try_get(0)?,
-                id: row.try_get(1)?,
-                application: row.try_get(2)?,
-                state: row.try_get(3)?,
-                datname: row.try_get(4)?,
-                usename: row.try_get(5)?,
-                xid_age,
-                seconds: row.try_get(7)?,
-            });
-        }
-        Ok(summarise(report))
-    }
-}
-
 /// Sort the holders oldest first and publish the series.
 pub fn summarise(mut report: WraparoundReport) -> (Snapshot, WraparoundReport) {
     report
@@ -235,21 +196,49 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.wraparound = from.wraparound.clone(),
 };
 
-impl Collector<Postgres> for Wraparound {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Wraparound {
+    const NAME: &'static str = SPEC.name;
+    type Report = WraparoundReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, WraparoundReport), CollectError> {
+        let mut own = ctx.own_backends.clone();
+        own.push(ctx.server.backend_pid);
+        let ages = ctx.client.query(AGES_SQL, &[]).await?;
+        let holders = ctx.client.query(HOLDERS_SQL, &[&own]).await?;
+        let mut report = WraparoundReport::default();
+        for row in ages {
+            report.databases.insert(
+                row.try_get(0)?,
+                DatabaseAge {
+                    xid_age: row.try_get(1)?,
+                    mxid_age: row.try_get(2)?,
+                },
+            );
+            report.freeze_max_age = row.try_get(3)?;
+            report.multixact_freeze_max_age = row.try_get(4)?;
+        }
+        for row in holders {
+            let xid_age: Option<f64> = row.try_get(6)?;
+            let Some(xid_age) = xid_age else { continue };
+            report.holders.push(Holder {
+                kind: row.try_get(0)?,
+                id: row.try_get(1)?,
+                application: row.try_get(2)?,
+                state: row.try_get(3)?,
+                datname: row.try_get(4)?,
+                usename: row.try_get(5)?,
+                xid_age,
+                seconds: row.try_get(7)?,
+            });
+        }
+        Ok(summarise(report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.wraparound = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: WraparoundReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.wraparound = Some(report);
     }
 }
 

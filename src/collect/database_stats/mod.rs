@@ -20,7 +20,7 @@ pub mod sql;
 use std::collections::{BTreeMap, HashMap};
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::config::DatabasesConfig;
 use crate::metrics::{self, Snapshot};
 
@@ -66,30 +66,6 @@ pub struct DatabaseStats {
 }
 
 impl DatabaseStats {
-    async fn poll(
-        &mut self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, DatabaseStatsReport), CollectError> {
-        let rows = ctx
-            .client
-            .query(&sql::stats_sql(ctx.server.version_num), &[])
-            .await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                let values = (0..sql::COLUMNS.len())
-                    .map(|i| r.try_get(i + 2))
-                    .collect::<Result<Vec<Option<f64>>, _>>()?;
-                Ok(StatRow {
-                    datname: r.try_get(0)?,
-                    now: r.try_get(1)?,
-                    values,
-                })
-            })
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        Ok(self.summarise(&ctx.target.databases, rows))
-    }
-
     /// Series and the rules' facts from one poll's rows.
     pub fn summarise(
         &mut self,
@@ -180,21 +156,36 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.database_stats = from.database_stats.clone(),
 };
 
-impl Collector<Postgres> for DatabaseStats {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for DatabaseStats {
+    const NAME: &'static str = SPEC.name;
+    type Report = DatabaseStatsReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, DatabaseStatsReport), CollectError> {
+        let rows = ctx
+            .client
+            .query(&sql::stats_sql(ctx.server.version_num), &[])
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let values = (0..sql::COLUMNS.len())
+                    .map(|i| r.try_get(i + 2))
+                    .collect::<Result<Vec<Option<f64>>, _>>()?;
+                Ok(StatRow {
+                    datname: r.try_get(0)?,
+                    now: r.try_get(1)?,
+                    values,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        Ok(self.summarise(&ctx.target.databases, rows))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.database_stats = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: DatabaseStatsReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.database_stats = Some(report);
     }
 }
 

@@ -40,7 +40,7 @@ mod sql;
 use std::collections::BTreeMap;
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::metrics::{self, Snapshot};
 use lag::{ReplayLag, StandbyPosition};
 use sql::{SenderRow, ServerRow};
@@ -172,22 +172,6 @@ pub struct Replication {
 }
 
 impl Replication {
-    async fn poll(
-        &mut self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, ReplicationReport), CollectError> {
-        let rows = ctx.client.query(sql::REPLICATION_SQL, &[]).await?;
-        let first = rows.first().ok_or_else(|| {
-            CollectError::Unavailable("the replication query returned no row".into())
-        })?;
-        let server = sql::server_row(first)?;
-        let mut senders = Vec::new();
-        for row in &rows {
-            senders.extend(sql::sender_row(row)?);
-        }
-        Ok(self.summarise(&server, senders))
-    }
-
     /// Turn one poll's rows into the report and its series, updating what is remembered.
     fn summarise(
         &mut self,
@@ -388,21 +372,28 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.replication = from.replication.clone(),
 };
 
-impl Collector<Postgres> for Replication {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Replication {
+    const NAME: &'static str = SPEC.name;
+    type Report = ReplicationReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, ReplicationReport), CollectError> {
+        let rows = ctx.client.query(sql::REPLICATION_SQL, &[]).await?;
+        let first = rows.first().ok_or_else(|| {
+            CollectError::Unavailable("the replication query returned no row".into())
+        })?;
+        let server = sql::server_row(first)?;
+        let mut senders = Vec::new();
+        for row in &rows {
+            senders.extend(sql::sender_row(row)?);
+        }
+        Ok(self.summarise(&server, senders))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.replication = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: ReplicationReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.replication = Some(report);
     }
 }
 

@@ -40,7 +40,7 @@ use self::delta::{Counter, Counters, DeltaTracker, Key, KeyMap};
 use self::sql::{Dialect, StatementRow};
 use self::topk::TopK;
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::config::StatementsConfig;
 use crate::metrics::{self, Labels, MetricDef, Snapshot};
 
@@ -200,126 +200,6 @@ impl Statements {
             labels: KeyMap::default(),
             info_labels: HashMap::new(),
         }
-    }
-
-    async fn poll(
-        &mut self,
-        ctx: &PollContext<'_>,
-    ) -> Result<(Snapshot, StatementsReport), CollectError> {
-        let detected = detect(ctx.client).await?;
-        let (dialect, schema) = match (&detected.dialect, &detected.schema) {
-            _ if detected.extversion.is_none() => {
-                return Err(self.unavailable(Unavailable::NotInstalled, &detected, None));
-            }
-            _ if detected.max.is_none() => {
-                return Err(self.unavailable(Unavailable::NotPreloaded, &detected, None));
-            }
-            (Some(dialect), Some(schema)) => (*dialect, schema.clone()),
-            _ => {
-                let detail = format!(
-                    "unrecognised pg_stat_statements version {:?}",
-                    detected.extversion
-                );
-                return Err(self.unavailable(Unavailable::Error, &detected, Some(detail)));
-            }
-        };
-
-        let info = match dialect.info_sql(&schema) {
-            Some(sql) => match ctx.client.query_one(&sql, &[]).await {
-                Ok(row) => Some((
-                    row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0),
-                    row.try_get::<_, Option<f64>>(1)?,
-                )),
-                Err(e) => return Err(self.query_failed(e, &detected)),
-            },
-            None => None,
-        };
-        // Each row is mapped as it arrives: the 8,000 raw rows of a busy server are never all
-        // held at once (a few MB per poll otherwise), only their ~100-byte mapped form.
-        let rows = match read_rows(ctx.client, &dialect.counters_sql(&schema)).await {
-            Ok(rows) => rows,
-            Err(e) => return Err(self.query_failed(e, &detected)),
-        };
-        let hidden = rows.iter().filter(|r| r.queryid.is_none()).count();
-        self.warn_hidden(hidden, &detected);
-
-        let now = self.started.elapsed().as_secs_f64();
-        let dt = self.last_poll.map_or(0.0, |last| now - last);
-        let first_poll = self.deltas.is_empty() && self.last_poll.is_none();
-        self.last_poll = Some(now);
-        self.generation += 1;
-        let mut deltas: Vec<(Key, Counters)> = Vec::new();
-        let events = self.deltas.apply(&rows, self.generation, info, |key, d| {
-            deltas.push((key, *d))
-        });
-        self.dealloc_total += events.evicted;
-        self.resets_all += f64::from(u8::from(events.reset));
-        self.resets_entry += events.entries_reset as f64;
-        self.topk.update(&deltas, dt);
-
-        self.resolve_names(ctx.client, &deltas).await?;
-        let mut report = StatementsReport {
-            interval_seconds: dt,
-            first_poll,
-            reset: events.reset,
-            tracked: rows.len(),
-            statements: Vec::with_capacity(deltas.len()),
-        };
-        let mut notable = Vec::new();
-        for (key, d) in &deltas {
-            let calls = d[Counter::Calls];
-            if calls <= 0.0 {
-                continue;
-            }
-            let mean = d[Counter::ExecSeconds] / calls;
-            let (baseline, samples) = self.baselines.observe(*key, mean, now);
-            let looks_slow = mean >= NOTABLE_MEAN
-                || baseline
-                    .is_some_and(|b| mean >= b * NOTABLE_RATIO && mean - b >= NOTABLE_INCREASE);
-            if looks_slow && calls >= NOTABLE_MIN_CALLS && !self.texts.contains_key(&key.queryid) {
-                notable.push(key.queryid);
-            }
-            report.statements.push(StatementInterval {
-                queryid: key.queryid,
-                datname: self.database_name(key.dbid),
-                usename: self.role_name(key.userid),
-                toplevel: key.toplevel,
-                calls,
-                mean_seconds: mean,
-                baseline_seconds: baseline,
-                baseline_samples: samples,
-                query: None,
-            });
-        }
-        self.baselines.prune(now);
-        notable.truncate(NOTABLE_TEXT_LIMIT);
-        self.fetch_texts(ctx.client, dialect, &schema, notable)
-            .await;
-        for s in &mut report.statements {
-            s.query = self.texts.get(&s.queryid).cloned();
-        }
-
-        let mut snap = Snapshot::default();
-        snap.push(&metrics::STATEMENTS_AVAILABLE, vec![reason_ok(hidden)], 1.0);
-        snap.set(&metrics::STATEMENTS_TRACKED, rows.len() as f64);
-        if let Some(max) = detected.max.as_deref().and_then(|m| m.parse::<f64>().ok()) {
-            snap.set(&metrics::STATEMENTS_MAX, max);
-        }
-        if dialect.has_info_view() {
-            snap.set(&metrics::STATEMENTS_DEALLOCATIONS, self.dealloc_total);
-        }
-        snap.push(
-            &metrics::STATEMENTS_RESETS,
-            vec!["all".into()],
-            self.resets_all,
-        );
-        snap.push(
-            &metrics::STATEMENTS_RESETS,
-            vec!["entry".into()],
-            self.resets_entry,
-        );
-        self.export(&mut snap);
-        Ok((snap, report))
     }
 
     /// The top-K, `other`, statement info and per-database series.
@@ -630,20 +510,131 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.statements = from.statements.clone(),
 };
 
-impl Collector<Postgres> for Statements {
-    fn name(&self) -> &'static str {
-        "statements"
+impl ReportCollector for Statements {
+    const NAME: &'static str = SPEC.name;
+    type Report = StatementsReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, StatementsReport), CollectError> {
+        let detected = detect(ctx.client).await?;
+        let (dialect, schema) = match (&detected.dialect, &detected.schema) {
+            _ if detected.extversion.is_none() => {
+                return Err(self.unavailable(Unavailable::NotInstalled, &detected, None));
+            }
+            _ if detected.max.is_none() => {
+                return Err(self.unavailable(Unavailable::NotPreloaded, &detected, None));
+            }
+            (Some(dialect), Some(schema)) => (*dialect, schema.clone()),
+            _ => {
+                let detail = format!(
+                    "unrecognised pg_stat_statements version {:?}",
+                    detected.extversion
+                );
+                return Err(self.unavailable(Unavailable::Error, &detected, Some(detail)));
+            }
+        };
+
+        let info = match dialect.info_sql(&schema) {
+            Some(sql) => match ctx.client.query_one(&sql, &[]).await {
+                Ok(row) => Some((
+                    row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0),
+                    row.try_get::<_, Option<f64>>(1)?,
+                )),
+                Err(e) => return Err(self.query_failed(e, &detected)),
+            },
+            None => None,
+        };
+        // Each row is mapped as it arrives: the 8,000 raw rows of a busy server are never all
+        // held at once (a few MB per poll otherwise), only their ~100-byte mapped form.
+        let rows = match read_rows(ctx.client, &dialect.counters_sql(&schema)).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.query_failed(e, &detected)),
+        };
+        let hidden = rows.iter().filter(|r| r.queryid.is_none()).count();
+        self.warn_hidden(hidden, &detected);
+
+        let now = self.started.elapsed().as_secs_f64();
+        let dt = self.last_poll.map_or(0.0, |last| now - last);
+        let first_poll = self.deltas.is_empty() && self.last_poll.is_none();
+        self.last_poll = Some(now);
+        self.generation += 1;
+        let mut deltas: Vec<(Key, Counters)> = Vec::new();
+        let events = self.deltas.apply(&rows, self.generation, info, |key, d| {
+            deltas.push((key, *d))
+        });
+        self.dealloc_total += events.evicted;
+        self.resets_all += f64::from(u8::from(events.reset));
+        self.resets_entry += events.entries_reset as f64;
+        self.topk.update(&deltas, dt);
+
+        self.resolve_names(ctx.client, &deltas).await?;
+        let mut report = StatementsReport {
+            interval_seconds: dt,
+            first_poll,
+            reset: events.reset,
+            tracked: rows.len(),
+            statements: Vec::with_capacity(deltas.len()),
+        };
+        let mut notable = Vec::new();
+        for (key, d) in &deltas {
+            let calls = d[Counter::Calls];
+            if calls <= 0.0 {
+                continue;
+            }
+            let mean = d[Counter::ExecSeconds] / calls;
+            let (baseline, samples) = self.baselines.observe(*key, mean, now);
+            let looks_slow = mean >= NOTABLE_MEAN
+                || baseline
+                    .is_some_and(|b| mean >= b * NOTABLE_RATIO && mean - b >= NOTABLE_INCREASE);
+            if looks_slow && calls >= NOTABLE_MIN_CALLS && !self.texts.contains_key(&key.queryid) {
+                notable.push(key.queryid);
+            }
+            report.statements.push(StatementInterval {
+                queryid: key.queryid,
+                datname: self.database_name(key.dbid),
+                usename: self.role_name(key.userid),
+                toplevel: key.toplevel,
+                calls,
+                mean_seconds: mean,
+                baseline_seconds: baseline,
+                baseline_samples: samples,
+                query: None,
+            });
+        }
+        self.baselines.prune(now);
+        notable.truncate(NOTABLE_TEXT_LIMIT);
+        self.fetch_texts(ctx.client, dialect, &schema, notable)
+            .await;
+        for s in &mut report.statements {
+            s.query = self.texts.get(&s.queryid).cloned();
+        }
+
+        let mut snap = Snapshot::default();
+        snap.push(&metrics::STATEMENTS_AVAILABLE, vec![reason_ok(hidden)], 1.0);
+        snap.set(&metrics::STATEMENTS_TRACKED, rows.len() as f64);
+        if let Some(max) = detected.max.as_deref().and_then(|m| m.parse::<f64>().ok()) {
+            snap.set(&metrics::STATEMENTS_MAX, max);
+        }
+        if dialect.has_info_view() {
+            snap.set(&metrics::STATEMENTS_DEALLOCATIONS, self.dealloc_total);
+        }
+        snap.push(
+            &metrics::STATEMENTS_RESETS,
+            vec!["all".into()],
+            self.resets_all,
+        );
+        snap.push(
+            &metrics::STATEMENTS_RESETS,
+            vec!["entry".into()],
+            self.resets_entry,
+        );
+        self.export(&mut snap);
+        Ok((snap, report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.statements = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: StatementsReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.statements = Some(report);
     }
 }

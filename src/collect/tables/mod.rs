@@ -50,7 +50,7 @@ use tracing::warn;
 use self::changes::{Counters, TableChange};
 use self::exact::ExactCounter;
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::config::TablesConfig;
 use crate::metrics::{self, Labels, Snapshot};
 
@@ -137,6 +137,82 @@ impl Tables {
             || self.config.include.iter().any(|p| glob(p, qualified));
         included && !self.config.exclude.iter().any(|p| glob(p, qualified))
     }
+
+    /// Step 3: read the exported tables' detail and publish their series.
+    async fn export(
+        &self,
+        client: &tokio_postgres::Client,
+        snap: &mut Snapshot,
+        report: &mut TablesReport,
+        exported: &[(u32, Counters)],
+    ) -> Result<(), CollectError> {
+        if exported.is_empty() {
+            return Ok(());
+        }
+        let oids: Vec<u32> = exported.iter().map(|(oid, _)| *oid).collect();
+        let detail: HashMap<u32, tokio_postgres::Row> = client
+            .query(DETAIL_SQL, &[&oids])
+            .await?
+            .into_iter()
+            .map(|row| Ok((row.try_get::<_, u32>(0)?, row)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
+        let datname = &report.datname;
+        for ((oid, counters), stats) in exported.iter().zip(&mut report.tables) {
+            // A table dropped between the two queries has no detail: its estimates stay.
+            let row = detail.get(oid);
+            let get_f64 = |i| -> Result<Option<f64>, tokio_postgres::Error> {
+                row.map_or(Ok(None), |r| r.try_get::<_, Option<f64>>(i))
+            };
+            stats.reltuples = get_f64(1)?.unwrap_or_default();
+            let updated = row.map_or(Ok(0), |r| r.try_get::<_, i64>(2))?;
+            let labels = Labels::new(vec![datname.clone(), stats.table.clone()]);
+            snap.push_labels(&metrics::TABLE_LIVE_ROWS, &labels, counters.live as f64);
+            snap.push_labels(&metrics::TABLE_DEAD_ROWS, &labels, counters.dead as f64);
+            snap.push_labels(&metrics::TABLE_RELTUPLES, &labels, stats.reltuples);
+            snap.push_labels(&metrics::TABLE_SIZE, &labels, stats.size_bytes as f64);
+            let inserted = counters.inserted as f64;
+            snap.push_labels(&metrics::TABLE_INSERTED, &labels, inserted);
+            snap.push_labels(&metrics::TABLE_UPDATED, &labels, updated as f64);
+            let deleted = counters.deleted as f64;
+            snap.push_labels(&metrics::TABLE_DELETED, &labels, deleted);
+            for (i, operation) in ["vacuum", "autovacuum", "analyze", "autoanalyze"]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(at) = get_f64(3 + i)? {
+                    snap.push(
+                        &metrics::TABLE_LAST_MAINTENANCE,
+                        vec![datname.clone(), stats.table.clone(), operation.to_owned()],
+                        at,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registry's entry (see [`super::registry`]).
+pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
+    name: "tables",
+    table: "tables",
+    reads: "pg_stat_user_tables and pg_class estimates; count(*) of exact_count_tables on their own schedule",
+    scope: Scope::Database,
+    versions: registry::PG13,
+    grants: &["SELECT ON <exact_count_tables>"],
+    metrics: metrics::TABLES_METRICS,
+    section: |t| &t.tables,
+    build: |t| Box::new(Tables::new(&t.tables)),
+    carry: |from, to| {
+        for (datname, report) in from.each_database() {
+            to.database_mut(datname).tables = report.tables.clone();
+        }
+    },
+};
+
+impl ReportCollector for Tables {
+    const NAME: &'static str = SPEC.name;
+    type Report = TablesReport;
 
     async fn poll(
         &mut self,
@@ -254,97 +330,12 @@ impl Tables {
         Ok((snap, report))
     }
 
-    /// Step 3: read the exported tables' detail and publish their series.
-    async fn export(
-        &self,
-        client: &tokio_postgres::Client,
-        snap: &mut Snapshot,
-        report: &mut TablesReport,
-        exported: &[(u32, Counters)],
-    ) -> Result<(), CollectError> {
-        if exported.is_empty() {
-            return Ok(());
-        }
-        let oids: Vec<u32> = exported.iter().map(|(oid, _)| *oid).collect();
-        let detail: HashMap<u32, tokio_postgres::Row> = client
-            .query(DETAIL_SQL, &[&oids])
-            .await?
-            .into_iter()
-            .map(|row| Ok((row.try_get::<_, u32>(0)?, row)))
-            .collect::<Result<_, tokio_postgres::Error>>()?;
-        let datname = &report.datname;
-        for ((oid, counters), stats) in exported.iter().zip(&mut report.tables) {
-            // A table dropped between the two queries has no detail: its estimates stay.
-            let row = detail.get(oid);
-            let get_f64 = |i| -> Result<Option<f64>, tokio_postgres::Error> {
-                row.map_or(Ok(None), |r| r.try_get::<_, Option<f64>>(i))
-            };
-            stats.reltuples = get_f64(1)?.unwrap_or_default();
-            let updated = row.map_or(Ok(0), |r| r.try_get::<_, i64>(2))?;
-            let labels = Labels::new(vec![datname.clone(), stats.table.clone()]);
-            snap.push_labels(&metrics::TABLE_LIVE_ROWS, &labels, counters.live as f64);
-            snap.push_labels(&metrics::TABLE_DEAD_ROWS, &labels, counters.dead as f64);
-            snap.push_labels(&metrics::TABLE_RELTUPLES, &labels, stats.reltuples);
-            snap.push_labels(&metrics::TABLE_SIZE, &labels, stats.size_bytes as f64);
-            let inserted = counters.inserted as f64;
-            snap.push_labels(&metrics::TABLE_INSERTED, &labels, inserted);
-            snap.push_labels(&metrics::TABLE_UPDATED, &labels, updated as f64);
-            let deleted = counters.deleted as f64;
-            snap.push_labels(&metrics::TABLE_DELETED, &labels, deleted);
-            for (i, operation) in ["vacuum", "autovacuum", "analyze", "autoanalyze"]
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(at) = get_f64(3 + i)? {
-                    snap.push(
-                        &metrics::TABLE_LAST_MAINTENANCE,
-                        vec![datname.clone(), stats.table.clone(), operation.to_owned()],
-                        at,
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The registry's entry (see [`super::registry`]).
-pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
-    name: "tables",
-    table: "tables",
-    reads: "pg_stat_user_tables and pg_class estimates; count(*) of exact_count_tables on their own schedule",
-    scope: Scope::Database,
-    versions: registry::PG13,
-    grants: &["SELECT ON <exact_count_tables>"],
-    metrics: metrics::TABLES_METRICS,
-    section: |t| &t.tables,
-    build: |t| Box::new(Tables::new(&t.tables)),
-    carry: |from, to| {
-        for (datname, report) in from.each_database() {
-            to.database_mut(datname).tables = report.tables.clone();
-        }
-    },
-};
-
-impl Collector<Postgres> for Tables {
-    fn name(&self) -> &'static str {
-        "tables"
+    fn store(report: TablesReport, ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.database_mut(ctx.database).tables = Some(report);
     }
 
     fn time_limit(&self, default: Duration) -> Duration {
         default + self.exact.max_round()
-    }
-
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.database_mut(ctx.database).tables = Some(report);
-            Ok(snapshot)
-        })
     }
 }
 
