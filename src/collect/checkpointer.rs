@@ -88,12 +88,26 @@ pub struct Column {
     expr: [Option<&'static str>; 3],
 }
 
+// Which dialects have a column: every one, one expression before 17 and another since,
+// only before 17, only since 17, only since 18.
 const fn all(expr: &'static str) -> [Option<&'static str>; 3] {
     [Some(expr), Some(expr), Some(expr)]
 }
 
 const fn moved(before_17: &'static str, since_17: &'static str) -> [Option<&'static str>; 3] {
     [Some(before_17), Some(since_17), Some(since_17)]
+}
+
+const fn before_17(expr: &'static str) -> [Option<&'static str>; 3] {
+    [Some(expr), None, None]
+}
+
+const fn since_17(expr: &'static str) -> [Option<&'static str>; 3] {
+    [None, Some(expr), Some(expr)]
+}
+
+const fn since_18(expr: &'static str) -> [Option<&'static str>; 3] {
+    [None, None, Some(expr)]
 }
 
 const COLUMNS: &[Column] = &[
@@ -107,31 +121,19 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         metric: &metrics::CHECKPOINTS_DONE,
-        expr: [None, None, Some("c.num_done")],
+        expr: since_18("c.num_done"),
     },
     Column {
         metric: &metrics::RESTARTPOINTS_TIMED,
-        expr: [
-            None,
-            Some("c.restartpoints_timed"),
-            Some("c.restartpoints_timed"),
-        ],
+        expr: since_17("c.restartpoints_timed"),
     },
     Column {
         metric: &metrics::RESTARTPOINTS_REQUESTED,
-        expr: [
-            None,
-            Some("c.restartpoints_req"),
-            Some("c.restartpoints_req"),
-        ],
+        expr: since_17("c.restartpoints_req"),
     },
     Column {
         metric: &metrics::RESTARTPOINTS_DONE,
-        expr: [
-            None,
-            Some("c.restartpoints_done"),
-            Some("c.restartpoints_done"),
-        ],
+        expr: since_17("c.restartpoints_done"),
     },
     Column {
         metric: &metrics::CHECKPOINT_WRITE_TIME,
@@ -147,7 +149,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         metric: &metrics::CHECKPOINT_SLRU_WRITTEN,
-        expr: [None, None, Some("c.slru_written")],
+        expr: since_18("c.slru_written"),
     },
     Column {
         metric: &metrics::BGWRITER_BUFFERS_WRITTEN,
@@ -163,11 +165,11 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         metric: &metrics::BACKEND_BUFFERS_WRITTEN,
-        expr: [Some("b.buffers_backend"), None, None],
+        expr: before_17("b.buffers_backend"),
     },
     Column {
         metric: &metrics::BACKEND_BUFFERS_FSYNC,
-        expr: [Some("b.buffers_backend_fsync"), None, None],
+        expr: before_17("b.buffers_backend_fsync"),
     },
     Column {
         metric: &metrics::CHECKPOINTER_STATS_RESET,
