@@ -29,6 +29,7 @@ mod migrations;
 mod operator_kit;
 mod package;
 mod pgbouncer;
+mod pgbouncer_privileges;
 mod pgbouncer_tls;
 mod privileges;
 mod registry;
