@@ -7,7 +7,9 @@ use crate::collect::imports::{ImportsReport, UnknownImport};
 
 /// `conditions` over the imports report of every watched database; a database without one
 /// is unknown (its alerts keep their state), and so is every import of an audit table that
-/// could not be read this time ([`ImportsReport::unknown`]).
+/// could not be read this time ([`ImportsReport::unknown`]), and every import of the database
+/// while one of its audit tables has not been read since pgvigil started
+/// ([`ImportsReport::unknown_tables`]: after a restart, until a read says).
 pub(super) fn per_database<'o>(
     observations: &'o Observations,
     mut conditions: impl FnMut(&'o ImportsReport) -> Vec<Condition>,
@@ -20,7 +22,17 @@ pub(super) fn per_database<'o>(
     let unread: Vec<Matcher> = observations
         .each_database()
         .filter_map(|(_, d)| d.imports.as_ref())
-        .flat_map(|report| report.unknown.iter().map(|u| unknown_matcher(report, u)))
+        .flat_map(|report| {
+            // An audit table not read since pgvigil started: any import alert of the database
+            // may be one of its imports.
+            let whole = (!report.unknown_tables.is_empty())
+                .then(|| vec![("datname".to_owned(), report.datname.clone())]);
+            report
+                .unknown
+                .iter()
+                .map(|u| unknown_matcher(report, u))
+                .chain(whole)
+        })
         .collect();
     match evaluation {
         _ if unread.is_empty() => evaluation,
