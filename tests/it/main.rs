@@ -18,6 +18,7 @@ mod deploy;
 mod discovery;
 mod endpoints;
 mod faults;
+mod faults_audit;
 mod https_receivers;
 mod imports;
 mod indexes;

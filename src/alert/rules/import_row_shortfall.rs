@@ -249,6 +249,13 @@ mod tests {
             assert!(book.apply("main", &settings, evaluation, t(at)).is_empty());
         }
         assert_eq!(since(&book), Some(firing_since));
+        // The first good read only sees the discrepancy again (confirming): still unknown.
+        let mut confirming = shortfall("a", 4);
+        confirming.verdict = Verdict::Confirming;
+        confirming.missing_rows = None;
+        let evaluation = rule.evaluate("main", &observations(report(vec![confirming], vec![])));
+        assert!(book.apply("main", &settings, evaluation, t(25)).is_empty());
+        assert_eq!(since(&book), Some(firing_since));
         // A good read that no longer lists it resolves it.
         let evaluation = rule.evaluate("main", &observations(report(vec![], vec![])));
         let events = book.apply("main", &settings, evaluation, t(30));
