@@ -3,7 +3,7 @@
 //! `pgvigil check-privileges`, and the daemon's once-per-collector report at connect.
 //!
 //! PgBouncer has no GRANT: who may use the admin console (database `pgbouncer`) is two lists
-//! of its `[pgbouncer]` section. What real PgBouncer (1.18 to 1.24) does:
+//! of its `[pgbouncer]` section. What real PgBouncer does (seen with 1.18, as documented since):
 //!
 //! - a user in `admin_users` may run every command;
 //! - a user in `stats_users` may run every `SHOW` but `SHOW FDS` (which is all pgvigil runs:
@@ -15,7 +15,7 @@
 //!   with `FATAL: password authentication failed`: that is a login to fix, not a list.
 //!
 //! The check, step by step: open a session to the console as configured (no `SET`, simple
-//! query protocol, like [`crate::bouncer`]); if it is refused with `not allowed`, report every
+//! query protocol, as the daemon does); if it is refused with `not allowed`, report every
 //! command of every enabled collector missing with the `stats_users` line; if refused
 //! otherwise, the login error with what to check; else run each command once and report it
 //! readable, or missing with the line that its error calls for. Cost: one session and one
