@@ -3,7 +3,7 @@
 //! `pgvigil check-privileges`, and the daemon's once-per-collector report at connect.
 //!
 //! PgBouncer has no GRANT: who may use the admin console (database `pgbouncer`) is two lists
-//! of its `[pgbouncer]` section. What real PgBouncer does (seen with 1.18, as documented since):
+//! of its `[pgbouncer]` section. What real PgBouncer does (seen with 1.18, the one the tests run):
 //!
 //! - a user in `admin_users` may run every command;
 //! - a user in `stats_users` may run every `SHOW` but `SHOW FDS` (which is all pgvigil runs:
