@@ -87,26 +87,7 @@ impl Driver for Bouncer {
                 }
                 PollError::Connect(tls::explain(&config.connection, explain(&e, user)))
             })?;
-        let name = config.name.clone();
-        let hub = self.hub.clone();
-        self.tracker.spawn(async move {
-            // A session pgvigil closes (the client dropped) ends with `Ok`; one that ends with
-            // an error was lost (PgBouncer shut down or restarted, the connection broke).
-            match connection.await {
-                Ok(()) => debug!(target = %name, "connection closed"),
-                Err(e) => {
-                    let reason = session::loss_reason(e.code());
-                    hub.metrics.session_lost(&name, "main", reason);
-                    warn!(
-                        target = %name,
-                        purpose = "main",
-                        reason,
-                        "admin console session lost: {}; it will be reopened",
-                        describe_pg_error(&e)
-                    );
-                }
-            }
-        });
+        self.watch(connection);
         // Proves this is an admin console, not a PostgreSQL server or a pooled database.
         let version = pgbouncer::version(&client).await.map_err(|e| {
             PollError::Session(match e {
@@ -141,6 +122,36 @@ impl Driver for Bouncer {
             client: session,
             config: &self.config,
         }
+    }
+}
+
+impl Bouncer {
+    /// Drive the session's connection; count and log its loss if it ends with an error.
+    fn watch<S, T>(&self, connection: tokio_postgres::Connection<S, T>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let name = self.config.name.clone();
+        let hub = self.hub.clone();
+        self.tracker.spawn(async move {
+            // A session pgvigil closes (the client dropped) ends with `Ok`; one that ends with
+            // an error was lost (PgBouncer shut down or restarted, the connection broke).
+            match connection.await {
+                Ok(()) => debug!(target = %name, "connection closed"),
+                Err(e) => {
+                    let reason = session::loss_reason(e.code());
+                    hub.metrics.session_lost(&name, "main", reason);
+                    warn!(
+                        target = %name,
+                        purpose = "main",
+                        reason,
+                        "admin console session lost: {}; it will be reopened",
+                        describe_pg_error(&e)
+                    );
+                }
+            }
+        });
     }
 }
 

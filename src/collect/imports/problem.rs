@@ -94,28 +94,7 @@ pub fn describe(
         Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
             format!("GRANT SELECT ON {table} TO {role} (see deploy/sql/monitoring_role.sql)")
         }
-        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => {
-            let held = holders
-                .iter()
-                .map(|h| format!("pid {} ({}: {})", h.pid, h.state, h.query))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let lock_timeout = duration(knobs.target.lock_timeout);
-            if held.is_empty() {
-                format!(
-                    "a lock on {table} blocked the read for longer than lock_timeout ({lock_timeout}) and was gone when pgvigil looked: \
-                     see /api/v1/locks; raise lock_timeout of target {} if such locks are expected; \
-                     its imports' alerts stay as they were until a read succeeds",
-                    knobs.target.name
-                )
-            } else {
-                format!(
-                    "a lock on {table} held by {held} blocks the read for longer than lock_timeout ({lock_timeout}): \
-                     see /api/v1/locks; end that transaction if it should not be there; \
-                     its imports' alerts stay as they were until a read succeeds"
-                )
-            }
-        }
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => lock_fix(source, knobs, holders),
         Some(c) if *c == SqlState::QUERY_CANCELED && error.contains("statement timeout") => {
             format!(
                 "the read ran longer than statement_timeout ({}) of target {}: raise statement_timeout there, \
@@ -134,6 +113,31 @@ pub fn describe(
         _ => "check the audit table's definition against DESIGN.md".to_owned(),
     };
     format!("cannot read the audit table {table}: {error}; {fix}")
+}
+
+/// What to do about a read that waited past `lock_timeout`: the holders, if still there.
+fn lock_fix(source: &AuditTableConfig, knobs: Knobs<'_>, holders: &[Holder]) -> String {
+    let table = &source.table;
+    let held = holders
+        .iter()
+        .map(|h| format!("pid {} ({}: {})", h.pid, h.state, h.query))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let lock_timeout = humantime::format_duration(knobs.target.lock_timeout);
+    if held.is_empty() {
+        format!(
+            "a lock on {table} blocked the read for longer than lock_timeout ({lock_timeout}) and was gone when pgvigil looked: \
+             see /api/v1/locks; raise lock_timeout of target {} if such locks are expected; \
+             its imports' alerts stay as they were until a read succeeds",
+            knobs.target.name
+        )
+    } else {
+        format!(
+            "a lock on {table} held by {held} blocks the read for longer than lock_timeout ({lock_timeout}): \
+             see /api/v1/locks; end that transaction if it should not be there; \
+             its imports' alerts stay as they were until a read succeeds"
+        )
+    }
 }
 
 #[cfg(test)]
