@@ -123,7 +123,7 @@ fn collectors(page: &mut String, t: &TargetStatus) {
     if t.collectors.is_empty() {
         return;
     }
-    page.push_str("<h2 id=\"collectors\">Collectors</h2><table><tr><th>collector</th><th>last run took</th><th>last success</th><th>last error</th></tr>");
+    page.push_str("<h2 id=\"collectors\">Collectors</h2><table><tr><th>collector</th><th>last run took</th><th>last success</th><th>last error (or where it does not apply)</th></tr>");
     for (name, c) in &t.collectors {
         let _ = write!(
             page,
@@ -132,7 +132,12 @@ fn collectors(page: &mut String, t: &TargetStatus) {
             c.last_duration_seconds * 1e3,
             escape(c.last_success.as_deref().unwrap_or("never")),
             if c.last_error.is_some() { "down" } else { "" },
-            escape(c.last_error.as_deref().unwrap_or("")),
+            escape(
+                c.last_error
+                    .as_deref()
+                    .or(c.not_applicable.as_deref())
+                    .unwrap_or("")
+            ),
         );
     }
     page.push_str("</table>");
