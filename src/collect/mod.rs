@@ -379,6 +379,17 @@ impl Ran {
     }
 }
 
+/// Run `sql` and map each row with `map`, stopping at the first value that does not convert:
+/// the one way collectors read a catalog query into typed rows.
+pub async fn query_rows<T>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    map: impl FnMut(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+) -> Result<Vec<T>, tokio_postgres::Error> {
+    client.query(sql, params).await?.iter().map(map).collect()
+}
+
 /// A tokio-postgres error with its cause chain and, for server errors, SQLSTATE and hint.
 pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {

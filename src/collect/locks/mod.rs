@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres, query_rows};
 use crate::metrics::{self, Snapshot};
 
 /// Locks of one database, mode and state.
@@ -360,21 +360,16 @@ impl Locks {
     async fn poll(&self, ctx: &PollContext<'_>) -> Result<(Snapshot, LocksReport), CollectError> {
         let version = ctx.server.version_num;
         let own = &ctx.own_backends;
-        let counts = ctx
-            .client
-            .query(&sql::counts_sql(version), &[own])
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(LockCount {
-                    datname: r.try_get(0)?,
-                    mode: r.try_get(1)?,
-                    granted: r.try_get(2)?,
-                    count: r.try_get(3)?,
-                    max_wait_seconds: r.try_get(4)?,
-                })
+        let counts = query_rows(ctx.client, &sql::counts_sql(version), &[own], |r| {
+            Ok(LockCount {
+                datname: r.try_get(0)?,
+                mode: r.try_get(1)?,
+                granted: r.try_get(2)?,
+                count: r.try_get(3)?,
+                max_wait_seconds: r.try_get(4)?,
             })
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        })
+        .await?;
         let examined = if counts.iter().any(|c| !c.granted) {
             examine(ctx).await?
         } else {
@@ -390,34 +385,28 @@ impl Locks {
 async fn examine(ctx: &PollContext<'_>) -> Result<Examined, CollectError> {
     let version = ctx.server.version_num;
     let client = ctx.client;
-    let blocked = client
-        .query(&sql::blocked_sql(version), &[&ctx.own_backends])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(BlockedDatabase {
-                datname: r.try_get(0)?,
-                sessions: r.try_get(1)?,
-                max_wait_seconds: r.try_get(2)?,
-            })
+    let own = &ctx.own_backends;
+    let blocked = query_rows(client, &sql::blocked_sql(version), &[own], |r| {
+        Ok(BlockedDatabase {
+            datname: r.try_get(0)?,
+            sessions: r.try_get(1)?,
+            max_wait_seconds: r.try_get(2)?,
         })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-    let waiters = client
-        .query(&sql::waiters_sql(version), &[&sql::MAX_EXAMINED_WAITERS])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(LockWaiter {
-                pid: r.try_get(0)?,
-                datname: r.try_get(1)?,
-                locktype: r.try_get(2)?,
-                mode: r.try_get(3)?,
-                relation: r.try_get(4)?,
-                wait_seconds: r.try_get(5)?,
-                blocked_by: r.try_get(6)?,
-            })
+    })
+    .await?;
+    let limit = &sql::MAX_EXAMINED_WAITERS;
+    let waiters = query_rows(client, &sql::waiters_sql(version), &[limit], |r| {
+        Ok(LockWaiter {
+            pid: r.try_get(0)?,
+            datname: r.try_get(1)?,
+            locktype: r.try_get(2)?,
+            mode: r.try_get(3)?,
+            relation: r.try_get(4)?,
+            wait_seconds: r.try_get(5)?,
+            blocked_by: r.try_get(6)?,
         })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    })
+    .await?;
     let queues = queues(client, version, &waiters).await?;
     let prepared = prepared(client, &waiters).await?;
     let pids: Vec<i32> = waiters
@@ -426,22 +415,19 @@ async fn examine(ctx: &PollContext<'_>) -> Result<Examined, CollectError> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let sessions = client
-        .query(sql::SESSIONS_SQL, &[&pids, &sql::QUERY_TEXT_LIMIT])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(LockSession {
-                pid: r.try_get(0)?,
-                datname: r.try_get(1)?,
-                usename: r.try_get(2)?,
-                application_name: r.try_get(3)?,
-                state: r.try_get(4)?,
-                xact_age_seconds: r.try_get(5)?,
-                query: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
-            })
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&pids, &sql::QUERY_TEXT_LIMIT];
+    let sessions = query_rows(client, sql::SESSIONS_SQL, &params, |r| {
+        Ok(LockSession {
+            pid: r.try_get(0)?,
+            datname: r.try_get(1)?,
+            usename: r.try_get(2)?,
+            application_name: r.try_get(3)?,
+            state: r.try_get(4)?,
+            xact_age_seconds: r.try_get(5)?,
+            query: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
         })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    })
+    .await?;
     Ok(Examined {
         blocked,
         waiters,
@@ -466,12 +452,11 @@ async fn queues(
     if strong.is_empty() {
         return Ok(BTreeMap::new());
     }
-    client
-        .query(&sql::queues_sql(version), &[&strong])
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
+    let queues = query_rows(client, &sql::queues_sql(version), &[&strong], |r| {
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    })
+    .await?;
+    Ok(queues.into_iter().collect())
 }
 
 /// The prepared transactions blocking examined waiters ([`sql::PREPARED_SQL`]); no query
@@ -488,19 +473,15 @@ async fn prepared(
     if behind.is_empty() {
         return Ok(Vec::new());
     }
-    client
-        .query(sql::PREPARED_SQL, &[&behind])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(PreparedXact {
-                gid: r.try_get(0)?,
-                owner: r.try_get(1)?,
-                database: r.try_get(2)?,
-                age_seconds: r.try_get(3)?,
-            })
+    query_rows(client, sql::PREPARED_SQL, &[&behind], |r| {
+        Ok(PreparedXact {
+            gid: r.try_get(0)?,
+            owner: r.try_get(1)?,
+            database: r.try_get(2)?,
+            age_seconds: r.try_get(3)?,
         })
-        .collect()
+    })
+    .await
 }
 
 /// The registry's entry (see [`super::registry`]).
