@@ -316,7 +316,7 @@ pub enum CollectError {
     /// pg_stat_statements, so the advice collector has nothing to advise on there). The text
     /// says why, without the database's name (the status shows where). The poll loop and the
     /// database visits record it through [`Ran::of`]: no error counted, no `last_error`, no
-    /// series, logged once at info, and shown as "not applicable: <reason>" in
+    /// series, logged once at info, and shown as `not applicable: <reason>` in
     /// `/api/v1/targets` and on the status page. Use [`CollectError::Degraded`] instead when
     /// the operator asked for the data and must fix something to get it.
     #[error("not applicable: {0}")]

@@ -258,9 +258,10 @@ async fn a_queue_longer_than_the_examined_waiters_is_counted_exactly() {
     let labels = [("alertname", "LockQueue"), ("datname", db.as_str())];
     // Fires once 3 are behind, and the count grows as the poll sees more: wait for the whole
     // queue, then check that it is said as such.
+    let whole = LONG.to_string();
     let alert = wait_async("LockQueue with the whole queue", WAIT, || async {
         let alert = api_active(&daemon, "firing", &labels).await?;
-        (alert["annotations"]["queued"] == LONG.to_string()).then_some(alert)
+        (alert["annotations"]["queued"] == whole.as_str()).then_some(alert)
     })
     .await;
     let description = alert["annotations"]["description"].as_str().unwrap();

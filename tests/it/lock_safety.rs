@@ -97,12 +97,9 @@ async fn every_check_keeps_running_while_a_migration_locks_every_table() {
     );
 
     let daemon = Daemon::start(&text).await;
-    let mut before = daemon
+    daemon
         .wait_for("a first run of every collector", CEILING, |m| {
-            running
-                .iter()
-                .all(|c| runs(m, c).0 >= 1.0)
-                .then(|| m.clone())
+            running.iter().all(|c| runs(m, c).0 >= 1.0).then_some(())
         })
         .await;
 
@@ -116,7 +113,7 @@ async fn every_check_keeps_running_while_a_migration_locks_every_table() {
         .unwrap();
     // Runs that started before the lock may finish after it: count from a scrape taken once
     // the lock is held.
-    before = daemon.metrics().await;
+    let before = daemon.metrics().await;
     let after = daemon
         .wait_for(
             "two more runs of every collector while locked",

@@ -488,7 +488,7 @@ async fn prepared(
 pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     name: "locks",
     table: "locks",
-    reads: "pg_locks by database, mode and state; pg_blocking_pids and pg_stat_activity of the longest waiters, only when something waits",
+    reads: "pg_locks by database, mode and state; pg_blocking_pids and pg_stat_activity of the longest waiters, the whole queue behind a DDL, and pg_prepared_xacts for a prepared blocker, only when something waits",
     scope: Scope::Cluster,
     versions: registry::PG13,
     grants: &["pg_monitor"],
