@@ -310,6 +310,15 @@ async fn a_database_without_pg_stat_statements_is_not_applicable_not_an_error() 
         target["databases"][&without]["last_error"].is_null(),
         "{target}"
     );
+    // The status page's collector table says where it does not apply, not as an error.
+    let (status, page) = daemon.get("/targets/main").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!(
+            "not applicable in {without}: pg_stat_statements is not installed"
+        )),
+        "{page}"
+    );
     let m = daemon.metrics().await;
     assert_eq!(
         m.sum("pgvigil_poll_errors_total", &[("collector", "advice")]),
