@@ -304,3 +304,65 @@ fn check_declared<S: SourceType>(spec: &CollectorSpec<S>, snapshot: &Snapshot) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{Postgres, registry};
+    use crate::config::ConnectionSpec;
+    use crate::metrics::Metrics;
+
+    fn recorder() -> Recorder {
+        let (alerts, _) = crate::alert::engine::AlertHub::new();
+        let hub = Arc::new(Hub::new(Arc::new(Metrics::new()), alerts));
+        hub.status.add_target("t", "x".into());
+        let connection = ConnectionSpec::parse("host=h dbname=d", &Default::default()).unwrap();
+        Recorder::new(&SourceSettings::new("t", connection), hub)
+    }
+
+    fn status(r: &Recorder, collector: &str) -> CollectorStatus {
+        r.hub.status.targets()[0].collectors[collector].clone()
+    }
+
+    fn errors(r: &Recorder, collector: &str) -> usize {
+        let text = r.hub.metrics.encode_classic();
+        let series =
+            format!("pgvigil_poll_errors_total{{target=\"t\",collector=\"{collector}\"}} 1");
+        text.matches(&series).count()
+    }
+
+    #[test]
+    fn not_applicable_is_recorded_as_no_error_and_said_in_the_status() {
+        let r = recorder();
+        let spec: &'static CollectorSpec<Postgres> = &registry::POSTGRES[0];
+        let name = spec.name;
+        r.record(
+            spec,
+            0.1,
+            None,
+            Ran::NotApplicable("nothing to read here".into()),
+        );
+        let s = status(&r, name);
+        assert_eq!(s.last_error, None);
+        assert!(s.last_success.is_some(), "the collector did its job");
+        assert_eq!(
+            s.not_applicable.as_deref(),
+            Some("not applicable: nothing to read here")
+        );
+        assert_eq!(errors(&r, name), 0);
+        r.finish(Observations::default(), Duration::ZERO);
+        assert_eq!(r.hub.status.targets()[0].last_error, None);
+
+        // A failure is still one, and working again clears both.
+        r.record(spec, 0.1, None, Ran::Failed("broken".into()));
+        let s = status(&r, name);
+        assert_eq!(
+            (s.last_error.as_deref(), s.not_applicable),
+            (Some("broken"), None)
+        );
+        assert_eq!(errors(&r, name), 1);
+        r.record(spec, 0.1, Some(Snapshot::default()), Ran::Worked);
+        let s = status(&r, name);
+        assert_eq!((s.last_error, s.not_applicable), (None, None));
+    }
+}
