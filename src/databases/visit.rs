@@ -250,32 +250,43 @@ fn record_status(
     };
     hub.status.update(target, |s| {
         let previous = s.collectors.remove(collector);
-        let status = match (status, previous) {
-            (Some(mut status), previous) => {
-                if status.last_success.is_none() {
-                    status.last_success = previous.as_ref().and_then(|p| p.last_success.clone());
-                }
-                status.not_applicable = previous.and_then(|p| p.not_applicable);
-                status
-            }
-            // This database's own error is over; another database's stays.
-            (None, Some(mut previous)) => {
-                if previous
-                    .last_error
-                    .as_ref()
-                    .is_some_and(|e| e.starts_with(&format!("{datname}: ")))
-                {
-                    previous.last_error = None;
-                }
-                previous
-            }
-            (None, None) => CollectorStatus {
-                last_duration_seconds: seconds,
-                last_success: None,
-                last_error: None,
-                not_applicable: None,
-            },
-        };
+        let status = merged(status, previous, datname, seconds);
         s.collectors.insert(collector.to_owned(), status);
     });
+}
+
+/// A database-scope collector's status after a run in `datname`: the run's own (`None`: it
+/// did not apply there) over what its runs in the other databases left.
+fn merged(
+    status: Option<CollectorStatus>,
+    previous: Option<CollectorStatus>,
+    datname: &str,
+    seconds: f64,
+) -> CollectorStatus {
+    match (status, previous) {
+        (Some(mut status), previous) => {
+            if status.last_success.is_none() {
+                status.last_success = previous.as_ref().and_then(|p| p.last_success.clone());
+            }
+            status.not_applicable = previous.and_then(|p| p.not_applicable);
+            status
+        }
+        // This database's own error is over; another database's stays.
+        (None, Some(mut previous)) => {
+            if previous
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.starts_with(&format!("{datname}: ")))
+            {
+                previous.last_error = None;
+            }
+            previous
+        }
+        (None, None) => CollectorStatus {
+            last_duration_seconds: seconds,
+            last_success: None,
+            last_error: None,
+            not_applicable: None,
+        },
+    }
 }

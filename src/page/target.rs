@@ -98,7 +98,7 @@ fn facts(page: &mut String, t: &TargetStatus) {
     if t.databases.is_empty() {
         return;
     }
-    page.push_str("<h2 id=\"databases\">Databases</h2><table><tr><th>database</th><th>state</th><th>session open</th><th>last visit</th><th>error</th></tr>");
+    page.push_str("<h2 id=\"databases\">Databases</h2><table><tr><th>database</th><th>state</th><th>session open</th><th>last visit</th><th>error (or what does not apply)</th></tr>");
     for (datname, d) in &t.databases {
         // A database whose statistics were read is up, whether or not the session that read
         // it has reported its entry yet.
@@ -113,7 +113,11 @@ fn facts(page: &mut String, t: &TargetStatus) {
             escape(datname),
             if d.session { "yes" } else { "no" },
             escape(d.last_visit.as_deref().unwrap_or("never")),
-            escape(d.last_error.as_deref().unwrap_or("")),
+            escape(&d.last_error.clone().unwrap_or_else(|| {
+                let not_applicable = d.not_applicable.iter();
+                let lines: Vec<String> = not_applicable.map(|(c, r)| format!("{c}: {r}")).collect();
+                lines.join("; ")
+            })),
         );
     }
     page.push_str("</table>");

@@ -319,6 +319,11 @@ async fn a_database_without_pg_stat_statements_is_not_applicable_not_an_error() 
         )),
         "{page}"
     );
+    // And its databases table, on the database's row.
+    assert!(
+        page.contains("advice: not applicable: pg_stat_statements is not installed"),
+        "{page}"
+    );
     let m = daemon.metrics().await;
     assert_eq!(
         m.sum("pgvigil_poll_errors_total", &[("collector", "advice")]),
