@@ -38,6 +38,11 @@ pub struct CollectorStatus {
     pub last_success: Option<String>,
     /// The error of the last poll, if it failed.
     pub last_error: Option<String>,
+    /// Where the collector does not apply, and why (`not applicable: <reason>`): for a
+    /// cluster-scope collector its last poll's reason; for a database-scope one the
+    /// databases where it does not apply (each database's own reason is in
+    /// [`DatabaseStatus::not_applicable`]). Not an error.
+    pub not_applicable: Option<String>,
 }
 
 /// One target as the API shows it.
@@ -87,6 +92,9 @@ pub struct DatabaseStatus {
     pub last_visit: Option<String>,
     /// Why it could not be entered or read, if it could not.
     pub last_error: Option<String>,
+    /// The database-scope collectors that do not apply in this database, by name, each with
+    /// why (`not applicable: <reason>`; not an error).
+    pub not_applicable: BTreeMap<String, String>,
 }
 
 /// The status of every target.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::{CHECKS, Finding, Severity};
-use crate::collect::{PollContext, ServerInfo, describe_pg_error};
+use crate::collect::{CollectError, PollContext, ServerInfo, describe_pg_error};
 use crate::config::TargetConfig;
 
 /// The report of every target.
@@ -39,9 +39,11 @@ pub struct DatabaseAdvice {
     pub findings: Vec<Finding>,
     /// The checks that failed (or the database that could not be entered), with why.
     pub errors: Vec<CheckFailure>,
+    /// The checks that do not apply in this database (not an error), with why.
+    pub not_applicable: Vec<CheckFailure>,
 }
 
-/// A check that could not run.
+/// A check that could not run, or does not apply.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckFailure {
     /// The check (`indexes`, ...) or `connect`.
@@ -117,6 +119,9 @@ fn database_text(out: &mut String, d: &DatabaseAdvice) {
     for e in &d.errors {
         out.push_str(&format!("    {} failed: {}\n", e.check, e.error));
     }
+    for n in &d.not_applicable {
+        out.push_str(&format!("    {} not applicable: {}\n", n.check, n.error));
+    }
 }
 
 /// Run every check on every target and watched database, one session at a time.
@@ -157,6 +162,7 @@ async fn advise_target(target: &TargetConfig) -> TargetAdvice {
                 check: "connect",
                 error: check.line(),
             }],
+            not_applicable: Vec::new(),
         });
     }
     for datname in enter {
@@ -177,6 +183,7 @@ async fn advise_database(
         database: datname.to_owned(),
         findings: Vec::new(),
         errors: Vec::new(),
+        not_applicable: Vec::new(),
     };
     let (client, server) = match open(config, tls).await {
         Ok(session) => session,
@@ -202,6 +209,10 @@ async fn advise_database(
     {
         match (check.findings)(&ctx).await {
             Ok(findings) => out.findings.extend(findings),
+            Err(CollectError::NotApplicable(reason)) => out.not_applicable.push(CheckFailure {
+                check: check.name,
+                error: reason,
+            }),
             Err(e) => out.errors.push(CheckFailure {
                 check: check.name,
                 error: e.to_string(),

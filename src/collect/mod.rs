@@ -369,6 +369,16 @@ pub enum CollectError {
     /// The data source is missing or not readable; the message says how to fix it.
     #[error("{0}")]
     Unavailable(String),
+    /// The collector does not apply here, and nothing is wrong: what it reads is not part of
+    /// this database or source by design (most databases of a cluster have no
+    /// pg_stat_statements, so the advice collector has nothing to advise on there). The text
+    /// says why, without the database's name (the status shows where). The poll loop and the
+    /// database visits record it through [`Ran::of`]: no error counted, no `last_error`, no
+    /// series, logged once at info, and shown as `not applicable: <reason>` in
+    /// `/api/v1/targets` and on the status page. Use [`CollectError::Degraded`] instead when
+    /// the operator asked for the data and must fix something to get it.
+    #[error("not applicable: {0}")]
+    NotApplicable(String),
     /// The data source cannot be read (an extension is missing, a grant is lacking): `message`
     /// names the cause and the fix, and `snapshot` — published in place of the collector's
     /// usual series — says so in metrics (e.g. `pgvigil_statements_available 0`). The poll
@@ -380,6 +390,62 @@ pub enum CollectError {
         /// The series to publish meanwhile.
         snapshot: Box<Snapshot>,
     },
+}
+
+/// How one run of a collector ended, as the poll loop (`crate::poll`) and the database visits
+/// (`crate::databases`) record it: the one place that decides what counts as an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// It worked: its series are published, its status shows a success.
+    Worked,
+    /// It does not apply here ([`CollectError::NotApplicable`]): no series, no error.
+    NotApplicable(String),
+    /// Its queries were answered, but the source is degraded ([`CollectError::Degraded`]):
+    /// the series that say so are published, and the message is an error.
+    Degraded(String),
+    /// It failed: its series are retracted, and the error is counted.
+    Failed(String),
+}
+
+impl Ran {
+    /// What a collector's result means: the snapshot to publish (none: retract its series)
+    /// and how the run ended.
+    pub fn of(result: Result<Snapshot, CollectError>) -> (Option<Snapshot>, Ran) {
+        match result {
+            Ok(snapshot) => (Some(snapshot), Ran::Worked),
+            Err(CollectError::Degraded { message, snapshot }) => {
+                (Some(*snapshot), Ran::Degraded(message))
+            }
+            Err(CollectError::NotApplicable(reason)) => (None, Ran::NotApplicable(reason)),
+            Err(e) => (None, Ran::Failed(e.to_string())),
+        }
+    }
+
+    /// The error to count (`pgvigil_poll_errors_total`) and show as `last_error`, if the run
+    /// is one: a failure or a degraded source, never "not applicable".
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Ran::Degraded(e) | Ran::Failed(e) => Some(e),
+            Ran::Worked | Ran::NotApplicable(_) => None,
+        }
+    }
+
+    /// Whether the server answered the collector's queries (anything but a failure): such a
+    /// run keeps the source up and needs no settling of the session.
+    pub fn answered(&self) -> bool {
+        !matches!(self, Ran::Failed(_))
+    }
+}
+
+/// Run `sql` and map each row with `map`, stopping at the first value that does not convert:
+/// the one way collectors read a catalog query into typed rows.
+pub async fn query_rows<T>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    map: impl FnMut(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+) -> Result<Vec<T>, tokio_postgres::Error> {
+    client.query(sql, params).await?.iter().map(map).collect()
 }
 
 /// A tokio-postgres error with its cause chain and, for server errors, SQLSTATE and hint.
@@ -408,4 +474,51 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics;
+
+    fn snapshot(v: f64) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.set(&metrics::DATABASES_WATCHED, v);
+        s
+    }
+
+    #[test]
+    fn not_applicable_is_neither_an_error_nor_a_failure_and_publishes_nothing() {
+        let (snap, ran) = Ran::of(Err(CollectError::NotApplicable("no extension here".into())));
+        assert!(snap.is_none(), "its series are retracted");
+        assert_eq!(ran, Ran::NotApplicable("no extension here".into()));
+        assert_eq!(ran.error(), None);
+        assert!(ran.answered());
+        assert_eq!(
+            CollectError::NotApplicable("no extension here".into()).to_string(),
+            "not applicable: no extension here"
+        );
+    }
+
+    #[test]
+    fn worked_degraded_and_failed_runs_keep_their_meaning() {
+        let (snap, ran) = Ran::of(Ok(snapshot(1.0)));
+        assert_eq!(snap.map(|s| s.len()), Some(1));
+        assert_eq!((ran.error(), ran.answered()), (None, true));
+
+        let (snap, ran) = Ran::of(Err(CollectError::Degraded {
+            message: "grant it".into(),
+            snapshot: Box::new(snapshot(0.0)),
+        }));
+        assert_eq!(
+            snap.map(|s| s.len()),
+            Some(1),
+            "a degraded source says so in metrics"
+        );
+        assert_eq!((ran.error(), ran.answered()), (Some("grant it"), true));
+
+        let (snap, ran) = Ran::of(Err(CollectError::Unavailable("gone".into())));
+        assert!(snap.is_none());
+        assert_eq!((ran.error(), ran.answered()), (Some("gone"), false));
+    }
 }

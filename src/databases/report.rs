@@ -2,13 +2,16 @@
 //! entered, every watched database's report for the alert rules (through the hub, beside the
 //! main session's observations), the per-database status, and the `pgvigil_database_*` series.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use tracing::{info, warn};
 
 use super::{Lane, State, Watched};
 use crate::collect::{DatabaseReport, DatabasesReport};
 use crate::metrics::{self, Snapshot};
+
+/// The most databases a collector's "not applicable" status names per reason.
+const NAMED: usize = 5;
 
 impl State {
     /// Record whether entering a database worked.
@@ -57,7 +60,18 @@ impl State {
         };
         hub.observe_databases(&self.name, report);
         let open: HashSet<&str> = self.sessions.names().into_iter().collect();
+        let not_applicable = self.not_applicable();
         hub.status.update(&self.name, |s| {
+            for name in self
+                .watched
+                .values()
+                .flat_map(|w| &w.collectors)
+                .map(|c| c.0.name)
+            {
+                if let Some(c) = s.collectors.get_mut(name) {
+                    c.not_applicable = not_applicable.get(name).cloned();
+                }
+            }
             s.database_sessions = self.sessions.len();
             s.databases = self
                 .watched
@@ -72,6 +86,16 @@ impl State {
         hub.metrics
             .store()
             .publish(&self.name, "databases", self.snapshot());
+    }
+
+    /// Where each database-scope collector does not apply, for its collector status.
+    fn not_applicable(&self) -> BTreeMap<&'static str, String> {
+        summarise_not_applicable(self.watched.iter().flat_map(|(datname, w)| {
+            w.collectors.iter().filter_map(|(spec, _)| {
+                let reason = w.status.not_applicable.get(spec.name)?;
+                Some((datname.as_str(), spec.name, reason.as_str()))
+            })
+        }))
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -107,5 +131,65 @@ impl State {
             );
         }
         snap
+    }
+}
+
+/// `(database, collector, "not applicable: <reason>")` entries as one line per collector:
+/// "not applicable in db_a, db_b: <reason>", one clause per distinct reason, at most
+/// [`NAMED`] databases named in a clause.
+fn summarise_not_applicable<'a>(
+    entries: impl Iterator<Item = (&'a str, &'static str, &'a str)>,
+) -> BTreeMap<&'static str, String> {
+    let mut by_collector: BTreeMap<&'static str, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    for (datname, collector, reason) in entries {
+        by_collector
+            .entry(collector)
+            .or_default()
+            .entry(reason.strip_prefix("not applicable: ").unwrap_or(reason))
+            .or_default()
+            .push(datname);
+    }
+    by_collector
+        .into_iter()
+        .map(|(collector, reasons)| {
+            let clauses: Vec<String> = reasons
+                .into_iter()
+                .map(|(reason, names)| {
+                    let mut listed = names[..names.len().min(NAMED)].join(", ");
+                    if names.len() > NAMED {
+                        listed.push_str(&format!(" and {} more", names.len() - NAMED));
+                    }
+                    format!("not applicable in {listed}: {reason}")
+                })
+                .collect();
+            (collector, clauses.join("; "))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_applicable_names_the_databases_per_reason_and_caps_the_list() {
+        let mut entries = vec![("db0", "advice", "not applicable: no extension")];
+        let names: Vec<String> = (1..=7).map(|i| format!("db{i}")).collect();
+        entries.extend(
+            names
+                .iter()
+                .map(|n| (n.as_str(), "advice", "not applicable: no extension")),
+        );
+        entries.push(("other", "advice", "not applicable: a replica"));
+        entries.push(("db1", "indexes", "not applicable: no tables"));
+        let summary = summarise_not_applicable(entries.into_iter());
+        assert_eq!(
+            summary["advice"],
+            "not applicable in other: a replica; \
+             not applicable in db0, db1, db2, db3, db4 and 3 more: no extension"
+        );
+        assert_eq!(summary["indexes"], "not applicable in db1: no tables");
+        assert_eq!(summary.len(), 2);
+        assert!(summarise_not_applicable(std::iter::empty()).is_empty());
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{State, Watched, now_text, plan, unix_now};
-use crate::collect::{CollectError, DatabasesReport, Observations, PollContext, session};
+use crate::collect::{DatabasesReport, Observations, PollContext, Ran, session};
 use crate::status::CollectorStatus;
 
 impl State {
@@ -58,7 +58,10 @@ impl State {
         // the check is due anyway; elsewhere they keep their own schedule.
         let check_imports = !tables || !w.plan.has_audit || w.plan.imports_due(now);
         let Watched {
-            collectors, report, ..
+            collectors,
+            report,
+            status: w_status,
+            ..
         } = w;
         for (spec, collector) in collectors.iter_mut() {
             let is_imports = spec.name == "imports";
@@ -77,17 +80,13 @@ impl State {
                 .instrument(span)
                 .await;
             let seconds = started.elapsed().as_secs_f64();
-            let (snapshot, outcome) = match result {
-                Ok(Ok(snapshot)) => (Some(snapshot), Ok(())),
-                Ok(Err(CollectError::Degraded { message, snapshot })) => {
-                    (Some(*snapshot), Err(message))
-                }
-                Ok(Err(e)) => (None, Err(e.to_string())),
+            let (snapshot, ran) = match result {
+                Ok(result) => Ran::of(result),
                 Err(_) => {
                     lost = true;
                     (
                         None,
-                        Err(format!(
+                        Ran::Failed(format!(
                             "no answer within {}; the session will be reopened",
                             humantime::format_duration(limit)
                         )),
@@ -96,7 +95,7 @@ impl State {
             };
             let hub = &self.lane.hub;
             hub.metrics
-                .poll_finished(&self.name, spec.name, seconds, outcome.is_ok());
+                .poll_finished(&self.name, spec.name, seconds, ran.error().is_none());
             match snapshot {
                 Some(snapshot) => hub
                     .metrics
@@ -107,9 +106,9 @@ impl State {
                     .store()
                     .retract_part(&self.name, spec.name, datname),
             }
-            let failed = outcome.is_err();
+            let failed = ran.error().is_some();
             // The collector's part of the database's report: what it found, or nothing.
-            if failed {
+            if !matches!(ran, Ran::Worked) {
                 found = Observations::default();
             }
             found.database_mut(datname);
@@ -123,13 +122,19 @@ impl State {
             if let Some(updated) = into.databases.and_then(|mut d| d.databases.remove(datname)) {
                 *report = updated;
             }
+            match &ran {
+                Ran::NotApplicable(reason) => w_status
+                    .not_applicable
+                    .insert(spec.name.to_owned(), format!("not applicable: {reason}")),
+                _ => w_status.not_applicable.remove(spec.name),
+            };
             record_status(
                 &self.lane.hub,
                 &self.name,
                 datname,
                 spec.name,
                 seconds,
-                outcome,
+                ran,
                 &mut self.logged,
             );
             if failed && !lost {
@@ -191,48 +196,97 @@ impl State {
     }
 }
 
-/// The collector's status after a run in one database, a failure logged once until it changes.
+/// The collector's status after a run in one database, a failure logged once until it
+/// changes. A collector that does not apply in this database leaves the collector's status as
+/// its other databases made it (the database's own status names it, see `super::report`) and
+/// is logged once per database, at info.
 fn record_status(
     hub: &crate::hub::Hub,
     target: &str,
     datname: &str,
     collector: &'static str,
     seconds: f64,
-    outcome: Result<(), String>,
+    ran: Ran,
     logged: &mut std::collections::HashSet<String>,
 ) {
     let key = format!("{datname}: {collector}: ");
-    let status = match outcome {
-        Ok(()) => {
+    let not_applicable = format!("{datname}: not applicable: {collector}");
+    if !matches!(ran, Ran::NotApplicable(_)) {
+        logged.remove(&not_applicable);
+    }
+    let status = match ran {
+        Ran::Worked => {
             if logged.iter().any(|l| l.starts_with(&key)) {
                 logged.retain(|l| !l.starts_with(&key));
                 info!(target = %target, datname, collector, "poll succeeded again");
             }
-            CollectorStatus {
+            Some(CollectorStatus {
                 last_duration_seconds: seconds,
                 last_success: Some(now_text()),
                 last_error: None,
-            }
+                not_applicable: None,
+            })
         }
-        Err(error) => {
+        Ran::NotApplicable(reason) => {
+            logged.retain(|l| !l.starts_with(&key));
+            if logged.insert(not_applicable) {
+                info!(target = %target, datname, collector, "the collector does not apply in this database: {reason}");
+            }
+            None
+        }
+        Ran::Degraded(error) | Ran::Failed(error) => {
             if logged.insert(format!("{key}{error}")) {
                 warn!(target = %target, datname, collector, "poll failed: {error}");
             } else {
                 debug!(target = %target, datname, collector, "poll failed again: {error}");
             }
-            CollectorStatus {
+            Some(CollectorStatus {
                 last_duration_seconds: seconds,
                 last_success: None,
                 last_error: Some(format!("{datname}: {error}")),
-            }
+                not_applicable: None,
+            })
         }
     };
     hub.status.update(target, |s| {
         let previous = s.collectors.remove(collector);
-        let mut status = status;
-        if status.last_success.is_none() {
-            status.last_success = previous.and_then(|p| p.last_success);
-        }
+        let status = merged(status, previous, datname, seconds);
         s.collectors.insert(collector.to_owned(), status);
     });
+}
+
+/// A database-scope collector's status after a run in `datname`: the run's own (`None`: it
+/// did not apply there) over what its runs in the other databases left.
+fn merged(
+    status: Option<CollectorStatus>,
+    previous: Option<CollectorStatus>,
+    datname: &str,
+    seconds: f64,
+) -> CollectorStatus {
+    match (status, previous) {
+        (Some(mut status), previous) => {
+            if status.last_success.is_none() {
+                status.last_success = previous.as_ref().and_then(|p| p.last_success.clone());
+            }
+            status.not_applicable = previous.and_then(|p| p.not_applicable);
+            status
+        }
+        // This database's own error is over; another database's stays.
+        (None, Some(mut previous)) => {
+            if previous
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.starts_with(&format!("{datname}: ")))
+            {
+                previous.last_error = None;
+            }
+            previous
+        }
+        (None, None) => CollectorStatus {
+            last_duration_seconds: seconds,
+            last_success: None,
+            last_error: None,
+            not_applicable: None,
+        },
+    }
 }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use super::html::escape;
 use super::sections::TargetView;
 use crate::alert::rules::human_seconds;
+use crate::collect::locks::PreparedXact;
 use crate::collect::locks::chains::{ChainNode, waits_for_strong_lock};
 
 /// The section's body; `None` when the locks collector has not reported.
@@ -35,16 +36,26 @@ pub(crate) fn render(view: &TargetView<'_>) -> Option<String> {
         }
     );
     for root in &locks.chains {
-        node(root, &mut out);
+        node(root, locks.oldest_prepared(), &mut out);
     }
     out.push_str("</ul>");
     Some(out)
 }
 
 /// One session and, nested, the sessions waiting for it.
-fn node(n: &ChainNode, out: &mut String) {
+fn node(n: &ChainNode, prepared: Option<&PreparedXact>, out: &mut String) {
     let who = match (&n.session, n.pid) {
-        (_, 0) => "a prepared transaction (pid 0; see pg_prepared_xacts)".to_owned(),
+        (_, 0) => match prepared {
+            Some(p) => format!(
+                "prepared transaction '{}' (pid 0) · {} · {} · prepared {} ago · end it: {}",
+                escape(&p.gid),
+                escape(&p.database),
+                escape(&p.owner),
+                human_seconds(p.age_seconds.unwrap_or(0.0)),
+                escape(&p.fix()),
+            ),
+            None => "a prepared transaction (pid 0; see pg_prepared_xacts)".to_owned(),
+        },
         (Some(s), pid) => format!(
             "pid {pid} · {} · {} · {} · application \"{}\" · transaction open {}",
             escape(&s.datname),
@@ -86,7 +97,7 @@ fn node(n: &ChainNode, out: &mut String) {
     if !n.children.is_empty() {
         out.push_str("<ul>");
         for c in &n.children {
-            node(c, out);
+            node(c, prepared, out);
         }
         out.push_str("</ul>");
     }
@@ -97,7 +108,7 @@ fn node(n: &ChainNode, out: &mut String) {
 mod tests {
     use super::*;
     use crate::collect::Observations;
-    use crate::collect::locks::{LockSession, LockWaiter, LocksReport, summarise};
+    use crate::collect::locks::{Examined, LockSession, LockWaiter, LocksReport, summarise};
 
     #[test]
     fn the_tree_nests_waiters_under_their_blocker_and_escapes_queries() {
@@ -119,12 +130,14 @@ mod tests {
         };
         let (_, report) = summarise(
             vec![],
-            vec![],
-            vec![
-                waiter(20, "AccessExclusiveLock", 10),
-                waiter(30, "AccessShareLock", 20),
-            ],
-            vec![idle],
+            Examined {
+                waiters: vec![
+                    waiter(20, "AccessExclusiveLock", 10),
+                    waiter(30, "AccessShareLock", 20),
+                ],
+                sessions: vec![idle],
+                ..Examined::default()
+            },
             true,
         );
         let obs = Observations {

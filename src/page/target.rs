@@ -98,7 +98,7 @@ fn facts(page: &mut String, t: &TargetStatus) {
     if t.databases.is_empty() {
         return;
     }
-    page.push_str("<h2 id=\"databases\">Databases</h2><table><tr><th>database</th><th>state</th><th>session open</th><th>last visit</th><th>error</th></tr>");
+    page.push_str("<h2 id=\"databases\">Databases</h2><table><tr><th>database</th><th>state</th><th>session open</th><th>last visit</th><th>error (or what does not apply)</th></tr>");
     for (datname, d) in &t.databases {
         // A database whose statistics were read is up, whether or not the session that read
         // it has reported its entry yet.
@@ -113,7 +113,11 @@ fn facts(page: &mut String, t: &TargetStatus) {
             escape(datname),
             if d.session { "yes" } else { "no" },
             escape(d.last_visit.as_deref().unwrap_or("never")),
-            escape(d.last_error.as_deref().unwrap_or("")),
+            escape(&d.last_error.clone().unwrap_or_else(|| {
+                let not_applicable = d.not_applicable.iter();
+                let lines: Vec<String> = not_applicable.map(|(c, r)| format!("{c}: {r}")).collect();
+                lines.join("; ")
+            })),
         );
     }
     page.push_str("</table>");
@@ -123,7 +127,7 @@ fn collectors(page: &mut String, t: &TargetStatus) {
     if t.collectors.is_empty() {
         return;
     }
-    page.push_str("<h2 id=\"collectors\">Collectors</h2><table><tr><th>collector</th><th>last run took</th><th>last success</th><th>last error</th></tr>");
+    page.push_str("<h2 id=\"collectors\">Collectors</h2><table><tr><th>collector</th><th>last run took</th><th>last success</th><th>last error (or where it does not apply)</th></tr>");
     for (name, c) in &t.collectors {
         let _ = write!(
             page,
@@ -132,7 +136,12 @@ fn collectors(page: &mut String, t: &TargetStatus) {
             c.last_duration_seconds * 1e3,
             escape(c.last_success.as_deref().unwrap_or("never")),
             if c.last_error.is_some() { "down" } else { "" },
-            escape(c.last_error.as_deref().unwrap_or("")),
+            escape(
+                c.last_error
+                    .as_deref()
+                    .or(c.not_applicable.as_deref())
+                    .unwrap_or("")
+            ),
         );
     }
     page.push_str("</table>");

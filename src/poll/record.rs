@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::PollError;
 use super::schedule::Schedule;
-use crate::collect::{CollectError, CollectorSpec, Observations, SourceType};
+use crate::collect::{CollectorSpec, Observations, Ran, SourceType};
 use crate::config::SourceSettings;
 use crate::hub::Hub;
 use crate::metrics::Snapshot;
@@ -28,8 +28,8 @@ pub(super) struct Recorder {
     /// The status page's history takes a sample per poll interval.
     pub(super) poll_interval: Duration,
     pub(super) hub: Arc<Hub>,
-    /// Each failing collector's last error, so one repeated every poll is logged once. A std
-    /// mutex: never held across an await.
+    /// Each failing collector's last error (or "not applicable: <reason>"), so one repeated
+    /// every poll is logged once. A std mutex: never held across an await.
     last_errors: Mutex<HashMap<&'static str, String>>,
 }
 
@@ -123,19 +123,19 @@ impl Recorder {
             .await;
         let seconds = run_started.elapsed().as_secs_f64();
         // A degraded collector still publishes the series that say what is wrong, and its
-        // queries were answered: it counts as working.
-        let (snapshot, result, outcome) = match result {
-            Ok(Ok(snapshot)) => (Some(snapshot), Ok(()), Outcome::Worked),
-            Ok(Err(CollectError::Degraded { message, snapshot })) => {
-                (Some(*snapshot), Err(message), Outcome::Worked)
-            }
-            Ok(Err(e)) => {
-                let e = e.to_string();
-                (None, Err(e.clone()), Outcome::Failed(e))
+        // queries were answered: it counts as working; so does one that does not apply here.
+        let (snapshot, ran, outcome) = match result {
+            Ok(result) => {
+                let (snapshot, ran) = Ran::of(result);
+                let outcome = match &ran {
+                    Ran::Failed(e) => Outcome::Failed(e.clone()),
+                    _ => Outcome::Worked,
+                };
+                (snapshot, ran, outcome)
             }
             Err(_) => (
                 None,
-                Err(format!(
+                Ran::Failed(format!(
                     "no answer within {}; the connection will be reopened",
                     humantime::format_duration(limit)
                 )),
@@ -145,7 +145,7 @@ impl Recorder {
         if matches!(outcome, Outcome::Worked) && !std::mem::replace(worked, true) {
             self.mark_up();
         }
-        self.record(c.spec, seconds, snapshot, result);
+        self.record(c.spec, seconds, snapshot, ran);
         outcome
     }
 
@@ -186,13 +186,13 @@ impl Recorder {
         spec: &'static CollectorSpec<S>,
         seconds: f64,
         snapshot: Option<Snapshot>,
-        result: Result<(), String>,
+        ran: Ran,
     ) {
         let collector = spec.name;
         let name = &self.name;
         let hub = &self.hub;
         hub.metrics
-            .poll_finished(name, collector, seconds, result.is_ok());
+            .poll_finished(name, collector, seconds, ran.error().is_none());
         let store = hub.metrics.store();
         match snapshot {
             Some(snapshot) => {
@@ -201,7 +201,7 @@ impl Recorder {
             }
             None => store.retract(name, collector),
         }
-        let status = self.status_of(collector, seconds, result);
+        let status = self.status_of(collector, seconds, ran);
         hub.status.update(name, |s| {
             let previous = s.collectors.remove(collector);
             let mut status = status;
@@ -212,27 +212,35 @@ impl Recorder {
         });
     }
 
-    /// The collector's status after a run, logging a failure once until it changes.
-    fn status_of(
-        &self,
-        collector: &'static str,
-        seconds: f64,
-        result: Result<(), String>,
-    ) -> CollectorStatus {
+    /// The collector's status after a run, logging a failure (or that it does not apply)
+    /// once until it changes.
+    fn status_of(&self, collector: &'static str, seconds: f64, ran: Ran) -> CollectorStatus {
         let name = &self.name;
         let mut last_errors = self.last_errors.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(()) => {
-                if last_errors.remove(collector).is_some() {
+        let mut status = CollectorStatus {
+            last_duration_seconds: seconds,
+            last_success: None,
+            last_error: None,
+            not_applicable: None,
+        };
+        match ran {
+            Ran::Worked => {
+                let was = last_errors.remove(collector);
+                if was.is_some_and(|e| !e.starts_with("not applicable: ")) {
                     info!(target = %name, collector, "poll succeeded again");
                 }
-                CollectorStatus {
-                    last_duration_seconds: seconds,
-                    last_success: Some(now_rfc3339()),
-                    last_error: None,
-                }
+                status.last_success = Some(now_rfc3339());
             }
-            Err(error) => {
+            Ran::NotApplicable(reason) => {
+                let key = format!("not applicable: {reason}");
+                if last_errors.get(collector) != Some(&key) {
+                    info!(target = %name, collector, "the collector does not apply here: {reason}");
+                    last_errors.insert(collector, key.clone());
+                }
+                status.last_success = Some(now_rfc3339());
+                status.not_applicable = Some(key);
+            }
+            Ran::Degraded(error) | Ran::Failed(error) => {
                 // The same error every poll is logged once; a different one again.
                 if last_errors.get(collector) == Some(&error) {
                     debug!(target = %name, collector, "poll failed again: {error}");
@@ -240,13 +248,10 @@ impl Recorder {
                     warn!(target = %name, collector, "poll failed: {error}");
                     last_errors.insert(collector, error.clone());
                 }
-                CollectorStatus {
-                    last_duration_seconds: seconds,
-                    last_success: None,
-                    last_error: Some(error),
-                }
+                status.last_error = Some(error);
             }
         }
+        status
     }
 
     /// The poll finished: the source is up; hand its observations to the alert rules. The
@@ -297,5 +302,67 @@ fn check_declared<S: SourceType>(spec: &CollectorSpec<S>, snapshot: &Snapshot) {
                 spec.name, def.name
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{Postgres, registry};
+    use crate::config::ConnectionSpec;
+    use crate::metrics::Metrics;
+
+    fn recorder() -> Recorder {
+        let (alerts, _) = crate::alert::engine::AlertHub::new();
+        let hub = Arc::new(Hub::new(Arc::new(Metrics::new()), alerts));
+        hub.status.add_target("t", "x".into());
+        let connection = ConnectionSpec::parse("host=h dbname=d", &Default::default()).unwrap();
+        Recorder::new(&SourceSettings::new("t", connection), hub)
+    }
+
+    fn status(r: &Recorder, collector: &str) -> CollectorStatus {
+        r.hub.status.targets()[0].collectors[collector].clone()
+    }
+
+    fn errors(r: &Recorder, collector: &str) -> usize {
+        let text = r.hub.metrics.encode_classic();
+        let series =
+            format!("pgvigil_poll_errors_total{{target=\"t\",collector=\"{collector}\"}} 1");
+        text.matches(&series).count()
+    }
+
+    #[test]
+    fn not_applicable_is_recorded_as_no_error_and_said_in_the_status() {
+        let r = recorder();
+        let spec: &'static CollectorSpec<Postgres> = &registry::POSTGRES[0];
+        let name = spec.name;
+        r.record(
+            spec,
+            0.1,
+            None,
+            Ran::NotApplicable("nothing to read here".into()),
+        );
+        let s = status(&r, name);
+        assert_eq!(s.last_error, None);
+        assert!(s.last_success.is_some(), "the collector did its job");
+        assert_eq!(
+            s.not_applicable.as_deref(),
+            Some("not applicable: nothing to read here")
+        );
+        assert_eq!(errors(&r, name), 0);
+        r.finish(Observations::default(), Duration::ZERO);
+        assert_eq!(r.hub.status.targets()[0].last_error, None);
+
+        // A failure is still one, and working again clears both.
+        r.record(spec, 0.1, None, Ran::Failed("broken".into()));
+        let s = status(&r, name);
+        assert_eq!(
+            (s.last_error.as_deref(), s.not_applicable),
+            (Some("broken"), None)
+        );
+        assert_eq!(errors(&r, name), 1);
+        r.record(spec, 0.1, Some(Snapshot::default()), Ran::Worked);
+        let s = status(&r, name);
+        assert_eq!((s.last_error, s.not_applicable), (None, None));
     }
 }

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use pgvigil::advice::Finding;
-use pgvigil::collect::advice::findings;
+use pgvigil::collect::advice::{NOT_INSTALLED, findings};
 use pgvigil::config::AdviceConfig;
 use pgvigil_testkit::TestCluster;
 
-use crate::support::{Daemon, connect, one_target};
+use crate::support::{Daemon, connect, one_target, pgvigil_bin};
 use crate::support_alerting::{WebhookReceiver, api_active, wait_async};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -26,7 +26,12 @@ fn config() -> AdviceConfig {
 
 /// A database with 5,000 contacts and an index on email.
 fn contacts(cluster: &TestCluster) -> String {
-    let db = cluster.create_database("advice");
+    contacts_named(cluster, "advice")
+}
+
+/// [`contacts`] in a database whose name starts with `prefix`.
+fn contacts_named(cluster: &TestCluster, prefix: &str) -> String {
+    let db = cluster.create_database(prefix);
     cluster.psql(
         &db,
         "CREATE TABLE contacts (id serial PRIMARY KEY, email text NOT NULL, name text);
@@ -232,4 +237,128 @@ async fn the_daemon_exports_the_suggestion_and_shows_index_suggested_without_not
         "IndexSuggested is quiet by default"
     );
     daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_without_pg_stat_statements_is_not_applicable_not_an_error() {
+    let cluster = TestCluster::start();
+    let prefix = format!("na{}_", std::process::id());
+    let with = contacts_named(&cluster, &format!("{prefix}with"));
+    let without = cluster.create_database_without_extensions(&format!("{prefix}without"));
+    cluster.psql(&with, "DROP INDEX contacts_email_idx");
+    let app = connect(&cluster.dsn(&with)).await;
+    workload(&app, 100).await;
+    // The advice's only run of the hour must see the scans: wait until they are counted.
+    wait_async("the scans of contacts in the statistics", WAIT, || async {
+        (seq_scans(&app).await >= 100).then_some(())
+    })
+    .await;
+    let config = format!(
+        "[[targets]]\nname = \"main\"\ndsn = \"{}\"\npoll_interval = \"200ms\"\n\
+         reconnect_max_backoff = \"1s\"\n\
+         [targets.databases]\ninclude = [\"{prefix}*\"]\nrefresh_interval = \"500ms\"\n\
+         [targets.advice]\ninterval = \"1h\"\ntop_statements = 500\nmin_table_rows = 1000\nmin_seq_scans = 20\n\
+         [targets.tables]\ninterval = \"1s\"\n",
+        cluster.dsn(&with)
+    );
+    let daemon = Daemon::start(&config).await;
+    // Advice still works where the extension is: its first run (the only one within the
+    // hour, republished at every visit) counts the scans since the statistics were reset.
+    daemon
+        .wait_for(
+            "the email suggestion in the database with the extension",
+            WAIT,
+            |m| {
+                let labels = [("datname", with.as_str()), ("columns", "email")];
+                (m.value("pgvigil_index_suggestion_info", &labels) == Some(1.0)).then_some(())
+            },
+        )
+        .await;
+    // In the other one it does not apply: said so per database and per collector.
+    let target = daemon
+        .wait_for_target(
+            "main",
+            "advice not applicable in the other database",
+            WAIT,
+            |t| {
+                let reason = t["databases"][&without]["not_applicable"]["advice"].as_str()?;
+                let summary = t["collectors"]["advice"]["not_applicable"].as_str()?;
+                (reason.starts_with("not applicable: pg_stat_statements is not installed")
+                    && summary.contains(&without))
+                .then(|| t.clone())
+            },
+        )
+        .await;
+    assert_eq!(
+        target["collectors"]["advice"]["not_applicable"],
+        format!("not applicable in {without}: {NOT_INSTALLED}"),
+        "{target}"
+    );
+    assert!(
+        target["databases"][&with]["not_applicable"]
+            .as_object()
+            .is_some_and(|m| m.is_empty()),
+        "{target}"
+    );
+    // None of that is an error: no last_error anywhere, no error counted for advice.
+    assert!(target["last_error"].is_null(), "{target}");
+    assert!(
+        target["collectors"]["advice"]["last_error"].is_null(),
+        "{target}"
+    );
+    assert!(
+        target["databases"][&without]["last_error"].is_null(),
+        "{target}"
+    );
+    // The status page's collector table says where it does not apply, not as an error.
+    let (status, page) = daemon.get("/targets/main").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!(
+            "not applicable in {without}: pg_stat_statements is not installed"
+        )),
+        "{page}"
+    );
+    // And its databases table, on the database's row.
+    assert!(
+        page.contains("advice: not applicable: pg_stat_statements is not installed"),
+        "{page}"
+    );
+    let m = daemon.metrics().await;
+    assert_eq!(
+        m.sum("pgvigil_poll_errors_total", &[("collector", "advice")]),
+        0.0,
+        "{}",
+        m.text
+    );
+    daemon.stop().await;
+
+    // pgvigil advise says the same, in a line of its own, and exits 0.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgvigil.toml");
+    std::fs::write(&file, &config).unwrap();
+    let out = std::process::Command::new(pgvigil_bin())
+        .args(["advise", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let section = &text[text
+        .find(&format!("database {without}"))
+        .expect("its section")..];
+    let line = section
+        .lines()
+        .find(|l| l.contains("advice"))
+        .unwrap_or_default();
+    assert_eq!(
+        line.trim(),
+        format!("advice not applicable: {NOT_INSTALLED}"),
+        "{text}"
+    );
+    assert!(!text.contains("advice failed"), "{text}");
 }

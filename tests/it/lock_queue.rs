@@ -183,3 +183,182 @@ async fn a_migration_queued_behind_an_idle_transaction_with_readers_behind_it_fi
     .await;
     daemon.stop().await;
 }
+
+/// The number of backends waiting for a lock on `contacts`.
+async fn waiting_on_contacts(watcher: &tokio_postgres::Client) -> usize {
+    let n: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'contacts'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    n as usize
+}
+
+/// `ALTER TABLE contacts` started on its own session, waiting once `watcher` sees it wait.
+async fn start_migration(
+    dsn: &str,
+    watcher: &tokio_postgres::Client,
+) -> tokio::task::JoinHandle<Result<(), tokio_postgres::Error>> {
+    let migration = connect(&format!("{dsn} application_name=migration")).await;
+    let alter = tokio::spawn(async move {
+        migration
+            .batch_execute("ALTER TABLE contacts ADD COLUMN email text")
+            .await
+    });
+    wait_async("the ALTER TABLE waiting", WAIT, || async {
+        (waiting_on_contacts(watcher).await == 1).then_some(())
+    })
+    .await;
+    alter
+}
+
+/// `n` readers of contacts, each on its own session, queued once `watcher` sees them wait.
+async fn queue_readers(
+    dsn: &str,
+    watcher: &tokio_postgres::Client,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<tokio_postgres::Row, tokio_postgres::Error>>> {
+    let mut readers = Vec::new();
+    for _ in 0..n {
+        let reader = connect(&format!("{dsn} application_name=reader")).await;
+        readers.push(tokio::spawn(async move {
+            reader.query_one("SELECT count(*) FROM contacts", &[]).await
+        }));
+    }
+    wait_async(
+        "the readers queued behind the ALTER TABLE",
+        WAIT,
+        || async { (waiting_on_contacts(watcher).await == n + 1).then_some(()) },
+    )
+    .await;
+    readers
+}
+
+#[tokio::test]
+async fn a_queue_longer_than_the_examined_waiters_is_counted_exactly() {
+    // 12 readers behind the ALTER: 13 waiters, of which the collector examines 10.
+    const LONG: usize = 12;
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("longqueue");
+    cluster.psql(&db, "CREATE TABLE contacts (id int);");
+    let dsn = cluster.dsn(&db);
+    let extra =
+        "[targets.locks]\ninterval = \"1s\"\n[targets.alerts.LockQueue]\nmin_wait = \"1s\"\n";
+    let daemon = Daemon::start(&one_target("main", &dsn, extra)).await;
+    let idle = connect(&dsn).await;
+    idle.batch_execute("BEGIN; SELECT * FROM contacts")
+        .await
+        .unwrap();
+    let watcher = connect(&dsn).await;
+    let alter = start_migration(&dsn, &watcher).await;
+    let readers = queue_readers(&dsn, &watcher, LONG).await;
+    let labels = [("alertname", "LockQueue"), ("datname", db.as_str())];
+    // Fires once 3 are behind, and the count grows as the poll sees more: wait for the whole
+    // queue, then check that it is said as such.
+    let whole = LONG.to_string();
+    let alert = wait_async("LockQueue with the whole queue", WAIT, || async {
+        let alert = api_active(&daemon, "firing", &labels).await?;
+        (alert["annotations"]["queued"] == whole.as_str()).then_some(alert)
+    })
+    .await;
+    let description = alert["annotations"]["description"].as_str().unwrap();
+    assert!(
+        description.contains(&format!(" {LONG} session(s) queue behind it"))
+            && !description.contains("at least"),
+        "{alert:#}"
+    );
+    assert_eq!(
+        alert["annotations"]["waiting_backends"],
+        (LONG + 1).to_string(),
+        "{alert:#}"
+    );
+    let m = daemon.metrics().await;
+    let per_db = |name: &str| m.value(name, &[("target", "main"), ("datname", db.as_str())]);
+    assert_eq!(per_db("pgvigil_lock_queue_sessions"), Some(LONG as f64));
+    assert_eq!(
+        per_db("pgvigil_lock_blocked_sessions"),
+        Some((LONG + 1) as f64)
+    );
+    idle.batch_execute("COMMIT").await.unwrap();
+    alter.await.unwrap().unwrap();
+    for r in readers {
+        r.await.unwrap().unwrap();
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_prepared_transaction_at_the_head_is_named_by_its_gid_with_its_age_and_fix() {
+    let cluster = TestCluster::builder()
+        .setting("max_prepared_transactions", "5")
+        .start();
+    let db = cluster.create_database("prepared");
+    cluster.psql(&db, "CREATE TABLE contacts (id int);");
+    let dsn = cluster.dsn(&db);
+    let extra =
+        "[targets.locks]\ninterval = \"1s\"\n[targets.alerts.LockQueue]\nmin_wait = \"1s\"\n";
+    let daemon = Daemon::start(&one_target("main", &dsn, extra)).await;
+    // A two-phase commit left prepared: it holds its ACCESS SHARE lock with no session.
+    let twophase = connect(&dsn).await;
+    twophase
+        .batch_execute("BEGIN; SELECT * FROM contacts; PREPARE TRANSACTION 'deploy-7'")
+        .await
+        .unwrap();
+    let watcher = connect(&dsn).await;
+    let alter = start_migration(&dsn, &watcher).await;
+    let readers = queue_readers(&dsn, &watcher, 3).await;
+    let labels = [("alertname", "LockQueue"), ("datname", db.as_str())];
+    let alert = wait_async(
+        "LockQueue behind the prepared transaction",
+        WAIT,
+        || async { api_active(&daemon, "firing", &labels).await },
+    )
+    .await;
+    let ann = |key: &str| alert["annotations"][key].as_str().unwrap_or_default();
+    assert_eq!(ann("blocker_pid"), "0", "{alert:#}");
+    assert_eq!(ann("blocker_state"), "prepared", "{alert:#}");
+    assert_eq!(ann("blocker_gid"), "deploy-7", "{alert:#}");
+    assert_eq!(ann("queued"), "3", "{alert:#}");
+    let age: f64 = ann("blocker_transaction_age_seconds").parse().unwrap();
+    assert!(age >= 1.0, "prepared before the DDL waited 1 s: {alert:#}");
+    assert!(
+        ann("fix").contains("COMMIT PREPARED 'deploy-7'; or ROLLBACK PREPARED 'deploy-7';"),
+        "{alert:#}"
+    );
+    assert!(
+        ann("description").contains(&format!(
+            "prepared transaction 'deploy-7' (pid 0: no session; owner {}, database {db}",
+            cluster.superuser()
+        )),
+        "{alert:#}"
+    );
+    let m = daemon.metrics().await;
+    let root_age = m
+        .value(
+            "pgvigil_lock_root_blocker_age_seconds",
+            &[("target", "main"), ("datname", db.as_str())],
+        )
+        .expect("the prepared transaction's age as the root blocker's");
+    assert!(root_age >= 1.0, "{root_age}");
+
+    // The fix the alert names ends the queue.
+    watcher
+        .batch_execute("ROLLBACK PREPARED 'deploy-7'")
+        .await
+        .unwrap();
+    alter.await.unwrap().unwrap();
+    for r in readers {
+        r.await.unwrap().unwrap();
+    }
+    wait_async("LockQueue resolved", WAIT, || async {
+        api_active(&daemon, "firing", &labels)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    daemon.stop().await;
+}

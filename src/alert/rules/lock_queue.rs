@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::lock_waits_long::{Blocker, blocker, pids};
+use super::lock_waits_long::{Blocker, blocker, pids, with_blocker};
 use super::{RuleSpec, human_seconds, params, toml_duration};
 use crate::alert::{Condition, Evaluation, Rule, Severity};
 use crate::collect::Observations;
-use crate::collect::locks::chains::{queued_behind, waits_for_strong_lock};
-use crate::collect::locks::{LockWaiter, LocksReport, sql};
+use crate::collect::locks::chains::waits_for_strong_lock;
+use crate::collect::locks::{LockWaiter, LocksReport};
 
 pub(super) const SPEC: RuleSpec = RuleSpec {
     alertname: "LockQueue",
@@ -84,7 +84,7 @@ impl Rule for LockQueue {
             if w.wait_seconds.is_some_and(|s| s < limit) {
                 continue;
             }
-            let behind: Vec<i32> = queued_behind(&locks.waiters, w.pid).into_iter().collect();
+            let behind: Vec<i32> = locks.queued_behind(w.pid).into_iter().collect();
             if behind.len() < self.min_queued {
                 continue;
             }
@@ -119,15 +119,17 @@ fn head(locks: &LocksReport, w: &LockWaiter) -> Option<Blocker> {
 
 /// What to do, for the blocker at the head (if known).
 fn fix(head: Option<&Blocker>) -> String {
-    let end = match head {
-        Some(h) if h.pid == 0 => "end the prepared transaction at the head of the queue (SELECT gid FROM pg_prepared_xacts; then COMMIT PREPARED or ROLLBACK PREPARED)".to_owned(),
-        Some(h) => format!("end the blocker if it can go: SELECT pg_terminate_backend({})", h.pid),
-        None => "end the session at the head of the queue (pg_terminate_backend)".to_owned(),
-    };
+    let end = head.map_or(
+        "end the session at the head of the queue (pg_terminate_backend)",
+        |h| h.end.as_str(),
+    );
     format!(
         "Now: cancel the migration (SELECT pg_cancel_backend(<its pid>)) to release the queue, or {end}. For good: run migrations with SET lock_timeout = '5s' (and retry) so a DDL gives up instead of queueing everyone behind it."
     )
 }
+
+/// At most this many pids are listed in `queued_pids` (the count is `queued`).
+const LISTED_PIDS: usize = 20;
 
 fn condition(target: &str, locks: &LocksReport, w: &LockWaiter, behind: &[i32]) -> Condition {
     let wait = w.wait_seconds.unwrap_or(0.0);
@@ -136,14 +138,8 @@ fn condition(target: &str, locks: &LocksReport, w: &LockWaiter, behind: &[i32]) 
         .iter()
         .filter_map(|pid| locks.waiters.iter().find(|x| x.pid == *pid)?.wait_seconds)
         .fold(0.0_f64, f64::max);
-    // The examined waiters are capped: a longer queue than the cap is "at least".
-    let capped = locks.waiters.len() as i64 >= sql::MAX_EXAMINED_WAITERS
-        && locks.waiting_backends > locks.waiters.len() as i64;
-    let count = if capped {
-        format!("at least {}", behind.len())
-    } else {
-        behind.len().to_string()
-    };
+    // The whole queue is counted (LocksReport::queues), not only the examined waiters.
+    let count = behind.len();
     let head = head(locks, w);
     let query = locks
         .sessions
@@ -161,7 +157,7 @@ fn condition(target: &str, locks: &LocksReport, w: &LockWaiter, behind: &[i32]) 
         head.as_ref()
             .map_or_else(|| format!("pids {:?}", w.blocked_by), |h| h.text.clone()),
     );
-    let mut c = Condition::new(
+    let c = Condition::new(
         format!(
             "{target}/{}: {count} session(s) queued behind pid {} waiting {} for {} on {relation}",
             w.datname,
@@ -178,26 +174,21 @@ fn condition(target: &str, locks: &LocksReport, w: &LockWaiter, behind: &[i32]) 
     .annotation("query", query)
     .annotation("wait_seconds", wait.round())
     .annotation("queued", behind.len())
-    .annotation("queued_pids", pids(behind))
+    .annotation(
+        "queued_pids",
+        pids(&behind[..behind.len().min(LISTED_PIDS)]),
+    )
     .annotation("queued_max_wait_seconds", queued_wait.round())
     .annotation("waiting_backends", locks.waiting_backends)
     .annotation("blocking_pids", pids(&w.blocked_by))
     .annotation("fix", fix);
-    if let Some(h) = head {
-        c = c
-            .annotation("blocker_pid", h.pid)
-            .annotation("blocker_state", h.state)
-            .annotation("blocker_application_name", h.application_name)
-            .annotation("blocker_transaction_age_seconds", h.xact_age.round())
-            .annotation("blocker_query", h.query);
-    }
-    c
+    with_blocker(c, head)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::locks::LockSession;
+    use crate::collect::locks::{LockSession, PreparedXact};
 
     fn waiter(pid: i32, mode: &str, wait: Option<f64>, blocked_by: &[i32]) -> LockWaiter {
         LockWaiter {
@@ -294,21 +285,44 @@ mod tests {
     }
 
     #[test]
-    fn a_prepared_transaction_at_the_head_and_a_capped_queue() {
+    fn a_prepared_transaction_at_the_head_and_a_queue_longer_than_the_examined_waiters() {
         let rule = build(&toml::Table::new()).unwrap();
+        // 9 readers examined, 12 in the whole queue: the exact 12.
         let mut o = queue(9, Some(30.0));
         let locks = o.locks.as_mut().unwrap();
         locks.waiters[0].blocked_by = vec![0];
         locks.waiting_backends = 40;
+        locks.queues = [(20, (30..42).collect())].into();
         let c = &holds(rule.as_ref(), &o)[0];
-        assert_eq!(c.annotations["blocker_pid"], "0");
-        assert_eq!(c.annotations["blocker_state"], "prepared");
-        assert!(c.annotations["fix"].contains("ROLLBACK PREPARED"));
+        assert_eq!(c.annotations["queued"], "12");
         assert!(
-            c.annotations["description"].contains("at least 9 session(s)"),
+            c.annotations["description"].contains(" 12 session(s) queue behind it"),
             "{}",
             c.annotations["description"]
         );
+        // The prepared transaction was not found in pg_prepared_xacts: named generically.
+        assert_eq!(c.annotations["blocker_pid"], "0");
+        assert_eq!(c.annotations["blocker_state"], "prepared");
+        assert!(c.annotations["fix"].contains("ROLLBACK PREPARED"));
+        assert!(!c.annotations.contains_key("blocker_gid"));
+        // Found: its gid, age and the exact statements.
+        o.locks.as_mut().unwrap().prepared = vec![PreparedXact {
+            gid: "deploy-7".into(),
+            owner: "app".into(),
+            database: "shop".into(),
+            age_seconds: Some(3600.2),
+        }];
+        let c = &holds(rule.as_ref(), &o)[0];
+        assert_eq!(c.annotations["blocker_gid"], "deploy-7");
+        assert_eq!(c.annotations["blocker_transaction_age_seconds"], "3600");
+        let fix = &c.annotations["fix"];
+        assert!(
+            fix.contains("COMMIT PREPARED 'deploy-7'; or ROLLBACK PREPARED 'deploy-7';"),
+            "{fix}"
+        );
+        let d = &c.annotations["description"];
+        assert!(d.contains("prepared transaction 'deploy-7'"), "{d}");
+        assert!(d.contains("prepared 1h ago"), "{d}");
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl LockWaitsLong {
                 head.text, w.blocked_by
             ));
         }
-        let mut c = Condition::new(
+        let c = Condition::new(
             format!(
                 "{target}/{}: pid {} waiting {} for {what}",
                 w.datname,
@@ -137,48 +137,72 @@ impl LockWaitsLong {
         .annotation("waiting_backends", locks.waiting_backends)
         .annotation("blocking_pids", pids(&w.blocked_by))
         .annotation("root_blocker_pids", pids(&roots));
-        if let Some(head) = head {
-            c = c
-                .annotation("blocker_pid", head.pid)
-                .annotation("blocker_state", head.state)
-                .annotation("blocker_application_name", head.application_name)
-                .annotation("blocker_transaction_age_seconds", head.xact_age.round())
-                .annotation("blocker_query", head.query);
-        }
-        c
+        with_blocker(c, head)
     }
 }
 
-/// The head of a queue, as the alert tells it.
+/// The head of a queue, as the alerts (LockWaitsLong, LockQueue) tell it.
 pub(super) struct Blocker {
     pub(super) pid: i32,
     pub(super) state: String,
     pub(super) application_name: String,
+    /// Its transaction's age (for a prepared transaction: since it was prepared).
     pub(super) xact_age: f64,
     pub(super) query: String,
     pub(super) text: String,
+    /// How to end it: the statement to run.
+    pub(super) end: String,
+    /// A prepared transaction's gid.
+    pub(super) gid: Option<String>,
 }
 
 pub(super) fn blocker(locks: &LocksReport, pid: i32) -> Blocker {
+    let unknown = |text: String, end: String| Blocker {
+        pid,
+        state: String::new(),
+        application_name: String::new(),
+        xact_age: 0.0,
+        query: String::new(),
+        text,
+        end,
+        gid: None,
+    };
     if pid == 0 {
+        let Some(p) = locks.oldest_prepared() else {
+            let mut b = unknown(
+                "a prepared transaction (pid 0; see pg_prepared_xacts, COMMIT PREPARED or ROLLBACK PREPARED)".into(),
+                "end the prepared transaction at the head of the queue (SELECT gid FROM pg_prepared_xacts; then COMMIT PREPARED or ROLLBACK PREPARED with its gid)".into(),
+            );
+            b.state = "prepared".into();
+            return b;
+        };
+        let age = p.age_seconds.unwrap_or(0.0).max(0.0);
+        let others = match locks.prepared.len() {
+            1 => String::new(),
+            n => format!(", the oldest of {n} holding these locks"),
+        };
         return Blocker {
             pid,
             state: "prepared".into(),
             application_name: String::new(),
-            xact_age: 0.0,
+            xact_age: age,
             query: String::new(),
-            text: "a prepared transaction (pid 0; see pg_prepared_xacts, COMMIT PREPARED or ROLLBACK PREPARED)".into(),
+            text: format!(
+                "prepared transaction '{}' (pid 0: no session; owner {}, database {}, prepared {} ago{others})",
+                p.gid,
+                p.owner,
+                p.database,
+                human_seconds(age)
+            ),
+            end: format!("end the prepared transaction: {}", p.fix()),
+            gid: Some(p.gid.clone()),
         };
     }
     let Some(s) = locks.sessions.get(&pid) else {
-        return Blocker {
-            pid,
-            state: String::new(),
-            application_name: String::new(),
-            xact_age: 0.0,
-            query: String::new(),
-            text: format!("pid {pid} (gone before pgvigil could read its session)"),
-        };
+        return unknown(
+            format!("pid {pid} (gone before pgvigil could read its session)"),
+            format!("end the blocker if it can go: SELECT pg_terminate_backend({pid})"),
+        );
     };
     let xact_age = s.xact_age_seconds.unwrap_or(0.0).max(0.0);
     Blocker {
@@ -195,7 +219,26 @@ pub(super) fn blocker(locks: &LocksReport, pid: i32) -> Blocker {
             human_seconds(xact_age),
             s.query
         ),
+        end: format!("end the blocker if it can go: SELECT pg_terminate_backend({pid})"),
+        gid: None,
     }
+}
+
+/// The head of the queue's annotations (`blocker_pid`, `blocker_state`, ...; `blocker_gid`
+/// for a prepared transaction), shared by both lock alerts.
+pub(super) fn with_blocker(mut c: Condition, head: Option<Blocker>) -> Condition {
+    if let Some(head) = head {
+        c = c
+            .annotation("blocker_pid", head.pid)
+            .annotation("blocker_state", head.state)
+            .annotation("blocker_application_name", head.application_name)
+            .annotation("blocker_transaction_age_seconds", head.xact_age.round())
+            .annotation("blocker_query", head.query);
+        if let Some(gid) = head.gid {
+            c = c.annotation("blocker_gid", gid);
+        }
+    }
+    c
 }
 
 pub(super) fn pids(pids: &[i32]) -> String {

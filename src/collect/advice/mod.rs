@@ -31,6 +31,19 @@
 //! module on opentelemetry#49351), and every query runs under the session's `statement_timeout`
 //! and `lock_timeout`. The same SQL serves PostgreSQL 13 to 18 (pg_stat_statements 1.8+ has
 //! `total_exec_time`); the extension must be installed in the database being read.
+//!
+//! # Databases without pg_stat_statements
+//!
+//! Most databases of a cluster have no pg_stat_statements extension (it is created where
+//! someone ran `CREATE EXTENSION`, usually one database). There the run stops at step 1 with
+//! [`CollectError::NotApplicable`] ([`NOT_INSTALLED`]): not an error, no series, the database's
+//! status says "not applicable" (see [`Ran`](super::Ran)). The statements of such a database
+//! *are* in the cluster-wide view, readable from any database with the extension; but a
+//! session reads only its own database's catalogs, and steps 3 and 4 need those, so the visit
+//! would need both the other database's statement texts and its own catalogs. The main
+//! session's statements collector keeps no texts of other databases' statements
+//! (`StatementsReport` holds counters only, texts only for its top-K), so there is no cheap
+//! source of them here: advice covers the databases that have the extension.
 
 pub mod extract;
 pub mod suggest;
@@ -52,6 +65,10 @@ use crate::metrics::{self, Snapshot};
 pub const EXTENSION_SQL: &str = "
 SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
  WHERE e.extname = 'pg_stat_statements'";
+
+/// Why the collector does not apply in a database without pg_stat_statements (see the module
+/// doc, "Databases without pg_stat_statements").
+pub const NOT_INSTALLED: &str = "pg_stat_statements is not installed in this database, so there are no statements to advise on here (to get advice, run CREATE EXTENSION pg_stat_statements in it, with pg_stat_statements in shared_preload_libraries)";
 
 /// Step 1 (`{schema}` is the extension's, quoted): `$1` text length, `$2` how many.
 pub const TOP_SQL: &str = "
@@ -208,9 +225,7 @@ async fn run(
         .map(|r| r.try_get(0))
         .transpose()?;
     let Some(schema) = schema else {
-        return Err(CollectError::Unavailable(format!(
-            "pg_stat_statements is not installed in database {datname}, so its statements cannot be advised on; run CREATE EXTENSION pg_stat_statements there (with pg_stat_statements in shared_preload_libraries), or set [targets.advice] enabled = false"
-        )));
+        return Err(CollectError::NotApplicable(NOT_INSTALLED.to_owned()));
     };
     let sql = TOP_SQL.replace("{schema}", &extract::quote_ident(&schema));
     let length = config.query_text_length as i32;

@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 use super::sql;
-use crate::collect::CollectError;
+use crate::collect::{CollectError, query_rows};
 
 /// One valid index of a user table ([`sql::INDEXES_SQL`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -166,8 +166,8 @@ impl Catalog {
             role: row.try_get(2)?,
             ..Catalog::default()
         };
-        for row in client.query(sql::INDEXES_SQL, &[]).await? {
-            catalog.indexes.push(IndexDef {
+        catalog.indexes = query_rows(client, sql::INDEXES_SQL, &[], |row| {
+            Ok(IndexDef {
                 oid: row.try_get(0)?,
                 table_oid: row.try_get(1)?,
                 name: row.try_get(2)?,
@@ -186,19 +186,21 @@ impl Catalog {
                 bytes: row.try_get(15)?,
                 column_names: row.try_get(16)?,
                 attached: row.try_get(17)?,
-            });
-        }
+            })
+        })
+        .await?;
         let usage = sql::usage_sql(version_num);
-        for row in client.query(usage, &[&catalog.commit_timestamps]).await? {
-            catalog.usage.push(IndexUsage {
+        catalog.usage = query_rows(client, usage, &[&catalog.commit_timestamps], |row| {
+            Ok(IndexUsage {
                 oid: row.try_get(0)?,
                 scans: row.try_get(1)?,
                 since_last_scan: row.try_get(2)?,
                 age: row.try_get(3)?,
-            });
-        }
-        for row in client.query(sql::FOREIGN_KEYS_SQL, &[]).await? {
-            catalog.foreign_keys.push(ForeignKey {
+            })
+        })
+        .await?;
+        catalog.foreign_keys = query_rows(client, sql::FOREIGN_KEYS_SQL, &[], |row| {
+            Ok(ForeignKey {
                 table_oid: row.try_get(0)?,
                 table: row.try_get(1)?,
                 name: row.try_get(2)?,
@@ -207,10 +209,11 @@ impl Catalog {
                 column_names: row.try_get(5)?,
                 table_bytes: row.try_get(6)?,
                 partitioned: row.try_get(7)?,
-            });
-        }
-        for row in client.query(sql::SEQUENCES_SQL, &[]).await? {
-            catalog.sequences.push(SequenceDef {
+            })
+        })
+        .await?;
+        catalog.sequences = query_rows(client, sql::SEQUENCES_SQL, &[], |row| {
+            Ok(SequenceDef {
                 name: row.try_get(0)?,
                 table: row.try_get(1)?,
                 column: row.try_get(2)?,
@@ -226,8 +229,9 @@ impl Catalog {
                 identity: row
                     .try_get::<_, Option<String>>(12)?
                     .filter(|i| !i.is_empty()),
-            });
-        }
+            })
+        })
+        .await?;
         Ok(catalog)
     }
 }

@@ -19,9 +19,13 @@
 //!    [`sql::MAX_EXAMINED_WAITERS`]), what each waits for, and `pg_blocking_pids` of each;
 //!    `pg_blocking_pids` takes the lock manager's shared state, which is why it is asked
 //!    only then and only for those (DataDog/integrations-core#11496 made the same choice).
-//! 3. [`sql::SESSIONS_SQL`] reads those waiters' and blockers' sessions from
-//!    `pg_stat_activity` (user, application, state, transaction age, query), for the alerts'
-//!    text.
+//! 3. If an examined waiter waits for a strong lock (a DDL), [`sql::queues_sql`] collects the
+//!    whole queue behind it on its relation, every waiter and not only the examined ones, so
+//!    `LockQueue` and `pgvigil_lock_queue_sessions` give the exact number; if one is blocked
+//!    by pid 0 (a prepared transaction, which has no session), [`sql::PREPARED_SQL`] names it
+//!    from `pg_prepared_xacts` (gid, owner, database, age). Then [`sql::SESSIONS_SQL`] reads
+//!    the waiters' and blockers' sessions from `pg_stat_activity` (user, application, state,
+//!    transaction age, query), for the alerts' text.
 //! 4. [`summarise`] builds the series, the blocking forest ([`chains::build`], pure) and the
 //!    [`LocksReport`] the rules read.
 //!
@@ -33,9 +37,10 @@
 //! OpenTelemetry receiver hung behind one through `pg_relation_size`:
 //! opentelemetry-collector-contrib#49351). Relation names come from `regclass` output, a
 //! catalog-cache lookup without a lock. With nothing waiting the poll is one query; with
-//! waiters, four. The chain series are bounded: one per database with waiters, built from at
-//! most [`sql::MAX_EXAMINED_WAITERS`] examined waiters (a longer queue is reported as "at
-//! least" in the alert).
+//! waiters, four (five behind a DDL, six behind a prepared transaction). The chain series are
+//! bounded: one per database with waiters, built from at most [`sql::MAX_EXAMINED_WAITERS`]
+//! examined waiters; the queue behind a DDL is counted over every waiter, one pass over
+//! `pg_locks` without `pg_blocking_pids`.
 //!
 //! # Versions
 //!
@@ -52,7 +57,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres, query_rows};
 use crate::metrics::{self, Snapshot};
 
 /// Locks of one database, mode and state.
@@ -119,6 +124,46 @@ pub struct BlockedDatabase {
     pub max_wait_seconds: Option<f64>,
 }
 
+/// A prepared transaction holding a lock that an examined waiter waits for (its blocker
+/// "pid 0"), from `pg_prepared_xacts` ([`sql::PREPARED_SQL`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PreparedXact {
+    /// Its global transaction id, what `COMMIT PREPARED` / `ROLLBACK PREPARED` take.
+    pub gid: String,
+    /// The role that prepared it.
+    pub owner: String,
+    /// The database it was prepared in.
+    pub database: String,
+    /// Seconds since it was prepared: its age as a blocker.
+    pub age_seconds: Option<f64>,
+}
+
+impl PreparedXact {
+    /// The statements that end it, its gid quoted as a literal.
+    pub fn fix(&self) -> String {
+        let gid = self.gid.replace('\'', "''");
+        format!(
+            "COMMIT PREPARED '{gid}'; or ROLLBACK PREPARED '{gid}'; (in database {}, as {} or a superuser)",
+            self.database, self.owner
+        )
+    }
+}
+
+/// What steps 2 and 3 found when something waits (all empty when nothing does).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Examined {
+    /// Every waiter by database.
+    pub blocked: Vec<BlockedDatabase>,
+    /// The longest waiters, with their blockers.
+    pub waiters: Vec<LockWaiter>,
+    /// Their sessions and their blockers'.
+    pub sessions: Vec<LockSession>,
+    /// The whole queue behind each examined waiter for a strong lock, by its pid.
+    pub queues: BTreeMap<i32, Vec<i32>>,
+    /// The prepared transactions blocking examined waiters, oldest first.
+    pub prepared: Vec<PreparedXact>,
+}
+
 /// What the locks collector learnt in one poll.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LocksReport {
@@ -133,9 +178,31 @@ pub struct LocksReport {
     /// The examined waiters as blocking chains, headed by the session at the front of each
     /// queue ([`chains::build`]).
     pub chains: Vec<chains::ChainNode>,
+    /// The whole queue behind each examined waiter for a strong lock, by its pid, counted in
+    /// SQL over every waiter ([`sql::queues_sql`]), not only the examined ones.
+    pub queues: BTreeMap<i32, Vec<i32>>,
+    /// The prepared transactions holding a lock an examined waiter waits for (the blocker
+    /// "pid 0" of `pg_blocking_pids`), oldest first.
+    pub prepared: Vec<PreparedXact>,
 }
 
 impl LocksReport {
+    /// Every session queued behind `pid`: through the examined waiters' blockers, and, for a
+    /// waiter for a strong lock, the whole queue on its relation ([`LocksReport::queues`]), so
+    /// a queue longer than the examined waiters is counted exactly.
+    pub fn queued_behind(&self, pid: i32) -> BTreeSet<i32> {
+        let mut behind = chains::queued_behind(&self.waiters, pid);
+        if let Some(queue) = self.queues.get(&pid) {
+            behind.extend(queue.iter().copied().filter(|p| *p != pid));
+        }
+        behind
+    }
+
+    /// The prepared transaction to name as the blocker "pid 0": the oldest one found.
+    pub fn oldest_prepared(&self) -> Option<&PreparedXact> {
+        self.prepared.first()
+    }
+
     /// The blockers at the head of `waiter`'s queue: following `blocked_by` through the
     /// examined waiters, the pids that do not wait themselves (an idle-in-transaction session,
     /// a long query, a prepared transaction). A blocker that waits but was not examined counts
@@ -164,16 +231,20 @@ impl LocksReport {
     }
 }
 
-/// The series and report of one poll: `counts` from step 1, `blocked`, `waiters` and
-/// `sessions` from steps 2 and 3 (empty when nothing waits); `waitstart` says whether the
-/// server has wait ages at all (14+).
+/// The series and report of one poll: `counts` from step 1, what steps 2 and 3 found (empty
+/// when nothing waits); `waitstart` says whether the server has wait ages at all (14+).
 pub fn summarise(
     counts: Vec<LockCount>,
-    blocked: Vec<BlockedDatabase>,
-    waiters: Vec<LockWaiter>,
-    sessions: Vec<LockSession>,
+    examined: Examined,
     waitstart: bool,
 ) -> (Snapshot, LocksReport) {
+    let Examined {
+        blocked,
+        waiters,
+        sessions,
+        queues,
+        prepared,
+    } = examined;
     let mut snap = Snapshot::default();
     let mut waiting = 0;
     let mut max_wait = 0.0_f64;
@@ -215,6 +286,8 @@ pub fn summarise(
         blocked_databases: blocked,
         waiters,
         sessions,
+        queues,
+        prepared,
     };
     chain_series(&mut snap, &report, waitstart);
     (snap, report)
@@ -223,7 +296,8 @@ pub fn summarise(
 /// The blocking-chain series: waiters and their longest wait by database, the oldest root
 /// blocker's transaction by database, the longest queue behind a strong lock by database,
 /// and the deepest chain. Bounded: one series per database with waiters, from at most
-/// [`sql::MAX_EXAMINED_WAITERS`] examined waiters.
+/// [`sql::MAX_EXAMINED_WAITERS`] examined waiters (the queue behind a strong lock counts every
+/// session in it).
 fn chain_series(snap: &mut Snapshot, report: &LocksReport, waitstart: bool) {
     for d in &report.blocked_databases {
         snap.push(
@@ -241,10 +315,14 @@ fn chain_series(snap: &mut Snapshot, report: &LocksReport, waitstart: bool) {
     }
     let mut root_age: BTreeMap<&str, f64> = BTreeMap::new();
     for root in &report.chains {
-        let Some(s) = &root.session else { continue };
-        let age = s.xact_age_seconds.unwrap_or(0.0).max(0.0);
-        let entry = root_age.entry(s.datname.as_str()).or_default();
-        *entry = entry.max(age);
+        // A prepared transaction (pid 0) has no session: its age is since it was prepared.
+        let (datname, age) = match (&root.session, report.oldest_prepared()) {
+            (Some(s), _) => (s.datname.as_str(), s.xact_age_seconds),
+            (None, Some(p)) if root.pid == 0 => (p.database.as_str(), p.age_seconds),
+            (None, _) => continue,
+        };
+        let entry = root_age.entry(datname).or_default();
+        *entry = entry.max(age.unwrap_or(0.0).max(0.0));
     }
     for (datname, age) in root_age {
         snap.push(
@@ -259,7 +337,7 @@ fn chain_series(snap: &mut Snapshot, report: &LocksReport, waitstart: bool) {
         .iter()
         .filter(|w| chains::waits_for_strong_lock(w))
     {
-        let behind = chains::queued_behind(&report.waiters, w.pid).len();
+        let behind = report.queued_behind(w.pid).len();
         let entry = queues.entry(w.datname.as_str()).or_default();
         *entry = (*entry).max(behind);
     }
@@ -282,103 +360,135 @@ impl Locks {
     async fn poll(&self, ctx: &PollContext<'_>) -> Result<(Snapshot, LocksReport), CollectError> {
         let version = ctx.server.version_num;
         let own = &ctx.own_backends;
-        let counts = ctx
-            .client
-            .query(&sql::counts_sql(version), &[own])
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(LockCount {
-                    datname: r.try_get(0)?,
-                    mode: r.try_get(1)?,
-                    granted: r.try_get(2)?,
-                    count: r.try_get(3)?,
-                    max_wait_seconds: r.try_get(4)?,
-                })
+        let counts = query_rows(ctx.client, &sql::counts_sql(version), &[own], |r| {
+            Ok(LockCount {
+                datname: r.try_get(0)?,
+                mode: r.try_get(1)?,
+                granted: r.try_get(2)?,
+                count: r.try_get(3)?,
+                max_wait_seconds: r.try_get(4)?,
             })
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-        let (blocked, waiters, sessions) = if counts.iter().any(|c| !c.granted) {
+        })
+        .await?;
+        let examined = if counts.iter().any(|c| !c.granted) {
             examine(ctx).await?
         } else {
-            Default::default()
+            Examined::default()
         };
-        Ok(summarise(
-            counts,
-            blocked,
-            waiters,
-            sessions,
-            sql::has_waitstart(version),
-        ))
+        Ok(summarise(counts, examined, sql::has_waitstart(version)))
     }
 }
 
 /// Steps 2 and 3, when something waits: the waiters by database, the longest waiters with
-/// their blockers, and the sessions of both.
-async fn examine(
-    ctx: &PollContext<'_>,
-) -> Result<(Vec<BlockedDatabase>, Vec<LockWaiter>, Vec<LockSession>), CollectError> {
+/// their blockers, the whole queue behind those that wait for a strong lock, the prepared
+/// transactions blocking them, and the sessions of waiters and blockers.
+async fn examine(ctx: &PollContext<'_>) -> Result<Examined, CollectError> {
     let version = ctx.server.version_num;
-    let blocked = ctx
-        .client
-        .query(&sql::blocked_sql(version), &[&ctx.own_backends])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(BlockedDatabase {
-                datname: r.try_get(0)?,
-                sessions: r.try_get(1)?,
-                max_wait_seconds: r.try_get(2)?,
-            })
+    let client = ctx.client;
+    let own = &ctx.own_backends;
+    let blocked = query_rows(client, &sql::blocked_sql(version), &[own], |r| {
+        Ok(BlockedDatabase {
+            datname: r.try_get(0)?,
+            sessions: r.try_get(1)?,
+            max_wait_seconds: r.try_get(2)?,
         })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-    let waiters = ctx
-        .client
-        .query(&sql::waiters_sql(version), &[&sql::MAX_EXAMINED_WAITERS])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(LockWaiter {
-                pid: r.try_get(0)?,
-                datname: r.try_get(1)?,
-                locktype: r.try_get(2)?,
-                mode: r.try_get(3)?,
-                relation: r.try_get(4)?,
-                wait_seconds: r.try_get(5)?,
-                blocked_by: r.try_get(6)?,
-            })
+    })
+    .await?;
+    let limit = &sql::MAX_EXAMINED_WAITERS;
+    let waiters = query_rows(client, &sql::waiters_sql(version), &[limit], |r| {
+        Ok(LockWaiter {
+            pid: r.try_get(0)?,
+            datname: r.try_get(1)?,
+            locktype: r.try_get(2)?,
+            mode: r.try_get(3)?,
+            relation: r.try_get(4)?,
+            wait_seconds: r.try_get(5)?,
+            blocked_by: r.try_get(6)?,
         })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    })
+    .await?;
+    let queues = queues(client, version, &waiters).await?;
+    let prepared = prepared(client, &waiters).await?;
     let pids: Vec<i32> = waiters
         .iter()
         .flat_map(|w| std::iter::once(w.pid).chain(w.blocked_by.iter().copied()))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let sessions = ctx
-        .client
-        .query(sql::SESSIONS_SQL, &[&pids, &sql::QUERY_TEXT_LIMIT])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(LockSession {
-                pid: r.try_get(0)?,
-                datname: r.try_get(1)?,
-                usename: r.try_get(2)?,
-                application_name: r.try_get(3)?,
-                state: r.try_get(4)?,
-                xact_age_seconds: r.try_get(5)?,
-                query: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
-            })
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&pids, &sql::QUERY_TEXT_LIMIT];
+    let sessions = query_rows(client, sql::SESSIONS_SQL, &params, |r| {
+        Ok(LockSession {
+            pid: r.try_get(0)?,
+            datname: r.try_get(1)?,
+            usename: r.try_get(2)?,
+            application_name: r.try_get(3)?,
+            state: r.try_get(4)?,
+            xact_age_seconds: r.try_get(5)?,
+            query: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
         })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-    Ok((blocked, waiters, sessions))
+    })
+    .await?;
+    Ok(Examined {
+        blocked,
+        waiters,
+        sessions,
+        queues,
+        prepared,
+    })
+}
+
+/// The whole queue behind each examined waiter for a strong lock ([`sql::queues_sql`]); no
+/// query when none waits for one.
+async fn queues(
+    client: &tokio_postgres::Client,
+    version: i32,
+    waiters: &[LockWaiter],
+) -> Result<BTreeMap<i32, Vec<i32>>, tokio_postgres::Error> {
+    let strong: Vec<i32> = waiters
+        .iter()
+        .filter(|w| chains::waits_for_strong_lock(w))
+        .map(|w| w.pid)
+        .collect();
+    if strong.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let queues = query_rows(client, &sql::queues_sql(version), &[&strong], |r| {
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    })
+    .await?;
+    Ok(queues.into_iter().collect())
+}
+
+/// The prepared transactions blocking examined waiters ([`sql::PREPARED_SQL`]); no query
+/// unless a waiter is blocked by one (pid 0).
+async fn prepared(
+    client: &tokio_postgres::Client,
+    waiters: &[LockWaiter],
+) -> Result<Vec<PreparedXact>, tokio_postgres::Error> {
+    let behind: Vec<i32> = waiters
+        .iter()
+        .filter(|w| w.blocked_by.contains(&0))
+        .map(|w| w.pid)
+        .collect();
+    if behind.is_empty() {
+        return Ok(Vec::new());
+    }
+    query_rows(client, sql::PREPARED_SQL, &[&behind], |r| {
+        Ok(PreparedXact {
+            gid: r.try_get(0)?,
+            owner: r.try_get(1)?,
+            database: r.try_get(2)?,
+            age_seconds: r.try_get(3)?,
+        })
+    })
+    .await
 }
 
 /// The registry's entry (see [`super::registry`]).
 pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     name: "locks",
     table: "locks",
-    reads: "pg_locks by database, mode and state; pg_blocking_pids and pg_stat_activity of the longest waiters, only when something waits",
+    reads: "pg_locks by database, mode and state; pg_blocking_pids and pg_stat_activity of the longest waiters, the whole queue behind a DDL, and pg_prepared_xacts for a prepared blocker, only when something waits",
     scope: Scope::Cluster,
     versions: registry::PG13,
     grants: &["pg_monitor"],

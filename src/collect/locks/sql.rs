@@ -78,6 +78,61 @@ pub fn waiters_sql(version_num: i32) -> String {
     )
 }
 
+/// The whole queue behind each examined waiter for a strong lock (`$1`: their pids): the
+/// other backends waiting for a lock on the same relation that began waiting after it (on 14+;
+/// a NULL `waitstart` has just begun), or on 13, which records no wait start, every other
+/// backend waiting on that relation. PostgreSQL queues a lock request behind a conflicting
+/// earlier one, and a strong mode conflicts with what the application asks for, so these are
+/// the sessions stuck behind the DDL, however many: one pass over `pg_locks`, no
+/// `pg_blocking_pids`, so the queue is counted exactly while only
+/// [`MAX_EXAMINED_WAITERS`] are examined. The pids come back as one array per waiter.
+pub fn queues_sql(version_num: i32) -> String {
+    let (waitstart, after) = if has_waitstart(version_num) {
+        (
+            "waitstart",
+            " AND (q.waitstart IS NULL OR q.waitstart > w.waitstart)",
+        )
+    } else {
+        ("NULL::timestamptz AS waitstart", "")
+    };
+    format!(
+        "WITH l AS MATERIALIZED (
+  SELECT pid, database, relation, {waitstart} FROM pg_locks
+   WHERE NOT granted AND locktype = 'relation' AND pid IS NOT NULL)
+SELECT w.pid, array_agg(DISTINCT q.pid)
+  FROM l w
+  JOIN l q ON q.database = w.database AND q.relation = w.relation AND q.pid <> w.pid{after}
+ WHERE w.pid = ANY($1)
+ GROUP BY w.pid"
+    )
+}
+
+/// The prepared transactions holding a lock that an examined waiter (`$1`: those blocked by
+/// pid 0) waits for, oldest first. A prepared transaction's locks have no pid; they are told
+/// apart by their `virtualtransaction`, found through the lock on its own transaction id
+/// (the format of `virtualtransaction` differs between versions, so it is only compared).
+/// The waiter's lock tag is matched against them, and the transaction named from
+/// `pg_prepared_xacts` (its `gid`, owner, database and when it was prepared): it has no
+/// session to show, and only `COMMIT PREPARED` or `ROLLBACK PREPARED` with its gid ends it.
+pub const PREPARED_SQL: &str = "
+WITH l AS MATERIALIZED (SELECT * FROM pg_locks)
+SELECT p.gid, p.owner::text, p.database::text,
+       extract(epoch FROM clock_timestamp() - p.prepared)::float8
+  FROM pg_prepared_xacts p
+  JOIN l x ON x.pid IS NULL AND x.locktype = 'transactionid' AND x.transactionid = p.transaction
+ WHERE EXISTS (
+   SELECT 1 FROM l w JOIN l h
+       ON h.pid IS NULL AND h.granted AND h.virtualtransaction = x.virtualtransaction
+      AND h.locktype = w.locktype
+      AND h.database IS NOT DISTINCT FROM w.database AND h.relation IS NOT DISTINCT FROM w.relation
+      AND h.page IS NOT DISTINCT FROM w.page AND h.tuple IS NOT DISTINCT FROM w.tuple
+      AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid
+      AND h.transactionid IS NOT DISTINCT FROM w.transactionid
+      AND h.classid IS NOT DISTINCT FROM w.classid AND h.objid IS NOT DISTINCT FROM w.objid
+      AND h.objsubid IS NOT DISTINCT FROM w.objsubid
+    WHERE NOT w.granted AND w.pid = ANY($1))
+ ORDER BY p.prepared";
+
 /// The sessions of the examined waiters and their blockers (`$1`), for the alert's text.
 pub const SESSIONS_SQL: &str = "
 SELECT pid,
@@ -109,5 +164,10 @@ mod tests {
         assert!(!blocked_sql(130022).contains("waitstart"));
         assert!(blocked_sql(140000).contains("l.waitstart"));
         assert!(!blocked_sql(180004).contains("pg_blocking_pids"));
+        let q13 = queues_sql(130022);
+        assert!(q13.contains("NULL::timestamptz AS waitstart") && !q13.contains("w.waitstart"));
+        let q18 = queues_sql(180004);
+        assert!(q18.contains("q.waitstart > w.waitstart"), "{q18}");
+        assert!(!q18.contains("pg_blocking_pids"), "{q18}");
     }
 }

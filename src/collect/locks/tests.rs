@@ -40,9 +40,11 @@ fn waiting_locks_are_counted_and_aged() {
             count("", "ExclusiveLock", true, 3, None),
             count("", "ShareLock", false, 2, Some(3.0)),
         ],
-        vec![],
-        vec![waiter(20, &[10], Some(12.5))],
-        vec![session(20, "active"), session(10, "idle in transaction")],
+        Examined {
+            waiters: vec![waiter(20, &[10], Some(12.5))],
+            sessions: vec![session(20, "active"), session(10, "idle in transaction")],
+            ..Examined::default()
+        },
         true,
     );
     assert_eq!(snap.get(&metrics::LOCK_WAITING_BACKENDS)[0].value, 3.0);
@@ -67,7 +69,7 @@ fn waiting_locks_are_counted_and_aged() {
 #[test]
 fn nothing_waiting_is_zero_and_13_has_no_age() {
     let counts = || vec![count("shop", "AccessShareLock", true, 1, None)];
-    let (snap, report) = summarise(counts(), vec![], vec![], vec![], true);
+    let (snap, report) = summarise(counts(), Examined::default(), true);
     assert_eq!(snap.get(&metrics::LOCK_WAITING_BACKENDS)[0].value, 0.0);
     assert_eq!(snap.get(&metrics::LOCK_WAIT_MAX_AGE)[0].value, 0.0);
     assert_eq!(snap.get(&metrics::LOCK_BLOCKERS)[0].value, 0.0);
@@ -75,7 +77,7 @@ fn nothing_waiting_is_zero_and_13_has_no_age() {
     assert_eq!(snap.get(&metrics::LOCK_CHAIN_MAX_DEPTH)[0].value, 0.0);
     assert!(snap.get(&metrics::LOCK_BLOCKED_SESSIONS).is_empty());
     assert!(snap.get(&metrics::LOCK_QUEUE_SESSIONS).is_empty());
-    let (snap, _) = summarise(counts(), vec![], vec![], vec![], false);
+    let (snap, _) = summarise(counts(), Examined::default(), false);
     assert!(snap.get(&metrics::LOCK_WAIT_MAX_AGE).is_empty());
 }
 
@@ -147,7 +149,16 @@ fn chains_become_bounded_series_by_database() {
     waiters.extend([31, 32, 33].map(reader));
     waiters.push(row);
     let sessions = vec![session(20, "active"), idle, other, row_session];
-    let (snap, report) = summarise(vec![], blocked.clone(), waiters, sessions, true);
+    let (snap, report) = summarise(
+        vec![],
+        Examined {
+            blocked: blocked.clone(),
+            waiters,
+            sessions,
+            ..Examined::default()
+        },
+        true,
+    );
     let by_db = |def| -> Vec<(String, f64)> {
         snap.get(def)
             .iter()
@@ -179,7 +190,73 @@ fn chains_become_bounded_series_by_database() {
     assert_eq!(report.chains[0].pid, 10);
     assert_eq!(report.blocked_databases, blocked);
     // PostgreSQL 13: no wait ages.
-    let (snap, _) = summarise(vec![], blocked, vec![], vec![], false);
+    let (snap, _) = summarise(
+        vec![],
+        Examined {
+            blocked,
+            ..Examined::default()
+        },
+        false,
+    );
     assert!(snap.get(&metrics::LOCK_BLOCKED_MAX_WAIT).is_empty());
     assert_eq!(snap.get(&metrics::LOCK_BLOCKED_SESSIONS).len(), 2);
+}
+
+#[test]
+fn the_whole_queue_behind_a_ddl_is_counted_and_a_prepared_root_has_an_age() {
+    // The migration (20) waits for a prepared transaction (pid 0); 12 readers queue behind it,
+    // of which only 3 were examined (the cap), and the queue query saw all 12.
+    let reader = |pid| LockWaiter {
+        mode: "AccessShareLock".into(),
+        ..waiter(pid, &[20], Some(2.0))
+    };
+    let mut waiters = vec![waiter(20, &[0], Some(9.0))];
+    waiters.extend([31, 32, 33].map(reader));
+    for w in &mut waiters {
+        w.datname = "shop".into();
+    }
+    let queue: Vec<i32> = (31..43).collect();
+    let prepared = PreparedXact {
+        gid: "it's-42".into(),
+        owner: "app".into(),
+        database: "shop".into(),
+        age_seconds: Some(600.0),
+    };
+    let (snap, report) = summarise(
+        vec![count("shop", "AccessShareLock", false, 13, Some(9.0))],
+        Examined {
+            waiters,
+            queues: [(20, queue.clone())].into(),
+            prepared: vec![prepared.clone()],
+            ..Examined::default()
+        },
+        true,
+    );
+    assert_eq!(report.queued_behind(20), queue.iter().copied().collect());
+    assert_eq!(
+        report.queued_behind(31).len(),
+        0,
+        "readers have nobody behind"
+    );
+    let shop = |def| -> Vec<(String, f64)> {
+        snap.get(def)
+            .iter()
+            .map(|s| (s.labels[0].clone(), s.value))
+            .collect()
+    };
+    assert_eq!(
+        shop(&metrics::LOCK_QUEUE_SESSIONS),
+        [("shop".to_owned(), 12.0)]
+    );
+    assert_eq!(report.chains[0].pid, 0);
+    assert_eq!(
+        shop(&metrics::LOCK_ROOT_BLOCKER_AGE),
+        [("shop".to_owned(), 600.0)],
+        "the prepared transaction's age"
+    );
+    assert_eq!(report.oldest_prepared(), Some(&prepared));
+    assert_eq!(
+        prepared.fix(),
+        "COMMIT PREPARED 'it''s-42'; or ROLLBACK PREPARED 'it''s-42'; (in database shop, as app or a superuser)"
+    );
 }

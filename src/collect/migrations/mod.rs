@@ -212,14 +212,12 @@ async fn read(
             definition: row.try_get(3)?,
         });
     }
-    for row in client
-        .query(sql::OPERATIONS_SQL, &[&sql::MAX_OPERATIONS])
-        .await?
-    {
+    let max = &sql::MAX_OPERATIONS;
+    report.operations = super::query_rows(client, sql::OPERATIONS_SQL, &[max], |row| {
         let n = |i: usize| -> Result<i64, tokio_postgres::Error> {
             Ok(row.try_get::<_, Option<i64>>(i)?.unwrap_or(0))
         };
-        report.operations.push(Operation {
+        Ok(Operation {
             pid: row.try_get(0)?,
             command: row.try_get(1)?,
             phase: row.try_get(2)?,
@@ -228,8 +226,9 @@ async fn read(
             blocks: (n(5)?, n(6)?),
             tuples: (n(7)?, n(8)?),
             seconds: row.try_get(9)?,
-        });
-    }
+        })
+    })
+    .await?;
     Ok((tables, report))
 }
 

@@ -20,6 +20,12 @@
 //! pg_stat_statements is one view per *cluster*, but its functions exist only in databases
 //! where `CREATE EXTENSION` ran, so the extension must be created in the database pgvigil
 //! connects to; the statements of every database are then visible.
+//!
+//! The extension missing there is [`CollectError::Degraded`], an error, and not
+//! [`CollectError::NotApplicable`] as for the database-scope advice collector in a database
+//! without the extension: this collector reads the target's own database, once for the whole
+//! cluster, so a missing, unloaded or unreadable extension means query statistics are lost for
+//! every database and the operator has something to fix (the message says what).
 
 pub mod baseline;
 pub mod delta;
