@@ -309,7 +309,8 @@ pub trait Collector<S: SourceType>: Send + Sync {
 ///
 /// Use it for every collector whose `collect` would be just that, including one that only
 /// exports metrics (`type Report = ()`, an empty `store`) and one whose poll can end
-/// [`CollectError::Degraded`] (the error passes through untouched, nothing is stored). Keep a
+/// [`CollectError::Degraded`] or [`CollectError::NotApplicable`] (every error passes through
+/// untouched and nothing is stored, so the part stays as the poll loop left it). Keep a
 /// hand-written [`Collector`] impl for one that does more around its poll: answers from its
 /// last report between its own runs (`migrations`), or stores something when the poll fails.
 pub trait ReportCollector: Send + Sync {
