@@ -31,6 +31,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
     updates: tokio::sync::watch::Receiver<Arc<PgbouncerConfig>>,
+    first_poll: std::time::Duration,
 ) {
     let driver = Bouncer {
         tls: tls::Connector::new(&config.connection),
@@ -38,7 +39,7 @@ pub(crate) async fn run(
         tracker,
         hub: hub.clone(),
     };
-    poll::run(driver, hub, shutdown, updates).await;
+    poll::run(driver, hub, shutdown, updates, first_poll).await;
 }
 
 struct Bouncer {

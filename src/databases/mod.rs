@@ -504,6 +504,8 @@ impl State {
         }
         let target = &self.lane.target;
         let connection = target.connection.with_dbname(datname);
+        // In line with every other attempt of the process; connect_timeout starts after.
+        let permit = self.lane.hub.connects.acquire().await;
         let limit = target.connect_timeout;
         let opened = timeout(
             limit,
@@ -521,6 +523,7 @@ impl State {
         )
         .await
         .unwrap_or(Err(PollError::ConnectTimeout { limit }));
+        drop(permit);
         self.lane
             .hub
             .metrics
