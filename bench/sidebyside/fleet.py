@@ -147,6 +147,8 @@ def connect_timeouts(workdir, n):
 
 def connect_line(body):
     """Failed connection attempts and the connect line's figures from a `/metrics` body."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
     def total(name, where=""):
         pattern = re.compile(rf"^{name}(\{{[^}}]*{where}[^}}]*\}})? (\S+)$", re.M)
         return sum(float(m.group(2)) for m in pattern.finditer(body))
