@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use pgvigil_testkit::{TestCluster, wait_until};
 use serde_json::Value;
 
-use crate::support::{Daemon, connect, http_get, one_target, pgvigil_bin};
+use crate::support::{CEILING, Daemon, connect, http_get, one_target, pgvigil_bin};
+use crate::support_alerting::wait_async;
 
 /// Every case of the issue in one schema, and a used index whose scan has reached the
 /// statistics (waited for, not slept on).
@@ -226,18 +227,28 @@ async fn the_collector_exports_findings_and_is_not_stopped_by_a_migration_lock()
         Some(1.0)
     );
 
-    // The same findings on /api/v1/findings and on the target's status page.
-    let (status, body) = http_get(daemon.addr, "/api/v1/findings", None).await;
-    assert_eq!(status, 200, "{body}");
-    let api: Value = serde_json::from_str(&body).unwrap();
-    let listed = api["targets"]["main"][db.as_str()]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    // The same findings on /api/v1/findings and on the target's status page. A visit publishes
+    // each collector's series as it finishes and the database's report once every collector
+    // has run (advice comes after indexes): wait for the report, not only for the series.
+    let addr = daemon.addr;
+    let listed = wait_async(
+        "the database's findings on /api/v1/findings",
+        CEILING,
+        || {
+            let db = db.clone();
+            async move {
+                let (status, body) = http_get(addr, "/api/v1/findings", None).await;
+                assert_eq!(status, 200, "{body}");
+                let api: Value = serde_json::from_str(&body).unwrap();
+                api["targets"]["main"][db.as_str()].as_array().cloned()
+            }
+        },
+    )
+    .await;
     assert_eq!(
         objects(&listed, "fk_without_index"),
         ["public.children.children_parent_id_fkey"],
-        "{body}"
+        "{listed:?}"
     );
     let (status, page) = http_get(daemon.addr, "/targets/main", None).await;
     assert_eq!(status, 200);
