@@ -460,9 +460,66 @@ def migrations_panels() -> tuple[P | Row, ...]:
     )
 
 
+def indexes_panels() -> tuple[P | Row, ...]:
+    """The schema guard's index-health part (collector `indexes`): unused, duplicate and
+    prefix-redundant indexes, foreign keys without an index, sequences running out."""
+    return (
+        Row("Index health"),
+        P("timeseries", "Sequences: share of their range used (10 most used)",
+          (Q(f"topk(10, pgvigil_sequence_used_ratio{{{TD}}})", "{{datname}} {{sequence}} {{column}}"),),
+          unit=units.PercentUnit, min=0, max=1, steps=above((0.75, "orange"), (0.9, "red")),
+          desc="Up to the tighter of the sequence's limit and its column type's (an integer column fed by a bigint sequence ends at 2^31-1). SequenceExhaustion warns at sequence_warning_ratio (0.75) and is critical at sequence_critical_ratio (0.9): ALTER the column (and a serial's sequence) to bigint."),
+        P("timeseries", "Index findings, by check",
+          (Q(f"sum by (target, datname, check) (pgvigil_index_findings{{{TD}}})", "{{datname}} {{check}}"),),
+          desc="Verdicts of the indexes collector per database, including those over max_series; the status page, /api/v1/findings and pgvigil advise list each with the SQL to act on."),
+        P("table", "Sequences closest to their limit",
+          (Q(f"bottomk(20, pgvigil_sequence_remaining_values{{{TD}}})", table=True),),
+          desc="Values each sequence can still hand out before its own limit or its column type's, fewest first. Divide by the insert rate for the time left."),
+        P("table", "Unused indexes", (Q(f"pgvigil_index_unused_bytes{{{TD}}}", table=True),), unit=units.BytesIEC,
+          desc="No scan over the statistics window (unused_min_window, since stats_reset), enforcing nothing: every write maintains them for no reader. DROP INDEX CONCURRENTLY."),
+        P("table", "Duplicate and prefix-redundant indexes", (Q(f"pgvigil_index_redundant_bytes{{{TD}}}", table=True),),
+          unit=units.BytesIEC,
+          desc="kind duplicate: another index has the same definition; kind prefix: its key columns lead another btree's. The status page names the index kept."),
+        P("table", "Foreign keys without an index", (Q(f"pgvigil_foreign_key_unindexed_bytes{{{TD}}}", table=True),),
+          unit=units.BytesIEC,
+          desc="No valid index leads with the referencing columns: each DELETE or key UPDATE on the referenced table scans this table. CREATE INDEX CONCURRENTLY on the columns."),
+        P("stat", "Unreadable sequences", (Q(f"sum(pgvigil_sequences_unreadable{{{TD}}})", "unreadable"),), w=12, h=5,
+          steps=above((1, "orange")),
+          desc="Sequences whose last value pgvigil's role may not read, so their exhaustion is unknown: GRANT SELECT ON them."),
+        P("stat", "Findings without a series (max_series)",
+          (Q(f"sum(pgvigil_index_findings_dropped{{{TD}}})", "dropped"),), w=12, h=5, steps=above((1, "orange")),
+          desc="Findings past [targets.indexes] max_series per check and database: no series of their own, still on the status page, in the API and pgvigil advise."),
+    )
+
+
+def advice_panels() -> tuple[P | Row, ...]:
+    """The schema guard's advice part (collector `advice`): missing indexes for the top
+    statements, with the sequential scans that make them matter, and the rulebook lints."""
+    return (
+        Row("Index advice & rulebook lints"),
+        P("table", "Suggested indexes", (Q(f"pgvigil_index_suggestion_info{{{TD}}}", table=True),),
+          desc="A top statement (queryid) filters, joins or sorts the table by columns no valid index starts with, and the table is large and sequentially scanned. IndexSuggested (info) carries the CREATE INDEX CONCURRENTLY statement."),
+        P("timeseries", "Sequential scans of tables with a suggested index",
+          (Q(f"pgvigil_index_suggestion_seq_scans{{{TD}}}", "{{datname}} {{table}} ({{columns}})"),),
+          desc="Sequential scans of each suggested index's table between the last two advice runs: the cost the index would save."),
+        P("table", "Statement lints", (Q(f"pgvigil_statement_lint_info{{{TD}}}", table=True),),
+          desc="Top statements that break the rulebook: select_star (SELECT * or t.*), unbounded_select (no LIMIT on a large table, many rows per call). The Queries dashboard has their text by queryid."),
+        P("timeseries", "Top statements the advice read, by outcome",
+          (Q(f"sum by (target, datname, outcome) (pgvigil_advice_statements{{{TD}}})", "{{datname}} {{outcome}}"),),
+          desc="parsed, or unparsed (a text cut by query_text_length, or syntax the parser does not know): advice covers only the parsed ones."),
+        P("stat", "Suggestions and lints over the cap",
+          (Q(f"sum(pgvigil_index_suggestions_dropped{{{TD}}})", "suggestions"),
+           Q(f"sum(pgvigil_statement_lints_dropped{{{TD}}})", "lints")),
+          w=24, h=5, steps=above((1, "orange")),
+          desc="Found but not exported because of [targets.advice] max_suggestions / max_lints (the weakest ones)."),
+    )
+
+
 # The schema guard (issue 14): one function per part.
 SCHEMA = (
     *migrations_panels(),
+    *indexes_panels(),
+    *advice_panels(),
 )
 
 DASHBOARDS = (

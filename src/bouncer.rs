@@ -22,6 +22,7 @@ use crate::collect::{CollectError, Pgbouncer, describe_pg_error, session};
 use crate::config::{PgbouncerConfig, SourceSettings};
 use crate::hub::Hub;
 use crate::poll::{self, Connected, Driver, PollError};
+use crate::privileges::pgbouncer as privileges;
 use crate::tls;
 
 /// Run a PgBouncer instance's poll loop until `shutdown` is cancelled.
@@ -38,6 +39,7 @@ pub(crate) async fn run(
         config,
         tracker,
         hub: hub.clone(),
+        privileges_logged: std::sync::Mutex::default(),
     };
     poll::run(driver, hub, shutdown, updates, first_poll).await;
 }
@@ -48,6 +50,8 @@ struct Bouncer {
     tracker: TaskTracker,
     /// Where a lost admin console session is counted (`pgvigil_session_losses_total`).
     hub: Arc<Hub>,
+    /// Missing privileges already logged (each once).
+    privileges_logged: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Driver for Bouncer {
@@ -72,37 +76,29 @@ impl Driver for Bouncer {
             .connection
             .connect_config(config.connect_timeout)
             .map_err(PollError::Connect)?;
+        let user = config.connection.user();
         let (client, connection) = pg
             .connect(self.tls.get().map_err(PollError::Connect)?)
             .await
-            .map_err(|e| PollError::Connect(tls::explain(&config.connection, explain(&e))))?;
-        let name = config.name.clone();
-        let hub = self.hub.clone();
-        self.tracker.spawn(async move {
-            // A session pgvigil closes (the client dropped) ends with `Ok`; one that ends with
-            // an error was lost (PgBouncer shut down or restarted, the connection broke).
-            match connection.await {
-                Ok(()) => debug!(target = %name, "connection closed"),
-                Err(e) => {
-                    let reason = session::loss_reason(e.code());
-                    hub.metrics.session_lost(&name, "main", reason);
-                    warn!(
-                        target = %name,
-                        purpose = "main",
-                        reason,
-                        "admin console session lost: {}; it will be reopened",
-                        describe_pg_error(&e)
-                    );
+            .map_err(|e| {
+                if privileges::refused_as_not_allowed(&e) {
+                    let checks =
+                        privileges::all_missing(config, &privileges::stats_users_fix(user));
+                    privileges::report(&self.hub, &config.name, &checks, &self.privileges_logged);
                 }
-            }
-        });
+                PollError::Connect(tls::explain(&config.connection, explain(&e, user)))
+            })?;
+        self.watch(connection);
         // Proves this is an admin console, not a PostgreSQL server or a pooled database.
         let version = pgbouncer::version(&client).await.map_err(|e| {
             PollError::Session(match e {
-                CollectError::Query(e) => explain(&e),
+                CollectError::Query(e) => explain(&e, user),
                 other => other.to_string(),
             })
         })?;
+        // What the user may run, once per session: the collectors keep running either way.
+        let checks = privileges::check_session(&client, config).await;
+        privileges::report(&self.hub, &config.name, &checks, &self.privileges_logged);
         // The admin console cannot say whether its client is encrypted; sslmode can, except
         // under prefer.
         let tls = match config.connection.ssl_mode() {
@@ -130,11 +126,44 @@ impl Driver for Bouncer {
     }
 }
 
+impl Bouncer {
+    /// Drive the session's connection; count and log its loss if it ends with an error.
+    fn watch<S, T>(&self, connection: tokio_postgres::Connection<S, T>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let name = self.config.name.clone();
+        let hub = self.hub.clone();
+        self.tracker.spawn(async move {
+            // A session pgvigil closes (the client dropped) ends with `Ok`; one that ends with
+            // an error was lost (PgBouncer shut down or restarted, the connection broke).
+            match connection.await {
+                Ok(()) => debug!(target = %name, "connection closed"),
+                Err(e) => {
+                    let reason = session::loss_reason(e.code());
+                    hub.metrics.session_lost(&name, "main", reason);
+                    warn!(
+                        target = %name,
+                        purpose = "main",
+                        reason,
+                        "admin console session lost: {}; it will be reopened",
+                        describe_pg_error(&e)
+                    );
+                }
+            }
+        });
+    }
+}
+
 /// A connection error with the fix for the mistakes people make with the admin console.
-fn explain(e: &tokio_postgres::Error) -> String {
+fn explain(e: &tokio_postgres::Error, user: &str) -> String {
     let text = describe_pg_error(e);
+    if text.contains("password authentication failed") {
+        return privileges::explain_login(&text, user);
+    }
     let hint = if text.contains("not allowed") {
-        "; PgBouncer lets only the users listed in admin_users or stats_users into the pgbouncer database: add pgvigil's user to stats_users (read-only SHOW is all pgvigil needs)"
+        "; PgBouncer lets only the users listed in admin_users or stats_users into the pgbouncer database: add pgvigil's user to stats_users (read-only SHOW is all pgvigil needs), then RELOAD (or SIGHUP) PgBouncer"
     } else if text.contains("unsupported startup parameter") {
         "; remove options=... from the DSN: the admin console accepts no startup options"
     } else if text.contains("does not exist") || text.contains("syntax error") {

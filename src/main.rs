@@ -49,10 +49,11 @@ enum Command {
         /// The config file (or directory of fragments) to check.
         file: PathBuf,
     },
-    /// Connect as the configured role (every target of --config, or DSN) and print, per
-    /// collector and per database, what it can read and the GRANT each missing piece needs.
-    /// Exit status 0 if nothing is missing, 1 if something is, 2 if a target cannot be reached
-    /// or the config is invalid.
+    /// Connect as the configured role (every target and PgBouncer of --config, or DSN) and
+    /// print, per collector and per database, what it can read and the GRANT (for a PgBouncer,
+    /// the pgbouncer.ini line) each missing piece needs. Exit status 0 if nothing is missing,
+    /// 1 if something is, 2 if a source cannot be reached or logged into, or the config is
+    /// invalid.
     CheckPrivileges {
         /// A DSN to check instead of the config's targets.
         dsn: Option<String>,
@@ -144,11 +145,29 @@ fn targets(
     config: Option<PathBuf>,
     dsn: Option<String>,
 ) -> Result<Vec<pgvigil::config::TargetConfig>, ExitCode> {
+    sources(config, dsn).map(|(targets, _)| targets)
+}
+
+/// The PostgreSQL targets and PgBouncer instances of `--config`, or the one target of `dsn`;
+/// the error is printed.
+fn sources(
+    config: Option<PathBuf>,
+    dsn: Option<String>,
+) -> Result<
+    (
+        Vec<pgvigil::config::TargetConfig>,
+        Vec<pgvigil::config::PgbouncerConfig>,
+    ),
+    ExitCode,
+> {
     match dsn {
         Some(dsn) => {
             let env = pgvigil::config::LibpqEnv::from_process();
             match pgvigil::config::ConnectionSpec::parse(&dsn, &env) {
-                Ok(spec) => Ok(vec![pgvigil::config::TargetConfig::new("dsn", spec)]),
+                Ok(spec) => Ok((
+                    vec![pgvigil::config::TargetConfig::new("dsn", spec)],
+                    Vec::new(),
+                )),
                 Err(e) => {
                     eprintln!("pgvigil: {e}");
                     Err(ExitCode::from(EXIT_CONFIG))
@@ -162,7 +181,10 @@ fn targets(
                 web_config_file: None,
             };
             match source.load() {
-                Ok(config) => Ok(config.targets.iter().map(|t| (*t).clone()).collect()),
+                Ok(config) => Ok((
+                    config.targets.iter().map(|t| (*t).clone()).collect(),
+                    config.pgbouncers.clone(),
+                )),
                 Err(e) => {
                     eprintln!("pgvigil: {e}");
                     Err(ExitCode::from(EXIT_CONFIG))
@@ -217,33 +239,48 @@ fn advise(config: Option<PathBuf>, dsn: Option<String>, json: bool) -> ExitCode 
 }
 
 fn check_privileges(config: Option<PathBuf>, dsn: Option<String>) -> ExitCode {
-    let targets = match targets(config, dsn) {
-        Ok(targets) => targets,
+    let (targets, bouncers) = match sources(config, dsn) {
+        Ok(sources) => sources,
         Err(code) => return code,
     };
     let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let mut status = ExitCode::SUCCESS;
+    // Every source is checked; the worst outcome is the exit status.
+    let mut missing = false;
+    let mut unreachable = false;
+    let mut print = |result: Result<Vec<pgvigil::privileges::Check>, _>| match result {
+        Ok(checks) => {
+            for check in &checks {
+                println!("  {}", check.line());
+            }
+            missing |= checks.iter().any(|c| c.missing.is_some());
+        }
+        Err(e) => {
+            println!("  {e}");
+            unreachable = true;
+        }
+    };
     for target in &targets {
         println!("target {} ({}):", target.name, target.connection.describe());
-        match runtime.block_on(pgvigil::privileges::check_target(target)) {
-            Ok(checks) => {
-                for check in &checks {
-                    println!("  {}", check.line());
-                }
-                if checks.iter().any(|c| c.missing.is_some()) {
-                    status = ExitCode::FAILURE;
-                }
-            }
-            Err(e) => {
-                println!("  {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
+        print(runtime.block_on(pgvigil::privileges::check_target(target)));
     }
-    status
+    for bouncer in &bouncers {
+        println!(
+            "pgbouncer {} ({}):",
+            bouncer.name,
+            bouncer.connection.describe()
+        );
+        print(runtime.block_on(pgvigil::privileges::pgbouncer::check_bouncer(bouncer)));
+    }
+    if unreachable {
+        ExitCode::from(EXIT_CONFIG)
+    } else if missing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run(config: Config, source: pgvigil::app::ConfigSource) -> anyhow::Result<()> {

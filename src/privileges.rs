@@ -20,6 +20,11 @@
 //! - and for every watched database, `has_database_privilege(..., 'CONNECT')`.
 //!
 //! Cost: a handful of catalog function calls per database; no locks beyond catalog reads.
+//!
+//! PgBouncer instances have no GRANT: [`pgbouncer`] checks their admin console's
+//! `stats_users` / `admin_users` the same way, with the `pgbouncer.ini` line as the fix.
+
+pub mod pgbouncer;
 
 use std::collections::BTreeMap;
 

@@ -271,6 +271,11 @@ impl ConnectionSpec {
         format!("{user}@{hosts}:{port}/{db}")
     }
 
+    /// The user it logs in as.
+    pub fn user(&self) -> &str {
+        self.config.get_user().unwrap_or("postgres")
+    }
+
     /// The database name.
     pub fn dbname(&self) -> &str {
         self.config.get_dbname().unwrap_or("postgres")

@@ -23,9 +23,9 @@ pub struct IndexesConfig {
     /// not reported: a scan of a tiny table costs nothing.
     pub fk_min_table_bytes: u64,
     /// A sequence that has used this share of its range (up to its column type's limit) is a
-    /// warning finding...
+    /// warning finding and fires `SequenceExhaustion`...
     pub sequence_warning_ratio: f64,
-    /// ... and from this share a critical one.
+    /// ... and from this share a critical one (the alert escalates to critical).
     pub sequence_critical_ratio: f64,
     /// Series per check and database at most (largest first); `pgvigil_index_findings_dropped`
     /// counts the rest, which the status page, the API and `pgvigil advise` still list.

@@ -39,6 +39,7 @@ const RUNBOOKS: &[(&str, &str)] = &[
     ("ReplicationSlotInactive", include_str!("../../docs/runbooks/ReplicationSlotInactive.md")),
     ("ReplicationSlotWalRetentionHigh", include_str!("../../docs/runbooks/ReplicationSlotWalRetentionHigh.md")),
     ("RolledBackInserts", include_str!("../../docs/runbooks/RolledBackInserts.md")),
+    ("SequenceExhaustion", include_str!("../../docs/runbooks/SequenceExhaustion.md")),
     ("SettingsPendingRestart", include_str!("../../docs/runbooks/SettingsPendingRestart.md")),
     ("SlowQuery", include_str!("../../docs/runbooks/SlowQuery.md")),
     ("StandbyNotStreaming", include_str!("../../docs/runbooks/StandbyNotStreaming.md")),

@@ -4,7 +4,7 @@
 //! and SIGTERM during a poll (`sessions.rs`), a server stopped and started
 //! (`lifecycle.rs`), an unwritable state directory and a hanging receiver at shutdown
 //! (`alerting.rs`), a table locked exclusively (`tables.rs`), pg_stat_statements dropped and
-//! re-created (`statements.rs`).
+//! re-created (`statements.rs`), the audit table dropped, revoked or locked (`faults_audit.rs`).
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::support::{Daemon, Metrics, connect, one_target};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// pgvigil's sessions on the cluster for databases named `prefix*`, as the server counts them.
-async fn sessions(admin: &tokio_postgres::Client, prefix: &str) -> i64 {
+pub async fn sessions(admin: &tokio_postgres::Client, prefix: &str) -> i64 {
     admin
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgvigil' \
@@ -27,7 +27,7 @@ async fn sessions(admin: &tokio_postgres::Client, prefix: &str) -> i64 {
         .get(0)
 }
 
-fn up(m: &Metrics, target: &str) -> Option<f64> {
+pub fn up(m: &Metrics, target: &str) -> Option<f64> {
     m.value("pgvigil_up", &[("target", target)])
 }
 
@@ -206,89 +206,6 @@ async fn a_lost_pgbouncer_console_session_is_counted_as_a_session_loss() {
     daemon.stop().await;
 }
 
-/// A short import recorded in `db`'s audit table: 10 rows expected, 5 committed.
-async fn short_import(client: &tokio_postgres::Client) -> String {
-    let id: String = client
-        .query_one("SELECT gen_random_uuid()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    client
-        .batch_execute(&format!(
-            "INSERT INTO contacts (import_id) SELECT '{id}' FROM generate_series(1, 5); \
-             INSERT INTO import_audit (import_id, target_table, source_name, expected_rows, status, finished_at) \
-             VALUES ('{id}', 'contacts', 'short.csv', 10, 'committed', now() - interval '1 minute')"
-        ))
-        .await
-        .unwrap();
-    id
-}
-
-/// The verdict `/api/v1/imports` gives import `id`, once it gives one.
-async fn verdict_of(daemon: &Daemon, id: &str) -> Option<String> {
-    let (_, body) = daemon.get("/api/v1/imports").await;
-    let value: serde_json::Value = serde_json::from_str(&body).ok()?;
-    value["targets"]["main"]["imports"]
-        .as_array()?
-        .iter()
-        .find(|v| v["import_id"] == id)
-        .and_then(|v| v["verdict"].as_str().map(str::to_owned))
-}
-
-#[tokio::test]
-async fn the_audit_table_dropped_and_re_created_is_followed() {
-    let cluster = TestCluster::start();
-    let db = cluster.create_database("fault_audit");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
-    cluster.psql(&db, &ddl);
-    cluster.psql(
-        &db,
-        "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id)",
-    );
-    let admin = connect(&cluster.dsn("postgres")).await;
-    let app = connect(&cluster.dsn(&db)).await;
-    let first = short_import(&app).await;
-    let extra = format!(
-        "[targets.databases]\ninclude = [\"{db}\"]\nrefresh_interval = \"1s\"\n\
-         [targets.tables]\ninterval = \"500ms\"\n\
-         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\n"
-    );
-    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
-    let wait_verdict = |id: String| {
-        let daemon = &daemon;
-        async move {
-            crate::support_alerting::wait_async(
-                &format!("a shortfall verdict for {id}"),
-                WAIT,
-                || async {
-                    (verdict_of(daemon, &id).await.as_deref() == Some("shortfall")).then_some(())
-                },
-            )
-            .await
-        }
-    };
-    wait_verdict(first.clone()).await;
-
-    app.batch_execute("DROP TABLE import_audit").await.unwrap();
-    crate::support_alerting::wait_async(
-        "the dropped table's imports to leave the list",
-        WAIT,
-        || async { verdict_of(&daemon, &first).await.is_none().then_some(()) },
-    )
-    .await;
-    let m = daemon.metrics().await;
-    assert_eq!(up(&m, "main"), Some(1.0), "{}", m.text);
-    assert!(sessions(&admin, &db).await <= 2);
-
-    // Re-created: found again by itself, and a new short import is caught.
-    app.batch_execute(&ddl).await.unwrap();
-    let second = short_import(&app).await;
-    wait_verdict(second).await;
-    assert!(sessions(&admin, &db).await <= 2);
-    daemon.stop().await;
-}
-
 /// A small tmpfs of its own, unmounted on drop (needs root, as the test machines run).
 struct SmallDisk {
     dir: tempfile::TempDir,
@@ -380,200 +297,6 @@ async fn a_full_state_disk_is_reported_alerting_goes_on_and_it_recovers() {
     let saved = std::fs::read_to_string(disk.path().join("state/alerts.json")).unwrap();
     assert!(saved.contains("IdleInTransaction"), "{saved}");
     daemon.stop().await;
-}
-
-#[tokio::test]
-async fn restarts_mid_poll_lose_no_alert_and_stay_within_the_budget() {
-    use crate::support_alerting::{api_active, wait_async};
-
-    let cluster = TestCluster::start_private();
-    let db = cluster.create_database("fault_restart");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
-    cluster.psql(&db, &ddl);
-    cluster.psql(
-        &db,
-        "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id)",
-    );
-    let id = short_import(&connect(&cluster.dsn(&db)).await).await;
-    let extra = format!(
-        "[targets.databases]\ninclude = [\"{db}\"]\n\
-         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\n"
-    );
-    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &extra)).await;
-    let labels = [
-        ("alertname", "ImportRowShortfall"),
-        ("import_id", id.as_str()),
-    ];
-    let firing = wait_async("the shortfall alert", WAIT, || async {
-        api_active(&daemon, "firing", &labels).await
-    })
-    .await;
-    let successes = |m: &Metrics| {
-        m.value(
-            "pgvigil_connection_attempts_total",
-            &[
-                ("target", "main"),
-                ("purpose", "main"),
-                ("result", "success"),
-            ],
-        )
-        .unwrap_or(0.0)
-    };
-    for round in 1..=2 {
-        let before = successes(&daemon.metrics().await);
-        // Polls run every 200 ms: a restart lands in or between them.
-        cluster.restart();
-        daemon
-            .wait_for(&format!("reconnected after restart {round}"), WAIT, |m| {
-                (up(m, "main")? == 1.0 && successes(m) > before).then_some(())
-            })
-            .await;
-        let admin = connect(&cluster.dsn("postgres")).await;
-        assert!(
-            sessions(&admin, &db).await <= 2,
-            "budget 2 after restart {round}"
-        );
-    }
-    // The alert neither resolved nor started over: the same one, still firing.
-    let after = wait_async("the alert after the restarts", WAIT, || async {
-        api_active(&daemon, "firing", &labels).await
-    })
-    .await;
-    assert_eq!(after["firing_since"], firing["firing_since"], "{after}");
-    let (_, body) = daemon.get("/api/v1/alerts").await;
-    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let resolved = view["resolved"].as_array().cloned().unwrap_or_default();
-    assert!(
-        !resolved
-            .iter()
-            .any(|r| r["labels"]["import_id"] == id.as_str()),
-        "resolved by a restart: {body}"
-    );
-    daemon.stop().await;
-}
-
-/// The problems `/api/v1/imports` lists for target `main`.
-async fn import_problems(daemon: &Daemon) -> Vec<String> {
-    let (_, body) = daemon.get("/api/v1/imports").await;
-    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    value["targets"]["main"]["problems"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str().map(str::to_owned))
-        .collect()
-}
-
-#[tokio::test]
-async fn an_unreadable_audit_table_keeps_its_import_alerts_firing() {
-    use crate::support_alerting::{api_active, wait_async};
-
-    let cluster = TestCluster::start();
-    let db = cluster.create_database("fault_revoke");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ddl = std::fs::read_to_string(root.join("deploy/sql/import_audit.sql")).unwrap();
-    cluster.psql(&db, &ddl);
-    let role = format!("revoke_{}", std::process::id());
-    cluster.psql(
-        &db,
-        &format!(
-            "CREATE TABLE contacts (import_id uuid); CREATE INDEX ON contacts (import_id); \
-             CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE pg_monitor; \
-             GRANT SELECT ON import_audit, contacts TO {role}"
-        ),
-    );
-    let app = connect(&cluster.dsn(&db)).await;
-    let id = short_import(&app).await;
-    let dsn = format!(
-        "host={} port={} dbname={db} user={role} password=pw",
-        cluster.host(),
-        cluster.port()
-    );
-    let extra = format!(
-        "[targets.databases]\ninclude = [\"{db}\"]\n\
-         [targets.imports]\ninterval = \"200ms\"\ngrace_period = \"100ms\"\nrecheck_interval = \"1s\"\n"
-    );
-    let daemon = Daemon::start(&one_target("main", &dsn, &extra)).await;
-    let labels = [
-        ("alertname", "ImportRowShortfall"),
-        ("import_id", id.as_str()),
-    ];
-    let firing = wait_async("the shortfall alert", WAIT, || async {
-        api_active(&daemon, "firing", &labels).await
-    })
-    .await;
-
-    // Revoked: the table cannot be read, the error names the fix, the alert stays.
-    app.batch_execute(&format!("REVOKE SELECT ON import_audit FROM {role}"))
-        .await
-        .unwrap();
-    let fix = format!("GRANT SELECT ON public.import_audit TO {role}");
-    let problem = wait_async("the unreadable audit table reported", WAIT, || async {
-        import_problems(&daemon)
-            .await
-            .into_iter()
-            .find(|p| p.contains(&fix))
-    })
-    .await;
-    assert!(problem.contains("permission denied"), "{problem}");
-    // Several polls later (the problem is reported again in a later poll's report) the alert
-    // is the same one, still firing.
-    let polls = |m: &Metrics| {
-        m.value(
-            "pgvigil_poll_duration_seconds_count",
-            &[("target", "main"), ("collector", "imports")],
-        )
-    };
-    let before = polls(&daemon.metrics().await);
-    let during = wait_async("three more polls of the unreadable table", WAIT, || async {
-        let now = polls(&daemon.metrics().await)?;
-        let problems = import_problems(&daemon).await;
-        (now >= before? + 3.0 && problems.iter().any(|p| p.contains(&fix))).then_some(())?;
-        api_active(&daemon, "firing", &labels).await
-    })
-    .await;
-    assert_eq!(during["firing_since"], firing["firing_since"], "{during}");
-
-    // Granted back: still the same alert, and it resolves only once the import is fixed.
-    app.batch_execute(&format!("GRANT SELECT ON import_audit TO {role}"))
-        .await
-        .unwrap();
-    wait_async("the audit table read again", WAIT, || async {
-        import_problems(&daemon).await.is_empty().then_some(())
-    })
-    .await;
-    let after = api_active(&daemon, "firing", &labels)
-        .await
-        .expect("the alert still firing once the table is read again");
-    assert_eq!(after["firing_since"], firing["firing_since"], "{after}");
-    let (_, body) = daemon.get("/api/v1/alerts").await;
-    assert!(
-        !resolved_for(&body, &id),
-        "resolved while the audit table was unreadable: {body}"
-    );
-    app.batch_execute(&format!(
-        "INSERT INTO contacts (import_id) SELECT '{id}' FROM generate_series(1, 5)"
-    ))
-    .await
-    .unwrap();
-    wait_async("the fixed import's alert resolved", WAIT, || async {
-        let (_, body) = daemon.get("/api/v1/alerts").await;
-        resolved_for(&body, &id).then_some(())
-    })
-    .await;
-    daemon.stop().await;
-    cluster.psql(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
-}
-
-/// Whether `/api/v1/alerts` lists a resolved alert of import `id`.
-fn resolved_for(body: &str, id: &str) -> bool {
-    let view: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    view["resolved"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|r| r["labels"]["import_id"] == id)
 }
 
 #[tokio::test]

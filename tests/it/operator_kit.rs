@@ -653,10 +653,17 @@ async fn live_prometheus_answers_every_dashboard_and_rule() {
            SELECT 'b' || g, '00000000-0000-0000-0000-00000000000b' FROM generate_series(1, 3) g;
          ANALYZE contacts;",
     );
+    // The index-health panels' cases: a duplicate index (and, with no statistics window
+    // required, unused ones) and a foreign key no index leads with.
+    cluster.psql(
+        &db,
+        "CREATE INDEX contacts_import_id_copy ON contacts (import_id);
+         CREATE TABLE contact_notes (id serial PRIMARY KEY, contact_id int REFERENCES contacts (id));",
+    );
     let config = one_target(
         "main",
         &cluster.dsn(&db),
-        "[targets.tables]\nexact_count_tables = [\"public.contacts\"]\nexact_count_interval = \"1s\"\n[targets.imports]\ngrace_period = \"200ms\"\n",
+        "[targets.tables]\nexact_count_tables = [\"public.contacts\"]\nexact_count_interval = \"1s\"\n[targets.imports]\ngrace_period = \"200ms\"\n[targets.indexes]\nunused_min_window = \"0s\"\nfk_min_table_bytes = 0\n",
     ) + &one_target("standby", &standby.dsn("postgres"), "");
     let daemon = Daemon::start(&config).await;
     let workload_dsn = cluster.dsn(&db);

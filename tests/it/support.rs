@@ -442,7 +442,10 @@ pub fn evaluate_with(
         .unwrap_or_else(|| panic!("no rule {alertname}"));
     let rule = (spec.build)(params).unwrap();
     match rule.evaluate("main", observations) {
-        pgvigil::alert::Evaluation::Holds(c) => c,
+        // Imports still being confirmed are unknown (their alerts keep their state): the
+        // conditions are what holds of the others.
+        pgvigil::alert::Evaluation::Holds(c)
+        | pgvigil::alert::Evaluation::HoldsExcept { conditions: c, .. } => c,
         other => panic!("{alertname} evaluated to {other:?}"),
     }
 }

@@ -7,7 +7,10 @@ use crate::collect::imports::{ImportsReport, UnknownImport};
 
 /// `conditions` over the imports report of every watched database; a database without one
 /// is unknown (its alerts keep their state), and so is every import of an audit table that
-/// could not be read this time ([`ImportsReport::unknown`]).
+/// could not be read this time ([`ImportsReport::unknown`]), and every import of the database
+/// while one of its audit tables has not been read since pgvigil started
+/// ([`ImportsReport::unknown_tables`]: after a restart, until a read says); and so is an
+/// import whose verdict is still open (`confirming`, `unknown`).
 pub(super) fn per_database<'o>(
     observations: &'o Observations,
     mut conditions: impl FnMut(&'o ImportsReport) -> Vec<Condition>,
@@ -20,7 +23,23 @@ pub(super) fn per_database<'o>(
     let unread: Vec<Matcher> = observations
         .each_database()
         .filter_map(|(_, d)| d.imports.as_ref())
-        .flat_map(|report| report.unknown.iter().map(|u| unknown_matcher(report, u)))
+        .flat_map(|report| {
+            // An audit table not read since pgvigil started: any import alert of the database
+            // may be one of its imports.
+            let whole = (!report.unknown_tables.is_empty())
+                .then(|| vec![("datname".to_owned(), report.datname.clone())]);
+            report
+                .unknown
+                .iter()
+                .map(|u| unknown_matcher(report, u))
+                .chain(
+                    report
+                        .imports
+                        .iter()
+                        .filter_map(|v| open_matcher(report, v)),
+                )
+                .chain(whole)
+        })
         .collect();
     match evaluation {
         _ if unread.is_empty() => evaluation,
@@ -49,6 +68,22 @@ fn unknown_matcher(report: &ImportsReport, u: &UnknownImport) -> Matcher {
         ("table".to_owned(), u.table.clone()),
         ("import_id".to_owned(), u.import_id.clone()),
     ]
+}
+
+/// The labels of the alerts of an import whose verdict is open: a discrepancy being confirmed
+/// (the first look after a pgvigil restart, whose memory of the confirmed verdict is gone) or
+/// a count that failed. Neither says the import is fine, so an alert of it keeps its state.
+fn open_matcher(report: &ImportsReport, v: &ImportVerdict) -> Option<Matcher> {
+    matches!(v.verdict, Verdict::Confirming | Verdict::Unknown).then(|| {
+        vec![
+            ("datname".to_owned(), report.datname.clone()),
+            (
+                "table".to_owned(),
+                v.target_table.clone().unwrap_or_default(),
+            ),
+            ("import_id".to_owned(), v.import_id.clone()),
+        ]
+    })
 }
 
 /// The verdicts of one kind.

@@ -207,4 +207,61 @@ mod tests {
             [EventKind::Resolved]
         );
     }
+
+    #[test]
+    fn after_a_restart_an_audit_table_never_read_keeps_every_import_alert_of_its_database() {
+        let rule = (SPEC.build)(&toml::Table::new()).unwrap();
+        let settings = RuleSettings {
+            alertname: SPEC.alertname,
+            severity: Severity::Critical,
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            runbook_url: None,
+        };
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        // The alert as the state file brought it back: firing since t(0).
+        let mut book = AlertBook::default();
+        let fired = book.apply(
+            "main",
+            &settings,
+            rule.evaluate(
+                "main",
+                &observations(report(vec![shortfall("a", 4)], vec![])),
+            ),
+            t(0),
+        );
+        assert_eq!(fired.len(), 2);
+        let since = |book: &AlertBook| {
+            book.active()
+                .find(|a| a.labels.get("import_id").map(String::as_str) == Some("a"))
+                .map(|a| a.active_since)
+        };
+        let firing_since = since(&book).unwrap();
+        // Restarted, the audit table unreadable: pgvigil has no memory of its imports.
+        let unread = ImportsReport {
+            datname: "shop".into(),
+            problems: vec!["cannot read the audit table import_audit".into()],
+            unknown_tables: vec!["import_audit".into()],
+            ..ImportsReport::default()
+        };
+        for at in [10, 20] {
+            let evaluation = rule.evaluate("main", &observations(unread.clone()));
+            assert!(book.apply("main", &settings, evaluation, t(at)).is_empty());
+        }
+        assert_eq!(since(&book), Some(firing_since));
+        // The first good read only sees the discrepancy again (confirming): still unknown.
+        let mut confirming = shortfall("a", 4);
+        confirming.verdict = Verdict::Confirming;
+        confirming.missing_rows = None;
+        let evaluation = rule.evaluate("main", &observations(report(vec![confirming], vec![])));
+        assert!(book.apply("main", &settings, evaluation, t(25)).is_empty());
+        assert_eq!(since(&book), Some(firing_since));
+        // A good read that no longer lists it resolves it.
+        let evaluation = rule.evaluate("main", &observations(report(vec![], vec![])));
+        let events = book.apply("main", &settings, evaluation, t(30));
+        assert_eq!(
+            events.into_iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [EventKind::Resolved]
+        );
+    }
 }

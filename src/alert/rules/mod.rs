@@ -48,6 +48,7 @@ mod lock_waits_long;
 mod index_suggested;
 mod invalid_index;
 mod migration_failed;
+mod sequence_exhaustion;
 
 use std::time::Duration;
 
@@ -114,7 +115,7 @@ pub const RULES: &[RuleSpec] = &[
     // The schema guard (issue 14).
     migration_failed::SPEC,
     invalid_index::SPEC,
-    // The schema guard (issue 14).
+    sequence_exhaustion::SPEC,
     index_suggested::SPEC,
 ];
 

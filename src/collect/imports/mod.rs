@@ -5,12 +5,15 @@
 //!   checks need (target table, id column and its index, row counts, `pg_xact_status`).
 //! * [`reconcile`] is the pure verdict logic, with the grace period, the confirming second poll
 //!   and the re-check window.
+//! * [`problem`] says why an audit table could not be read and what fixes it (a missing grant,
+//!   a lock held on it and by whom, a statement timeout and its knobs).
 //!
 //! With no `[[targets.imports.audit_tables]]` configured, a table named `import_audit` in
 //! DESIGN.md's shape is found and watched. A broken audit table or a garbage row is reported
 //! (logged once, shown in the report and on the status page) and never stops the other checks.
 
 pub mod audit;
+pub mod problem;
 #[cfg(test)]
 mod proptests;
 pub mod reconcile;
@@ -19,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio_postgres::error::SqlState;
 use tracing::warn;
 
 use self::audit::{IdColumn, RawRow, Target};
@@ -28,7 +32,7 @@ use super::{
     BoxFuture, CollectError, Collector, Observations, PollContext, Postgres, describe_pg_error,
     session,
 };
-use crate::config::{AuditTableConfig, ImportsConfig};
+use crate::config::ImportsConfig;
 use crate::metrics::{self, Snapshot};
 
 /// What the imports collector learnt in one poll.
@@ -46,6 +50,11 @@ pub struct ImportsReport {
     /// (permission revoked, a statement or lock timeout): unknown, not gone, so their alerts
     /// keep their state instead of resolving for one poll and firing again.
     pub unknown: Vec<UnknownImport>,
+    /// Audit tables that could not be read and have not been read since pgvigil started (the
+    /// first polls after a restart): what they hold is not known at all, so every import
+    /// alert of this database keeps its state (the alert state file kept its `firing_since`)
+    /// until a read of them succeeds and says whether it still holds.
+    pub unknown_tables: Vec<String>,
     /// When a verdict waiting for its confirming second look can next be settled, from now.
     #[serde(skip)]
     pub look_again_in: Option<std::time::Duration>,
@@ -141,12 +150,29 @@ impl Imports {
                 Err(e) if session::is_session_lost(&e) => return Err(e.into()),
                 Err(e) => {
                     unread.insert(name.clone());
-                    let problem = audit_table_problem(&source, &role, &e);
+                    let holders = if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                        problem::lock_holders(client, &source).await
+                    } else {
+                        Vec::new()
+                    };
+                    let knobs = problem::Knobs {
+                        target: ctx.target,
+                        imports: &self.config,
+                    };
+                    let problem = problem::describe(
+                        &source,
+                        &role,
+                        knobs,
+                        e.code(),
+                        &describe_pg_error(&e),
+                        &holders,
+                    );
                     self.warn_once(target_name, problem.clone());
                     report.problems.push(problem);
-                    report
-                        .unknown
-                        .extend(self.last_read.get(&name).into_iter().flatten().cloned());
+                    match self.last_read.get(&name) {
+                        Some(last) => report.unknown.extend(last.iter().cloned()),
+                        None => report.unknown_tables.push(name.clone()),
+                    }
                     continue;
                 }
             };
@@ -428,28 +454,6 @@ fn unknown_imports(verdicts: &[ImportVerdict]) -> Vec<UnknownImport> {
             import_id: v.import_id.clone(),
         })
         .collect()
-}
-
-fn audit_table_problem(source: &AuditTableConfig, role: &str, e: &tokio_postgres::Error) -> String {
-    use tokio_postgres::error::SqlState;
-    let table = &source.table;
-    let fix = match e.code() {
-        Some(c) if *c == SqlState::UNDEFINED_TABLE => {
-            "create it (deploy/sql/import_audit.sql) or fix `table` in [[targets.imports.audit_tables]]"
-                .to_owned()
-        }
-        Some(c) if *c == SqlState::UNDEFINED_COLUMN => {
-            "map the app's column names with [targets.imports.audit_tables.columns]".to_owned()
-        }
-        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => format!(
-            "GRANT SELECT ON {table} TO {role} (see deploy/sql/monitoring_role.sql)"
-        ),
-        _ => "check the audit table's definition against DESIGN.md".to_owned(),
-    };
-    format!(
-        "cannot read the audit table {table}: {}; {fix}",
-        describe_pg_error(e)
-    )
 }
 
 fn unix_now() -> f64 {

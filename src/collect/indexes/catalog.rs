@@ -131,7 +131,8 @@ pub struct SequenceDef {
     pub last_value: Option<i64>,
     /// Whether the role may read it.
     pub readable: bool,
-    /// `a` (ALWAYS) or `d` (BY DEFAULT) for an identity column.
+    /// `a` (ALWAYS) or `d` (BY DEFAULT) for an identity column; `None` for any other
+    /// (`attidentity` is empty then).
     pub identity: Option<String>,
 }
 
@@ -222,7 +223,9 @@ impl Catalog {
                 cycle: row.try_get(9)?,
                 last_value: row.try_get(10)?,
                 readable: row.try_get(11)?,
-                identity: row.try_get(12)?,
+                identity: row
+                    .try_get::<_, Option<String>>(12)?
+                    .filter(|i| !i.is_empty()),
             });
         }
         Ok(catalog)

@@ -16,8 +16,11 @@
 //! 3. [`sql::FOREIGN_KEYS_SQL`]: every foreign key with its columns and its table's size;
 //!    [`sql::SEQUENCES_SQL`]: every sequence, the column it feeds (owned, identity, or in a
 //!    default) and its type, and `last_value` where the role may read it.
-//! 4. [`verdicts::judge`] (pure): the findings; then the series, each check's largest
-//!    `max_series` (the rest counted in `pgvigil_index_findings_dropped`).
+//! 4. [`verdicts::judge`] (pure): the findings (a sequence's range and fix from
+//!    [`sequences`]); then the series, each check's largest `max_series` (the rest counted in
+//!    `pgvigil_index_findings_dropped`).
+//! 5. The `SequenceExhaustion` rule turns the warning and critical sequence findings of the
+//!    report into alerts, one per sequence.
 //!
 //! An index is *unused* when it has no scan over a statistics window of at least
 //! `unused_min_window` (its own lifetime, if shorter and known), or on 16+ when its last scan
@@ -44,6 +47,7 @@
 //! The same SQL on 13 to 18, except `last_idx_scan` (16+), read only there.
 
 pub mod catalog;
+pub mod sequences;
 pub mod sql;
 pub mod verdicts;
 

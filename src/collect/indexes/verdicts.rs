@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::catalog::{Catalog, ForeignKey, IndexDef, SequenceDef};
+use super::catalog::{Catalog, ForeignKey, IndexDef};
+use super::sequences::describe_sequence;
+pub use super::sequences::{SequenceUse, sequence_use};
 use crate::advice::{Finding, Severity};
 use crate::config::IndexesConfig;
 
@@ -61,24 +63,6 @@ pub struct UnindexedForeignKey {
     pub table: String,
     /// The referencing table's size.
     pub bytes: i64,
-}
-
-/// How much of its range a sequence has used.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SequenceUse {
-    /// The sequence.
-    pub sequence: String,
-    /// `schema.table.column` it feeds, '' if none.
-    pub column: String,
-    /// Share of the range used, 0 to 1.
-    pub used_ratio: f64,
-    /// Values (increments) left.
-    pub remaining: f64,
-    /// The last value it may hand out: the lower of its MAXVALUE and its column type's
-    /// (the higher of the minimums for a descending one).
-    pub limit: i64,
-    /// Whether the column type, not the sequence, sets the limit.
-    pub column_type_limits: bool,
 }
 
 /// What the indexes collector found in one database.
@@ -443,119 +427,6 @@ fn describe_foreign_key(fk: &ForeignKey) -> (String, String) {
         )
     } else {
         format!("CREATE INDEX CONCURRENTLY ON {} ({columns});", fk.table)
-    };
-    (message, fix)
-}
-
-/// The lowest and highest value of an integer column type; `None` for a type with no such
-/// limit pgvigil knows (`numeric`, ...).
-fn type_range(type_name: &str) -> Option<(i64, i64)> {
-    match type_name {
-        "smallint" => Some((i16::MIN.into(), i16::MAX.into())),
-        "integer" => Some((i32::MIN.into(), i32::MAX.into())),
-        "bigint" => Some((i64::MIN, i64::MAX)),
-        _ => None,
-    }
-}
-
-/// How much of its range a sequence has used, its range ending at the tighter of its own
-/// limit and its column type's.
-pub fn sequence_use(seq: &SequenceDef) -> SequenceUse {
-    let column_range = seq.column_type.as_deref().and_then(type_range);
-    let ascending = seq.increment > 0;
-    let (limit, column_type_limits) = match (ascending, column_range) {
-        (true, Some((_, max))) if max < seq.max => (max, true),
-        (false, Some((min, _))) if min > seq.min => (min, true),
-        (true, _) => (seq.max, false),
-        (false, _) => (seq.min, false),
-    };
-    let start = i128::from(seq.start);
-    let limit_wide = i128::from(limit);
-    // Never used: the first value is still to come.
-    let last = seq
-        .last_value
-        .map_or(start - i128::from(seq.increment), i128::from);
-    let (span, done) = if ascending {
-        (limit_wide - start, last - start)
-    } else {
-        (start - limit_wide, start - last)
-    };
-    let used_ratio = if span <= 0 {
-        if done >= 0 { 1.0 } else { 0.0 }
-    } else {
-        (done as f64 / span as f64).clamp(0.0, 1.0)
-    };
-    let step = i128::from(seq.increment.unsigned_abs().max(1));
-    let left = if ascending {
-        limit_wide - last
-    } else {
-        last - limit_wide
-    };
-    SequenceUse {
-        sequence: seq.name.clone(),
-        column: match (&seq.table, &seq.column) {
-            (Some(t), Some(c)) => format!("{t}.{}", quote_ident(c)),
-            _ => String::new(),
-        },
-        used_ratio,
-        remaining: (left.max(0) / step) as f64,
-        limit,
-        column_type_limits,
-    }
-}
-
-fn describe_sequence(seq: &SequenceDef, usage: &SequenceUse) -> (String, String) {
-    let percent = 100.0 * usage.used_ratio;
-    let last = seq
-        .last_value
-        .map_or_else(|| "none yet".to_owned(), |v| v.to_string());
-    let cycle = if seq.cycle {
-        " (CYCLE: it will wrap around and hand out values already used)"
-    } else {
-        ""
-    };
-    let feeds = if usage.column.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " feeding {} ({})",
-            usage.column,
-            seq.column_type.as_deref().unwrap_or("?")
-        )
-    };
-    let why = if usage.column_type_limits {
-        format!(
-            "the column's type ends at {} although the sequence ({}) goes on to {}",
-            usage.limit, seq.sequence_type, seq.max
-        )
-    } else {
-        format!("the sequence ends at {}", usage.limit)
-    };
-    let message = format!(
-        "sequence {}{feeds} has used {percent:.1}% of its range: last value {last}, {} values left; {why}{cycle}",
-        seq.name, usage.remaining
-    );
-    let fix = match (&seq.table, &seq.column) {
-        (Some(table), Some(column)) if usage.column_type_limits => format!(
-            "ALTER TABLE {table} ALTER COLUMN {col} TYPE bigint;  -- rewrites {table} under ACCESS EXCLUSIVE: on a large table add a bigint column, backfill it in batches and swap it in one short transaction instead{seq_alter}",
-            col = quote_ident(column),
-            seq_alter = if seq.sequence_type == "bigint" {
-                String::new()
-            } else {
-                format!("; then ALTER SEQUENCE {} AS bigint;", seq.name)
-            }
-        ),
-        _ if seq.sequence_type != "bigint" => format!(
-            "ALTER SEQUENCE {} AS bigint MAXVALUE 9223372036854775807;  -- and the column it feeds to bigint",
-            seq.name
-        ),
-        _ if seq.max < i64::MAX && seq.increment > 0 => {
-            format!("ALTER SEQUENCE {} MAXVALUE 9223372036854775807;", seq.name)
-        }
-        _ => format!(
-            "-- {} is bigint at its limit: plan a new key (a second sequence range, or uuid)",
-            seq.name
-        ),
     };
     (message, fix)
 }

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::collect::indexes::catalog::IndexUsage;
+use crate::collect::indexes::catalog::{IndexUsage, SequenceDef};
 
 fn index(oid: u32, name: &str, columns: &[i16]) -> IndexDef {
     IndexDef {
@@ -281,5 +281,37 @@ fn series_are_capped_and_what_is_dropped_is_counted() {
             .iter()
             .any(|s| s.labels[1] == "unused_index" && s.value == 5.0),
         "{text}"
+    );
+}
+
+#[test]
+fn the_fix_widens_whichever_ends_first() {
+    let fix = |seq: SequenceDef| {
+        let mut cat = catalog(vec![], &[]);
+        cat.sequences = vec![seq];
+        judge(&cat, &config(), "app").findings[0]
+            .fix
+            .clone()
+            .unwrap()
+    };
+    // serial: both are int4, both widen; the rewrite and its safe path are named.
+    let serial = fix(sequence("integer", "integer", Some(2_100_000_000)));
+    assert!(
+        serial.starts_with(
+            "ALTER TABLE public.t ALTER COLUMN id TYPE bigint; ALTER SEQUENCE public.t_id_seq AS bigint;"
+        ),
+        "{serial}"
+    );
+    assert!(serial.contains("ACCESS EXCLUSIVE") && serial.contains("add a bigint column"));
+    // An identity column's sequence follows its column: ALTER TABLE alone.
+    let mut identity = sequence("integer", "integer", Some(2_100_000_000));
+    identity.identity = Some("a".into());
+    let identity = fix(identity);
+    assert!(!identity.contains("ALTER SEQUENCE"), "{identity}");
+    // Only the sequence is int4: no rewrite.
+    let narrow = fix(sequence("bigint", "integer", Some(2_100_000_000)));
+    assert!(
+        narrow.starts_with("ALTER SEQUENCE public.t_id_seq AS bigint;  -- no table rewrite"),
+        "{narrow}"
     );
 }
