@@ -32,6 +32,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
     updates: tokio::sync::watch::Receiver<Arc<PgbouncerConfig>>,
+    first_poll: std::time::Duration,
 ) {
     let driver = Bouncer {
         tls: tls::Connector::new(&config.connection),
@@ -40,7 +41,7 @@ pub(crate) async fn run(
         hub: hub.clone(),
         privileges_logged: std::sync::Mutex::default(),
     };
-    poll::run(driver, hub, shutdown, updates).await;
+    poll::run(driver, hub, shutdown, updates, first_poll).await;
 }
 
 struct Bouncer {

@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use crate::alert::ConfiguredRule;
 use crate::alert::engine::AlertHub;
 use crate::collect::{DatabasesReport, Observations, registry};
+use crate::connect_gate::ConnectGate;
 use crate::metrics::Metrics;
 use crate::page::history::History;
 use crate::status::{SourceKind, Status};
@@ -31,6 +32,8 @@ pub(crate) struct Hub {
     pub(crate) alerts: AlertHub,
     /// The last hour of every source, for the status page's charts.
     pub(crate) history: History,
+    /// `[server] max_concurrent_connects`: the line every connection attempt waits in.
+    pub(crate) connects: ConnectGate,
     /// `[server] enable_lifecycle`: whether `POST /-/reload` is served.
     pub(crate) lifecycle: AtomicBool,
     /// How `POST /-/reload` asks for a reload; unset when there is nothing to re-read.
@@ -44,6 +47,10 @@ pub(crate) struct Hub {
 impl Hub {
     pub(crate) fn new(metrics: Arc<Metrics>, alerts: AlertHub) -> Self {
         Hub {
+            connects: ConnectGate::new(
+                crate::config::ServerConfig::DEFAULT_MAX_CONCURRENT_CONNECTS,
+                metrics.clone(),
+            ),
             metrics,
             status: Status::default(),
             observations: RwLock::default(),

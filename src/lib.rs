@@ -47,6 +47,7 @@ pub mod app;
 mod bouncer;
 pub mod collect;
 pub mod config;
+mod connect_gate;
 mod databases;
 pub(crate) mod discover;
 pub mod exposition;

@@ -37,6 +37,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
     updates: tokio::sync::watch::Receiver<Arc<TargetConfig>>,
+    first_poll: std::time::Duration,
 ) {
     let own = OwnBackends::default();
     let tls = Arc::new(tls::Connector::new(&target.connection));
@@ -49,9 +50,17 @@ pub(crate) async fn run(
         own: own.clone(),
     };
     let lane = databases::Lane::new(target, hub.clone(), tls, tracker, own, updates.clone());
+    let lane = async {
+        // The database sessions start with the main session's first poll, not before it.
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(first_poll) => {}
+        }
+        lane.run(shutdown.clone()).await;
+    };
     tokio::join!(
-        poll::run(driver, hub, shutdown.clone(), updates),
-        lane.run(shutdown)
+        poll::run(driver, hub, shutdown.clone(), updates, first_poll),
+        lane
     );
 }
 

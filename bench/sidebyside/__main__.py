@@ -156,12 +156,18 @@ def run_fleet(args, sizes, cleanup, results, env, started):
         fc, names = fleet.setup_cluster(find_bindir(), free_port(), max(sizes["fleet_sizes"]),
                                         sizes["fleet_tables"], sizes["fleet_pgss_max"])
         cleanup.append(fc.stop)
-        results["fleet"] = []
+        results["fleet"], results["fleet_failed"] = [], []
         for n in sizes["fleet_sizes"]:
             log(f"fleet: {n} targets")
-            results["fleet"].append(fleet.run_size(
-                fc, names, n, args.pgvigil, free_port(), args.out, sizes["fleet_interval"],
-                sizes["fleet_window_intervals"]))
+            try:
+                results["fleet"].append(fleet.run_size(
+                    fc, names, n, args.pgvigil, free_port(), args.out, sizes["fleet_interval"],
+                    sizes["fleet_window_intervals"]))
+            except Exception as e:  # the next size may still work; a signal is not caught
+                log(f"fleet: {n} targets failed: {e}")
+                results["fleet_failed"].append(fleet.failed_size(n, args.out, e))
+            # Saved after every size, so a later size that fails or hangs keeps this one.
+            save_results(args.out, results, partial=True)
         if sizes["wide_databases"]:
             log(f"every database: {sizes['wide_databases']} databases of {sizes['wide_tables']} tables")
             wide_names = wide.setup(fc, sizes["wide_databases"], sizes["wide_tables"])
@@ -174,14 +180,22 @@ def run_fleet(args, sizes, cleanup, results, env, started):
     results["duration_seconds"] = time.monotonic() - started
     if args.chart and not args.fleet_only:
         results["chart"] = chart.draw(results, args.chart)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    save_results(args.out, results, partial=False)
     text = report.render_fleet(results) if args.fleet_only else report.render(results)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(text)
     if args.benchmarks and not args.fleet_only:
         report.write_section(args.benchmarks, text)
     log(f"done in {results['duration_seconds']:.0f}s: {os.path.join(args.out, 'report.md')}")
+
+
+def save_results(out, results, partial):
+    """Write results.json whole (a temporary file renamed over it); `partial` until the run ends."""
+    results["partial"] = partial
+    path = os.path.join(out, "results.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def main():

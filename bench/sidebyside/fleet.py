@@ -7,7 +7,9 @@ is a `[[targets]]` entry of one daemon. For each fleet size in turn (`run_size`)
 2. a window of `window_intervals` poll intervals: `/api/v1/targets` every `sample_every`
    seconds (each target's staleness, now - last_success, against 1.5 x its interval) and one
    `/metrics` scrape as Prometheus does it per interval, each with the CPU around it;
-3. memory, and the CPU of the window less that of the requests, over the target polls in it.
+3. memory, and the CPU of the window less that of the requests, over the target polls in it;
+4. the daemon's connect timeouts and connect-line figures (`connect_figures`), also for a size
+   that failed, whose error is what `run_size` raises.
 
 pg_stat_statements is one view per server, so on one cluster every target reads every
 database's entries: `pgss_max` bounds what one target's statements collector reads, like a
@@ -15,6 +17,8 @@ small server of its own would.
 """
 
 import datetime
+import os
+import re
 import statistics
 import time
 
@@ -91,7 +95,9 @@ def run_size(cluster, names, n, binary, port, workdir, interval, window_interval
         window = time.monotonic() - t0
         cpu_window = cpu0.until(CpuSample(daemon.pid))
         rss, hwm = proc_mem(daemon.pid)
-        polls1 = sum(daemon.polls(daemon.scrape(prometheus=False).body).values())
+        last = daemon.scrape(prometheus=False).body
+        polls1 = sum(daemon.polls(last).values())
+        line = connect_line(last)
     finally:
         daemon.stop()
     polls = polls1 - polls0
@@ -119,7 +125,45 @@ def run_size(cluster, names, n, binary, port, workdir, interval, window_interval
         "max_staleness": max(finite) if len(finite) == len(ages) else None,
         "late_targets": sum(1 for a in ages if a > limit),
         "polled_within_limit": all(a <= limit for a in ages),
+        "connect_timeouts": connect_timeouts(workdir, n),
+        **line,
     }
+
+
+def log_path(workdir, n):
+    """The log of the daemon of size `n` (its stderr, see subjects.Subject)."""
+    return os.path.join(workdir, f"fleet-{n}.log")
+
+
+def connect_timeouts(workdir, n):
+    """How many connection attempts of size `n`'s daemon gave up at connect_timeout, as its
+    log says (a down source is logged at warn once a minute, then at debug: a floor)."""
+    try:
+        with open(log_path(workdir, n), errors="replace") as f:
+            return sum(1 for line in f if "no session within connect_timeout" in line)
+    except OSError:
+        return None
+
+
+def connect_line(body):
+    """Failed connection attempts and the connect line's figures from a `/metrics` body."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    def total(name, where=""):
+        pattern = re.compile(rf"^{name}(\{{[^}}]*{where}[^}}]*\}})? (\S+)$", re.M)
+        return sum(float(m.group(2)) for m in pattern.finditer(body))
+    count = total("pgvigil_connect_permit_wait_seconds_count")
+    return {
+        "connect_failures": int(total("pgvigil_connection_attempts_total", 'result="failure"')),
+        "connect_permit_waits": int(count),
+        "connect_permit_wait_mean": total("pgvigil_connect_permit_wait_seconds_sum") / count if count else None,
+    }
+
+
+def failed_size(n, workdir, error):
+    """What a size that did not finish records: why, and the connect timeouts in its log."""
+    return {"targets": n, "error": f"{type(error).__name__}: {error}",
+            "connect_timeouts": connect_timeouts(workdir, n)}
 
 
 def api_targets(api):

@@ -283,6 +283,13 @@ def fleet_section(results):
                 f"poll interval {fl[0]['interval']} s, a window of {sizes['fleet_window_intervals']} intervals per size; "
                 "staleness is now − `last_success` from `/api/v1/targets` (1 s resolution) sampled every 2 s.", "",
                 fleet_table(fl), ""]
+        out += [f"Connect timeouts in the daemon's log (warn lines, a floor): "
+                + ", ".join(f"{r['targets']} targets: {r.get('connect_timeouts', '–')}" for r in fl)
+                + "; failed connection attempts: "
+                + ", ".join(f"{r['targets']}: {r.get('connect_failures', '–')}" for r in fl) + ".", ""]
+    for f in results.get("fleet_failed", []):
+        out += [f"- Fleet of {f['targets']} targets did not finish: {f['error']} "
+                f"({f['connect_timeouts']} connect timeouts in its log).", ""]
     if results.get("wide"):
         out += wide_section(results["wide"], sizes)
     return out

@@ -116,6 +116,7 @@ pub async fn serve_with(
         config.server.enable_lifecycle,
         std::sync::atomic::Ordering::Relaxed,
     );
+    hub.connects.resize(config.server.max_concurrent_connects);
     if let Some(reloader) = &reloader {
         let _ = hub.reload.set(reloader.trigger());
     }

@@ -184,7 +184,14 @@ impl Daemon {
             }
         };
         for (what, changed) in [
-            ("[server]", new.server != self.config.server),
+            // max_concurrent_connects applies at once (below); the rest of [server] does not.
+            (
+                "[server]",
+                crate::config::ServerConfig {
+                    max_concurrent_connects: self.config.server.max_concurrent_connects,
+                    ..new.server.clone()
+                } != self.config.server,
+            ),
             ("[logging]", new.logging != self.config.logging),
             ("[telemetry]", new.telemetry != self.config.telemetry),
         ] {
@@ -199,6 +206,9 @@ impl Daemon {
             self.config.server.enable_lifecycle,
             std::sync::atomic::Ordering::Relaxed,
         );
+        self.hub
+            .connects
+            .resize(self.config.server.max_concurrent_connects);
         if alerts_changed {
             self.hub.alerts.reconfigure(self.config.alerts.clone());
         }

@@ -143,6 +143,8 @@ pub(crate) struct Supervisor {
     /// The daemon's token; each source runs under a child of it.
     root: CancellationToken,
     running: BTreeMap<String, Running>,
+    /// How many sources the configuration last applied has: the spread of first polls.
+    fleet: usize,
 }
 
 impl Supervisor {
@@ -152,6 +154,7 @@ impl Supervisor {
             tracker,
             root,
             running: BTreeMap::new(),
+            fleet: 0,
         }
     }
 
@@ -164,6 +167,7 @@ impl Supervisor {
         mut rules: RuleSets,
     ) -> Changes {
         let mut changes = Changes::default();
+        self.fleet = sources.len();
         let wanted: BTreeSet<String> = sources.iter().map(|s| s.name().to_owned()).collect();
         let gone: Vec<String> = self
             .running
@@ -256,15 +260,19 @@ impl Supervisor {
         let token = self.root.child_token();
         let hub = self.hub.clone();
         let tracker = self.tracker.clone();
+        let settings = config.settings();
+        // Spread over the fleet (a source added alone to a big fleet waits its slot too).
+        let first_poll =
+            crate::poll::first_poll_delay(&settings.name, settings.poll_interval, self.fleet);
         let (task, updates) = match &config {
             SourceConfig::Postgres(t) => {
                 let (tx, rx) = watch::channel(t.clone());
-                let task = target::run(t.clone(), hub, token.clone(), tracker, rx);
+                let task = target::run(t.clone(), hub, token.clone(), tracker, rx, first_poll);
                 (self.tracker.spawn(task), Updates::Postgres(tx))
             }
             SourceConfig::Pgbouncer(b) => {
                 let (tx, rx) = watch::channel(b.clone());
-                let task = bouncer::run(b.clone(), hub, token.clone(), tracker, rx);
+                let task = bouncer::run(b.clone(), hub, token.clone(), tracker, rx, first_poll);
                 (self.tracker.spawn(task), Updates::Pgbouncer(tx))
             }
         };

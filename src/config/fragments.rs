@@ -160,10 +160,30 @@ impl Validator<'_> {
                 )
             })?,
         };
+        let max_concurrent_connects = match &raw.max_concurrent_connects {
+            None => ServerConfig::DEFAULT_MAX_CONCURRENT_CONNECTS,
+            Some(value) => {
+                let max = ServerConfig::MAX_MAX_CONCURRENT_CONNECTS;
+                usize::try_from(*value.get_ref())
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        self.err(
+                            value,
+                            format!(
+                                "max_concurrent_connects = {} is out of range; use 1 to {max} (default {}): it bounds how many connection attempts run at once, the rest wait in line",
+                                value.get_ref(),
+                                ServerConfig::DEFAULT_MAX_CONCURRENT_CONNECTS
+                            ),
+                        )
+                    })?
+            }
+        };
         Ok(ServerConfig {
             listen,
             web: self.web(&raw.web_config_file, &raw.auth_exempt_paths)?,
             enable_lifecycle: raw.enable_lifecycle.unwrap_or(false),
+            max_concurrent_connects,
         })
     }
 }

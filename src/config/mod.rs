@@ -111,6 +111,17 @@ pub struct ServerConfig {
     pub web: WebSettings,
     /// Serve `POST /-/reload` (Prometheus' lifecycle API); off by default.
     pub enable_lifecycle: bool,
+    /// How many connection attempts (main, database and PgBouncer sessions of every source
+    /// together) may be in progress at once; the rest wait in line for a permit before their
+    /// `connect_timeout` starts (see `crate::connect_gate`).
+    pub max_concurrent_connects: usize,
+}
+
+impl ServerConfig {
+    /// Default of `max_concurrent_connects`.
+    pub const DEFAULT_MAX_CONCURRENT_CONNECTS: usize = 16;
+    /// Upper bound of `max_concurrent_connects`.
+    pub const MAX_MAX_CONCURRENT_CONNECTS: usize = 1024;
 }
 
 /// `[logging]`
@@ -172,6 +183,7 @@ impl Config {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
                 web: WebSettings::default(),
                 enable_lifecycle: false,
+                max_concurrent_connects: ServerConfig::DEFAULT_MAX_CONCURRENT_CONNECTS,
             },
             logging: LoggingConfig {
                 level: "info".into(),
@@ -384,6 +396,27 @@ mod tests {
                 .unwrap_err();
         assert!(err.starts_with("pgvigil.toml:4:17:"), "{err}");
         assert!(err.contains("too long"), "{err}");
+    }
+
+    #[test]
+    fn max_concurrent_connects_defaults_and_is_bounded() {
+        let target = "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n";
+        let cfg = parse(target).unwrap();
+        assert_eq!(cfg.server.max_concurrent_connects, 16);
+        let cfg = parse(&format!("[server]\nmax_concurrent_connects = 2\n{target}")).unwrap();
+        assert_eq!(cfg.server.max_concurrent_connects, 2);
+        for bad in ["0", "-1", "1025"] {
+            let err = parse(&format!(
+                "[server]\nmax_concurrent_connects = {bad}\n{target}"
+            ))
+            .unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "pgvigil.toml:2:27: max_concurrent_connects = {bad} is out of range; use 1 to 1024"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

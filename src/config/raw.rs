@@ -44,6 +44,7 @@ pub(crate) struct RawServer {
     pub(crate) web_config_file: Option<Spanned<String>>,
     pub(crate) auth_exempt_paths: Option<Spanned<Vec<String>>>,
     pub(crate) enable_lifecycle: Option<bool>,
+    pub(crate) max_concurrent_connects: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

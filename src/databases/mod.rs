@@ -28,7 +28,10 @@
 //! 4. **Sessions** stay open after use; when all are taken, the least recently used one is
 //!    closed, those on audit databases last ([`sessions`]). With the default budget (2) the
 //!    one database session therefore stays on the audit database between rounds, and a round
-//!    costs one connection per changed database plus one to come back.
+//!    costs one connection per changed database plus one to come back. Opening one first
+//!    waits in the process-wide line of connection attempts ([`crate::connect_gate`]); its
+//!    `connect_timeout` starts when its turn comes. The loop starts with the main session's
+//!    first poll (spread by target name, see [`crate::poll`]).
 //!
 //! Everything found is published per database: snapshots under `(collector, datname)`, one
 //! [`DatabasesReport`](crate::collect::DatabasesReport) per step for the alert rules (via the hub, beside the main session's
@@ -504,6 +507,8 @@ impl State {
         }
         let target = &self.lane.target;
         let connection = target.connection.with_dbname(datname);
+        // In line with every other attempt of the process; connect_timeout starts after.
+        let permit = self.lane.hub.connects.acquire().await;
         let limit = target.connect_timeout;
         let opened = timeout(
             limit,
@@ -521,6 +526,7 @@ impl State {
         )
         .await
         .unwrap_or(Err(PollError::ConnectTimeout { limit }));
+        drop(permit);
         self.lane
             .hub
             .metrics

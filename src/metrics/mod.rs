@@ -222,6 +222,10 @@ pub const PROCESS_WIDE: &[&MetricDef] = &[
     &BUILD_INFO,
     &CONFIG_RELOAD_SUCCESSFUL,
     &CONFIG_RELOAD_TIMESTAMP,
+    // The connect line is one for the whole process (`[server] max_concurrent_connects`).
+    &CONNECT_WAITING,
+    &CONNECT_IN_PROGRESS,
+    &CONNECT_WAIT,
     &NOTIFICATIONS,
     &ALERTS,
 ];

@@ -64,6 +64,11 @@ struct AlertLabels {
     state: &'static str,
 }
 
+/// Buckets for the wait for a connect permit: none at all when there is no queue, up to
+/// several `connect_timeout`s in a connect storm.
+const CONNECT_WAIT_BUCKETS: [f64; 11] =
+    [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 type PollHistograms = Family<CollectorLabels, Histogram, fn() -> Histogram>;
 
 /// The process metrics plus the store of snapshot metrics, and the registry that encodes both.
@@ -78,6 +83,9 @@ pub struct Metrics {
     last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
     connect_attempts: Family<AttemptLabels, Counter>,
     session_losses: Family<LossLabels, Counter>,
+    connect_waiting: Gauge,
+    connect_in_progress: Gauge,
+    connect_wait: Histogram,
     reload_successful: Gauge,
     reload_timestamp: Gauge<f64, AtomicU64>,
     // alerting
@@ -119,6 +127,16 @@ impl Metrics {
         register(&mut registry, &CONNECT_ATTEMPTS, connect_attempts.clone());
         let session_losses = Family::default();
         register(&mut registry, &SESSION_LOSSES, session_losses.clone());
+        let connect_waiting = Gauge::default();
+        register(&mut registry, &CONNECT_WAITING, connect_waiting.clone());
+        let connect_in_progress = Gauge::default();
+        register(
+            &mut registry,
+            &CONNECT_IN_PROGRESS,
+            connect_in_progress.clone(),
+        );
+        let connect_wait = Histogram::new(CONNECT_WAIT_BUCKETS);
+        register(&mut registry, &CONNECT_WAIT, connect_wait.clone());
         let reload_successful = Gauge::default();
         register(
             &mut registry,
@@ -154,6 +172,9 @@ impl Metrics {
             last_success,
             connect_attempts,
             session_losses,
+            connect_waiting,
+            connect_in_progress,
+            connect_wait,
             reload_successful,
             reload_timestamp,
             notifications,
@@ -241,6 +262,27 @@ impl Metrics {
                 result: if ok { "success" } else { "failure" },
             })
             .inc();
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
+    }
+
+    /// One more (`delta` 1) or one fewer (-1) connection attempt waiting for a permit.
+    pub fn connect_waiting(&self, delta: i64) {
+        self.connect_waiting.inc_by(delta);
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
+    }
+
+    /// One more (`delta` 1) or one fewer (-1) connection attempt holding a permit.
+    pub fn connect_in_progress(&self, delta: i64) {
+        self.connect_in_progress.inc_by(delta);
+        // After the change: a scrape that saw the old generation encodes again.
+        self.store.touch();
+    }
+
+    /// Record how long an attempt waited for its permit.
+    pub fn connect_waited(&self, seconds: f64) {
+        self.connect_wait.observe(seconds);
         // After the change: a scrape that saw the old generation encodes again.
         self.store.touch();
     }

@@ -5,10 +5,16 @@
 //! A [`Driver`] says how to open a session of its kind of source and what its collectors see
 //! of it; [`run`] does the rest. Step by step:
 //!
-//! 1. Connect (the whole attempt, handshake and session setup included, bounded by
-//!    `connect_timeout`). On failure the source is down:
+//! 0. The first poll waits a moment fixed by the source's name (`jitter::first_poll_delay`:
+//!    within a quarter of `poll_interval` and 20 ms per source of the configuration), so a
+//!    fleet does not start in one burst.
+//! 1. Connect: first wait in the process-wide line for a permit (`[server]
+//!    max_concurrent_connects`, [`crate::connect_gate`]; waiting is not being down), then the
+//!    whole attempt, handshake and session setup included, bounded by `connect_timeout`. On
+//!    failure the source is down:
 //!    `pgvigil_up 0`, its snapshots are dropped, the rules see `up: false`, and the loop retries
-//!    after a backoff doubling from 0.5 s up to `reconnect_max_backoff`.
+//!    after a backoff doubling from 0.5 s up to `reconnect_max_backoff`, each delay drawn at
+//!    random from the upper half of its step so sources that failed together retry apart.
 //! 2. Once connected, every collector is due. A poll runs the due ones one after another on
 //!    the one session (`schedule`), so polls never overlap and the server sees one pgvigil
 //!    query at a time; each collector runs on its own interval (`interval` in its table, else
@@ -28,6 +34,7 @@
 //! server (`Driver::cancel`), and dropping the session closes its connection.
 
 mod error;
+mod jitter;
 mod record;
 mod schedule;
 
@@ -45,6 +52,7 @@ use crate::config::SourceSettings;
 use crate::hub::Hub;
 use crate::status::{TargetState, now_rfc3339};
 pub(crate) use error::PollError;
+pub(crate) use jitter::first_poll_delay;
 use record::Recorder;
 use schedule::Schedule;
 
@@ -111,12 +119,13 @@ pub(crate) trait Driver: Send + Sync + 'static {
 pub(crate) type Updates<D> = watch::Receiver<Arc<<<D as Driver>::Source as SourceType>::Config>>;
 
 /// Run `driver`'s source until `shutdown` is cancelled, applying each new configuration from
-/// `updates` between two polls.
+/// `updates` between two polls. The first poll waits `first_poll` (see [`first_poll_delay`]).
 pub(crate) async fn run<D: Driver>(
     mut driver: D,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     mut updates: Updates<D>,
+    first_poll: Duration,
 ) {
     let settings = driver.settings();
     let mut state = LoopState {
@@ -127,7 +136,7 @@ pub(crate) async fn run<D: Driver>(
         last: Observations::default(),
         recorder: Recorder::new(settings, hub),
     };
-    let mut next = Instant::now();
+    let mut next = Instant::now() + first_poll;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -235,11 +244,15 @@ impl<D: Driver> LoopState<D> {
         // connect_timeout bounds the whole attempt: TCP, TLS, startup and authentication,
         // and the session's setup queries (a listener that accepts and never answers is
         // given up after connect_timeout, not after connect + statement timeout).
+        // The clock starts once a permit is held: a queue of attempts waits in line instead of
+        // timing out (see crate::connect_gate).
+        let permit = self.recorder.hub.connects.acquire().await;
         let limit = settings.connect_timeout;
         let result = match timeout(limit, driver.connect()).await {
             Ok(result) => result,
             Err(_) => Err(PollError::ConnectTimeout { limit }),
         };
+        drop(permit);
         self.recorder
             .hub
             .metrics
@@ -284,7 +297,7 @@ impl<D: Driver> LoopState<D> {
         let recorder = &self.recorder;
         let hub = &recorder.hub;
         let name = &recorder.name;
-        let delay = self.backoff.next_delay();
+        let delay = self.backoff.next_delay(jitter::random_unit());
         let error = error.to_string();
         self.last = Observations::default();
         hub.metrics.set_up(name, false);
@@ -348,10 +361,12 @@ impl Backoff {
         }
     }
 
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
+    /// The next delay: the current step with jitter from `unit` in `[0, 1)` (see
+    /// [`jitter::jittered`]); the steps themselves double without it.
+    fn next_delay(&mut self, unit: f64) -> Duration {
+        let step = self.current;
         self.current = (self.current * 2).min(self.max);
-        delay
+        jitter::jittered(step, unit)
     }
 
     fn reset(&mut self) {
@@ -366,9 +381,12 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
-        let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        let delays: Vec<_> = (0..5).map(|_| b.next_delay(1.0).as_millis()).collect();
         assert_eq!(delays, [500, 1000, 2000, 3000, 3000]);
         b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(500));
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(500));
+        // The jitter shortens a delay, never the steps: the lowest draws still double.
+        let delays: Vec<_> = (0..5).map(|_| b.next_delay(0.0).as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 1500, 1500, 1500]);
     }
 }

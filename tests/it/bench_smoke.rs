@@ -99,7 +99,16 @@ fn side_by_side_smoke_writes_every_table() {
         assert!(number(size, "max_staleness").is_finite(), "{size}");
         assert!(number(size, "polls") >= 1.0, "{size}");
         assert!(number(size, "metrics_series") > 0.0, "{size}");
+        // Every target's main and database sessions went through the connect line.
+        assert!(
+            number(size, "connect_permit_waits") >= number(size, "targets"),
+            "{size}"
+        );
+        assert!(number(size, "connect_timeouts") >= 0.0, "{size}");
     }
+    // Written whole at the end; after each size it is already there, marked partial.
+    assert_eq!(results["partial"], false);
+    assert_eq!(results["fleet_failed"], serde_json::json!([]));
     // The every-database case: every database visited on the 2-connection budget, and the short
     // import alerted (the script waited for the alert; here its figures must be there).
     let wide = &results["wide"];

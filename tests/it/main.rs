@@ -12,6 +12,7 @@ mod alerts_e2e;
 mod bench_smoke;
 mod cli;
 mod client_certs;
+mod connect_storm;
 mod dashboards;
 mod databases;
 mod deploy;
