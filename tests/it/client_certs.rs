@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use pgvigil_testkit::TestCluster;
 
-use crate::support::{Daemon, one_target};
+use crate::support::{Daemon, connect, one_target};
+use crate::support_alerting::wait_async;
 use crate::support_certs::Pki;
 
 const WAIT: Duration = crate::support::CEILING;
@@ -117,14 +118,25 @@ async fn targets_log_in_with_a_client_certificate_from_keys_or_the_dsn() {
                 .then_some(())
         })
         .await;
-    // The server says who logged in, over TLS, with which certificate.
-    let sessions = cluster.psql(
-        "postgres",
-        &format!(
-            "SELECT count(*) || ' ' || bool_and(s.ssl) || ' ' || min(s.client_dn) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = '{ROLE}' AND a.application_name = 'pgvigil'"
-        ),
-    );
-    // Two targets logged in, each with its main session and a database session.
+    // The server says who logged in, over TLS, with which certificate. Two targets logged in,
+    // each with its main session and a database session; a database session opens after its
+    // main session's first poll, so "up" does not mean both are open: wait for the four.
+    let observer = connect(&cluster.dsn("postgres")).await;
+    let sessions = wait_async("four pgvigil sessions", WAIT, || {
+        let observer = &observer;
+        async move {
+            let row = observer
+                .query_one(
+                    "SELECT count(*), coalesce(bool_and(s.ssl), false), coalesce(min(s.client_dn), '') FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = $1 AND a.application_name = 'pgvigil'",
+                    &[&ROLE],
+                )
+                .await
+                .unwrap();
+            let (count, ssl, dn): (i64, bool, String) = (row.get(0), row.get(1), row.get(2));
+            (count >= 4).then(|| format!("{count} {ssl} {dn}"))
+        }
+    })
+    .await;
     assert_eq!(sessions, format!("4 true /CN={ROLE}"));
 
     // pgvigil_up starts at 0: the refusals asserted are in last_error, so wait for those.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use pgvigil::config::{Config, LibpqEnv};
 use pgvigil_testkit::{TestCluster, find_program};
 
-use crate::support::{Daemon, one_target};
+use crate::support::{Daemon, connect, one_target};
+use crate::support_alerting::wait_async;
 
 const WAIT: Duration = crate::support::CEILING;
 
@@ -226,23 +227,33 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
         })
         .await;
 
-    // The server itself says pgvigil's sessions are encrypted.
-    let ssl = |db: &str| {
-        cluster.psql(
-            "postgres",
-            &format!(
-                "SELECT count(*) FILTER (WHERE ssl) || '/' || count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgvigil' AND datname = '{db}'"
-            ),
-        )
-    };
-    // Each target holds its main session and a database session, both encrypted.
-    assert_eq!(ssl(&verified_db), "2/2", "encrypted/all sessions");
-    assert_eq!(ssl(&ca_only_db), "2/2", "encrypted/all sessions");
-    assert_eq!(
-        ssl("postgres"),
-        "4/4",
-        "the tls_verify = none and rotated sessions"
-    );
+    // The server itself says pgvigil's sessions are encrypted. Each target holds its main
+    // session and a database session; a database session opens after its main session's
+    // first poll, so "up" does not mean both are open: wait for the count, then read how
+    // many of them are encrypted.
+    let observer = connect(&cluster.dsn("postgres")).await;
+    for (db, n, what) in [
+        (verified_db.as_str(), 2, "encrypted/all sessions"),
+        (ca_only_db.as_str(), 2, "encrypted/all sessions"),
+        ("postgres", 4, "the tls_verify = none and rotated sessions"),
+    ] {
+        let seen = wait_async(&format!("{n} pgvigil sessions in {db}"), WAIT, || {
+            let observer = &observer;
+            async move {
+                let row = observer
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE ssl), count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgvigil' AND datname = $1",
+                        &[&db],
+                    )
+                    .await
+                    .unwrap();
+                let (encrypted, all): (i64, i64) = (row.get(0), row.get(1));
+                (all >= n).then_some(format!("{encrypted}/{all}"))
+            }
+        })
+        .await;
+        assert_eq!(seen, format!("{n}/{n}"), "{what}");
+    }
 
     // pgvigil_up starts at 0, so "untrusted down" holds before its first attempt failed: the
     // error asserted below is waited for itself.
