@@ -152,6 +152,11 @@ listen = "127.0.0.1:{self.http_port}"
 [alerts]
 state_dir = "{state}"
 resend_interval = "1m"
+# A restart fault's PostgresRestarted holds for 5 minutes after the new start, then for
+# keep_firing_for (15 minutes by default): shortened so the last restart's alert can resolve
+# within the drain.
+[alerts.rules.PostgresRestarted]
+keep_firing_for = "1m"
 [[alerts.webhook]]
 url = "http://127.0.0.1:{self.receiver.port}/hook"
 [[targets]]
@@ -392,7 +397,7 @@ def main():
     p.add_argument("--import-every", type=float, default=60)
     p.add_argument("--fault-every", type=float, default=300)
     p.add_argument("--sample-every", type=float, default=10)
-    p.add_argument("--drain", type=float, default=180)
+    p.add_argument("--drain", type=float, default=600)
     p.add_argument("--benchmarks")
     p.add_argument("--command-line", default="bench/soak.sh")
     a = p.parse_args()
