@@ -10,7 +10,7 @@ use pgvigil_testkit::TestCluster;
 use serde_json::Value;
 
 use crate::support::{CEILING, Daemon, one_target};
-use crate::support_alerting::{api_active, api_alerts, has_labels};
+use crate::support_alerting::{api_active, api_alerts, has_labels, wait_async};
 
 const SETTINGS: &str = "[targets.indexes]\ninterval = \"1s\"\nsequence_warning_ratio = 0.5\nsequence_critical_ratio = 0.9\n";
 
@@ -21,45 +21,26 @@ async fn firing(daemon: &Daemon, sequence: &str, severity: &str) -> Value {
         ("sequence", sequence),
         ("severity", severity),
     ];
-    let deadline = std::time::Instant::now() + CEILING;
-    loop {
-        if let Some(alert) = api_active(daemon, "firing", &labels).await {
-            return alert;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no firing {severity} SequenceExhaustion for {sequence}: {}",
-            api_alerts(daemon).await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let what = format!("a firing {severity} SequenceExhaustion for {sequence}");
+    wait_async(&what, CEILING, || api_active(daemon, "firing", &labels)).await
 }
 
 /// Wait until no SequenceExhaustion alert of `sequence` is active and one is resolved.
 async fn resolved(daemon: &Daemon, sequence: &str) {
     let labels = [("alertname", "SequenceExhaustion"), ("sequence", sequence)];
-    let deadline = std::time::Instant::now() + CEILING;
-    loop {
+    let what = format!("SequenceExhaustion for {sequence} resolved");
+    wait_async(&what, CEILING, || async {
         let view = api_alerts(daemon).await;
-        let active = view["active"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| has_labels(a, &labels));
-        let gone = view["resolved"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| has_labels(a, &labels));
-        if !active && gone {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SequenceExhaustion for {sequence} did not resolve: {view}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+        let listed = |state: &str| {
+            view[state]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| has_labels(a, &labels))
+        };
+        (!listed("active") && listed("resolved")).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
