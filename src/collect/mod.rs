@@ -10,9 +10,9 @@
 //! * [`SourceType`] is a kind of source ([`Postgres`], [`Pgbouncer`]): its config type, the
 //!   context a collector sees during a poll ([`PollContext`], [`pgbouncer::BouncerContext`]),
 //!   and its collectors.
-//! * [`Collector<S>`] is one data source of a kind `S`: named, polled once per run. Most
-//!   PostgreSQL collectors implement [`ReportCollector`] instead (poll, then store the report),
-//!   which gives them their `Collector` impl.
+//! * [`Collector<S>`] is one data source of a kind `S`: named, polled once per run. Every
+//!   PostgreSQL collector implements [`ReportCollector`] instead (poll, then store the report),
+//!   which gives it its `Collector` impl.
 //! * [`registry`] lists every collector with what it declares (scope, interval, versions,
 //!   grants, metrics, how to build it), like the alert rules' `RULES`; the poll loop runs what
 //!   it lists, each collector on its own interval.
@@ -308,11 +308,12 @@ pub trait Collector<S: SourceType>: Send + Sync {
 /// collectors keep their own impls.)
 ///
 /// Use it for every collector whose `collect` would be just that, including one that only
-/// exports metrics (`type Report = ()`, an empty `store`) and one whose poll can end
-/// [`CollectError::Degraded`] or [`CollectError::NotApplicable`] (every error passes through
-/// untouched and nothing is stored, so the part stays as the poll loop left it). Keep a
-/// hand-written [`Collector`] impl for one that does more around its poll: answers from its
-/// last report between its own runs (`migrations`), or stores something when the poll fails.
+/// exports metrics (`type Report = ()`, an empty `store`), one that answers from its last run
+/// between its own runs (`advice`, `migrations`: their `poll` returns clones of it), and one
+/// whose poll can end [`CollectError::Degraded`] or [`CollectError::NotApplicable`] (every
+/// error passes through untouched and nothing is stored, so the part stays as the poll loop
+/// left it). Only a collector that must store something when its poll fails would need a
+/// hand-written [`Collector`] impl; no PostgreSQL collector does.
 pub trait ReportCollector: Send + Sync {
     /// Its registry name (`SPEC.name`): the `collector` label and the key of its snapshot.
     const NAME: &'static str;

@@ -56,7 +56,7 @@ use serde::Serialize;
 use self::extract::{TableName, analyse};
 use self::suggest::{Lint, Suggestion, TableFacts, TopStatement, Window};
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::advice::{Finding, Severity};
 use crate::config::AdviceConfig;
 use crate::metrics::{self, Snapshot};
@@ -176,38 +176,6 @@ impl Advice {
             previous: None,
             last: None,
         }
-    }
-
-    async fn poll(
-        &mut self,
-        client: &tokio_postgres::Client,
-        datname: &str,
-    ) -> Result<(Snapshot, AdviceReport), CollectError> {
-        let now = Instant::now();
-        if let (Some((then, _)), Some(last)) = (&self.previous, &self.last) {
-            if now.duration_since(*then) < self.interval {
-                return Ok(last.clone());
-            }
-        }
-        let previous = self.previous.as_ref();
-        let (report, scans) = run(client, datname, &self.config, |oid, current| {
-            match previous.and_then(|(then, p)| Some((then, p.get(&oid)?))) {
-                Some((then, before)) if current.seq_scan >= before.seq_scan => (
-                    Scans {
-                        seq_scan: current.seq_scan - before.seq_scan,
-                        seq_tup_read: current.seq_tup_read - before.seq_tup_read,
-                    },
-                    Window::Seconds(now.duration_since(*then).as_secs_f64()),
-                ),
-                // First sight, or the counters were reset: what they hold.
-                _ => (current, Window::SinceReset),
-            }
-        })
-        .await?;
-        self.previous = Some((now, scans));
-        let snapshot = export(&report);
-        self.last = Some((snapshot.clone(), report.clone()));
-        Ok((snapshot, report))
     }
 }
 
@@ -403,20 +371,42 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     },
 };
 
-impl Collector<Postgres> for Advice {
-    fn name(&self) -> &'static str {
-        "advice"
+impl ReportCollector for Advice {
+    const NAME: &'static str = SPEC.name;
+    type Report = AdviceReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, AdviceReport), CollectError> {
+        let now = Instant::now();
+        if let (Some((then, _)), Some(last)) = (&self.previous, &self.last) {
+            if now.duration_since(*then) < self.interval {
+                return Ok(last.clone());
+            }
+        }
+        let previous = self.previous.as_ref();
+        let (report, scans) = run(ctx.client, ctx.database, &self.config, |oid, current| {
+            match previous.and_then(|(then, p)| Some((then, p.get(&oid)?))) {
+                Some((then, before)) if current.seq_scan >= before.seq_scan => (
+                    Scans {
+                        seq_scan: current.seq_scan - before.seq_scan,
+                        seq_tup_read: current.seq_tup_read - before.seq_tup_read,
+                    },
+                    Window::Seconds(now.duration_since(*then).as_secs_f64()),
+                ),
+                // First sight, or the counters were reset: what they hold.
+                _ => (current, Window::SinceReset),
+            }
+        })
+        .await?;
+        self.previous = Some((now, scans));
+        let snapshot = export(&report);
+        self.last = Some((snapshot.clone(), report.clone()));
+        Ok((snapshot, report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx.client, ctx.database).await?;
-            observations.database_mut(ctx.database).advice = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: AdviceReport, ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.database_mut(ctx.database).advice = Some(report);
     }
 }

@@ -29,8 +29,7 @@ use self::audit::{IdColumn, RawRow, Target};
 use self::reconcile::{AuditStatus, Facts, ImportVerdict, Policy, Reconciler, Verdict};
 use super::registry::{self, CollectorSpec, Scope};
 use super::{
-    BoxFuture, CollectError, Collector, Observations, PollContext, Postgres, describe_pg_error,
-    session,
+    CollectError, Observations, PollContext, Postgres, ReportCollector, describe_pg_error, session,
 };
 use crate::config::ImportsConfig;
 use crate::metrics::{self, Snapshot};
@@ -112,7 +111,8 @@ impl Imports {
         }
     }
 
-    async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<ImportsReport, CollectError> {
+    /// One run over every audit table: the verdicts, without the series.
+    async fn report(&mut self, ctx: &PollContext<'_>) -> Result<ImportsReport, CollectError> {
         let client = ctx.client;
         let target_name = &ctx.target.name;
         let who = client
@@ -481,21 +481,19 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     },
 };
 
-impl Collector<Postgres> for Imports {
-    fn name(&self) -> &'static str {
-        "imports"
+impl ReportCollector for Imports {
+    const NAME: &'static str = SPEC.name;
+    type Report = ImportsReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, ImportsReport), CollectError> {
+        let report = self.report(ctx).await?;
+        Ok((self.snapshot(&report), report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let report = self.poll(ctx).await?;
-            let snapshot = self.snapshot(&report);
-            observations.database_mut(ctx.database).imports = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: ImportsReport, ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.database_mut(ctx.database).imports = Some(report);
     }
 }

@@ -56,7 +56,7 @@ use std::collections::BTreeMap;
 use self::catalog::Catalog;
 pub use self::verdicts::IndexesReport;
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{BoxFuture, CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::advice::Finding;
 use crate::config::IndexesConfig;
 use crate::metrics::{self, Snapshot};
@@ -180,27 +180,26 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     },
 };
 
-impl Collector<Postgres> for Indexes {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Indexes {
+    const NAME: &'static str = SPEC.name;
+    type Report = IndexesReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, IndexesReport), CollectError> {
+        let report = report(
+            ctx.client,
+            ctx.server.version_num,
+            &self.config,
+            ctx.database,
+        )
+        .await?;
+        let snapshot = snapshot(&report, ctx.database, self.config.max_series);
+        Ok((snapshot, report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let report = report(
-                ctx.client,
-                ctx.server.version_num,
-                &self.config,
-                ctx.database,
-            )
-            .await?;
-            let snapshot = snapshot(&report, ctx.database, self.config.max_series);
-            observations.database_mut(ctx.database).indexes = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: IndexesReport, ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.database_mut(ctx.database).indexes = Some(report);
     }
 }

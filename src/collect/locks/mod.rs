@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres, query_rows};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector, query_rows};
 use crate::metrics::{self, Snapshot};
 
 /// Locks of one database, mode and state.
@@ -356,29 +356,6 @@ fn chain_series(snap: &mut Snapshot, report: &LocksReport, waitstart: bool) {
 #[derive(Debug, Default)]
 pub struct Locks;
 
-impl Locks {
-    async fn poll(&self, ctx: &PollContext<'_>) -> Result<(Snapshot, LocksReport), CollectError> {
-        let version = ctx.server.version_num;
-        let own = &ctx.own_backends;
-        let counts = query_rows(ctx.client, &sql::counts_sql(version), &[own], |r| {
-            Ok(LockCount {
-                datname: r.try_get(0)?,
-                mode: r.try_get(1)?,
-                granted: r.try_get(2)?,
-                count: r.try_get(3)?,
-                max_wait_seconds: r.try_get(4)?,
-            })
-        })
-        .await?;
-        let examined = if counts.iter().any(|c| !c.granted) {
-            examine(ctx).await?
-        } else {
-            Examined::default()
-        };
-        Ok(summarise(counts, examined, sql::has_waitstart(version)))
-    }
-}
-
 /// Steps 2 and 3, when something waits: the waiters by database, the longest waiters with
 /// their blockers, the whole queue behind those that wait for a strong lock, the prepared
 /// transactions blocking them, and the sessions of waiters and blockers.
@@ -498,21 +475,36 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     carry: |from, to| to.locks = from.locks.clone(),
 };
 
-impl Collector<Postgres> for Locks {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Locks {
+    const NAME: &'static str = SPEC.name;
+    type Report = LocksReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, LocksReport), CollectError> {
+        let version = ctx.server.version_num;
+        let own = &ctx.own_backends;
+        let counts = query_rows(ctx.client, &sql::counts_sql(version), &[own], |r| {
+            Ok(LockCount {
+                datname: r.try_get(0)?,
+                mode: r.try_get(1)?,
+                granted: r.try_get(2)?,
+                count: r.try_get(3)?,
+                max_wait_seconds: r.try_get(4)?,
+            })
+        })
+        .await?;
+        let examined = if counts.iter().any(|c| !c.granted) {
+            examine(ctx).await?
+        } else {
+            Examined::default()
+        };
+        Ok(summarise(counts, examined, sql::has_waitstart(version)))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            let (snapshot, report) = self.poll(ctx).await?;
-            observations.locks = Some(report);
-            Ok(snapshot)
-        })
+    fn store(report: LocksReport, _ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.locks = Some(report);
     }
 }
 

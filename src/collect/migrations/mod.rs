@@ -59,7 +59,7 @@ use tracing::warn;
 use self::leftovers::{InvalidIndex, NotValidConstraint, Operation};
 use self::tools::{Candidate, Record};
 use super::registry::{self, CollectorSpec, Scope};
-use super::{BoxFuture, CollectError, Collector, Observations, PollContext, Postgres};
+use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::advice::{Finding, Severity};
 use crate::config::{MigrationTool, MigrationsConfig};
 use crate::metrics::{self, Snapshot};
@@ -453,7 +453,8 @@ impl Migrations {
         }
     }
 
-    async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<MigrationsReport, CollectError> {
+    /// Read every migration table and the leftovers now (the report without its series).
+    async fn read_now(&mut self, ctx: &PollContext<'_>) -> Result<MigrationsReport, CollectError> {
         let (tables, mut report) = read(ctx.client, &self.config).await?;
         report.datname = ctx.database.to_owned();
         let previous: BTreeMap<String, MigrationTable> = self
@@ -532,29 +533,28 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     },
 };
 
-impl Collector<Postgres> for Migrations {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl ReportCollector for Migrations {
+    const NAME: &'static str = SPEC.name;
+    type Report = MigrationsReport;
+
+    async fn poll(
+        &mut self,
+        ctx: &PollContext<'_>,
+    ) -> Result<(Snapshot, MigrationsReport), CollectError> {
+        // Database visits come every [targets.tables] interval; this one runs on its own and
+        // answers from its last run in between.
+        if let Some((at, snapshot, report)) = &self.last
+            && at.elapsed() < self.interval
+        {
+            return Ok((snapshot.clone(), report.clone()));
+        }
+        let report = self.read_now(ctx).await?;
+        let snapshot = summarise(&report, &self.changes);
+        self.last = Some((Instant::now(), snapshot.clone(), report.clone()));
+        Ok((snapshot, report))
     }
 
-    fn collect<'a, 'c>(
-        &'a mut self,
-        ctx: &'a PollContext<'c>,
-        observations: &'a mut Observations,
-    ) -> BoxFuture<'a, Result<Snapshot, CollectError>> {
-        Box::pin(async move {
-            // Database visits come every [targets.tables] interval; this one runs on its own.
-            if let Some((at, snapshot, report)) = &self.last
-                && at.elapsed() < self.interval
-            {
-                observations.database_mut(ctx.database).migrations = Some(report.clone());
-                return Ok(snapshot.clone());
-            }
-            let report = self.poll(ctx).await?;
-            let snapshot = summarise(&report, &self.changes);
-            observations.database_mut(ctx.database).migrations = Some(report.clone());
-            self.last = Some((Instant::now(), snapshot.clone(), report));
-            Ok(snapshot)
-        })
+    fn store(report: MigrationsReport, ctx: &PollContext<'_>, observations: &mut Observations) {
+        observations.database_mut(ctx.database).migrations = Some(report);
     }
 }
