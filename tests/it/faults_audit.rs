@@ -62,6 +62,23 @@ impl AuditDb {
         )
     }
 
+    /// REVOKE SELECT on the audit table from `role`: what the problem names as its fix.
+    async fn revoke_from(&self, role: &str) -> String {
+        self.app
+            .batch_execute(&format!("REVOKE SELECT ON import_audit FROM {role}"))
+            .await
+            .unwrap();
+        format!("GRANT SELECT ON public.import_audit TO {role}")
+    }
+
+    /// That fix: SELECT on the audit table granted back to `role`.
+    async fn grant_to(&self, role: &str) {
+        self.app
+            .batch_execute(&format!("GRANT SELECT ON import_audit TO {role}"))
+            .await
+            .unwrap();
+    }
+
     fn drop_role(&self, role: &str) {
         self.cluster
             .psql(&self.db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
@@ -164,11 +181,24 @@ fn polls(m: &Metrics) -> Option<f64> {
     )
 }
 
+/// The shortfall alert of import `id`, once it fires.
+async fn shortfall_firing(daemon: &Daemon, id: &str) -> serde_json::Value {
+    wait_async("the shortfall alert", CEILING, || async {
+        api_active(daemon, "firing", &shortfall(id)).await
+    })
+    .await
+}
+
 /// Three more polls in which the problem containing `needle` was reported; then the alert of
-/// import `id`, which must still be firing.
-async fn firing_after_three_polls(daemon: &Daemon, needle: &str, id: &str) -> serde_json::Value {
+/// import `id` must still be the one firing since `firing_since`.
+async fn still_firing_after_three_polls(
+    daemon: &Daemon,
+    needle: &str,
+    id: &str,
+    firing_since: &serde_json::Value,
+) {
     let before = polls(&daemon.metrics().await).unwrap_or(0.0);
-    wait_async(
+    let during = wait_async(
         "three more polls of the unreadable table",
         CEILING,
         || async {
@@ -178,7 +208,8 @@ async fn firing_after_three_polls(daemon: &Daemon, needle: &str, id: &str) -> se
             api_active(daemon, "firing", &shortfall(id)).await
         },
     )
-    .await
+    .await;
+    assert_eq!(&during["firing_since"], firing_since, "{during}");
 }
 
 /// The table is readable again: the alert of import `id` is still the one firing since
@@ -208,6 +239,22 @@ async fn read_again_then_resolved(
         resolved_for(&body, id).then_some(())
     })
     .await;
+}
+
+/// SELECT granted back to `role`: the alert of import `id` is still the one firing since
+/// `firing_since` and resolves once the import is completed; then pgvigil stops and the role
+/// is dropped.
+async fn granted_back_then_resolved(
+    daemon: Daemon,
+    audit: &AuditDb,
+    role: &str,
+    id: &str,
+    firing_since: &serde_json::Value,
+) {
+    audit.grant_to(role).await;
+    read_again_then_resolved(&daemon, audit, id, firing_since).await;
+    daemon.stop().await;
+    audit.drop_role(role);
 }
 
 #[tokio::test]
@@ -261,32 +308,16 @@ async fn an_unreadable_audit_table_keeps_its_import_alerts_firing() {
     let dsn = audit.monitoring_role(&role);
     let id = audit.short_import().await;
     let daemon = Daemon::start(&audit.config(&dsn, "")).await;
-    let firing = wait_async("the shortfall alert", CEILING, || async {
-        api_active(&daemon, "firing", &shortfall(&id)).await
-    })
-    .await;
+    let firing = shortfall_firing(&daemon, &id).await;
 
     // Revoked: the table cannot be read, the error names the fix, the alert stays.
-    audit
-        .app
-        .batch_execute(&format!("REVOKE SELECT ON import_audit FROM {role}"))
-        .await
-        .unwrap();
-    let fix = format!("GRANT SELECT ON public.import_audit TO {role}");
+    let fix = audit.revoke_from(&role).await;
     let problem = wait_problem(&daemon, "the unreadable audit table reported", &fix).await;
     assert!(problem.contains("permission denied"), "{problem}");
-    let during = firing_after_three_polls(&daemon, &fix, &id).await;
-    assert_eq!(during["firing_since"], firing["firing_since"], "{during}");
+    still_firing_after_three_polls(&daemon, &fix, &id, &firing["firing_since"]).await;
 
     // Granted back: still the same alert, and it resolves only once the import is fixed.
-    audit
-        .app
-        .batch_execute(&format!("GRANT SELECT ON import_audit TO {role}"))
-        .await
-        .unwrap();
-    read_again_then_resolved(&daemon, &audit, &id, &firing["firing_since"]).await;
-    daemon.stop().await;
-    audit.drop_role(&role);
+    granted_back_then_resolved(daemon, &audit, &role, &id, &firing["firing_since"]).await;
 }
 
 #[tokio::test]
@@ -301,16 +332,8 @@ async fn an_audit_table_unreadable_across_a_restart_keeps_its_persisted_import_a
     );
     let id = audit.short_import().await;
     let daemon = Daemon::start(&config).await;
-    let firing = wait_async("the shortfall alert", CEILING, || async {
-        api_active(&daemon, "firing", &shortfall(&id)).await
-    })
-    .await;
-    audit
-        .app
-        .batch_execute(&format!("REVOKE SELECT ON import_audit FROM {role}"))
-        .await
-        .unwrap();
-    let fix = format!("GRANT SELECT ON public.import_audit TO {role}");
+    let firing = shortfall_firing(&daemon, &id).await;
+    let fix = audit.revoke_from(&role).await;
     wait_problem(&daemon, "the unreadable audit table reported", &fix).await;
     daemon.stop().await;
 
@@ -323,17 +346,9 @@ async fn an_audit_table_unreadable_across_a_restart_keeps_its_persisted_import_a
         &fix,
     )
     .await;
-    let during = firing_after_three_polls(&daemon, &fix, &id).await;
-    assert_eq!(during["firing_since"], firing["firing_since"], "{during}");
+    still_firing_after_three_polls(&daemon, &fix, &id, &firing["firing_since"]).await;
 
-    audit
-        .app
-        .batch_execute(&format!("GRANT SELECT ON import_audit TO {role}"))
-        .await
-        .unwrap();
-    read_again_then_resolved(&daemon, &audit, &id, &firing["firing_since"]).await;
-    daemon.stop().await;
-    audit.drop_role(&role);
+    granted_back_then_resolved(daemon, &audit, &role, &id, &firing["firing_since"]).await;
 }
 
 #[tokio::test]
@@ -346,10 +361,7 @@ async fn a_locked_audit_table_names_the_session_holding_the_lock() {
         "", // lock_timeout stays at its default
     );
     let daemon = Daemon::start(&config).await;
-    let firing = wait_async("the shortfall alert", CEILING, || async {
-        api_active(&daemon, "firing", &shortfall(&id)).await
-    })
-    .await;
+    let firing = shortfall_firing(&daemon, &id).await;
 
     // A migration holds ACCESS EXCLUSIVE on the audit table in an open transaction.
     let migration = connect(&audit.cluster.dsn(&audit.db)).await;
@@ -371,8 +383,7 @@ async fn a_locked_audit_table_names_the_session_holding_the_lock() {
                 .contains("blocks the read for longer than lock_timeout (1s): see /api/v1/locks"),
         "{problem}"
     );
-    let during = firing_after_three_polls(&daemon, &needle, &id).await;
-    assert_eq!(during["firing_since"], firing["firing_since"], "{during}");
+    still_firing_after_three_polls(&daemon, &needle, &id, &firing["firing_since"]).await;
     // Never more than the main and the database session, and no waiter left behind.
     assert!(sessions(&admin, &audit.db).await <= 2);
 
@@ -386,10 +397,7 @@ async fn restarts_mid_poll_lose_no_alert_and_stay_within_the_budget() {
     let audit = AuditDb::on(TestCluster::start_private(), "fault_restart").await;
     let id = audit.short_import().await;
     let daemon = Daemon::start(&audit.config(&audit.cluster.dsn(&audit.db), "")).await;
-    let firing = wait_async("the shortfall alert", CEILING, || async {
-        api_active(&daemon, "firing", &shortfall(&id)).await
-    })
-    .await;
+    let firing = shortfall_firing(&daemon, &id).await;
     let successes = |m: &Metrics| {
         m.value(
             "pgvigil_connection_attempts_total",

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use pgvigil_testkit::TestCluster;
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 use crate::support::{Daemon, connect, one_target};
 use crate::support_alerting::{api_active, wait_async};
@@ -21,6 +22,11 @@ const FIRE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Readers queued behind the ALTER TABLE.
 const READERS: usize = 5;
+
+/// The queued `ALTER TABLE contacts` (see [`start_migration`]).
+type Migration = JoinHandle<Result<(), tokio_postgres::Error>>;
+/// A queued reader of contacts (see [`queue_readers`]).
+type Reader = JoinHandle<Result<tokio_postgres::Row, tokio_postgres::Error>>;
 
 #[tokio::test]
 async fn a_migration_queued_behind_an_idle_transaction_with_readers_behind_it_fires_lock_queue() {
@@ -51,41 +57,9 @@ async fn a_migration_queued_behind_an_idle_transaction_with_readers_behind_it_fi
     idle.batch_execute("BEGIN; SELECT * FROM contacts")
         .await
         .unwrap();
-    let migration = connect(&format!("{dsn} application_name=migration")).await;
-    let alter = tokio::spawn(async move {
-        migration
-            .batch_execute("ALTER TABLE contacts ADD COLUMN email text")
-            .await
-    });
     let watcher = connect(&dsn).await;
-    let waiting = || async {
-        let n: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'contacts'::regclass",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n as usize
-    };
-    wait_async("the ALTER TABLE waiting", WAIT, || async {
-        (waiting().await == 1).then_some(())
-    })
-    .await;
-    let mut readers = Vec::new();
-    for _ in 0..READERS {
-        let reader = connect(&format!("{dsn} application_name=reader")).await;
-        readers.push(tokio::spawn(async move {
-            reader.query_one("SELECT count(*) FROM contacts", &[]).await
-        }));
-    }
-    wait_async(
-        "the readers queued behind the ALTER TABLE",
-        WAIT,
-        || async { (waiting().await == READERS + 1).then_some(()) },
-    )
-    .await;
+    let alter = start_migration(&dsn, &watcher).await;
+    let readers = queue_readers(&dsn, &watcher, READERS).await;
     let queued = Instant::now();
 
     let labels = [
@@ -170,17 +144,8 @@ async fn a_migration_queued_behind_an_idle_transaction_with_readers_behind_it_fi
 
     // The idle session ends: the ALTER TABLE and the readers run, the alert resolves.
     idle.batch_execute("COMMIT").await.unwrap();
-    alter.await.unwrap().unwrap();
-    for r in readers {
-        r.await.unwrap().unwrap();
-    }
-    wait_async("LockQueue resolved", WAIT, || async {
-        api_active(&daemon, "firing", &labels)
-            .await
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    queue_runs(alter, readers).await;
+    lock_queue_resolves(&daemon, &labels).await;
     daemon.stop().await;
 }
 
@@ -198,10 +163,7 @@ async fn waiting_on_contacts(watcher: &tokio_postgres::Client) -> usize {
 }
 
 /// `ALTER TABLE contacts` started on its own session, waiting once `watcher` sees it wait.
-async fn start_migration(
-    dsn: &str,
-    watcher: &tokio_postgres::Client,
-) -> tokio::task::JoinHandle<Result<(), tokio_postgres::Error>> {
+async fn start_migration(dsn: &str, watcher: &tokio_postgres::Client) -> Migration {
     let migration = connect(&format!("{dsn} application_name=migration")).await;
     let alter = tokio::spawn(async move {
         migration
@@ -216,11 +178,7 @@ async fn start_migration(
 }
 
 /// `n` readers of contacts, each on its own session, queued once `watcher` sees them wait.
-async fn queue_readers(
-    dsn: &str,
-    watcher: &tokio_postgres::Client,
-    n: usize,
-) -> Vec<tokio::task::JoinHandle<Result<tokio_postgres::Row, tokio_postgres::Error>>> {
+async fn queue_readers(dsn: &str, watcher: &tokio_postgres::Client, n: usize) -> Vec<Reader> {
     let mut readers = Vec::new();
     for _ in 0..n {
         let reader = connect(&format!("{dsn} application_name=reader")).await;
@@ -235,6 +193,25 @@ async fn queue_readers(
     )
     .await;
     readers
+}
+
+/// Once the blocker is gone: the ALTER TABLE and every reader behind it finish.
+async fn queue_runs(alter: Migration, readers: Vec<Reader>) {
+    alter.await.unwrap().unwrap();
+    for r in readers {
+        r.await.unwrap().unwrap();
+    }
+}
+
+/// Waits until the LockQueue alert with `labels` is no longer firing.
+async fn lock_queue_resolves(daemon: &Daemon, labels: &[(&str, &str)]) {
+    wait_async("LockQueue resolved", WAIT, || async {
+        api_active(daemon, "firing", labels)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -283,10 +260,7 @@ async fn a_queue_longer_than_the_examined_waiters_is_counted_exactly() {
         Some((LONG + 1) as f64)
     );
     idle.batch_execute("COMMIT").await.unwrap();
-    alter.await.unwrap().unwrap();
-    for r in readers {
-        r.await.unwrap().unwrap();
-    }
+    queue_runs(alter, readers).await;
     daemon.stop().await;
 }
 
@@ -349,16 +323,7 @@ async fn a_prepared_transaction_at_the_head_is_named_by_its_gid_with_its_age_and
         .batch_execute("ROLLBACK PREPARED 'deploy-7'")
         .await
         .unwrap();
-    alter.await.unwrap().unwrap();
-    for r in readers {
-        r.await.unwrap().unwrap();
-    }
-    wait_async("LockQueue resolved", WAIT, || async {
-        api_active(&daemon, "firing", &labels)
-            .await
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    queue_runs(alter, readers).await;
+    lock_queue_resolves(&daemon, &labels).await;
     daemon.stop().await;
 }
