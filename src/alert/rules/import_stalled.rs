@@ -15,12 +15,8 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     build,
 };
 
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Params {}
-
 fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
-    let _: Params = super::params(table)?;
+    super::no_params(table)?;
     Ok(Box::new(ImportStalled))
 }
 

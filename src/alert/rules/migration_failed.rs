@@ -22,13 +22,9 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
 };
 
 fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
-    super::params::<NoParams>(table)?;
+    super::no_params(table)?;
     Ok(Box::new(MigrationFailed))
 }
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoParams {}
 
 /// The rule.
 #[derive(Debug)]

@@ -129,6 +129,15 @@ pub fn params<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, 
     T::deserialize(toml::Value::Table(table.clone())).map_err(|e| e.to_string())
 }
 
+/// The `build` check of a rule without parameters: any key in its table is an error
+/// ("unknown field `x`, there are no fields"), as for a rule with parameters.
+pub fn no_params(table: &toml::Table) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoParams {}
+    params(table).map(|NoParams {}| ())
+}
+
 /// Look a rule up by its `alertname`.
 pub fn find(alertname: &str) -> Option<&'static RuleSpec> {
     RULES.iter().find(|spec| spec.alertname == alertname)

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::{RuleSpec, params};
+use super::RuleSpec;
 use crate::alert::{Condition, Evaluation, Rule, Severity};
 use crate::collect::Observations;
 
@@ -18,12 +16,8 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     build,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {}
-
 fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
-    let Params {} = params(table)?;
+    super::no_params(table)?;
     Ok(Box::new(RecoveryRoleChanged))
 }
 

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::replication_lag_high::human_bytes;
-use super::{RuleSpec, human_seconds, params};
+use super::{RuleSpec, human_seconds};
 use crate::alert::{Condition, Evaluation, Rule, Severity};
 use crate::collect::Observations;
 
@@ -20,12 +18,8 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     build,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {}
-
 fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
-    let _: Params = params(table)?;
+    super::no_params(table)?;
     Ok(Box::new(ReplicationSlotInactive))
 }
 

@@ -28,12 +28,8 @@ pub(super) const SPEC: RuleSpec = RuleSpec {
     build,
 };
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoParams {}
-
 fn build(table: &toml::Table) -> Result<Box<dyn Rule>, String> {
-    super::params::<NoParams>(table)?;
+    super::no_params(table)?;
     Ok(Box::new(SequenceExhaustion))
 }
 
