@@ -3,48 +3,59 @@
 //! Every runbook (`docs/runbooks/<AlertName>.md`, sections Meaning / Confirm / Act) is embedded
 //! at build time. The first step is the first item of its `## Act` section (a list item, or
 //! the first sentence of a paragraph). Tests check that every rule in
-//! [`crate::alert::rules::RULES`] has one and that every runbook file is listed here.
+//! [`crate::alert::rules::RULES`] has one, that every runbook is of a rule, and that every
+//! runbook file is listed here.
 
 use std::fmt::Write as _;
 
 use super::html::escape;
 
-// One line per file of docs/runbooks/ (a test fails when one is missing).
-#[rustfmt::skip]
-const RUNBOOKS: &[(&str, &str)] = &[
-    ("ArchiveFailing", include_str!("../../docs/runbooks/ArchiveFailing.md")),
-    ("ChecksumFailures", include_str!("../../docs/runbooks/ChecksumFailures.md")),
-    ("ConnectionsNearLimit", include_str!("../../docs/runbooks/ConnectionsNearLimit.md")),
-    ("DatabaseGrowth", include_str!("../../docs/runbooks/DatabaseGrowth.md")),
-    ("DeadlocksDetected", include_str!("../../docs/runbooks/DeadlocksDetected.md")),
-    ("IdleInTransaction", include_str!("../../docs/runbooks/IdleInTransaction.md")),
-    ("ImportReportedMismatch", include_str!("../../docs/runbooks/ImportReportedMismatch.md")),
-    ("ImportRolledBack", include_str!("../../docs/runbooks/ImportRolledBack.md")),
-    ("ImportRowShortfall", include_str!("../../docs/runbooks/ImportRowShortfall.md")),
-    ("ImportStalled", include_str!("../../docs/runbooks/ImportStalled.md")),
-    ("IndexSuggested", include_str!("../../docs/runbooks/IndexSuggested.md")),
-    ("InvalidIndex", include_str!("../../docs/runbooks/InvalidIndex.md")),
-    ("LockQueue", include_str!("../../docs/runbooks/LockQueue.md")),
-    ("LockWaitsLong", include_str!("../../docs/runbooks/LockWaitsLong.md")),
-    ("LongRunningTransaction", include_str!("../../docs/runbooks/LongRunningTransaction.md")),
-    ("MigrationFailed", include_str!("../../docs/runbooks/MigrationFailed.md")),
-    ("PgvigilTargetDown", include_str!("../../docs/runbooks/PgvigilTargetDown.md")),
-    ("PoolClientConnectionsNearLimit", include_str!("../../docs/runbooks/PoolClientConnectionsNearLimit.md")),
-    ("PoolClientsWaiting", include_str!("../../docs/runbooks/PoolClientsWaiting.md")),
-    ("PoolMaxWaitHigh", include_str!("../../docs/runbooks/PoolMaxWaitHigh.md")),
-    ("PoolSaturated", include_str!("../../docs/runbooks/PoolSaturated.md")),
-    ("PostgresRestarted", include_str!("../../docs/runbooks/PostgresRestarted.md")),
-    ("RecoveryRoleChanged", include_str!("../../docs/runbooks/RecoveryRoleChanged.md")),
-    ("ReplicationLagHigh", include_str!("../../docs/runbooks/ReplicationLagHigh.md")),
-    ("ReplicationSlotInactive", include_str!("../../docs/runbooks/ReplicationSlotInactive.md")),
-    ("ReplicationSlotWalRetentionHigh", include_str!("../../docs/runbooks/ReplicationSlotWalRetentionHigh.md")),
-    ("RolledBackInserts", include_str!("../../docs/runbooks/RolledBackInserts.md")),
-    ("SequenceExhaustion", include_str!("../../docs/runbooks/SequenceExhaustion.md")),
-    ("SettingsPendingRestart", include_str!("../../docs/runbooks/SettingsPendingRestart.md")),
-    ("SlowQuery", include_str!("../../docs/runbooks/SlowQuery.md")),
-    ("StandbyNotStreaming", include_str!("../../docs/runbooks/StandbyNotStreaming.md")),
-    ("TableRowsDropped", include_str!("../../docs/runbooks/TableRowsDropped.md")),
-    ("WraparoundRisk", include_str!("../../docs/runbooks/WraparoundRisk.md")),
+/// `(name, text)` of each runbook named: `docs/runbooks/<name>.md`, embedded, so the name and
+/// the file cannot disagree.
+macro_rules! runbooks {
+    ($($name:ident,)*) => {
+        &[$((
+            stringify!($name),
+            include_str!(concat!("../../docs/runbooks/", stringify!($name), ".md")),
+        )),*]
+    };
+}
+
+// One name per file of docs/runbooks/, one per rule of RULES (tests fail when one is missing).
+const RUNBOOKS: &[(&str, &str)] = runbooks![
+    ArchiveFailing,
+    ChecksumFailures,
+    ConnectionsNearLimit,
+    DatabaseGrowth,
+    DeadlocksDetected,
+    IdleInTransaction,
+    ImportReportedMismatch,
+    ImportRolledBack,
+    ImportRowShortfall,
+    ImportStalled,
+    IndexSuggested,
+    InvalidIndex,
+    LockQueue,
+    LockWaitsLong,
+    LongRunningTransaction,
+    MigrationFailed,
+    PgvigilTargetDown,
+    PoolClientConnectionsNearLimit,
+    PoolClientsWaiting,
+    PoolMaxWaitHigh,
+    PoolSaturated,
+    PostgresRestarted,
+    RecoveryRoleChanged,
+    ReplicationLagHigh,
+    ReplicationSlotInactive,
+    ReplicationSlotWalRetentionHigh,
+    RolledBackInserts,
+    SequenceExhaustion,
+    SettingsPendingRestart,
+    SlowQuery,
+    StandbyNotStreaming,
+    TableRowsDropped,
+    WraparoundRisk,
 ];
 
 /// The runbook of `alertname`, as Markdown.
@@ -150,6 +161,16 @@ mod tests {
                     )
                 });
             assert!(step.len() > 20, "{}: {step}", spec.alertname);
+        }
+    }
+
+    #[test]
+    fn every_runbook_is_of_a_rule() {
+        for (name, _) in RUNBOOKS {
+            assert!(
+                crate::alert::rules::find(name).is_some(),
+                "docs/runbooks/{name}.md: no rule of that alertname in RULES"
+            );
         }
     }
 
