@@ -4,51 +4,44 @@
 //! its series and no poll fails. One test per version, so they run in parallel and a failure
 //! names its version; a version that is not installed fails, it is not skipped.
 
+use std::path::Path;
 use std::time::Duration;
 
+use pgvigil::config::LibpqEnv;
 use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, Metrics, connect, one_target};
 
 const WAIT: Duration = crate::support::CEILING;
 
-/// The collectors a `[[targets]]` entry runs with no collector configured (those a version
-/// does not support are left out by [`default_collectors`]).
-const DEFAULT_COLLECTORS: [&str; 17] = [
-    "activity",
-    "tables",
-    "imports",
-    "statements",
-    "server",
-    "database_stats",
-    "wraparound",
-    "database_sizes",
-    // Replication, slots, archiver and WAL (issue 12).
-    "replication",
-    "replication_slots",
-    "archiver",
-    "wal_directory",
-    // The server-health layer: checkpointer, I/O, locks.
-    "checkpointer",
-    "io",
-    "locks",
-    // The schema guard (issue 14).
-    "migrations",
-    "indexes",
-];
-
-/// [`DEFAULT_COLLECTORS`] that the registry runs on PostgreSQL `major`.
+/// The collectors a `[[targets]]` entry runs with no collector configured, on PostgreSQL
+/// `major`: the registry's entries enabled by default that support the version (so a new
+/// default collector is tested here without being listed).
 fn default_collectors(major: u32) -> Vec<&'static str> {
-    DEFAULT_COLLECTORS
-        .into_iter()
-        .filter(|name| {
-            let spec = pgvigil::collect::registry::POSTGRES
-                .iter()
-                .find(|s| s.name == *name)
-                .unwrap_or_else(|| panic!("no collector {name}"));
-            spec.versions.supports(major as i32 * 10_000)
+    let toml = one_target("main", "host=localhost dbname=postgres", "");
+    let config = pgvigil::Config::parse(Path::new("versions.toml"), &toml, &LibpqEnv::default())
+        .expect("a target with no collector configured");
+    pgvigil::collect::registry::POSTGRES
+        .iter()
+        .filter(|spec| {
+            spec.enabled(&config.targets[0]) && spec.versions.supports(major as i32 * 10_000)
         })
+        .map(|spec| spec.name)
         .collect()
+}
+
+#[test]
+fn the_default_collectors_are_the_registrys_enabled_ones() {
+    // The derivation reads the defaults and the versions: all of the registry on 18 (every
+    // collector is on by default), all but io (pg_stat_io, 16+) on 13.
+    let all: Vec<&str> = pgvigil::collect::registry::POSTGRES
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(default_collectors(18), all);
+    let on_13 = default_collectors(13);
+    assert_eq!(on_13.len() + 1, all.len(), "{on_13:?}");
+    assert!(!on_13.contains(&"io"), "{on_13:?}");
 }
 
 /// How many polls of every collector to see before judging the error counters.
