@@ -441,9 +441,17 @@ async fn include_and_exclude_globs_select_in_sql_what_they_match() {
     // The daemon's own glob agrees on every table.
     for name in ["a_1", "ab1", "a_22", "a_x_tmp", "a%b", "axb"] {
         let qualified = format!("public.{name}");
-        let selected = include.iter().any(|g| pgvigil::collect::tables::glob(g, &qualified))
-            && !exclude.iter().any(|g| pgvigil::collect::tables::glob(g, &qualified));
-        let quoted = if name.contains('%') { format!("public.\"{name}\"") } else { qualified };
+        let selected = include
+            .iter()
+            .any(|g| pgvigil::collect::tables::glob(g, &qualified))
+            && !exclude
+                .iter()
+                .any(|g| pgvigil::collect::tables::glob(g, &qualified));
+        let quoted = if name.contains('%') {
+            format!("public.\"{name}\"")
+        } else {
+            qualified
+        };
         assert_eq!(selected, exported.contains(&quoted.as_str()), "{name}");
     }
 }

@@ -388,6 +388,47 @@ pub use crate::config::glob;
 mod tests {
     use super::*;
 
+    fn visit(oid: u32, live: i64, pages: i64) -> Visit {
+        let counters = Counters {
+            live,
+            inserted: live,
+            ..Counters::default()
+        };
+        Visit {
+            oid,
+            counters,
+            pages,
+        }
+    }
+
+    /// Step 2: the cap picks the largest by pages (ties by oid); only moved tables go on to
+    /// step 3 for their names, and a truncated table is among them although it left the cap.
+    #[test]
+    fn the_plan_exports_the_largest_and_keeps_every_moved_table() {
+        let mut t = Tables::new(&TablesConfig::default());
+        let start = Instant::now();
+        let first = vec![visit(10, 5_000, 100), visit(11, 10, 1), visit(12, 20, 1)];
+        let plan = t.plan(first, start, 2);
+        let exported: Vec<u32> = plan.exported.iter().map(|v| v.oid).collect();
+        assert_eq!(exported, [10, 11]);
+        assert_eq!(plan.omitted, 1);
+        assert!(plan.moved.is_empty(), "nothing to compare with yet");
+
+        // 10 truncated (pages 0, live 0), 12 unchanged, 11 written to.
+        let mut truncated = visit(10, 0, 0);
+        truncated.counters.inserted = 5_000;
+        let mut written = visit(11, 30, 1);
+        written.counters.inserted = 30;
+        let later = start + Duration::from_secs(60);
+        let plan = t.plan(vec![truncated, written, visit(12, 20, 1)], later, 2);
+        let exported: Vec<u32> = plan.exported.iter().map(|v| v.oid).collect();
+        assert_eq!(exported, [11, 12], "the truncated table left the cap");
+        let moved: Vec<u32> = plan.moved.iter().map(|m| m.0).collect();
+        assert_eq!(moved, [10, 11], "the unchanged table is not read again");
+        assert_eq!(plan.moved[0].1, 60.0);
+        assert_eq!(plan.oids(), [10, 11, 12]);
+    }
+
     #[test]
     fn globs() {
         assert!(glob("public.*", "public.contacts"));
