@@ -411,3 +411,47 @@ async fn a_truncated_table_alerts_although_it_drops_out_of_the_cap() {
         "the truncated table is no longer among the exported ones"
     );
 }
+
+/// `include`/`exclude` are applied in SQL as `LIKE` patterns: they must select exactly what
+/// the globs match (`_` and `%` in a glob are literal characters, `?` is one character).
+#[tokio::test]
+async fn include_and_exclude_globs_select_in_sql_what_they_match() {
+    let cluster = TestCluster::start();
+    let db = cluster.create_database("globs");
+    cluster.psql(
+        &db,
+        "CREATE TABLE a_1 (id int); CREATE TABLE ab1 (id int); CREATE TABLE a_22 (id int);
+         CREATE TABLE a_x_tmp (id int); CREATE TABLE \"a%b\" (id int); CREATE TABLE \"axb\" (id int);",
+    );
+    let include = ["public.a_*", "public.a%?"];
+    let exclude = ["*_tmp"];
+    let mut p = Poller::new(&cluster.dsn(&db), |t| {
+        t.tables.include = include.iter().map(|s| s.to_string()).collect();
+        t.tables.exclude = exclude.iter().map(|s| s.to_string()).collect();
+    })
+    .await;
+    let obs = p.poll().await;
+    let mut exported: Vec<&str> = tables_of(&obs)
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    exported.sort();
+    assert_eq!(exported, ["public.\"a%b\"", "public.a_1", "public.a_22"]);
+    // The daemon's own glob agrees on every table.
+    for name in ["a_1", "ab1", "a_22", "a_x_tmp", "a%b", "axb"] {
+        let qualified = format!("public.{name}");
+        let selected = include
+            .iter()
+            .any(|g| pgvigil::collect::tables::glob(g, &qualified))
+            && !exclude
+                .iter()
+                .any(|g| pgvigil::collect::tables::glob(g, &qualified));
+        let quoted = if name.contains('%') {
+            format!("public.\"{name}\"")
+        } else {
+            qualified
+        };
+        assert_eq!(selected, exported.contains(&quoted.as_str()), "{name}");
+    }
+}

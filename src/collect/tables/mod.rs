@@ -3,28 +3,35 @@
 //!
 //! # The poll, step by step
 //!
-//! 1. [`COUNTERS_SQL`], over every user table: the seven counters the row-loss rules need
-//!    (`n_live_tup`, `n_dead_tup`, `n_tup_ins`, `n_tup_del`, `n_ins_since_vacuum`, vacuum and
-//!    analyze counts), the quoted name, and the size key (heap + TOAST + index pages, the index
-//!    pages summed in one grouped pass over `pg_index` rather than a subquery per table),
-//!    largest first. PostgreSQL computes only the view columns a query reads, so this is about
-//!    half of `pg_stat_user_tables`' per-table work.
-//! 2. In the daemon: the `include`/`exclude` globs over `schema.table`; then **every** selected
-//!    table is compared with the previous poll ([`changes`]), and the first `max_tables` are
-//!    the exported ones (`pgvigil_tables_omitted` counts the rest).
-//! 3. [`DETAIL_SQL`], for the exported tables only (`relid = ANY($1)`): `reltuples`, updates
-//!    and the four maintenance timestamps, the rest of what is exported.
+//! 1. [`COUNTERS_SQL`], over every user table that passes `include`/`exclude` (the globs go
+//!    into the query as `LIKE` patterns, [`FILTER_SQL`], so excluded tables cost no row): the
+//!    oid, the seven counters the row-loss rules need (`n_live_tup`, `n_dead_tup`, `n_tup_ins`,
+//!    `n_tup_del`, `n_ins_since_vacuum`, vacuum and analyze counts) and the cap's sort key,
+//!    heap + TOAST pages. Straight from `pg_class` and the `pg_stat_get_*` functions: no
+//!    name, no index pages, no `pg_stat_user_tables` (see [`queries`] for what each costs).
+//! 2. In the daemon: **every** table is compared with the previous poll; those whose counters
+//!    moved are kept for step 3. The largest `max_tables` by the sort key (ties by oid) are the
+//!    exported ones; `pgvigil_tables_omitted` counts the rest.
+//! 3. [`queries::DETAIL_SQL`] by oid, for the exported tables and the moved ones only: the
+//!    quoted name, `reltuples`, updates, the four maintenance timestamps and the exported size
+//!    (heap + TOAST + index pages). A moved table's [`TableChange`] is made here, with its
+//!    name; a table dropped between steps 1 and 3 has no row and is left out.
 //! 4. Exact counts ([`exact`]) of allow-listed tables: a drop of 10% or more is confirmed at
 //!    once; the others run on their own schedule under their own timeout.
 //!
-//! # Why the cap cannot hide a loss
+//! # Why neither the cap nor step 3 can hide a loss
 //!
 //! The cap limits what is *exported*, not what is *watched*: the row-loss rules
-//! (`TableRowsDropped`, `RolledBackInserts`) read the changes, which step 2 computes for every
-//! table that passes the filters. This matters most for the loss they exist to catch: a
-//! `TRUNCATE` sets the table's pages to 0, which moves it out of the largest `max_tables` in
-//! the very poll it loses its rows; it is still compared, so it still alerts. The state this
-//! takes is one entry of counters per table (about 100 bytes), keyed by oid.
+//! (`TableRowsDropped`, `RolledBackInserts`) read the changes, and step 2 compares every table
+//! that passes the filters. This matters most for the loss they exist to catch: a `TRUNCATE`
+//! sets the table's pages to 0, which moves it out of the largest `max_tables` in the very poll
+//! it loses its rows; it is still compared, so it still alerts. Step 3 leaves out only the
+//! tables whose seven counters are all equal to the previous poll's: for them `lost()` is 0
+//! (`live` did not move) and `rolled_back_inserts()` is 0 (nothing inserted, no dead rows
+//! gained, no vacuum), so no parameter of either rule can make them fire
+//! (`TableRowsDropped` needs `lost() > 0` for any `min_ratio > 0`, `RolledBackInserts` at
+//! least `min_rows ≥ 1` rolled back). The state this takes is one entry of counters per
+//! table (about 80 bytes), keyed by oid.
 //!
 //! # Cost and locks
 //!
@@ -32,14 +39,19 @@
 //! from `relpages` (as of the last vacuum or analyze) rather than `pg_total_relation_size`,
 //! which takes a lock on every table and would make the whole query queue behind one
 //! `ALTER TABLE` or `TRUNCATE`. The database's cost grows with the number of tables through
-//! step 1 only (a handful of statistics lookups per table); what is exported costs step 3, which
-//! `max_tables` bounds. The same SQL serves PostgreSQL 13 to 18.
+//! step 1 only: one `pg_class` row, one hash probe for the TOAST pages and nine statistics
+//! lookups per table, about 6 µs at 10,000 tables on the benchmark machine under load, where
+//! the `pg_stat_user_tables`-based query it replaces cost about 25 µs (BENCHMARKS.md, "Issue
+//! 15, tables"). Step 3 follows `max_tables` plus the tables written to since the last poll,
+//! not the number of tables; in the worst case (every table written to every interval) it
+//! reads every table's name, as step 1 did before. The same SQL serves PostgreSQL 13 to 18.
 //!
 //! [`changes`] compares each table with the previous poll: a mass `DELETE`, a `TRUNCATE` and a
 //! rolled-back bulk insert each leave a distinct signature in the counters.
 
 pub mod changes;
 pub mod exact;
+pub mod queries;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +61,7 @@ use tracing::warn;
 
 use self::changes::{Counters, TableChange};
 use self::exact::ExactCounter;
+use self::queries::{COUNTERS_SQL, Detail, FILTER_SQL};
 use super::registry::{self, CollectorSpec, Scope};
 use super::{CollectError, Observations, PollContext, Postgres, ReportCollector};
 use crate::config::TablesConfig;
@@ -56,30 +69,6 @@ use crate::metrics::{self, Labels, Snapshot};
 
 /// Drops at least this large in an allow-listed table are confirmed by an exact count at once.
 const CONFIRM_DROP_RATIO: f64 = 0.1;
-
-/// Step 1: what every user table needs for the row-loss rules, and the cap's sort key.
-pub const COUNTERS_SQL: &str = "
-SELECT s.relid, format('%I.%I', s.schemaname, s.relname), s.schemaname::text, s.relname::text,
-       s.n_live_tup, s.n_dead_tup, s.n_tup_ins, s.n_tup_del, s.n_ins_since_vacuum,
-       s.vacuum_count + s.autovacuum_count, s.analyze_count + s.autoanalyze_count,
-       ((c.relpages::int8 + coalesce(t.relpages, 0) + coalesce(ix.pages, 0))
-        * current_setting('block_size')::int8)::int8
-  FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-  LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
-  LEFT JOIN (SELECT x.indrelid, sum(i.relpages)::int8 AS pages
-               FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-              GROUP BY x.indrelid) ix ON ix.indrelid = s.relid
- ORDER BY 12 DESC, 2";
-
-/// Step 3: the rest of the exported detail, for the exported tables only.
-pub const DETAIL_SQL: &str = "
-SELECT s.relid, c.reltuples::float8, s.n_tup_upd,
-       extract(epoch FROM s.last_vacuum)::float8,
-       extract(epoch FROM s.last_autovacuum)::float8,
-       extract(epoch FROM s.last_analyze)::float8,
-       extract(epoch FROM s.last_autoanalyze)::float8
-  FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
- WHERE s.relid = ANY($1)";
 
 /// One table's statistics.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,7 +96,8 @@ pub struct TablesReport {
     pub tables: Vec<TableStats>,
     /// Tables cut off by `max_tables`.
     pub omitted: usize,
-    /// Changes since the previous poll, for the tables seen in both.
+    /// Changes since the previous poll, for the tables seen in both whose counters moved (an
+    /// unmoved table can fire no row-loss rule; see the module docs).
     pub changes: Vec<TableChange>,
 }
 
@@ -121,6 +111,37 @@ pub struct Tables {
     logged: std::collections::HashSet<String>,
 }
 
+/// One table's row of step 1.
+#[derive(Debug, Clone, Copy)]
+struct Visit {
+    oid: u32,
+    counters: Counters,
+    /// Heap + TOAST pages: the cap's sort key.
+    pages: i64,
+}
+
+/// What step 2 decided: which tables to export, and which moved since the previous poll.
+#[derive(Debug, Default)]
+struct Plan {
+    /// The largest `max_tables`, largest first.
+    exported: Vec<Visit>,
+    /// Tables cut off by the cap.
+    omitted: usize,
+    /// Tables whose counters moved: `(oid, seconds, before, after)`.
+    moved: Vec<(u32, f64, Counters, Counters)>,
+}
+
+impl Plan {
+    /// The oids step 3 reads: exported and moved, each once.
+    fn oids(&self) -> Vec<u32> {
+        let mut oids: Vec<u32> = self.exported.iter().map(|v| v.oid).collect();
+        oids.extend(self.moved.iter().map(|m| m.0));
+        oids.sort_unstable();
+        oids.dedup();
+        oids
+    }
+}
+
 impl Tables {
     /// A collector for one target's `[targets.tables]`.
     pub fn new(config: &TablesConfig) -> Self {
@@ -132,63 +153,121 @@ impl Tables {
         }
     }
 
-    fn selected(&self, qualified: &str) -> bool {
-        let included = self.config.include.is_empty()
-            || self.config.include.iter().any(|p| glob(p, qualified));
-        included && !self.config.exclude.iter().any(|p| glob(p, qualified))
+    /// Step 1: the counters and sort key of every selected table.
+    async fn visit(&self, client: &tokio_postgres::Client) -> Result<Vec<Visit>, CollectError> {
+        let rows = if self.config.include.is_empty() && self.config.exclude.is_empty() {
+            client.query(COUNTERS_SQL, &[]).await?
+        } else {
+            let sql = format!("{COUNTERS_SQL}{FILTER_SQL}");
+            let include = queries::like_patterns(&self.config.include);
+            let exclude = queries::like_patterns(&self.config.exclude);
+            client.query(&sql, &[&include, &exclude]).await?
+        };
+        let visit = |row: &tokio_postgres::Row| -> Result<Visit, tokio_postgres::Error> {
+            Ok(Visit {
+                oid: row.try_get(0)?,
+                counters: Counters {
+                    live: row.try_get(1)?,
+                    dead: row.try_get(2)?,
+                    inserted: row.try_get(3)?,
+                    deleted: row.try_get(4)?,
+                    inserted_since_vacuum: row.try_get(5)?,
+                    vacuums: row.try_get(6)?,
+                    analyzes: row.try_get(7)?,
+                },
+                pages: row.try_get(8)?,
+            })
+        };
+        Ok(rows.iter().map(visit).collect::<Result<_, _>>()?)
     }
 
-    /// Step 3: read the exported tables' detail and publish their series.
-    async fn export(
+    /// Step 2: compare every table with the previous poll (remembering all of them for the
+    /// next), and pick the largest `max_tables` to export.
+    fn plan(&mut self, mut visits: Vec<Visit>, now: Instant, max_tables: usize) -> Plan {
+        let mut plan = Plan::default();
+        let mut current = HashMap::with_capacity(visits.len());
+        for v in &visits {
+            if let Some((then, before)) = self.previous.get(&v.oid) {
+                if *before != v.counters {
+                    let seconds = now.duration_since(*then).as_secs_f64();
+                    plan.moved.push((v.oid, seconds, *before, v.counters));
+                }
+            }
+            current.insert(v.oid, (now, v.counters));
+        }
+        self.previous = current;
+        visits.sort_unstable_by(|a, b| b.pages.cmp(&a.pages).then(a.oid.cmp(&b.oid)));
+        plan.omitted = visits.len().saturating_sub(max_tables);
+        visits.truncate(max_tables);
+        plan.exported = visits;
+        plan
+    }
+
+    /// The changes of the moved tables that still exist; which of them to confirm by an
+    /// exact count (indexes into `report.changes`).
+    fn changes(
         &self,
-        client: &tokio_postgres::Client,
+        plan: &Plan,
+        detail: &HashMap<u32, Detail>,
+        report: &mut TablesReport,
+    ) -> Vec<usize> {
+        let mut to_confirm = Vec::new();
+        for (oid, seconds, before, after) in &plan.moved {
+            let Some(d) = detail.get(oid) else { continue };
+            if let Some(change) = TableChange::between(&d.table, *seconds, *before, *after) {
+                if change.lost_ratio() >= CONFIRM_DROP_RATIO
+                    && self.exact.allows(&d.schema, &d.name)
+                {
+                    to_confirm.push(report.changes.len());
+                }
+                report.changes.push(change);
+            }
+        }
+        to_confirm
+    }
+
+    /// Publish the exported tables' series (a table dropped since step 1 is left out).
+    fn export(
+        plan: &Plan,
+        detail: &HashMap<u32, Detail>,
         snap: &mut Snapshot,
         report: &mut TablesReport,
-        exported: &[(u32, Counters)],
-    ) -> Result<(), CollectError> {
-        if exported.is_empty() {
-            return Ok(());
-        }
-        let oids: Vec<u32> = exported.iter().map(|(oid, _)| *oid).collect();
-        let detail: HashMap<u32, tokio_postgres::Row> = client
-            .query(DETAIL_SQL, &[&oids])
-            .await?
-            .into_iter()
-            .map(|row| Ok((row.try_get::<_, u32>(0)?, row)))
-            .collect::<Result<_, tokio_postgres::Error>>()?;
+    ) {
         let datname = &report.datname;
-        for ((oid, counters), stats) in exported.iter().zip(&mut report.tables) {
-            // A table dropped between the two queries has no detail: its estimates stay.
-            let row = detail.get(oid);
-            let get_f64 = |i| -> Result<Option<f64>, tokio_postgres::Error> {
-                row.map_or(Ok(None), |r| r.try_get::<_, Option<f64>>(i))
+        for v in &plan.exported {
+            let Some(d) = detail.get(&v.oid) else {
+                continue;
             };
-            stats.reltuples = get_f64(1)?.unwrap_or_default();
-            let updated = row.map_or(Ok(0), |r| r.try_get::<_, i64>(2))?;
-            let labels = Labels::new(vec![datname.clone(), stats.table.clone()]);
+            let counters = v.counters;
+            let labels = Labels::new(vec![datname.clone(), d.table.clone()]);
             snap.push_labels(&metrics::TABLE_LIVE_ROWS, &labels, counters.live as f64);
             snap.push_labels(&metrics::TABLE_DEAD_ROWS, &labels, counters.dead as f64);
-            snap.push_labels(&metrics::TABLE_RELTUPLES, &labels, stats.reltuples);
-            snap.push_labels(&metrics::TABLE_SIZE, &labels, stats.size_bytes as f64);
+            snap.push_labels(&metrics::TABLE_RELTUPLES, &labels, d.reltuples);
+            snap.push_labels(&metrics::TABLE_SIZE, &labels, d.size_bytes as f64);
             let inserted = counters.inserted as f64;
             snap.push_labels(&metrics::TABLE_INSERTED, &labels, inserted);
-            snap.push_labels(&metrics::TABLE_UPDATED, &labels, updated as f64);
+            snap.push_labels(&metrics::TABLE_UPDATED, &labels, d.updated as f64);
             let deleted = counters.deleted as f64;
             snap.push_labels(&metrics::TABLE_DELETED, &labels, deleted);
-            for (i, operation) in ["vacuum", "autovacuum", "analyze", "autoanalyze"]
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(at) = get_f64(3 + i)? {
+            let operations = ["vacuum", "autovacuum", "analyze", "autoanalyze"];
+            for (operation, at) in operations.into_iter().zip(d.maintenance) {
+                if let Some(at) = at {
                     snap.push(
                         &metrics::TABLE_LAST_MAINTENANCE,
-                        vec![datname.clone(), stats.table.clone(), operation.to_owned()],
+                        vec![datname.clone(), d.table.clone(), operation.to_owned()],
                         at,
                     );
                 }
             }
+            report.tables.push(TableStats {
+                table: d.table.clone(),
+                live_rows: counters.live,
+                dead_rows: counters.dead,
+                reltuples: d.reltuples,
+                size_bytes: d.size_bytes,
+                exact_rows: None,
+            });
         }
-        Ok(())
     }
 }
 
@@ -196,7 +275,7 @@ impl Tables {
 pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     name: "tables",
     table: "tables",
-    reads: "pg_stat_user_tables and pg_class estimates; count(*) of exact_count_tables on their own schedule",
+    reads: "pg_stat_get_* counters and pg_class estimates of every table, names and detail of the exported and changed ones; count(*) of exact_count_tables on their own schedule",
     scope: Scope::Database,
     versions: registry::PG13,
     grants: &["SELECT ON <exact_count_tables>"],
@@ -223,7 +302,7 @@ impl ReportCollector for Tables {
             .query_one("SELECT current_database()::text", &[])
             .await?
             .try_get(0)?;
-        let rows = client.query(COUNTERS_SQL, &[]).await?;
+        let visits = self.visit(client).await?;
         let now = Instant::now();
         let mut report = TablesReport {
             datname,
@@ -232,55 +311,12 @@ impl ReportCollector for Tables {
         let max_tables = ctx.max_tables.map_or(self.config.max_tables, |share| {
             share.min(self.config.max_tables)
         });
-        let mut current = HashMap::with_capacity(rows.len());
-        let mut to_confirm = Vec::new();
-        let mut exported = Vec::new();
-        for row in &rows {
-            let schema: &str = row.try_get(2)?;
-            let name: &str = row.try_get(3)?;
-            if !self.selected(&format!("{schema}.{name}")) {
-                continue;
-            }
-            let oid: u32 = row.try_get(0)?;
-            let table: &str = row.try_get(1)?;
-            let counters = Counters {
-                live: row.try_get(4)?,
-                dead: row.try_get(5)?,
-                inserted: row.try_get(6)?,
-                deleted: row.try_get(7)?,
-                inserted_since_vacuum: row.try_get(8)?,
-                vacuums: row.try_get(9)?,
-                analyzes: row.try_get(10)?,
-            };
-            if let Some((then, before)) = self.previous.get(&oid) {
-                let seconds = now.duration_since(*then).as_secs_f64();
-                if let Some(change) = TableChange::between(table, seconds, *before, counters) {
-                    if change.lost_ratio() >= CONFIRM_DROP_RATIO && self.exact.allows(schema, name)
-                    {
-                        to_confirm.push(report.changes.len());
-                    }
-                    report.changes.push(change);
-                }
-            }
-            current.insert(oid, (now, counters));
-            if exported.len() < max_tables {
-                exported.push((oid, counters));
-                report.tables.push(TableStats {
-                    table: table.to_owned(),
-                    live_rows: counters.live,
-                    dead_rows: counters.dead,
-                    reltuples: 0.0,
-                    size_bytes: row.try_get(11)?,
-                    exact_rows: None,
-                });
-            } else {
-                report.omitted += 1;
-            }
-        }
-        self.previous = current;
+        let plan = self.plan(visits, now, max_tables);
+        let detail = queries::details(client, &plan.oids()).await?;
+        let to_confirm = self.changes(&plan, &detail, &mut report);
+        report.omitted = plan.omitted;
         let mut snap = Snapshot::default();
-        self.export(client, &mut snap, &mut report, &exported)
-            .await?;
+        Self::export(&plan, &detail, &mut snap, &mut report);
 
         let mut problems = Vec::new();
         for i in to_confirm {
@@ -352,6 +388,47 @@ pub use crate::config::glob;
 mod tests {
     use super::*;
 
+    fn visit(oid: u32, live: i64, pages: i64) -> Visit {
+        let counters = Counters {
+            live,
+            inserted: live,
+            ..Counters::default()
+        };
+        Visit {
+            oid,
+            counters,
+            pages,
+        }
+    }
+
+    /// Step 2: the cap picks the largest by pages (ties by oid); only moved tables go on to
+    /// step 3 for their names, and a truncated table is among them although it left the cap.
+    #[test]
+    fn the_plan_exports_the_largest_and_keeps_every_moved_table() {
+        let mut t = Tables::new(&TablesConfig::default());
+        let start = Instant::now();
+        let first = vec![visit(10, 5_000, 100), visit(11, 10, 1), visit(12, 20, 1)];
+        let plan = t.plan(first, start, 2);
+        let exported: Vec<u32> = plan.exported.iter().map(|v| v.oid).collect();
+        assert_eq!(exported, [10, 11]);
+        assert_eq!(plan.omitted, 1);
+        assert!(plan.moved.is_empty(), "nothing to compare with yet");
+
+        // 10 truncated (pages 0, live 0), 12 unchanged, 11 written to.
+        let mut truncated = visit(10, 0, 0);
+        truncated.counters.inserted = 5_000;
+        let mut written = visit(11, 30, 1);
+        written.counters.inserted = 30;
+        let later = start + Duration::from_secs(60);
+        let plan = t.plan(vec![truncated, written, visit(12, 20, 1)], later, 2);
+        let exported: Vec<u32> = plan.exported.iter().map(|v| v.oid).collect();
+        assert_eq!(exported, [11, 12], "the truncated table left the cap");
+        let moved: Vec<u32> = plan.moved.iter().map(|m| m.0).collect();
+        assert_eq!(moved, [10, 11], "the unchanged table is not read again");
+        assert_eq!(plan.moved[0].1, 60.0);
+        assert_eq!(plan.oids(), [10, 11, 12]);
+    }
+
     #[test]
     fn globs() {
         assert!(glob("public.*", "public.contacts"));
@@ -360,18 +437,5 @@ mod tests {
         assert!(glob("*", ""));
         assert!(glob("a*b*c", "axxbyyc"));
         assert!(!glob("a*b*c", "axxbyy"));
-    }
-
-    #[test]
-    fn include_and_exclude() {
-        let config = TablesConfig {
-            include: vec!["public.*".into()],
-            exclude: vec!["public.tmp_*".into()],
-            ..TablesConfig::default()
-        };
-        let t = Tables::new(&config);
-        assert!(t.selected("public.contacts"));
-        assert!(!t.selected("public.tmp_load"));
-        assert!(!t.selected("crm.contacts"));
     }
 }
