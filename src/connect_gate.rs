@@ -28,7 +28,7 @@
 //! permit.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -66,6 +66,16 @@ impl Shared {
 pub(crate) struct ConnectPermit {
     permit: Option<OwnedSemaphorePermit>,
     shared: Arc<Shared>,
+    /// How long the attempt waited in line for this permit.
+    waited: Duration,
+}
+
+impl ConnectPermit {
+    /// How long the attempt waited in line before it got this permit (and its
+    /// `connect_timeout` clock started): named in a timeout's message when it was long.
+    pub(crate) fn waited(&self) -> Duration {
+        self.waited
+    }
 }
 
 impl Drop for ConnectPermit {
@@ -118,10 +128,12 @@ impl ConnectGate {
             .expect("the connect semaphore is never closed");
         drop(waiting);
         metrics.connect_in_progress(1);
-        metrics.connect_waited(asked.elapsed().as_secs_f64());
+        let waited = asked.elapsed();
+        metrics.connect_waited(waited.as_secs_f64());
         ConnectPermit {
             permit: Some(permit),
             shared: self.shared.clone(),
+            waited,
         }
     }
 

@@ -525,7 +525,10 @@ impl State {
             ),
         )
         .await
-        .unwrap_or(Err(PollError::ConnectTimeout { limit }));
+        .unwrap_or(Err(PollError::ConnectTimeout {
+            limit,
+            waited: permit.waited(),
+        }));
         drop(permit);
         self.lane
             .hub

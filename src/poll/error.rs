@@ -15,13 +15,13 @@ pub(crate) enum PollError {
     #[error("{0}")]
     Session(String),
     /// The whole connection attempt, handshake included, overran its limit.
-    #[error(
-        "no session within connect_timeout ({}): the address did not complete the connection, the TLS and PostgreSQL startup, and the session setup in time; check that host and port name a running PostgreSQL (or PgBouncer) that is not overloaded, or raise connect_timeout",
-        humantime::format_duration(*limit)
-    )]
+    #[error("{}", connect_timeout_message(*limit, *waited))]
     ConnectTimeout {
         /// `connect_timeout`.
         limit: Duration,
+        /// How long the attempt waited in line for a connect permit (`[server]
+        /// max_concurrent_connects`) before its `connect_timeout` clock started.
+        waited: Duration,
     },
     /// A collector got no answer in time; the session is in an unknown state.
     #[error("collector {collector} timed out; reconnecting")]
@@ -49,6 +49,27 @@ pub(crate) enum PollError {
     ConnectionLost,
 }
 
+/// A wait in line for a connect permit this long is named in a connect timeout's message:
+/// the operator then sees that the attempt also queued behind others, so raising
+/// `connect_timeout` alone is not the whole answer.
+const LONG_PERMIT_WAIT: Duration = Duration::from_secs(1);
+
+fn connect_timeout_message(limit: Duration, waited: Duration) -> String {
+    let mut message = format!(
+        "no session within connect_timeout ({}): the address did not complete the connection, the TLS and PostgreSQL startup, and the session setup in time; check that host and port name a running PostgreSQL (or PgBouncer) that is not overloaded, or raise connect_timeout",
+        humantime::format_duration(limit)
+    );
+    if waited >= LONG_PERMIT_WAIT {
+        // Whole milliseconds: humantime would print the nanoseconds of a measured wait.
+        let waited = Duration::from_millis(waited.as_millis() as u64);
+        message.push_str(&format!(
+            "; before its connect_timeout started, the attempt waited {} in line for a connect permit ([server] max_concurrent_connects): if many sources connect at once, raise max_concurrent_connects too",
+            humantime::format_duration(waited)
+        ));
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,12 +78,32 @@ mod tests {
     fn messages_are_the_ones_operators_see() {
         assert_eq!(
             PollError::ConnectTimeout {
-                limit: Duration::from_secs(10)
+                limit: Duration::from_secs(10),
+                waited: Duration::from_millis(3),
             }
             .to_string()
             .split(':')
             .next(),
             Some("no session within connect_timeout (10s)")
+        );
+        let short = PollError::ConnectTimeout {
+            limit: Duration::from_secs(10),
+            waited: Duration::from_millis(300),
+        }
+        .to_string();
+        assert!(short.ends_with("or raise connect_timeout"), "{short}");
+        assert!(!short.contains("max_concurrent_connects"), "{short}");
+        let long = PollError::ConnectTimeout {
+            limit: Duration::from_secs(10),
+            waited: Duration::from_micros(12_345_678),
+        }
+        .to_string();
+        assert!(long.contains("raise connect_timeout"), "{long}");
+        assert!(
+            long.contains(
+                "waited 12s 345ms in line for a connect permit ([server] max_concurrent_connects)"
+            ),
+            "{long}"
         );
         assert_eq!(
             PollError::CollectorTimeout {

@@ -250,7 +250,10 @@ impl<D: Driver> LoopState<D> {
         let limit = settings.connect_timeout;
         let result = match timeout(limit, driver.connect()).await {
             Ok(result) => result,
-            Err(_) => Err(PollError::ConnectTimeout { limit }),
+            Err(_) => Err(PollError::ConnectTimeout {
+                limit,
+                waited: permit.waited(),
+            }),
         };
         drop(permit);
         self.recorder
