@@ -344,6 +344,14 @@ pub async fn check_target(target: &TargetConfig) -> Result<Vec<Check>, Privilege
     Ok(checks)
 }
 
+/// Open a session for a privilege check, bounded by the target's `connect_timeout`.
+///
+/// This does **not** go through the daemon's connect gate (`crate::connect_gate`, `[server]
+/// max_concurrent_connects`): it serves the CLI's `advise` and `check-privileges`, which run
+/// outside a daemon and open one session at a time (the main one, then one per watched
+/// database in turn), so there is no line of attempts to keep short. The daemon checks
+/// privileges on the sessions its poll loops opened through the gate ([`report_missing`]);
+/// a daemon-side caller of this function would bypass the gate and must not be added.
 pub(crate) async fn connect(
     target: &TargetConfig,
     connection: &crate::config::ConnectionSpec,

@@ -223,7 +223,8 @@ async fn advise_database(
     out
 }
 
-/// A session to `config`'s database with the daemon's timeouts, and what it is connected to.
+/// A session to `config`'s database with the daemon's timeouts, and what it is connected to
+/// (the CLI's `advise`: not through the daemon's connect gate, see [`crate::privileges::connect`]).
 async fn open(
     config: &TargetConfig,
     tls: &crate::tls::Connector,
