@@ -137,11 +137,23 @@ async fn a_terminated_backend_is_counted_by_reason_and_reopened() {
         (1..=2).contains(&before.len()),
         "within the budget: {before:?}"
     );
+    // Each is terminated while idle: a backend terminated in the middle of a query hands its
+    // FATAL 57P01 to that query, not to the connection, and the loss is then counted as
+    // `closed` (a known limit of how the reason is read; see the closing note of issue 16).
     for pid in &before {
-        admin
-            .execute("SELECT pg_terminate_backend($1)", &[pid])
-            .await
-            .unwrap();
+        crate::support_alerting::wait_async("the session idle, then terminated", WAIT, || async {
+            admin
+                .query_one(
+                    "SELECT coalesce((SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE pid = $1 AND state = 'idle'), false)",
+                    &[pid],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+                .then_some(())
+        })
+        .await;
     }
     let loss = [
         ("target", "main"),

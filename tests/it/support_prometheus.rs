@@ -74,11 +74,26 @@ impl Prometheus {
         prometheus
     }
 
-    /// Evaluate an instant query; Ok(result array) or Err(Prometheus' error).
+    /// Evaluate an instant query now; Ok(result array) or Err(Prometheus' error).
     pub async fn query(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+        self.query_at_time(expr, None).await
+    }
+
+    /// Evaluate an instant query at `time` (Unix seconds), e.g. an instant from
+    /// [`Prometheus::healthy_instant`], so that every query of a check sees the same data.
+    pub async fn query_at(&self, expr: &str, time: f64) -> Result<Vec<serde_json::Value>, String> {
+        self.query_at_time(expr, Some(time)).await
+    }
+
+    async fn query_at_time(
+        &self,
+        expr: &str,
+        time: Option<f64>,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let at = time.map(|t| format!("&time={t:.3}")).unwrap_or_default();
         let (status, body) = http_get(
             self.addr,
-            &format!("/api/v1/query?query={}", encode(expr)),
+            &format!("/api/v1/query?query={}{at}", encode(expr)),
             None,
         )
         .await;
@@ -112,16 +127,35 @@ impl Prometheus {
         }
     }
 
-    /// The alerts Prometheus currently has pending or firing.
-    pub async fn alerts(&self) -> Vec<serde_json::Value> {
-        let (_, body) = http_get(self.addr, "/api/v1/alerts", None).await;
-        std::fs::write("/tmp/opskit-body.txt", &body).unwrap();
-        let body = dechunk(&body);
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["data"]["alerts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    /// An instant (Unix seconds, as Prometheus evaluated it) at which each of the `targets`
+    /// scrape targets has had every scrape of the last 5 s succeed, at least three of them.
+    ///
+    /// A failed scrape (a `/metrics` that outlasts the 1 s scrape timeout on a loaded machine)
+    /// marks every series of its target stale at once, so an instant query right after it
+    /// finds nothing, and the rules evaluated then see nothing either. Queries pinned to this
+    /// instant with [`Prometheus::query_at`] see what the last good scrapes exported, and rule
+    /// results evaluated on fresh inputs.
+    pub async fn healthy_instant(&self, targets: usize, timeout: Duration) -> f64 {
+        let expr = "min_over_time(up[5s]) == 1 and count_over_time(up[5s]) >= 3";
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Ok(result) = self.query(expr).await {
+                if result.len() == targets {
+                    if let Some(t) = result[0]["value"][0].as_f64() {
+                        return t;
+                    }
+                }
+                last = Some(result);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no instant with {targets} targets scraped well for 5 s after {timeout:?} \
+                 (last: {last:?}); Prometheus log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     pub fn log(&self) -> String {
