@@ -137,25 +137,14 @@ impl Prometheus {
     /// results evaluated on fresh inputs.
     pub async fn healthy_instant(&self, targets: usize, timeout: Duration) -> f64 {
         let expr = "min_over_time(up[5s]) == 1 and count_over_time(up[5s]) >= 3";
-        let deadline = std::time::Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            if let Ok(result) = self.query(expr).await {
-                if result.len() == targets {
-                    if let Some(t) = result[0]["value"][0].as_f64() {
-                        return t;
-                    }
-                }
-                last = Some(result);
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no instant with {targets} targets scraped well for 5 s after {timeout:?} \
-                 (last: {last:?}); Prometheus log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let what = format!("an instant with {targets} targets scraped well for 5 s");
+        crate::support_alerting::wait_async(&what, timeout, || async {
+            let result = self.query(expr).await.ok()?;
+            (result.len() == targets)
+                .then(|| result[0]["value"][0].as_f64())
+                .flatten()
+        })
+        .await
     }
 
     pub fn log(&self) -> String {
