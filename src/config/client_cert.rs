@@ -6,17 +6,24 @@
 //! setting both in the DSN and as a key. The pair is loaded once here, so a wrong path, a file
 //! that is not PEM, or a key that does not match its certificate is reported at FILE:LINE:COL;
 //! the connector reads the files again at every connect, so a renewed certificate is used
-//! without a restart (`src/tls.rs`).
+//! without a restart (`src/tls/mod.rs`).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
 use super::{ConfigError, ConnectionSpec, Validator};
 
+/// A client certificate chain and its private key.
+pub(crate) type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// Load a certificate and key pair as the TLS layer will: the error names both files and the fix.
-pub(crate) fn identity(cert: &Path, key: &Path) -> Result<native_tls::Identity, String> {
+fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
     let read = |what: &str, path: &Path| {
         std::fs::read(path).map_err(|e| {
             format!(
@@ -27,29 +34,43 @@ pub(crate) fn identity(cert: &Path, key: &Path) -> Result<native_tls::Identity, 
     };
     let cert_pem = read("tls_cert_file", cert)?;
     let key_pem = read("tls_key_file", key)?;
-    if !cert_pem
-        .windows(27)
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(format!(
+    let provider = rustls::crypto::ring::default_provider();
+    pair(cert, key, &cert_pem, &key_pem, &provider)
+}
+
+/// The pair in `cert_pem` and `key_pem` (read from `cert` and `key`), checked as a handshake
+/// would use it: PEM certificates (the client's first), an unencrypted PEM private key the
+/// provider can sign with, and that key belonging to the first certificate.
+pub(crate) fn pair(
+    cert: &Path,
+    key: &Path,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+) -> Result<Identity, String> {
+    let no_certificate = || {
+        format!(
             "tls_cert_file {} holds no PEM certificate; it should hold a -----BEGIN CERTIFICATE----- block (the client certificate first, then any intermediates)",
             cert.display()
-        ));
+        )
+    };
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", no_certificate()))?;
+    if chain.is_empty() {
+        return Err(no_certificate());
     }
-    let unusable = |e: native_tls::Error| {
+    let unusable = |e: &dyn std::fmt::Display| {
         format!(
             "tls_cert_file {} and tls_key_file {} are not a usable pair: {e}; the key must be an unencrypted PEM private key (PKCS#8 \"BEGIN PRIVATE KEY\", or \"BEGIN RSA/EC PRIVATE KEY\") that belongs to the certificate",
             cert.display(),
             key.display()
         )
     };
-    let identity = native_tls::Identity::from_pkcs8(&cert_pem, &key_pem).map_err(unusable)?;
-    // Building a connector is what checks that the key belongs to the certificate.
-    native_tls::TlsConnector::builder()
-        .identity(identity.clone())
-        .build()
-        .map_err(unusable)?;
-    Ok(identity)
+    let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| unusable(&e))?;
+    CertifiedKey::from_der(chain.clone(), private.clone_key(), provider)
+        .map_err(|e| unusable(&e))?;
+    Ok((chain, private))
 }
 
 impl Validator<'_> {

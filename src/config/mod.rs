@@ -53,6 +53,7 @@ pub use alerts::{
     AlertsConfig, DEFAULT_RESEND_INTERVAL, DEFAULT_RUNBOOK_BASE_URL, HttpAuth, HttpSinkConfig,
     RuleTable, RuleTables, read_secret,
 };
+pub(crate) use client_cert::pair as client_identity;
 pub use collectors::{CollectorConfig, Section};
 pub use databases::{
     DatabaseOverride, DatabasesConfig, ImportsOverride, Selection, TablesOverride, glob,

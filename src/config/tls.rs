@@ -10,6 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
 use toml::Spanned;
 
 use super::{ConfigError, ConnectionSpec, Validator};
@@ -60,7 +63,7 @@ pub struct TlsConfig {
 }
 
 /// Read a CA bundle and check that it holds at least one PEM certificate.
-fn read_ca_file(path: &Path) -> Result<Vec<native_tls::Certificate>, String> {
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| {
         format!(
             "cannot read tls_ca_file {}: {e}; check that it exists and that pgvigil's user may read it",
@@ -74,18 +77,29 @@ fn read_ca_file(path: &Path) -> Result<Vec<native_tls::Certificate>, String> {
 pub(crate) fn ca_certificates(
     path: &Path,
     pem: &[u8],
-) -> Result<Vec<native_tls::Certificate>, String> {
-    let certs = native_tls::Certificate::stack_from_pem(pem).map_err(|e| {
-        format!(
-            "tls_ca_file {} is not a PEM certificate bundle: {e}; it should hold -----BEGIN CERTIFICATE----- blocks",
-            path.display()
-        )
-    })?;
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            format!(
+                "tls_ca_file {} is not a PEM certificate bundle: {e}; it should hold -----BEGIN CERTIFICATE----- blocks",
+                path.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!(
             "tls_ca_file {} holds no certificate; it should hold -----BEGIN CERTIFICATE----- blocks",
             path.display()
         ));
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        webpki::anchor_from_trusted_cert(cert).map_err(|e| {
+            format!(
+                "certificate {} of tls_ca_file {} cannot be read as a CA certificate ({e}); the file should hold PEM certificates as the server's CA issued them",
+                i + 1,
+                path.display()
+            )
+        })?;
     }
     Ok(certs)
 }

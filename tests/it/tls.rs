@@ -33,6 +33,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// `ca.crt`, `server.crt`, `server.key`. EC keys: RSA key generation would burn CPU that the
 /// timing-sensitive tests running beside this one need.
 fn make_certificates(dir: &Path) {
+    make_certificates_signed_with(dir, "-sha256");
+}
+
+/// [`make_certificates`], the server certificate signed with `digest` (`-sha384`: what SCRAM
+/// channel binding hashes it with).
+fn make_certificates_signed_with(dir: &Path, digest: &str) {
     openssl(
         dir,
         &[
@@ -84,6 +90,7 @@ fn make_certificates(dir: &Path) {
         &[
             "x509",
             "-req",
+            digest,
             "-in",
             "server.csr",
             "-CA",
@@ -289,6 +296,198 @@ async fn targets_connect_over_tls_as_each_verify_mode_demands() {
         1,
         "the cause is said once: {error}"
     );
+    daemon.stop().await;
+}
+
+/// Certificates as libpq accepts them, which WebPKI alone would refuse: a CA-signed server
+/// certificate without subjectAltName (the host is matched against its common name), and a
+/// self-signed one (CA:TRUE, as `openssl req -x509` makes it) given as `tls_ca_file` itself.
+#[tokio::test]
+async fn common_name_and_self_signed_server_certificates_verify_as_in_libpq() {
+    // A CA-signed certificate with CN=localhost and no subjectAltName.
+    let signed = TestCluster::start_private();
+    let signed_certs = tempfile::tempdir().unwrap();
+    make_certificates(signed_certs.path());
+    std::fs::write(
+        signed_certs.path().join("server.ext"),
+        "basicConstraints = CA:FALSE\nkeyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        signed_certs.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    enable_ssl(&signed, signed_certs.path());
+    // A self-signed certificate for CN=localhost, its own CA.
+    let pinned = TestCluster::start_private();
+    let pinned_certs = tempfile::tempdir().unwrap();
+    openssl(
+        pinned_certs.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+        ],
+    );
+    enable_ssl(&pinned, pinned_certs.path());
+
+    let with = |ca: &Path, verify: &str| {
+        format!(
+            "tls_ca_file = \"{}\"\ntls_verify = \"{verify}\"",
+            ca.display()
+        )
+    };
+    let signed_ca = signed_certs.path().join("ca.crt");
+    let pinned_ca = pinned_certs.path().join("server.crt");
+    let toml = [
+        one_target(
+            "cn",
+            &dsn(&signed, "localhost", "postgres"),
+            &with(&signed_ca, "full"),
+        ),
+        one_target(
+            "cn_by_ip",
+            &dsn(&signed, "127.0.0.1", "postgres"),
+            &with(&signed_ca, "full"),
+        ),
+        one_target(
+            "pinned",
+            &dsn(&pinned, "localhost", "postgres"),
+            &with(&pinned_ca, "full"),
+        ),
+        one_target(
+            "pinned_ca",
+            &dsn(&pinned, "127.0.0.1", "postgres"),
+            &with(&pinned_ca, "ca"),
+        ),
+        // Another self-signed certificate is not the pinned one.
+        one_target(
+            "not_pinned",
+            &dsn(&pinned, "localhost", "postgres"),
+            &with(&signed_ca, "ca"),
+        ),
+    ]
+    .concat();
+    let daemon = Daemon::start(&toml).await;
+    daemon
+        .wait_for(
+            "cn, pinned and pinned_ca up; cn_by_ip, not_pinned down",
+            WAIT,
+            |m| {
+                let up = |t: &str| m.value("pgvigil_up", &[("target", t)]);
+                (up("cn")? == 1.0
+                    && up("pinned")? == 1.0
+                    && up("pinned_ca")? == 1.0
+                    && up("cn_by_ip")? == 0.0
+                    && up("not_pinned")? == 0.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    for (name, expected) in [
+        ("cn_by_ip", "hostname mismatch"),
+        ("not_pinned", "certificate verify failed"),
+    ] {
+        let error = daemon
+            .wait_for_target(name, "the verification error", WAIT, |t| {
+                t["last_error"].as_str().map(str::to_owned)
+            })
+            .await;
+        assert!(error.contains(expected), "{name}: {error}");
+    }
+    daemon.stop().await;
+}
+
+/// SCRAM with channel binding over pgvigil's TLS: `channel_binding=require` logs in only if
+/// the client hands tokio-postgres the `tls-server-end-point` hash and it equals the one the
+/// server computed from its own certificate (signed with SHA-384 here, so the hash is not
+/// SHA-256's default). Without a hash tokio-postgres refuses to log in under `require`; with a
+/// wrong one the server refuses. The second target binds without verifying the certificate
+/// (`tls_verify = "none"`): the hash comes from the certificate presented either way.
+#[tokio::test]
+async fn scram_channel_binding_logs_in_over_tls() {
+    const ROLE: &str = "pgvigil_scram";
+    let cluster = TestCluster::start_private();
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates_signed_with(certs.path(), "-sha384");
+    let data = cluster.data_dir().expect("a private cluster");
+    let hba = data.join("pg_hba.conf");
+    let rest = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl all {ROLE} all scram-sha-256\nhost all {ROLE} all reject\n{rest}"),
+    )
+    .unwrap();
+    cluster.psql(
+        "postgres",
+        &format!(
+            "SET password_encryption = 'scram-sha-256';
+             CREATE ROLE {ROLE} LOGIN PASSWORD 'binding' IN ROLE pg_monitor;"
+        ),
+    );
+    enable_ssl(&cluster, certs.path());
+    let ca = certs.path().join("ca.crt");
+    let dsn = |db: &str| {
+        format!(
+            "host=localhost port={} user={ROLE} password=binding dbname={db} sslmode=require channel_binding=require",
+            cluster.port()
+        )
+    };
+    let toml = [
+        one_target(
+            "bound",
+            &dsn("postgres"),
+            &format!("tls_ca_file = \"{}\"", ca.display()),
+        ),
+        one_target("unverified", &dsn("postgres"), "tls_verify = \"none\""),
+    ]
+    .concat();
+    let daemon = Daemon::start(&toml).await;
+    daemon
+        .wait_for("both targets logged in with channel binding", WAIT, |m| {
+            let up = |t: &str| m.value("pgvigil_up", &[("target", t)]);
+            (up("bound")? == 1.0 && up("unverified")? == 1.0).then_some(())
+        })
+        .await;
+    let observer = connect(&cluster.dsn("postgres")).await;
+    let row = observer
+        .query_one(
+            "SELECT count(*), coalesce(bool_and(s.ssl), false) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = $1",
+            &[&ROLE],
+        )
+        .await
+        .unwrap();
+    let (sessions, encrypted): (i64, bool) = (row.get(0), row.get(1));
+    assert!(sessions >= 2, "{sessions} sessions of {ROLE}");
+    assert!(encrypted, "every session of {ROLE} is encrypted");
     daemon.stop().await;
 }
 

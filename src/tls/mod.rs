@@ -1,33 +1,50 @@
 //! The TLS connector of one target or PgBouncer: built once, rebuilt only when its CA bundle
 //! changes on disk, and the fix spelled out when a handshake fails.
 //!
-//! # Memory: one OpenSSL context per distinct TLS setup, not per source
+//! The handshake itself is rustls ([`postgres`]: tokio-postgres's hooks, [`verify`]: the
+//! `tls_verify` modes as libpq checks them, [`binding`]: SCRAM channel binding, [`der`]: the
+//! certificate fields those read).
 //!
-//! Building a connector builds an OpenSSL `SSL_CTX` and loads the system's trusted roots into
-//! it (`set_default_verify_paths`: the whole CA bundle parsed, about 1 MB of heap), whether or
-//! not the DSN ever negotiates TLS. A fleet of 500 targets with the same TLS settings would
-//! hold 500 identical copies. So built connectors are shared process-wide ([`SHARED`]): a
-//! source whose settings and file contents equal another's reuses its context (a reference
-//! count). An entry lives as long as a source uses it (the map holds weak references), so a
-//! rotated CA bundle or a removed source frees its context.
+//! # What is trusted
+//!
+//! `tls_verify = "full"` and `"ca"` trust the system's roots (rustls-native-certs:
+//! `/etc/ssl/certs` on Debian, or `SSL_CERT_FILE` / `SSL_CERT_DIR`) and the certificates of
+//! `tls_ca_file` (or `sslrootcert`) besides them, as the README says. `"none"` (the default
+//! without a CA file, as libpq's `sslmode=require`) reads no roots at all.
+//!
+//! # Memory: one client config per distinct TLS setup, not per source
+//!
+//! A client config holds its parsed roots (the system bundle is ~150 certificates). A fleet of
+//! 500 targets with the same TLS settings would hold 500 identical copies. So built configs
+//! are shared process-wide ([`SHARED`]): a source whose settings and file contents equal
+//! another's reuses its config (a reference count). An entry lives as long as a source uses it
+//! (the map holds weak references), so a rotated CA bundle or a removed source frees it.
+
+pub(crate) mod binding;
+pub(crate) mod der;
+pub(crate) mod postgres;
+pub(crate) mod verify;
 
 use std::sync::{Arc, Mutex, Weak};
 
-use postgres_native_tls::MakeTlsConnector;
+use rustls::client::WebPkiServerVerifier;
+use rustls::{ClientConfig, RootCertStore};
 use tokio_postgres::config::SslMode;
 
-use crate::config::tls_ca_certificates;
 use crate::config::{ConnectionSpec, TlsConfig, TlsVerify};
+use crate::config::{client_identity, tls_ca_certificates};
+pub(crate) use postgres::MakeRustls;
+use verify::{Checked, NoVerification};
 
 /// Hands out the connector for a connection's `tls_ca_file` / `tls_verify`.
 pub(crate) struct Connector {
     config: TlsConfig,
     /// The files' bytes the cached connector was built from.
-    cached: Mutex<Option<(Files, Arc<MakeTlsConnector>)>>,
+    cached: Mutex<Option<(Files, Arc<ClientConfig>)>>,
 }
 
 /// A built connector, by the settings and file contents it was built from.
-type SharedEntry = (TlsConfig, Files, Weak<MakeTlsConnector>);
+type SharedEntry = (TlsConfig, Files, Weak<ClientConfig>);
 
 /// Every connector some source still holds (see the module docs); entries whose last holder
 /// is gone are pruned when one is added.
@@ -60,7 +77,7 @@ impl Connector {
     /// The connector to connect with now. The CA bundle and the client certificate and key
     /// are read at every connect so rotated files are used without a restart; the connector
     /// is rebuilt only if one of them changed.
-    pub(crate) fn get(&self) -> Result<MakeTlsConnector, String> {
+    pub(crate) fn get(&self) -> Result<MakeRustls, String> {
         let read = |key: &str, path: &Option<std::path::PathBuf>| {
             match path {
             Some(path) => std::fs::read(path).map_err(|e| {
@@ -80,18 +97,18 @@ impl Connector {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((built_from, connector)) = cached.as_ref() {
             if *built_from == files {
-                return Ok(MakeTlsConnector::clone(connector));
+                return Ok(MakeRustls(connector.clone()));
             }
         }
         let connector = self.shared(&files)?;
-        let handed_out = MakeTlsConnector::clone(&connector);
+        let handed_out = MakeRustls(connector.clone());
         *cached = Some((files, connector));
         Ok(handed_out)
     }
 
     /// The connector another source built from the same settings and files, or a new one
     /// (then offered to the others).
-    fn shared(&self, files: &Files) -> Result<Arc<MakeTlsConnector>, String> {
+    fn shared(&self, files: &Files) -> Result<Arc<ClientConfig>, String> {
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         let found = shared
             .iter()
@@ -110,37 +127,78 @@ impl Connector {
         Ok(connector)
     }
 
-    fn build(&self, files: &Files) -> Result<MakeTlsConnector, String> {
-        let mut builder = native_tls::TlsConnector::builder();
-        if let Some(path) = &self.config.ca_file {
-            for cert in tls_ca_certificates(path, &files.ca)? {
-                builder.add_root_certificate(cert);
+    fn build(&self, files: &Files) -> Result<ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        let algorithms = provider.signature_verification_algorithms;
+        let builder = match self.config.verify {
+            TlsVerify::None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification { algorithms })),
+            verify => {
+                let pinned = match &self.config.ca_file {
+                    Some(path) => tls_ca_certificates(path, &files.ca)?,
+                    None => Vec::new(),
+                };
+                let webpki = self.roots(&pinned).and_then(|roots| {
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| format!("cannot set up TLS verification: {e}"))
+                });
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(Checked {
+                        webpki,
+                        pinned,
+                        check_name: verify == TlsVerify::Full,
+                        algorithms,
+                    }))
             }
-        }
-        if let (Some(cert), Some(key)) = (&self.config.cert_file, &self.config.key_file) {
-            let identity = native_tls::Identity::from_pkcs8(&files.cert, &files.key).map_err(|e| {
-                format!(
-                    "tls_cert_file {} and tls_key_file {} are not a usable pair: {e}; the key must be an unencrypted PEM private key that belongs to the certificate",
-                    cert.display(),
-                    key.display()
-                )
-            })?;
-            builder.identity(identity);
-        }
-        match self.config.verify {
-            TlsVerify::Full => {}
-            TlsVerify::Ca => {
-                builder.danger_accept_invalid_hostnames(true);
+        };
+        let mut config = match (&self.config.cert_file, &self.config.key_file) {
+            (Some(cert), Some(key)) => {
+                let (chain, private) =
+                    client_identity(cert, key, &files.cert, &files.key, &provider)?;
+                builder.with_client_auth_cert(chain, private).map_err(|e| {
+                    format!(
+                        "tls_cert_file {} and tls_key_file {} are not a usable pair: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?
             }
-            TlsVerify::None => {
-                builder.danger_accept_invalid_certs(true);
-                builder.danger_accept_invalid_hostnames(true);
-            }
+            _ => builder.with_no_client_auth(),
+        };
+        // As libpq ≥ 17 does; PostgreSQL 17's direct TLS negotiation requires it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Ok(config)
+    }
+
+    /// The roots `tls_verify = "full"` and `"ca"` check against (see the module docs): the
+    /// system's and `ca_certs`. `Err` when there are none: then every handshake fails with
+    /// that reason, while connections without TLS (`sslmode=disable`, Unix sockets) work.
+    fn roots(
+        &self,
+        ca_certs: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        // A broken file in the system bundle must not take the others down.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        // Checked at load (config::tls): each parses as a trust anchor.
+        roots.add_parsable_certificates(ca_certs.iter().cloned());
+        if roots.is_empty() {
+            return Err(format!(
+                "no trusted root certificate: none on this system ({}) and no tls_ca_file; install ca-certificates, point SSL_CERT_FILE at a bundle, or set tls_ca_file",
+                native
+                    .errors
+                    .first()
+                    .map_or_else(|| "the bundle is empty".to_owned(), |e| e.to_string())
+            ));
         }
-        let connector = builder
-            .build()
-            .map_err(|e| format!("cannot set up TLS: {e}; check the system's OpenSSL setup"))?;
-        Ok(MakeTlsConnector::new(connector))
+        Ok(roots)
     }
 }
 
@@ -148,6 +206,8 @@ impl Connector {
 pub(crate) fn explain(spec: &ConnectionSpec, text: String) -> String {
     let hint = if text.contains("hostname mismatch") || text.contains("IP address mismatch") {
         "; the server's certificate does not name the host in the DSN: connect by a name the certificate lists, or set tls_verify = \"ca\" to check the certificate chain only (for IP addresses and aliases)"
+    } else if text.contains("UnsupportedCertVersion") {
+        "; the server's certificate is X.509 version 1 (no extensions), which pgvigil verifies only as a certificate of tls_ca_file itself: reissue it with extensions (openssl x509 -req ... -extfile with subjectAltName), put the server's certificate in tls_ca_file, or set tls_verify = \"none\" to encrypt without verifying"
     } else if text.contains("certificate verify failed") {
         "; the server's certificate is not signed by a CA pgvigil trusts: set tls_ca_file to the server's CA bundle (e.g. the RDS CA bundle), or tls_verify = \"ca\" if you connect by IP, or tls_verify = \"none\" to encrypt without verifying"
     } else if text.contains("server does not support TLS") {
@@ -176,7 +236,7 @@ mod tests {
     use super::*;
     use crate::config::LibpqEnv;
 
-    const VERIFY_FAILED: &str = "error performing TLS handshake: error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed";
+    const VERIFY_FAILED: &str = "error performing TLS handshake: certificate verify failed: invalid peer certificate: UnknownIssuer";
 
     fn spec(dsn: &str) -> ConnectionSpec {
         ConnectionSpec::parse(dsn, &LibpqEnv::default()).unwrap()
@@ -197,7 +257,7 @@ mod tests {
     fn a_hostname_mismatch_suggests_verify_ca() {
         let text = explain(
             &spec("host=10.0.0.5 sslmode=require"),
-            format!("{VERIFY_FAILED}: (hostname mismatch)"),
+            "error performing TLS handshake: certificate verify failed: invalid peer certificate: NotValidForName (hostname mismatch)".into(),
         );
         assert!(text.contains("tls_verify = \"ca\""), "{text}");
     }
@@ -208,7 +268,7 @@ mod tests {
         assert_eq!(explain(&spec("host=db"), text.into()), text);
     }
 
-    fn held(connector: &Connector) -> Arc<MakeTlsConnector> {
+    fn held(connector: &Connector) -> Arc<ClientConfig> {
         let cached = connector.cached.lock().unwrap();
         cached
             .as_ref()
@@ -218,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn sources_with_the_same_tls_settings_share_one_openssl_context() {
+    fn sources_with_the_same_tls_settings_share_one_client_config() {
         let with = |host: &str, verify: TlsVerify| {
             let mut spec = spec(&format!("host={host} sslmode=require"));
             spec.set_tls(TlsConfig {
@@ -236,13 +296,13 @@ mod tests {
         }
         assert!(
             Arc::ptr_eq(&held(&a), &held(&b)),
-            "same settings: one context"
+            "same settings: one config"
         );
         assert!(
             !Arc::ptr_eq(&held(&a), &held(&other)),
             "other settings: their own"
         );
-        // Once no source holds it, the context is freed and the next source builds anew.
+        // Once no source holds it, the config is freed and the next source builds anew.
         let weak = Arc::downgrade(&held(&a));
         drop((a, b));
         assert_eq!(
