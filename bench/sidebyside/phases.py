@@ -24,7 +24,7 @@ import statistics
 import time
 import zlib
 
-from .subjects import CpuSample, Pgvigil, count_series, proc_mem
+from .subjects import CpuSample, Pgvigil, count_series, proc_mem, proc_rss_parts
 
 SEP = "\x1f"
 
@@ -172,6 +172,7 @@ def run_phase(label, subjects, cluster, db, rounds, round_seconds, warm_polls=2,
     for s in subjects:
         rec[s.name]["cpu_window"] = rec[s.name]["cpu0"].until(CpuSample(s.pid))
         rec[s.name]["rss"], rec[s.name]["hwm"] = proc_mem(s.pid)
+        rec[s.name]["rss_anon"], rec[s.name]["rss_file"] = proc_rss_parts(s.pid)
         last = s.scrape(prometheus=False)
         rec[s.name]["polls1"] = sum(s.polls(last.body).values()) if isinstance(s, Pgvigil) else 0
     results = {"label": label, "db": db, "window_seconds": window, "rounds": rounds,
@@ -212,6 +213,8 @@ def summarise(subject, rec, classic_body, backend, stmts0, stmts1):
         "cpu_window": cpu_window,
         "rss": rec["rss"],
         "hwm": rec["hwm"],
+        "rss_anon": rec["rss_anon"],
+        "rss_file": rec["rss_file"],
         "backend_cpu": backend["cpu"],
         "backend_sessions": backend["sessions"],
     }

@@ -52,6 +52,8 @@ ROWS = [
     ("process CPU per cycle (poll + one scrape)", "cycle_cpu", ms),
     ("process CPU per exported series", "cpu_per_series", us),
     ("VmRSS at the end", "rss", mb),
+    ("of it anonymous (heap, stacks: RssAnon)", "rss_anon", mb),
+    ("of it mapped from files (code, libraries: RssFile)", "rss_file", mb),
     ("VmHWM", "hwm", mb),
     ("database backend CPU per cycle", "backend_cpu_per_cycle", ms),
     ("statement time of its own queries per cycle (pg_stat_statements)", "queries_ms", None),

@@ -80,6 +80,18 @@ def proc_mem(pid):
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
+def proc_rss_parts(pid):
+    """(RssAnon, RssFile) of a process, in bytes: what VmRSS is made of, heap and stacks
+    against code and libraries mapped from disk (shared with the page cache)."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values.get("RssAnon"), values.get("RssFile")
+
+
 class Scrape:
     """One /metrics response."""
 
