@@ -69,27 +69,28 @@ class CpuSample:
         return sum(ns - self.threads.get(tid, 0) for tid, ns in later.threads.items()) / 1e9
 
 
-def proc_mem(pid):
-    """(VmRSS, VmHWM) of a process, in bytes."""
+def proc_status(pid, keys):
+    """The `keys` of /proc/<pid>/status that are sizes in kB, in bytes (None when absent)."""
     values = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in keys:
                 values[key] = int(rest.split()[0]) * 1024
-    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+    return [values.get(key) for key in keys]
+
+
+def proc_mem(pid):
+    """(VmRSS, VmHWM) of a process, in bytes."""
+    rss, hwm = proc_status(pid, ("VmRSS", "VmHWM"))
+    return rss or 0, hwm or 0
 
 
 def proc_rss_parts(pid):
     """(RssAnon, RssFile) of a process, in bytes: what VmRSS is made of, heap and stacks
     against code and libraries mapped from disk (shared with the page cache)."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("RssAnon", "RssFile"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values.get("RssAnon"), values.get("RssFile")
+    anon, file = proc_status(pid, ("RssAnon", "RssFile"))
+    return anon, file
 
 
 class Scrape:

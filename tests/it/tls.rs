@@ -367,35 +367,20 @@ async fn common_name_and_self_signed_server_certificates_verify_as_in_libpq() {
     };
     let signed_ca = signed_certs.path().join("ca.crt");
     let pinned_ca = pinned_certs.path().join("server.crt");
-    let toml = [
-        one_target(
-            "cn",
-            &dsn(&signed, "localhost", "postgres"),
-            &with(&signed_ca, "full"),
-        ),
-        one_target(
-            "cn_by_ip",
-            &dsn(&signed, "127.0.0.1", "postgres"),
-            &with(&signed_ca, "full"),
-        ),
-        one_target(
-            "pinned",
-            &dsn(&pinned, "localhost", "postgres"),
-            &with(&pinned_ca, "full"),
-        ),
-        one_target(
-            "pinned_ca",
-            &dsn(&pinned, "127.0.0.1", "postgres"),
-            &with(&pinned_ca, "ca"),
-        ),
-        // Another self-signed certificate is not the pinned one.
-        one_target(
-            "not_pinned",
-            &dsn(&pinned, "localhost", "postgres"),
-            &with(&signed_ca, "ca"),
-        ),
+    // (target, cluster, host, CA file, tls_verify); not_pinned: another self-signed
+    // certificate is not the pinned one.
+    let toml: String = [
+        ("cn", &signed, "localhost", &signed_ca, "full"),
+        ("cn_by_ip", &signed, "127.0.0.1", &signed_ca, "full"),
+        ("pinned", &pinned, "localhost", &pinned_ca, "full"),
+        ("pinned_ca", &pinned, "127.0.0.1", &pinned_ca, "ca"),
+        ("not_pinned", &pinned, "localhost", &signed_ca, "ca"),
     ]
-    .concat();
+    .into_iter()
+    .map(|(name, cluster, host, ca, verify)| {
+        one_target(name, &dsn(cluster, host, "postgres"), &with(ca, verify))
+    })
+    .collect();
     let daemon = Daemon::start(&toml).await;
     daemon
         .wait_for(
