@@ -19,11 +19,8 @@ use toml::Spanned;
 
 use super::{ConfigError, ConnectionSpec, Validator};
 
-/// A client certificate chain and its private key.
-pub(crate) type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
 /// Load a certificate and key pair as the TLS layer will: the error names both files and the fix.
-fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
+fn identity(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     let read = |what: &str, path: &Path| {
         std::fs::read(path).map_err(|e| {
             format!(
@@ -47,7 +44,7 @@ pub(crate) fn pair(
     cert_pem: &[u8],
     key_pem: &[u8],
     provider: &CryptoProvider,
-) -> Result<Identity, String> {
+) -> Result<CertifiedKey, String> {
     let no_certificate = || {
         format!(
             "tls_cert_file {} holds no PEM certificate; it should hold a -----BEGIN CERTIFICATE----- block (the client certificate first, then any intermediates)",
@@ -68,9 +65,7 @@ pub(crate) fn pair(
         )
     };
     let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| unusable(&e))?;
-    CertifiedKey::from_der(chain.clone(), private.clone_key(), provider)
-        .map_err(|e| unusable(&e))?;
-    Ok((chain, private))
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| unusable(&e))
 }
 
 impl Validator<'_> {

@@ -12,7 +12,7 @@
 
 use ring::digest;
 
-use super::der;
+use super::der::{self, OID, SEQUENCE};
 
 /// The `tls-server-end-point` data for the server's end-entity certificate `cert` (DER), or
 /// `None` when its signature algorithm names no single hash or the bytes are not a certificate.
@@ -23,8 +23,6 @@ pub(crate) fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
     Some(digest::digest(algorithm, cert).as_ref().to_vec())
 }
 
-const OID: u8 = 0x06;
-const SEQUENCE: u8 = 0x30;
 /// 1.2.840.113549.1.1.x (PKCS #1) and 1.2.840.10045.4.x (ECDSA).
 const PKCS1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
 const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
@@ -76,15 +74,13 @@ fn pss_hash(parameters: &[u8]) -> Option<&'static digest::Algorithm> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::der::tests::{certificate_der, tlv};
+    use crate::tls::der::tests::{SHA256_RSA, certificate_der, tlv};
 
     /// A structurally valid certificate whose signature algorithm is `oid`: what the hash
     /// choice reads (the signature itself is not checked here; rustls did that).
     fn certificate(oid: &[u8]) -> Vec<u8> {
         certificate_der(oid, Some("db"), None)
     }
-
-    const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
 
     #[test]
     fn the_hash_follows_the_signature_and_md5_and_sha1_become_sha256() {

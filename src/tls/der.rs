@@ -5,10 +5,10 @@
 //! and the validity (a self-signed server certificate pinned in `tls_ca_file`). A leaf: it
 //! imports no sibling. Every read is bounds-checked; a malformed certificate reads as `None`.
 
-const SEQUENCE: u8 = 0x30;
+pub(crate) const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
 const INTEGER: u8 = 0x02;
-const OID: u8 = 0x06;
+pub(crate) const OID: u8 = 0x06;
 const OCTET_STRING: u8 = 0x04;
 const BOOLEAN: u8 = 0x01;
 const UTC_TIME: u8 = 0x17;
@@ -298,7 +298,8 @@ pub(crate) mod tests {
         )
     }
 
-    const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+    /// sha256WithRSAEncryption, the signature algorithm of the test certificates.
+    pub(crate) const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
 
     #[test]
     fn the_fields_are_read_from_version_1_and_3_certificates() {

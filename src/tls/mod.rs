@@ -28,6 +28,7 @@ pub(crate) mod verify;
 use std::sync::{Arc, Mutex, Weak};
 
 use rustls::client::WebPkiServerVerifier;
+use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, RootCertStore};
 use tokio_postgres::config::SslMode;
 
@@ -142,7 +143,7 @@ impl Connector {
                     Some(path) => tls_ca_certificates(path, &files.ca)?,
                     None => Vec::new(),
                 };
-                let webpki = self.roots(&pinned).and_then(|roots| {
+                let webpki = roots(&pinned).and_then(|roots| {
                     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                         .build()
                         .map_err(|e| format!("cannot set up TLS verification: {e}"))
@@ -159,15 +160,10 @@ impl Connector {
         };
         let mut config = match (&self.config.cert_file, &self.config.key_file) {
             (Some(cert), Some(key)) => {
-                let (chain, private) =
-                    client_identity(cert, key, &files.cert, &files.key, &provider)?;
-                builder.with_client_auth_cert(chain, private).map_err(|e| {
-                    format!(
-                        "tls_cert_file {} and tls_key_file {} are not a usable pair: {e}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?
+                // Checked once here (the key belongs to the certificate), not again by
+                // `with_client_auth_cert`.
+                let identity = client_identity(cert, key, &files.cert, &files.key, &provider)?;
+                builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(identity)))
             }
             _ => builder.with_no_client_auth(),
         };
@@ -175,31 +171,28 @@ impl Connector {
         config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(config)
     }
+}
 
-    /// The roots `tls_verify = "full"` and `"ca"` check against (see the module docs): the
-    /// system's and `ca_certs`. `Err` when there are none: then every handshake fails with
-    /// that reason, while connections without TLS (`sslmode=disable`, Unix sockets) work.
-    fn roots(
-        &self,
-        ca_certs: &[rustls_pki_types::CertificateDer<'static>],
-    ) -> Result<RootCertStore, String> {
-        let mut roots = RootCertStore::empty();
-        // A broken file in the system bundle must not take the others down.
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        // Checked at load (config::tls): each parses as a trust anchor.
-        roots.add_parsable_certificates(ca_certs.iter().cloned());
-        if roots.is_empty() {
-            return Err(format!(
-                "no trusted root certificate: none on this system ({}) and no tls_ca_file; install ca-certificates, point SSL_CERT_FILE at a bundle, or set tls_ca_file",
-                native
-                    .errors
-                    .first()
-                    .map_or_else(|| "the bundle is empty".to_owned(), |e| e.to_string())
-            ));
-        }
-        Ok(roots)
+/// The roots `tls_verify = "full"` and `"ca"` check against (see the module docs): the
+/// system's and `ca_certs`. `Err` when there are none: then every handshake fails with
+/// that reason, while connections without TLS (`sslmode=disable`, Unix sockets) work.
+fn roots(ca_certs: &[rustls_pki_types::CertificateDer<'static>]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    // A broken file in the system bundle must not take the others down.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    // Checked at load (config::tls): each parses as a trust anchor.
+    roots.add_parsable_certificates(ca_certs.iter().cloned());
+    if roots.is_empty() {
+        return Err(format!(
+            "no trusted root certificate: none on this system ({}) and no tls_ca_file; install ca-certificates, point SSL_CERT_FILE at a bundle, or set tls_ca_file",
+            native
+                .errors
+                .first()
+                .map_or_else(|| "the bundle is empty".to_owned(), |e| e.to_string())
+        ));
     }
+    Ok(roots)
 }
 
 /// A connection error, with the fix when it is about TLS.

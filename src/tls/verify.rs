@@ -254,9 +254,7 @@ fn common_name_matches(cn: &str, host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::der::tests::{alt_names, certificate_der};
-
-    const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+    use crate::tls::der::tests::{SHA256_RSA, alt_names, certificate_der};
 
     fn name(host: &str) -> ServerName<'static> {
         ServerName::try_from(host).unwrap().to_owned()

@@ -2,32 +2,16 @@
 //! reached with each `tls_verify` mode; and the config errors of the TLS keys.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use pgvigil::config::{Config, LibpqEnv};
-use pgvigil_testkit::{TestCluster, find_program};
+use pgvigil_testkit::TestCluster;
 
 use crate::support::{Daemon, connect, one_target};
 use crate::support_alerting::wait_async;
+use crate::support_certs::openssl;
 
 const WAIT: Duration = crate::support::CEILING;
-
-/// Run the `openssl` CLI in `dir`, panicking with its stderr on failure.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(find_program("openssl"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run openssl: {e}; install it (Debian package openssl, or scripts/install-test-deps.sh)")
-        });
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A CA and a server certificate it signed for `localhost` and 127.0.0.1, in `dir`:
 /// `ca.crt`, `server.crt`, `server.key`. EC keys: RSA key generation would burn CPU that the
