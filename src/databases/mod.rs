@@ -13,7 +13,10 @@
 //! 2. **Visits.** In a round, each database that is due ([`plan`]: never visited, changed and
 //!    last visited at least `[targets.tables] interval` ago, or not visited for `idle_revisit`)
 //!    is visited: a session on it is reused or opened, and every enabled database-scope
-//!    collector runs there. Visits go postponed-first, then stalest. A round stops when its
+//!    collector that is due runs there: `tables` at every visit, the others (`migrations`
+//!    1m, `advice` 5m, `indexes` 10m) when their own `interval` has passed since their last
+//!    run in that database (counted from the start of the visit it ran in); in between, their
+//!    last series and findings stay published. Visits go postponed-first, then stalest. A round stops when its
 //!    `round_budget` is spent, or when a visit would have to connect and
 //!    `max_connects_per_hour` is spent: the rest are postponed to the next round, first in
 //!    line, never queued twice.
@@ -140,11 +143,33 @@ impl Lane {
     }
 }
 
-/// A database-scope collector of one database, with its registry entry.
-type DatabaseCollector = (
-    &'static CollectorSpec<Postgres>,
-    Box<dyn Collector<Postgres>>,
-);
+/// A database-scope collector of one database, with its registry entry and its own schedule.
+struct DatabaseCollector {
+    spec: &'static CollectorSpec<Postgres>,
+    collector: Box<dyn Collector<Postgres>>,
+    /// Its `interval` (the target's `poll_interval` if it has none).
+    interval: Duration,
+    /// When a table visit next runs it; `None`: at the next one.
+    next_due: Option<Instant>,
+}
+
+impl DatabaseCollector {
+    /// Whether a table visit starting at `now` runs it (`tables` runs at every one: the
+    /// visits follow its interval); if so, it is booked for its next run. An import check
+    /// runs `imports` only, on the plan's schedule.
+    fn take_due(&mut self, now: Instant, tables_visit: bool) -> bool {
+        if self.spec.name == "imports" {
+            return true;
+        }
+        if !tables_visit || self.next_due.is_some_and(|due| due > now) {
+            return false;
+        }
+        if self.spec.name != "tables" {
+            self.next_due = Some(now + self.interval);
+        }
+        true
+    }
+}
 
 /// One watched database.
 struct Watched {
@@ -167,7 +192,12 @@ impl Watched {
         let collectors = POSTGRES
             .iter()
             .filter(|spec| spec.scope == Scope::Database && spec.enabled(&config))
-            .map(|spec| (spec, (spec.build)(&config)))
+            .map(|spec| DatabaseCollector {
+                spec,
+                collector: (spec.build)(&config),
+                interval: spec.interval(&config, config.poll_interval),
+                next_due: None,
+            })
             .collect();
         Watched {
             config,
@@ -589,4 +619,57 @@ fn unix_now() -> f64 {
 /// Now for the status page.
 fn now_text() -> String {
     now_rfc3339()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, LibpqEnv};
+
+    fn watched(extra: &str) -> Watched {
+        let text = format!("[[targets]]\nname = \"main\"\ndsn = \"host=h dbname=app\"\n{extra}");
+        let config = Config::parse(Path::new("pgvigil.toml"), &text, &LibpqEnv::default()).unwrap();
+        Watched::new(&config.targets[0], "app")
+    }
+
+    /// The collectors a table visit (or an import check) at `at` runs, in registry order.
+    fn run_at(w: &mut Watched, at: Instant, tables_visit: bool) -> Vec<&'static str> {
+        w.collectors
+            .iter_mut()
+            .filter_map(|c| c.take_due(at, tables_visit).then_some(c.spec.name))
+            .collect()
+    }
+
+    #[test]
+    fn a_visit_runs_each_collector_on_its_own_interval() {
+        let mut w = watched("[targets.migrations]\ninterval = \"2m\"\n");
+        let t0 = Instant::now();
+        let every = ["tables", "imports", "migrations", "indexes", "advice"];
+        let mut first = run_at(&mut w, t0, true);
+        first.sort_unstable();
+        let mut expected = every.to_vec();
+        expected.sort_unstable();
+        assert_eq!(first, expected, "the first visit runs every collector");
+        let minute = Duration::from_secs(60);
+        let at = |m: u32| t0 + minute * m;
+        assert_eq!(run_at(&mut w, at(1), true), ["tables", "imports"]);
+        assert_eq!(
+            run_at(&mut w, at(2), true),
+            ["tables", "imports", "migrations"]
+        );
+        // An import check runs nothing but the import check, and books nothing.
+        assert_eq!(run_at(&mut w, at(5), false), ["imports"]);
+        let fifth = run_at(&mut w, at(5), true);
+        assert!(
+            fifth.contains(&"advice") && !fifth.contains(&"indexes"),
+            "{fifth:?}"
+        );
+        // A visit later than due runs it then, and the next run counts from that visit.
+        let late = run_at(&mut w, at(11), true);
+        assert!(late.contains(&"indexes"), "{late:?}");
+        assert!(!run_at(&mut w, at(20), true).contains(&"indexes"));
+        assert!(run_at(&mut w, at(21), true).contains(&"indexes"));
+    }
 }

@@ -66,7 +66,7 @@ impl State {
                 .watched
                 .values()
                 .flat_map(|w| &w.collectors)
-                .map(|c| c.0.name)
+                .map(|c| c.spec.name)
             {
                 if let Some(c) = s.collectors.get_mut(name) {
                     c.not_applicable = not_applicable.get(name).cloned();
@@ -91,9 +91,9 @@ impl State {
     /// Where each database-scope collector does not apply, for its collector status.
     fn not_applicable(&self) -> BTreeMap<&'static str, String> {
         summarise_not_applicable(self.watched.iter().flat_map(|(datname, w)| {
-            w.collectors.iter().filter_map(|(spec, _)| {
-                let reason = w.status.not_applicable.get(spec.name)?;
-                Some((datname.as_str(), spec.name, reason.as_str()))
+            w.collectors.iter().filter_map(|c| {
+                let reason = w.status.not_applicable.get(c.spec.name)?;
+                Some((datname.as_str(), c.spec.name, reason.as_str()))
             })
         }))
     }

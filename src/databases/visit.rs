@@ -63,14 +63,15 @@ impl State {
             status: w_status,
             ..
         } = w;
-        for (spec, collector) in collectors.iter_mut() {
-            let is_imports = spec.name == "imports";
-            if (!tables && !is_imports)
-                || (is_imports && !check_imports)
-                || !spec.versions.supports(version)
+        for c in collectors.iter_mut() {
+            let is_imports = c.spec.name == "imports";
+            if (is_imports && !check_imports)
+                || !c.spec.versions.supports(version)
+                || !c.take_due(now, tables)
             {
                 continue;
             }
+            let (spec, collector) = (c.spec, &mut c.collector);
             checked |= is_imports;
             let span = info_span!("poll", target = %self.name, datname, collector = spec.name);
             let limit = collector.time_limit(default_limit);

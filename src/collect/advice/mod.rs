@@ -19,8 +19,8 @@
 //!    here, per table); on the first run they count since the statistics were reset. Then the
 //!    suggestions and lints, capped by `max_suggestions` and `max_lints` (the rest counted).
 //!
-//! The collector runs at every visit of its database but does the work above only every
-//! `[targets.advice] interval` (5 minutes); in between it republishes its last result.
+//! The collector runs every `[targets.advice] interval` (5 minutes), at the first visit of its
+//! database after that (see `crate::databases`); in between, its last series stay published.
 //!
 //! # Cost and locks
 //!
@@ -49,7 +49,7 @@ pub mod extract;
 pub mod suggest;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -160,21 +160,16 @@ struct Scans {
 #[derive(Debug)]
 pub struct Advice {
     config: AdviceConfig,
-    interval: Duration,
-    /// When the last full run was, and each table's counters then.
+    /// When the last run was, and each table's counters then.
     previous: Option<(Instant, HashMap<u32, Scans>)>,
-    /// The last run's result, republished until the next one is due.
-    last: Option<(Snapshot, AdviceReport)>,
 }
 
 impl Advice {
     /// A collector for one target's `[targets.advice]`.
-    pub fn new(config: &AdviceConfig, interval: Duration) -> Self {
+    pub fn new(config: &AdviceConfig) -> Self {
         Advice {
             config: config.clone(),
-            interval,
             previous: None,
-            last: None,
         }
     }
 }
@@ -360,10 +355,7 @@ pub(crate) const SPEC: CollectorSpec<Postgres> = CollectorSpec {
     grants: &["pg_monitor"],
     metrics: metrics::ADVICE_METRICS,
     section: |t| &t.advice,
-    build: |t| {
-        let interval = t.advice.interval.unwrap_or(t.poll_interval);
-        Box::new(Advice::new(&t.advice, interval))
-    },
+    build: |t| Box::new(Advice::new(&t.advice)),
     carry: |from, to| {
         for (datname, report) in from.each_database() {
             to.database_mut(datname).advice = report.advice.clone();
@@ -380,11 +372,6 @@ impl ReportCollector for Advice {
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, AdviceReport), CollectError> {
         let now = Instant::now();
-        if let (Some((then, _)), Some(last)) = (&self.previous, &self.last) {
-            if now.duration_since(*then) < self.interval {
-                return Ok(last.clone());
-            }
-        }
         let previous = self.previous.as_ref();
         let (report, scans) = run(ctx.client, ctx.database, &self.config, |oid, current| {
             match previous.and_then(|(then, p)| Some((then, p.get(&oid)?))) {
@@ -401,9 +388,7 @@ impl ReportCollector for Advice {
         })
         .await?;
         self.previous = Some((now, scans));
-        let snapshot = export(&report);
-        self.last = Some((snapshot.clone(), report.clone()));
-        Ok((snapshot, report))
+        Ok((export(&report), report))
     }
 
     fn store(report: AdviceReport, ctx: &PollContext<'_>, observations: &mut Observations) {
