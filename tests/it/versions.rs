@@ -93,14 +93,14 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
          SELECT count(*) FROM contacts WHERE id > 1",
     );
 
-    // A slot for the slots collector (with a version's columns), the WAL directory every poll.
+    // A slot for the slots collector (with a version's columns); the WAL directory and the
+    // database-scope collectors with an interval of their own (which run at a visit only when
+    // it has passed) every poll.
     cluster.create_physical_slot("versions");
-    let daemon = Daemon::start(&one_target(
-        "main",
-        &cluster.dsn(&db),
-        "[targets.wal_directory]\ninterval = \"200ms\"\n",
-    ))
-    .await;
+    let every_poll = ["wal_directory", "migrations", "indexes", "advice"]
+        .map(|c| format!("[targets.{c}]\ninterval = \"200ms\"\n"))
+        .concat();
+    let daemon = Daemon::start(&one_target("main", &cluster.dsn(&db), &every_poll)).await;
     let collectors = default_collectors(major);
     // The table's row count reaches the statistics a moment after the insert (on 13 and 14
     // through the statistics collector), so it is waited for too.
@@ -110,14 +110,9 @@ async fn every_default_collector_publishes_without_errors(major: u32) {
             WAIT,
             |m| {
                 // database_sizes runs every 5 minutes: its first run is the one to see.
-                let polled = collectors.iter().all(|c| {
-                    polls(m, c)
-                        >= if matches!(*c, "database_sizes" | "indexes") {
-                            1.0
-                        } else {
-                            POLLS
-                        }
-                });
+                let polled = collectors
+                    .iter()
+                    .all(|c| polls(m, c) >= if *c == "database_sizes" { 1.0 } else { POLLS });
                 (polled && contacts_live_rows(m) == Some(3.0)).then(|| m.clone())
             },
         )
