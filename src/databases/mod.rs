@@ -15,11 +15,11 @@
 //!    is visited: a session on it is reused or opened, and every enabled database-scope
 //!    collector that is due runs there: `tables` at every visit, the others (`migrations`
 //!    1m, `advice` 5m, `indexes` 10m) when their own `interval` has passed since their last
-//!    run in that database (counted from the start of the visit it ran in); in between, their
-//!    last series and findings stay published. Visits go postponed-first, then stalest. A round stops when its
-//!    `round_budget` is spent, or when a visit would have to connect and
-//!    `max_connects_per_hour` is spent: the rest are postponed to the next round, first in
-//!    line, never queued twice.
+//!    run in that database (counted from the start of the visit it ran in, as in
+//!    [`crate::poll`]'s schedule); in between, their last series and findings stay published.
+//!    Visits go postponed-first, then stalest. A round stops when its `round_budget` is spent,
+//!    or when a visit would have to connect and `max_connects_per_hour` is spent: the rest
+//!    are postponed to the next round, first in line, never queued twice.
 //! 3. **Import checks** come before visits, between any two of them (one check, then the
 //!    round's next visit, so checks that are always due on a loaded server never starve the
 //!    visits; [`plan::next_step`]): in every database whose
@@ -65,11 +65,10 @@ use tracing::{debug, info, warn};
 use self::listing::Listed;
 use self::plan::{ConnectBudget, DatabasePlan, Intervals, Step};
 use self::sessions::Sessions;
-use crate::collect::registry::POSTGRES;
-use crate::collect::{Collector, CollectorSpec, DatabaseReport, Postgres, Scope};
+use crate::collect::{DatabaseReport, Postgres, Scope};
 use crate::config::TargetConfig;
 use crate::hub::Hub;
-use crate::poll::PollError;
+use crate::poll::{PollError, Schedule, Scheduled};
 use crate::status::{DatabaseStatus, now_rfc3339};
 use crate::target::{self, OwnBackends};
 use crate::tls;
@@ -143,31 +142,15 @@ impl Lane {
     }
 }
 
-/// A database-scope collector of one database, with its registry entry and its own schedule.
-struct DatabaseCollector {
-    spec: &'static CollectorSpec<Postgres>,
-    collector: Box<dyn Collector<Postgres>>,
-    /// Its `interval` (the target's `poll_interval` if it has none).
-    interval: Duration,
-    /// When a table visit next runs it; `None`: at the next one.
-    next_due: Option<Instant>,
-}
-
-impl DatabaseCollector {
-    /// Whether a table visit starting at `now` runs it (`tables` runs at every one: the
-    /// visits follow its interval); if so, it is booked for its next run. An import check
-    /// runs `imports` only, on the plan's schedule.
-    fn take_due(&mut self, now: Instant, tables_visit: bool) -> bool {
-        if self.spec.name == "imports" {
-            return true;
-        }
-        if !tables_visit || self.next_due.is_some_and(|due| due > now) {
-            return false;
-        }
-        if self.spec.name != "tables" {
-            self.next_due = Some(now + self.interval);
-        }
-        true
+/// Whether a visit starting at `now` runs `c`, booking it for its next run if so: `imports`
+/// at every visit (an import check runs nothing else; the plan schedules both), `tables` at
+/// every table visit (the visits follow its interval), the others at a table visit once their
+/// own interval has passed.
+fn runs_in_visit(c: &mut Scheduled<Postgres>, now: Instant, tables_visit: bool) -> bool {
+    match c.spec.name {
+        "imports" => true,
+        "tables" => tables_visit,
+        _ => tables_visit && Schedule::take_due(c, now),
     }
 }
 
@@ -176,7 +159,7 @@ struct Watched {
     /// The target's settings with this database's overrides.
     config: TargetConfig,
     /// Its database-scope collectors.
-    collectors: Vec<DatabaseCollector>,
+    collectors: Vec<Scheduled<Postgres>>,
     plan: DatabasePlan,
     report: DatabaseReport,
     status: DatabaseStatus,
@@ -189,16 +172,8 @@ struct Watched {
 impl Watched {
     fn new(target: &TargetConfig, datname: &str) -> Self {
         let config = target.for_database(datname);
-        let collectors = POSTGRES
-            .iter()
-            .filter(|spec| spec.scope == Scope::Database && spec.enabled(&config))
-            .map(|spec| DatabaseCollector {
-                spec,
-                collector: (spec.build)(&config),
-                interval: spec.interval(&config, config.poll_interval),
-                next_due: None,
-            })
-            .collect();
+        let collectors =
+            Schedule::new(&config, config.poll_interval, Some(Scope::Database)).collectors;
         Watched {
             config,
             collectors,
@@ -638,7 +613,7 @@ mod tests {
     fn run_at(w: &mut Watched, at: Instant, tables_visit: bool) -> Vec<&'static str> {
         w.collectors
             .iter_mut()
-            .filter_map(|c| c.take_due(at, tables_visit).then_some(c.spec.name))
+            .filter_map(|c| runs_in_visit(c, at, tables_visit).then_some(c.spec.name))
             .collect()
     }
 

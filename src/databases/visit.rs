@@ -67,7 +67,7 @@ impl State {
             let is_imports = c.spec.name == "imports";
             if (is_imports && !check_imports)
                 || !c.spec.versions.supports(version)
-                || !c.take_due(now, tables)
+                || !super::runs_in_visit(c, now, tables)
             {
                 continue;
             }

@@ -54,7 +54,7 @@ use crate::status::{TargetState, now_rfc3339};
 pub(crate) use error::PollError;
 pub(crate) use jitter::first_poll_delay;
 use record::Recorder;
-use schedule::Schedule;
+pub(crate) use schedule::{Schedule, Scheduled};
 
 /// First reconnect delay; doubled on every failure up to `reconnect_max_backoff`.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
