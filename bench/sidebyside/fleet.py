@@ -61,8 +61,10 @@ def run_size(cluster, names, n, binary, port, workdir, interval, window_interval
     try:
         wait_until(f"pgvigil on {n} targets to answer", daemon.ready, 60)
 
+        # Probed as Prometheus scrapes (gzip from the cached pieces): at 500 targets a plain
+        # body is ~150 MB of text, and making one every few seconds would be the load measured.
         def polled_twice():
-            polls = daemon.polls(daemon.scrape(prometheus=False).body)
+            polls = daemon.polls(daemon.scrape(prometheus=True).body)
             return len(polls) == n and min(polls.values()) >= 2
 
         wait_until(f"every one of {n} targets to be polled twice", polled_twice,

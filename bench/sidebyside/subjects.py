@@ -192,9 +192,11 @@ class Subject:
         return Scrape(wall, status, encoding, hdrs.get("content-type", ""), len(data), body, cpu)
 
     def ready(self):
-        """Whether /metrics answers; subclasses wait for more."""
+        """Whether /metrics answers; subclasses wait for more. The timeout is as long as a
+        scrape's: postgres_exporter answers its first scrape of 10,000 tables only after
+        several seconds, and a shorter one would never see it ready."""
         try:
-            return http_get(self.port, "/metrics", timeout=5)[0] == 200
+            return http_get(self.port, "/metrics")[0] == 200
         except OSError:
             return False
 
