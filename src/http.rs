@@ -204,7 +204,7 @@ async fn route(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
         return response;
     }
     match endpoint {
-        Endpoint::Metrics => metrics(req, shared),
+        Endpoint::Metrics => metrics(req, shared).await,
         Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
         Endpoint::Readyz => {
             if shared.status.ready() {
@@ -261,11 +261,26 @@ async fn reload(shared: &Hub) -> Response<Body> {
 
 /// `/metrics`: the format from `Accept`, the coding from `Accept-Encoding`, the body from the
 /// cache when nothing changed since the last scrape (see `crate::metrics`, module `scrape`).
-fn metrics(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
+///
+/// Making a body is CPU work that grows with the series (about a second at 500 targets, while
+/// a scraper of the same format waits on the cache's lock): it runs on the blocking pool, so
+/// the runtime's two workers go on driving polls and connection attempts, whose
+/// `connect_timeout` clocks would otherwise run out behind a scrape.
+async fn metrics(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let format = exposition::format(header(ACCEPT));
     let encoding = exposition::encoding(header(ACCEPT_ENCODING));
-    let body = shared.metrics.scrape(format, encoding);
+    let metrics = shared.metrics.clone();
+    let body = match tokio::task::spawn_blocking(move || metrics.scrape(format, encoding)).await {
+        Ok(body) => body,
+        Err(e) => {
+            warn!("/metrics: making the body failed: {e}");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "making the /metrics body failed; the daemon's log says why\n",
+            );
+        }
+    };
     let mut response = respond(StatusCode::OK, exposition::content_type(format), body);
     let headers = response.headers_mut();
     headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
