@@ -9,13 +9,13 @@
 //! Every handler reads in-memory state only; none waits on a database, so a scrape stays fast
 //! while a target is slow, locked or gone.
 //!
-//! Bodies are whole ([`Body::Whole`], with a `Content-Length`) except the plain `/metrics`
-//! one, which is written as the client reads it ([`Body::Streamed`], sent with
+//! Bodies are whole (`Body::Whole`, with a `Content-Length`) except the plain `/metrics`
+//! one, which is written as the client reads it (`Body::Streamed`, sent with
 //! `Transfer-Encoding: chunked`; HTTP/1.0 clients get it delimited by the connection's close):
 //! at full fidelity it is ~19 MB, which the daemon never holds whole (see `crate::metrics`,
-//! module `scrape`). hyper asks for the next chunk only once the one before is written out,
-//! so a slow reader costs one chunk, not the body; a HEAD gets the headers and the body is
-//! never written.
+//! module `scrape`). hyper asks for the next chunk only while its write buffer holds less
+//! than ~400 KiB, so a slow reader costs a chunk or two, not the body; a HEAD gets the
+//! headers and the body is never written.
 
 use std::convert::Infallible;
 use std::pin::Pin;
