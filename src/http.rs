@@ -8,13 +8,23 @@
 //!
 //! Every handler reads in-memory state only; none waits on a database, so a scrape stays fast
 //! while a target is slow, locked or gone.
+//!
+//! Bodies are whole (`Body::Whole`, with a `Content-Length`) except the plain `/metrics`
+//! one, which is written as the client reads it (`Body::Streamed`, sent with
+//! `Transfer-Encoding: chunked`; HTTP/1.0 clients get it delimited by the connection's close):
+//! at full fidelity it is ~19 MB, which the daemon never holds whole (see `crate::metrics`,
+//! module `scrape`). hyper asks for the next chunk only while its write buffer holds less
+//! than ~400 KiB, so a slow reader costs a chunk or two, not the body; a HEAD gets the
+//! headers and the body is never written.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{
     ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY,
 };
@@ -29,9 +39,57 @@ use tracing::{debug, warn};
 
 use crate::exposition;
 use crate::hub::Hub;
+use crate::metrics::{Scraped, Streamed};
 use crate::page::Page;
 
-type Body = Full<Bytes>;
+/// A response body: whole, or the plain `/metrics` text written chunk by chunk as hyper asks
+/// for it.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Made before the response is sent.
+    Whole(Full<Bytes>),
+    /// Written as it is read: each frame is the next chunk (~256 KiB) of the exposition.
+    Streamed(Streamed),
+}
+
+impl From<Scraped> for Body {
+    fn from(scraped: Scraped) -> Self {
+        match scraped {
+            Scraped::Whole(body) => Body::Whole(Full::new(body)),
+            Scraped::Streamed(body) => Body::Streamed(body),
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Whole(body) => Pin::new(body).poll_frame(cx),
+            // Writing a chunk is CPU only (~1 ms): done here, on the connection's task.
+            Body::Streamed(body) => Poll::Ready(body.next().map(|chunk| Ok(Frame::data(chunk)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Whole(body) => body.is_end_stream(),
+            Body::Streamed(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Whole(body) => body.size_hint(),
+            Body::Streamed(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// Accept connections until `shutdown`, then let in-flight requests finish. `web` secures
 /// them (TLS, basic auth, headers: see [`crate::web`]).
@@ -68,7 +126,7 @@ pub(crate) async fn serve(
                 let active = active.clone();
                 async move {
                     if let Some(refused) = active.refusal(&req).await {
-                        return Ok::<_, Infallible>(refused);
+                        return Ok::<_, Infallible>(refused.map(Body::Whole));
                     }
                     Ok(active.decorate(route(&req, &shared).await))
                 }
@@ -259,20 +317,23 @@ async fn reload(shared: &Hub) -> Response<Body> {
     }
 }
 
-/// `/metrics`: the format from `Accept`, the coding from `Accept-Encoding`, the body from the
-/// cache when nothing changed since the last scrape (see `crate::metrics`, module `scrape`).
+/// `/metrics`: the format from `Accept`, the coding from `Accept-Encoding`; a compressed body
+/// from the cache when nothing changed since the last scrape, the plain one streamed (see
+/// `crate::metrics`, module `scrape`).
 ///
-/// Making a body is CPU work that grows with the series (about a second at 500 targets, while
-/// a scraper of the same format waits on the cache's lock): it runs on the blocking pool, so
-/// the runtime's two workers go on driving polls and connection attempts, whose
-/// `connect_timeout` clocks would otherwise run out behind a scrape.
+/// Making a compressed body is CPU work that grows with the series (hundreds of milliseconds
+/// at hundreds of targets, while a scraper of the same format waits on the cache's lock): it
+/// runs on the blocking pool, so the runtime's two workers go on driving polls and connection
+/// attempts, whose `connect_timeout` clocks would otherwise run out behind a scrape. A
+/// streamed body's chunks (~1 ms each) are written on the connection's task.
 async fn metrics(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let format = exposition::format(header(ACCEPT));
     let encoding = exposition::encoding(header(ACCEPT_ENCODING));
     let metrics = shared.metrics.clone();
-    let body = match tokio::task::spawn_blocking(move || metrics.scrape(format, encoding)).await {
-        Ok(body) => body,
+    let scraped = match tokio::task::spawn_blocking(move || metrics.scrape(format, encoding)).await
+    {
+        Ok(scraped) => scraped,
         Err(e) => {
             warn!("/metrics: making the body failed: {e}");
             return text(
@@ -281,7 +342,11 @@ async fn metrics(req: &Request<Incoming>, shared: &Hub) -> Response<Body> {
             );
         }
     };
-    let mut response = respond(StatusCode::OK, exposition::content_type(format), body);
+    let mut response = Response::new(Body::from(scraped));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(exposition::content_type(format)),
+    );
     let headers = response.headers_mut();
     headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
     if let Some(coding) = encoding.header() {
@@ -295,7 +360,7 @@ fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Body::Whole(Full::new(body.into())));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -30,7 +30,8 @@
 //! * [`store`]: [`Snapshot`] (`snapshot`, private) and the [`SnapshotStore`] `/metrics` reads.
 //! * `registry` (private): [`Metrics`] and the process families; `text` (private) writes
 //!   snapshot series in both text formats; `scrape` (private) assembles, caches and
-//!   compresses the `/metrics` body ([`Metrics::scrape`]); `parts` (private) keeps each
+//!   compresses the `/metrics` body ([`Metrics::scrape`]) and `stream` (private) writes the
+//!   plain one as it is read ([`Streamed`]); `parts` (private) keeps each
 //!   snapshot's gzip pieces, reused across polls where the series did not change, and `gzip`
 //!   (private) splices such pieces into one gzip member.
 //!
@@ -52,6 +53,7 @@ mod scrape;
 mod snapshot;
 pub mod statements;
 pub mod store;
+mod stream;
 pub mod tables;
 mod text;
 // The server-health layer: server, database_stats/database_sizes, wraparound.
@@ -82,9 +84,10 @@ pub use pgbouncer::*;
 pub use process::*;
 pub use registry::Metrics;
 pub use replication::*;
-pub use scrape::Encoding;
+pub use scrape::{Encoding, Scraped};
 pub use statements::*;
 pub use store::{Labels, Series, Snapshot, SnapshotStore};
+pub use stream::Streamed;
 pub use tables::*;
 pub use text::Format;
 // The server-health layer.

@@ -354,18 +354,14 @@ impl Metrics {
 
     /// Encode everything in the OpenMetrics text format (see [`Metrics::scrape`]).
     pub fn encode_openmetrics(&self) -> String {
-        text_of(self.scrape(Format::OpenMetrics, Encoding::Identity))
+        self.stream(Format::OpenMetrics).into_text()
     }
 
     /// Encode everything in the classic Prometheus text format (0.0.4), for clients that do not
     /// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
     pub fn encode_classic(&self) -> String {
-        text_of(self.scrape(Format::Classic, Encoding::Identity))
+        self.stream(Format::Classic).into_text()
     }
-}
-
-fn text_of(body: bytes::Bytes) -> String {
-    String::from_utf8(body.to_vec()).expect("the encoder writes UTF-8")
 }
 
 fn register<M>(registry: &mut Registry, def: &MetricDef, metric: M)

@@ -1,32 +1,40 @@
-//! `/metrics` bodies: assembled from the process metrics and the published snapshots' cached
-//! sample lines, kept per format until something changes, and compressed once per body.
+//! `/metrics` bodies: the plain text streamed from the published snapshots, the compressed
+//! bodies assembled once per change and kept until the next.
 //!
 //! # What a scrape costs
 //!
-//! * Nothing changed since the last scrape of the same format and coding (the store's
-//!   [generation](super::SnapshotStore::generation) is the same): the cached body is handed
-//!   out as it is (a reference-count increment). Two Prometheus replicas scraping the same
-//!   daemon between two polls pay for one body.
-//! * Otherwise: the process metrics (a few lines per target and collector) are encoded by
-//!   `prometheus-client` in OpenMetrics and, for the classic format, rewritten by
+//! * Every scrape encodes the process metrics (a few lines per target and collector) with
+//!   `prometheus-client` in OpenMetrics and, for the classic format, rewrites them with
 //!   [`crate::exposition::openmetrics_to_classic`]; the snapshot families, nearly all of a
-//!   large scrape, are written directly in the format asked for (module `text`), in chunks
-//!   that go straight into the compressor when one was asked for, so the plain text of a
-//!   compressed body is never held whole.
-//! * Compression ([`Encoding`]) is at a fast level (gzip 1, zstd 1): it divides the bytes on
-//!   the wire by about ten and, for a large body, costs more CPU than encoding it.
+//!   large scrape, are written directly in the format asked for (module `text`).
+//! * Plain text ([`Encoding::Identity`]) is never held whole, nor cached: a scrape takes the
+//!   `Arc`s of the published snapshots and the body is written from them chunk by chunk as
+//!   the client reads it (module `stream`, [`Scraped::Streamed`]). One such scrape holds one
+//!   chunk (~256 KiB) and the list of `Arc`s, whatever the number of series (at full fidelity
+//!   the plain body is ~19 MB); a client that stalls mid-body keeps the snapshots of the
+//!   generation it started from (one generation per open scrape). Each plain scrape writes
+//!   its text again: curl and promtool are not scraped every 15 s by two replicas.
+//! * Compressed bodies ([`Scraped::Whole`]) are made whole, once per format and coding for a
+//!   [generation](super::SnapshotStore::generation) of the store, and handed out as they are
+//!   (a reference-count increment) until something changes: two Prometheus replicas scraping
+//!   the same daemon between two polls pay for one body. Compression is at a fast level
+//!   (gzip 1, zstd 1): it divides the bytes on the wire by about ten and, for a large body,
+//!   costs more CPU than encoding it.
 //! * gzip, what Prometheus asks for, is not compressed whole: each published snapshot keeps
 //!   its series as pieces compressed apart (module `parts`), built at the first gzip scrape
 //!   that sees the snapshot and reused, block by block, from the snapshot before it where its
 //!   series did not change; a scrape compresses only the process metrics and the families'
 //!   headers and splices the pieces into one gzip member (module `gzip`). The classic and
-//!   OpenMetrics bodies of one generation share the pieces; zstd and identity bodies are
-//!   written whole as above.
+//!   OpenMetrics bodies of one generation share the pieces.
+//! * zstd is compressed whole from the streamed text, chunk by chunk, so its plain text is
+//!   never held whole either; the compressed body (a tenth of the plain one) is cached like
+//!   gzip's. Streaming it per client instead would cost a compressor (~1 MB of state at level
+//!   1) and the whole compression per open scrape, to save one cached body of that size.
 //!
-//! The cache holds, per format, the bodies of the last generation in the codings that were
-//! asked for, until the next scrape of that format after a change. Sample text is not kept
-//! between generations: a poll replaces a target's snapshots at every interval, so text kept
-//! per snapshot would be encoded as often as the body is, for as much memory again.
+//! The cache holds, per format, the compressed bodies of the last generation in the codings
+//! that were asked for, until the next scrape of that format after a change. Sample text is
+//! not kept between generations: a poll replaces a target's snapshots at every interval, so
+//! text kept per snapshot would be encoded as often as the body is, for as much memory again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -37,6 +45,7 @@ use bytes::Bytes;
 use super::gzip::{Deflater, GzipWriter};
 use super::parts::{Part, Parts};
 use super::store::Published;
+use super::stream::Streamed;
 use super::text::{self, Format};
 use super::{MetricDef, Metrics};
 
@@ -62,14 +71,34 @@ impl Encoding {
     }
 }
 
-/// The bodies of one format made for one generation of the store, in the codings asked for.
+/// A `/metrics` body, as [`Metrics::scrape`] hands it out.
+#[derive(Debug)]
+pub enum Scraped {
+    /// A compressed body, made whole and shared by the scrapes of its generation.
+    Whole(Bytes),
+    /// The plain text, written chunk by chunk as it is read (module `stream`).
+    Streamed(Streamed),
+}
+
+impl Scraped {
+    /// The whole body (for tests and in-process readers: `/metrics` never collects it).
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Scraped::Whole(body) => body,
+            Scraped::Streamed(body) => Bytes::from(body.into_text()),
+        }
+    }
+}
+
+/// The compressed bodies of one format made for one generation of the store, in the codings
+/// asked for.
 #[derive(Debug, Default)]
 struct Cached {
     generation: u64,
     bodies: Vec<(Encoding, Bytes)>,
 }
 
-/// The last bodies of each format.
+/// The last compressed bodies of each format.
 #[derive(Debug, Default)]
 pub(super) struct BodyCache {
     openmetrics: Mutex<Option<Cached>>,
@@ -77,9 +106,31 @@ pub(super) struct BodyCache {
 }
 
 impl Metrics {
-    /// The `/metrics` body in `format` and `encoding`: served from the cache when nothing
-    /// changed since it was made. What comes back is encoded as `encoding` says.
-    pub fn scrape(&self, format: Format, encoding: Encoding) -> Bytes {
+    /// The `/metrics` body in `format` and `encoding`: the plain text streamed from the
+    /// published snapshots; a compressed body from the cache when nothing changed since it was
+    /// made. What comes back is encoded as `encoding` says.
+    pub fn scrape(&self, format: Format, encoding: Encoding) -> Scraped {
+        match encoding {
+            Encoding::Identity => Scraped::Streamed(self.stream(format)),
+            Encoding::Gzip | Encoding::Zstd => Scraped::Whole(self.cached(format, encoding)),
+        }
+    }
+
+    /// The plain body in `format`, to be written as it is read: the process metrics encoded
+    /// now, the snapshots published now.
+    pub(super) fn stream(&self, format: Format) -> Streamed {
+        let process = self.process_text(format);
+        let snapshots = self
+            .store
+            .all()
+            .into_iter()
+            .map(|(target, p)| (target, p.snapshot.clone()))
+            .collect();
+        Streamed::new(format, process, snapshots)
+    }
+
+    /// The compressed body in `format` and `encoding`, from the cache or made now.
+    fn cached(&self, format: Format, encoding: Encoding) -> Bytes {
         let slot = match format {
             Format::OpenMetrics => &self.cache.openmetrics,
             Format::Classic => &self.cache.classic,
@@ -98,64 +149,40 @@ impl Metrics {
             },
         };
         let cached = slot.insert(cached);
-        let find = |c: &Cached, e| {
-            c.bodies
-                .iter()
-                .find(|(x, _)| *x == e)
-                .map(|(_, b)| b.clone())
-        };
-        if let Some(body) = find(cached, encoding) {
-            return body;
+        if let Some((_, body)) = cached.bodies.iter().find(|(e, _)| *e == encoding) {
+            return body.clone();
         }
-        // Only what was asked for is made and kept: a compressed body is a tenth of the plain
-        // one, and Prometheus only ever asks for that.
-        let body = self.assemble(format, encoding);
+        // Only what was asked for is made and kept: Prometheus only ever asks for gzip.
+        let body = match encoding {
+            Encoding::Gzip => assemble_gzip(format, &self.process_text(format), &self.store.all()),
+            _ => compress_zstd(self.stream(format)),
+        };
         cached.bodies.push((encoding, body.clone()));
         body
     }
 
-    /// Encode everything in `format`, in `encoding`.
-    fn assemble(&self, format: Format, encoding: Encoding) -> Bytes {
+    /// The process metrics in `format`.
+    fn process_text(&self, format: Format) -> String {
         let mut process = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode_registry(&mut process, &self.registry)
             .expect("writing to a String cannot fail");
         if format == Format::Classic {
             process = crate::exposition::openmetrics_to_classic(&process);
         }
-        let published = self.store.all();
-        if encoding == Encoding::Gzip {
-            return assemble_gzip(format, &process, &published);
-        }
-
-        let families = group(published.iter().flat_map(|(target, p)| {
-            p.snapshot
-                .families()
-                .filter(|(_, s)| !s.is_empty())
-                .map(move |(def, s)| (target.as_str(), def, s))
-        }));
-        let series: usize = families
-            .iter()
-            .flat_map(|(_, by_target)| by_target.iter().map(|(_, s)| s.len()))
-            .sum();
-
-        let mut sink = Sink::new(encoding, process.len() + series * 110);
-        let mut chunk = process;
-        for (def, by_target) in &families {
-            text::header(&mut chunk, def, format);
-            for (target, s) in by_target {
-                text::samples(&mut chunk, target, def, s);
-                if chunk.len() >= CHUNK {
-                    sink.push(&chunk);
-                    chunk.clear();
-                }
-            }
-        }
-        if format == Format::OpenMetrics {
-            chunk.push_str("# EOF\n");
-        }
-        sink.push(&chunk);
-        sink.finish()
+        process
     }
+}
+
+/// The zstd body of a streamed one: each chunk goes into the compressor as it is written.
+fn compress_zstd(body: Streamed) -> Bytes {
+    // About a tenth of the plain text, which is ~110 bytes a series.
+    let mut zstd = zstd::stream::Encoder::new(Vec::with_capacity(body.series() * 11), 1)
+        .expect("level 1 is a valid zstd level");
+    for chunk in body {
+        zstd.write_all(&chunk)
+            .expect("compressing into memory cannot fail");
+    }
+    Bytes::from(zstd.finish().expect("compressing into memory cannot fail"))
 }
 
 /// The gzip body: the process metrics and the families' headers compressed at every scrape,
@@ -199,7 +226,7 @@ fn assemble_gzip(format: Format, process: &str, published: &[(String, Arc<Publis
 
 /// Group every target's share of every metric by metric: families in catalogue order
 /// ([`super::ALL`]), within a family the targets in the order given (by name).
-fn group<'a, T>(
+pub(super) fn group<'a, T>(
     items: impl Iterator<Item = (&'a str, &'static MetricDef, T)>,
 ) -> Vec<(&'static MetricDef, Vec<(&'a str, T)>)> {
     let mut positions: HashMap<&'static str, usize> = HashMap::new();
@@ -220,61 +247,14 @@ fn group<'a, T>(
 /// One family's share of the body, by target.
 type Family<'a, T> = (&'static MetricDef, Vec<(&'a str, T)>);
 
-/// Text is handed to the sink in chunks of about this size.
-const CHUNK: usize = 256 * 1024;
-
-/// Where the body goes as it is written: a string, or a compressor.
-enum Sink {
-    Plain(Vec<u8>),
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
-    Zstd(zstd::stream::Encoder<'static, Vec<u8>>),
-}
-
-impl Sink {
-    fn new(encoding: Encoding, plain_size: usize) -> Self {
-        match encoding {
-            Encoding::Identity => Sink::Plain(Vec::with_capacity(plain_size)),
-            Encoding::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(
-                Vec::with_capacity(plain_size / 10),
-                flate2::Compression::fast(),
-            )),
-            Encoding::Zstd => Sink::Zstd(
-                zstd::stream::Encoder::new(Vec::with_capacity(plain_size / 10), 1)
-                    .expect("level 1 is a valid zstd level"),
-            ),
-        }
-    }
-
-    fn push(&mut self, text: &str) {
-        let written = match self {
-            Sink::Plain(out) => {
-                out.extend_from_slice(text.as_bytes());
-                Ok(())
-            }
-            Sink::Gzip(e) => e.write_all(text.as_bytes()),
-            Sink::Zstd(e) => e.write_all(text.as_bytes()),
-        };
-        written.expect("compressing into memory cannot fail");
-    }
-
-    fn finish(self) -> Bytes {
-        let out = match self {
-            Sink::Plain(out) => Ok(out),
-            Sink::Gzip(e) => e.finish(),
-            Sink::Zstd(e) => e.finish(),
-        };
-        Bytes::from(out.expect("compressing into memory cannot fail"))
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Read as _;
 
     use super::*;
     use crate::metrics::{Labels, MAX_CONNECTIONS, STATEMENT_CALLS, STATEMENT_ROWS, Snapshot};
 
-    fn gunzip(body: &[u8]) -> String {
+    pub(crate) fn gunzip(body: &[u8]) -> String {
         let mut out = String::new();
         flate2::read::GzDecoder::new(body)
             .read_to_string(&mut out)
@@ -283,47 +263,72 @@ mod tests {
     }
 
     #[test]
-    fn a_body_is_reused_until_something_changes_and_compresses_to_the_same_text() {
+    fn compressed_bodies_are_reused_until_something_changes_and_the_plain_one_is_streamed() {
         let metrics = Metrics::new();
         let mut snap = Snapshot::default();
         snap.set(&MAX_CONNECTIONS, 100.0);
         metrics.store().publish("main", "activity", snap);
 
-        let first = metrics.scrape(Format::OpenMetrics, Encoding::Identity);
-        let again = metrics.scrape(Format::OpenMetrics, Encoding::Identity);
-        assert_eq!(first.as_ptr(), again.as_ptr(), "nothing changed: same body");
+        // Plain text is written for each scrape, never cached.
+        let Scraped::Streamed(first) = metrics.scrape(Format::OpenMetrics, Encoding::Identity)
+        else {
+            panic!("a plain body is streamed");
+        };
+        let first = first.into_text();
         let gz = metrics.scrape(Format::OpenMetrics, Encoding::Gzip);
         let gz_again = metrics.scrape(Format::OpenMetrics, Encoding::Gzip);
+        let (Scraped::Whole(gz), Scraped::Whole(gz_again)) = (gz, gz_again) else {
+            panic!("a gzip body is whole");
+        };
         assert_eq!(
             gz.as_ptr(),
             gz_again.as_ptr(),
             "nothing changed: same gzip body"
         );
-        let text = std::str::from_utf8(&first).unwrap();
-        assert!(text.ends_with("# EOF\n"), "{text}");
-        assert!(text.contains("pgvigil_connections_max{target=\"main\"} 100.0\n"));
+        assert!(first.ends_with("# EOF\n"), "{first}");
+        assert!(first.contains("pgvigil_connections_max{target=\"main\"} 100.0\n"));
+        assert_eq!(gunzip(&gz), first);
 
-        assert_eq!(gunzip(&gz), text);
-        let zst = metrics.scrape(Format::OpenMetrics, Encoding::Zstd);
-        assert_eq!(zstd::decode_all(&zst[..]).unwrap(), first);
+        let zst = metrics
+            .scrape(Format::OpenMetrics, Encoding::Zstd)
+            .into_bytes();
+        let zst_again = metrics
+            .scrape(Format::OpenMetrics, Encoding::Zstd)
+            .into_bytes();
+        assert_eq!(
+            zst.as_ptr(),
+            zst_again.as_ptr(),
+            "nothing changed: same zstd body"
+        );
+        assert_eq!(zstd::decode_all(&zst[..]).unwrap(), first.as_bytes());
 
         // A poll publishes: the next scrape shows it.
         let mut snap = Snapshot::default();
         snap.set(&MAX_CONNECTIONS, 50.0);
         metrics.store().publish("main", "activity", snap);
-        let after = metrics.scrape(Format::OpenMetrics, Encoding::Gzip);
+        let after = metrics
+            .scrape(Format::OpenMetrics, Encoding::Gzip)
+            .into_bytes();
+        assert_ne!(after.as_ptr(), gz.as_ptr(), "a change makes a new body");
         assert!(gunzip(&after).contains("pgvigil_connections_max{target=\"main\"} 50.0\n"));
+        let zst = metrics
+            .scrape(Format::OpenMetrics, Encoding::Zstd)
+            .into_bytes();
+        let text = String::from_utf8(zstd::decode_all(&zst[..]).unwrap()).unwrap();
+        assert!(text.contains("pgvigil_connections_max{target=\"main\"} 50.0\n"));
 
         // A process metric changes: the next scrape shows it too.
         metrics.set_up("main", true);
-        let up = metrics.scrape(Format::Classic, Encoding::Identity);
+        let up = metrics
+            .scrape(Format::Classic, Encoding::Identity)
+            .into_bytes();
         let up = std::str::from_utf8(&up).unwrap();
         assert!(up.contains("pgvigil_up{target=\"main\"} 1\n"), "{up}");
         assert!(!up.contains("# EOF"), "{up}");
     }
 
     /// A statements-like snapshot: `n` label sets, kept across polls, 2 counters each.
-    fn statements(n: usize, bump: usize) -> Snapshot {
+    pub(crate) fn statements(n: usize, bump: usize) -> Snapshot {
         let mut snap = Snapshot::default();
         for i in 0..n {
             let labels = Labels::new(vec!["app".into(), "u".into(), i.to_string(), "true".into()]);
@@ -358,8 +363,8 @@ mod tests {
                 metrics.store().retract_part("a", "tables", "db2");
             }
             for format in [Format::OpenMetrics, Format::Classic] {
-                let plain = metrics.scrape(format, Encoding::Identity);
-                let gz = metrics.scrape(format, Encoding::Gzip);
+                let plain = metrics.scrape(format, Encoding::Identity).into_bytes();
+                let gz = metrics.scrape(format, Encoding::Gzip).into_bytes();
                 assert_eq!(
                     gunzip(&gz).as_bytes(),
                     &plain[..],
@@ -373,7 +378,7 @@ mod tests {
                 );
             }
         }
-        let last = gunzip(&metrics.scrape(Format::Classic, Encoding::Gzip));
+        let last = gunzip(&metrics.scrape(Format::Classic, Encoding::Gzip).into_bytes());
         assert!(
             last.contains(
                 "{target=\"b\",datname=\"app\",usename=\"u\",queryid=\"300\",toplevel=\"true\"} 301.0\n"

@@ -109,14 +109,24 @@ async fn promtool_accepts_the_metrics_and_prometheus_gets_openmetrics() {
         classic.contains("# TYPE pgvigil_connection_attempts_total counter"),
         "{classic}"
     );
-    let (head, _) = raw_get(daemon.addr, &[("Accept-Encoding", "br")]).await;
+    // Plain text is streamed (chunked, no Content-Length) and complete.
+    let (head, plain) = raw_get(daemon.addr, &[("Accept-Encoding", "br")]).await;
     assert!(!head.contains("content-encoding"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    let plain = String::from_utf8(plain).unwrap();
+    assert!(
+        plain.contains("# TYPE pgvigil_connection_attempts_total counter")
+            && plain.contains("pgvigil_up{target=\"main\"} 1"),
+        "{plain}"
+    );
 
     writer.batch_execute("ROLLBACK").await.unwrap();
     daemon.stop().await;
 }
 
-/// GET /metrics with `headers`: the response head (header names lower-cased) and raw body.
+/// GET /metrics with `headers`: the response head (header names lower-cased) and the body
+/// (as sent, or decoded from chunked transfer).
 async fn raw_get(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -129,11 +139,8 @@ async fn raw_get(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (Strin
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&response[..end])
+    let (head, body) = crate::support::split_response(&response);
+    let head = head
         .lines()
         .map(|l| match l.split_once(':') {
             Some((k, v)) => format!("{}:{v}", k.to_ascii_lowercase()),
@@ -141,7 +148,7 @@ async fn raw_get(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (Strin
         })
         .collect::<Vec<_>>()
         .join("\n");
-    (head, response[end + 4..].to_vec())
+    (head, body)
 }
 
 #[tokio::test]

@@ -34,14 +34,14 @@ async fn request(
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let (head, body) = crate::support::split_response(&response);
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    let body = String::from_utf8_lossy(&body).into_owned();
+    (status, head.to_ascii_lowercase(), body)
 }
 
 fn allow_header(head: &str) -> Option<&str> {

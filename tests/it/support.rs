@@ -206,14 +206,59 @@ pub async fn http_request(
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let (head, body) = split_response(&response);
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, body.to_owned())
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// A raw HTTP/1.1 response: its head (as sent) and its body, decoded from
+/// `Transfer-Encoding: chunked` when it was sent so (pgvigil streams the plain `/metrics` body,
+/// Prometheus sends large answers so).
+pub fn split_response(response: &[u8]) -> (String, Vec<u8>) {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (String::from_utf8_lossy(response).into_owned(), Vec::new());
+    };
+    let head = String::from_utf8_lossy(&response[..end]).into_owned();
+    let body = &response[end + 4..];
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (head, body)
+}
+
+/// The data of a chunked body; panics if it is not well formed (a broken stream must fail the
+/// test that reads it, not parse as a short exposition).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rest.len());
+    loop {
+        let line = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&rest[..line]).expect("an ASCII chunk size");
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16).expect("a hexadecimal chunk size");
+        rest = &rest[line + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = rest[size..]
+            .strip_prefix(b"\r\n")
+            .expect("CRLF after a chunk");
+    }
 }
 
 /// Parsed classic-format exposition.

@@ -97,7 +97,6 @@ impl Prometheus {
             None,
         )
         .await;
-        let body = dechunk(&body);
         let json: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
         if json["status"] != "success" {
@@ -171,27 +170,4 @@ fn encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// The body of a response Prometheus sent with `Transfer-Encoding: chunked` (it does for large
-/// answers), which `http_get` returns as it came off the wire; other bodies unchanged.
-fn dechunk(body: &str) -> String {
-    let mut rest = body;
-    let mut out = String::with_capacity(body.len());
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            return body.to_owned();
-        };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            return body.to_owned();
-        };
-        if size == 0 {
-            return out;
-        }
-        let Some(chunk) = after.get(..size) else {
-            return body.to_owned();
-        };
-        out.push_str(chunk);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
-    }
 }
