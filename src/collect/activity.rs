@@ -5,6 +5,11 @@
 //! idle in a transaction, and which open transactions hold uncommitted writes (a `backend_xid`
 //! is assigned at a transaction's first write) — the signature of an import that never
 //! committed.
+//!
+//! Cost: one row per backend, so on a server with many sessions (a fleet of targets on one
+//! cluster reads every target's sessions) the daemon's part is per row: the rows' strings are
+//! borrowed for the grouping (a label set is copied once per series, not per backend), and a
+//! session's query text travels only when it has a transaction open, the only case it is kept.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -29,7 +34,7 @@ SELECT pid,
        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS xact_age,
        extract(epoch FROM clock_timestamp() - state_change)::float8 AS state_age,
        backend_xid IS NOT NULL AS holds_writes,
-       left(query, $1) AS query
+       CASE WHEN xact_start IS NOT NULL THEN left(query, $1) END AS query
   FROM pg_stat_activity
  WHERE pid <> pg_backend_pid()";
 
@@ -106,42 +111,38 @@ impl Activity {
 
     fn summarise(
         &self,
-        backends: Vec<Backend>,
+        backends: &[Backend<'_>],
         mut report: ActivityReport,
     ) -> (Snapshot, ActivityReport) {
-        let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-        let mut connections: BTreeMap<[String; 4], u64> = BTreeMap::new();
-        let mut waiting: BTreeMap<[String; 2], u64> = BTreeMap::new();
-        let mut writing: BTreeMap<String, u64> = BTreeMap::new();
+        // Keyed by the row's own strings: a label set is copied once per series, not once
+        // per backend (at a fleet of 500 targets on one server, each reads 1,000 backends).
+        let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut connections: BTreeMap<[&str; 4], u64> = BTreeMap::new();
+        let mut waiting: BTreeMap<[&str; 2], u64> = BTreeMap::new();
+        let mut writing: BTreeMap<&str, u64> = BTreeMap::new();
         let mut oldest_xact = 0.0_f64;
         let mut longest_idle_in_xact = 0.0_f64;
         let mut oldest_writing = 0.0_f64;
 
+        let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
         for b in backends {
-            *by_type.entry(b.backend_type.clone()).or_default() += 1;
+            *by_type.entry(b.backend_type).or_default() += 1;
             if b.backend_type != "client backend" {
                 continue;
             }
             report.client_connections += 1;
-            *report.by_state.entry(b.state.clone()).or_default() += 1;
-            let application = if self.application_names.contains(&b.application_name) {
-                b.application_name.clone()
+            *by_state.entry(b.state).or_default() += 1;
+            let application = if self.application_names.contains(b.application_name) {
+                b.application_name
             } else {
-                OTHER_APPLICATION.to_owned()
+                OTHER_APPLICATION
             };
             *connections
-                .entry([
-                    b.datname.clone(),
-                    b.usename.clone(),
-                    b.state.clone(),
-                    application,
-                ])
+                .entry([b.datname, b.usename, b.state, application])
                 .or_default() += 1;
-            if let Some(wait) = &b.wait_event_type {
+            if let Some(wait) = b.wait_event_type {
                 if b.state == "active" {
-                    *waiting
-                        .entry([b.datname.clone(), wait.clone()])
-                        .or_default() += 1;
+                    *waiting.entry([b.datname, wait]).or_default() += 1;
                 }
             }
             let Some(xact_age) = b.xact_age else {
@@ -152,24 +153,28 @@ impl Activity {
             oldest_xact = oldest_xact.max(xact_age);
             let session = Session {
                 pid: b.pid,
-                datname: b.datname,
-                usename: b.usename,
-                application_name: b.application_name,
-                state: b.state,
+                datname: b.datname.to_owned(),
+                usename: b.usename.to_owned(),
+                application_name: b.application_name.to_owned(),
+                state: b.state.to_owned(),
                 xact_age_seconds: xact_age,
                 state_age_seconds: state_age,
                 holds_writes: b.holds_writes,
-                query: b.query,
+                query: b.query.unwrap_or_default().to_owned(),
             };
             if session.idle_in_transaction() {
                 longest_idle_in_xact = longest_idle_in_xact.max(state_age);
             }
             if session.holds_writes {
-                *writing.entry(session.datname.clone()).or_default() += 1;
+                *writing.entry(b.datname).or_default() += 1;
                 oldest_writing = oldest_writing.max(xact_age);
             }
             report.open_transactions.push(session);
         }
+        report.by_state = by_state
+            .into_iter()
+            .map(|(state, n)| (state.to_owned(), n))
+            .collect();
 
         let mut snap = Snapshot::default();
         snap.set(&metrics::MAX_CONNECTIONS, report.max_connections as f64);
@@ -177,17 +182,18 @@ impl Activity {
             &metrics::RESERVED_CONNECTIONS,
             report.reserved_connections as f64,
         );
+        let owned = |labels: &[&str]| labels.iter().map(|l| (*l).to_owned()).collect();
         for (backend_type, n) in by_type {
-            snap.push(&metrics::BACKENDS, vec![backend_type], n as f64);
+            snap.push(&metrics::BACKENDS, owned(&[backend_type]), n as f64);
         }
         for (labels, n) in connections {
-            snap.push(&metrics::CONNECTIONS, labels.to_vec(), n as f64);
+            snap.push(&metrics::CONNECTIONS, owned(&labels), n as f64);
         }
         for (labels, n) in waiting {
-            snap.push(&metrics::CONNECTIONS_WAITING, labels.to_vec(), n as f64);
+            snap.push(&metrics::CONNECTIONS_WAITING, owned(&labels), n as f64);
         }
         for (datname, n) in writing {
-            snap.push(&metrics::WRITING_XACTS, vec![datname], n as f64);
+            snap.push(&metrics::WRITING_XACTS, owned(&[datname]), n as f64);
         }
         snap.set(&metrics::OLDEST_XACT_AGE, oldest_xact);
         snap.set(&metrics::IDLE_IN_XACT_MAX_AGE, longest_idle_in_xact);
@@ -241,11 +247,11 @@ impl ReportCollector for Activity {
                 xact_age: row.try_get(7)?,
                 state_age: row.try_get(8)?,
                 holds_writes: row.try_get(9)?,
-                query: row.try_get::<_, Option<String>>(10)?.unwrap_or_default(),
+                query: row.try_get(10)?,
             })
         });
         let backends = rows.collect::<Result<Vec<_>, _>>()?;
-        let (mut snapshot, report) = self.summarise(backends, report);
+        let (mut snapshot, report) = self.summarise(&backends, report);
         // The short form ("15.19"), not the distribution suffix, keeps the label stable.
         let version = ctx
             .server
@@ -263,39 +269,40 @@ impl ReportCollector for Activity {
     }
 }
 
-/// One pg_stat_activity row.
+/// One pg_stat_activity row, its strings borrowed from the row.
 #[derive(Debug)]
-struct Backend {
+struct Backend<'a> {
     pid: i32,
-    datname: String,
-    usename: String,
-    application_name: String,
-    state: String,
-    backend_type: String,
-    wait_event_type: Option<String>,
+    datname: &'a str,
+    usename: &'a str,
+    application_name: &'a str,
+    state: &'a str,
+    backend_type: &'a str,
+    wait_event_type: Option<&'a str>,
     xact_age: Option<f64>,
     state_age: Option<f64>,
     holds_writes: bool,
-    query: String,
+    /// Read only for sessions in a transaction (the only ones whose text is kept).
+    query: Option<&'a str>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn backend(state: &str, xact_age: Option<f64>, holds_writes: bool) -> Backend {
+    fn backend(state: &str, xact_age: Option<f64>, holds_writes: bool) -> Backend<'_> {
         Backend {
             pid: 1,
-            datname: "app".into(),
-            usename: "u".into(),
-            application_name: "importer".into(),
-            state: state.into(),
-            backend_type: "client backend".into(),
+            datname: "app",
+            usename: "u",
+            application_name: "importer",
+            state,
+            backend_type: "client backend",
             wait_event_type: None,
             xact_age,
             state_age: xact_age,
             holds_writes,
-            query: "insert into t values (1)".into(),
+            query: xact_age.map(|_| "insert into t values (1)"),
         }
     }
 
@@ -305,11 +312,11 @@ mod tests {
             application_names: vec!["importer".into()],
         });
         let mut waiting = backend("active", Some(1.0), false);
-        waiting.wait_event_type = Some("Lock".into());
+        waiting.wait_event_type = Some("Lock");
         let mut walwriter = backend("", None, false);
-        walwriter.backend_type = "walwriter".into();
+        walwriter.backend_type = "walwriter";
         let mut psql = backend("idle", None, false);
-        psql.application_name = "psql".into();
+        psql.application_name = "psql";
         let backends = vec![
             backend("idle in transaction", Some(42.0), true),
             waiting,
@@ -321,7 +328,7 @@ mod tests {
             reserved_connections: 3,
             ..Default::default()
         };
-        let (snap, report) = collector.summarise(backends, report);
+        let (snap, report) = collector.summarise(&backends, report);
         assert_eq!(report.client_connections, 3);
         let states: Vec<(&str, i64)> = report
             .by_state
@@ -360,10 +367,8 @@ mod tests {
     #[test]
     fn no_transactions_means_zero_ages() {
         let collector = Activity::new(&ActivityConfig::default());
-        let (snap, report) = collector.summarise(
-            vec![backend("idle", None, false)],
-            ActivityReport::default(),
-        );
+        let (snap, report) =
+            collector.summarise(&[backend("idle", None, false)], ActivityReport::default());
         assert!(report.open_transactions.is_empty());
         assert_eq!(snap.get(&metrics::WRITING_XACT_MAX_AGE)[0].value, 0.0);
         assert!(snap.get(&metrics::WRITING_XACTS).is_empty());

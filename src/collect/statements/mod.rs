@@ -456,10 +456,12 @@ fn push_counters(snap: &mut Snapshot, labels: &Labels, counters: &Counters) {
     }
 }
 
-/// The counters query, each row mapped as it streams in.
+/// The counters query, each row mapped as it streams in, into room for `expected` rows (the
+/// entries of the last poll: the view's size changes little between polls).
 async fn read_rows(
     client: &tokio_postgres::Client,
     sql: &str,
+    expected: usize,
 ) -> Result<Vec<StatementRow>, tokio_postgres::Error> {
     use futures_util::TryStreamExt as _;
     let stream = client
@@ -469,7 +471,7 @@ async fn read_rows(
         )
         .await?;
     let mut stream = std::pin::pin!(stream);
-    let mut rows = Vec::new();
+    let mut rows = Vec::with_capacity(expected);
     while let Some(row) = stream.try_next().await? {
         rows.push(StatementRow::from_row(&row)?);
     }
@@ -554,7 +556,8 @@ impl ReportCollector for Statements {
         };
         // Each row is mapped as it arrives: the 8,000 raw rows of a busy server are never all
         // held at once (a few MB per poll otherwise), only their ~100-byte mapped form.
-        let rows = match read_rows(ctx.client, &dialect.counters_sql(&schema)).await {
+        let expected = self.deltas.len() + self.deltas.len() / 8;
+        let rows = match read_rows(ctx.client, &dialect.counters_sql(&schema), expected).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.query_failed(e, &detected)),
         };
