@@ -46,8 +46,11 @@ async fn measure(role: &str, dsn: &str) {
         "bench",
         ConnectionSpec::parse(dsn, &LibpqEnv::default()).unwrap(),
     );
+    // Kept across the measured runs, as the daemon keeps it for a session.
+    let prepared = pgvigil::collect::prepared::Prepared::default();
     let ctx = PollContext {
         client: &client,
+        prepared: &prepared,
         target: &target,
         server: &server,
         database: target.connection.dbname(),

@@ -52,8 +52,11 @@ async fn measure(
 ) -> (f64, f64) {
     let spec = POSTGRES.iter().find(|s| s.name == name).unwrap();
     let mut collector = (spec.build)(target);
+    // Kept across the measured runs, as the daemon keeps it for a session.
+    let prepared = pgvigil::collect::prepared::Prepared::default();
     let ctx = PollContext {
         client,
+        prepared: &prepared,
         target,
         server,
         database: target.connection.dbname(),

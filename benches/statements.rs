@@ -111,8 +111,11 @@ async fn main() {
         "bench",
         ConnectionSpec::parse(&dsn, &LibpqEnv::default()).unwrap(),
     );
+    // Kept across the measured polls, as the daemon keeps it for a session.
+    let prepared = pgvigil::collect::prepared::Prepared::default();
     let ctx = PollContext {
         client: &client,
+        prepared: &prepared,
         target: &target,
         server: &server,
         database: target.connection.dbname(),

@@ -109,6 +109,8 @@ impl OwnBackends {
 /// An open session.
 pub(crate) struct Session {
     pub(crate) client: Arc<Client>,
+    /// The statements prepared on `client` (see [`crate::collect::prepared`]).
+    pub(crate) prepared: crate::collect::prepared::Prepared,
     pub(crate) server: ServerInfo,
     /// Whether it is encrypted; `None` if that cannot be known.
     pub(crate) tls: Option<bool>,
@@ -259,6 +261,7 @@ pub(crate) async fn open(
         cancel: client.cancel_token(),
         tls_connector: tls.clone(),
         client: Arc::new(client),
+        prepared: Default::default(),
         server,
         tls: row.get(3),
         closing,
@@ -342,6 +345,7 @@ impl Driver for Target {
     fn context<'s>(&'s self, session: &'s Session) -> PollContext<'s> {
         PollContext {
             client: &session.client,
+            prepared: &session.prepared,
             target: &self.target,
             server: &session.server,
             database: self.target.connection.dbname(),

@@ -195,8 +195,10 @@ async fn advise_database(
             return out;
         }
     };
+    let prepared = crate::collect::prepared::Prepared::default();
     let ctx = PollContext {
         client: &client,
+        prepared: &prepared,
         target: config,
         server: &server,
         database: datname,

@@ -224,8 +224,8 @@ impl ReportCollector for Activity {
         &mut self,
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, ActivityReport), CollectError> {
-        let settings = ctx.client.query(SETTINGS_SQL, &[]).await?;
-        let rows = ctx.client.query(ACTIVITY_SQL, &[&QUERY_TEXT_LIMIT]).await?;
+        let settings = ctx.query(SETTINGS_SQL, &[]).await?;
+        let rows = ctx.query(ACTIVITY_SQL, &[&QUERY_TEXT_LIMIT]).await?;
         let mut report = ActivityReport::default();
         for row in settings {
             let name: &str = row.get(0);

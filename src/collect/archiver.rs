@@ -171,7 +171,6 @@ impl ReportCollector for Archiver {
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, ArchiverReport), CollectError> {
         let row = ctx
-            .client
             .query_one(&archiver_sql(ctx.server.version_num), &[])
             .await?;
         let archive_mode: String = row.try_get::<_, Option<String>>(6)?.unwrap_or_default();

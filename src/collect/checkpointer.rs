@@ -220,7 +220,7 @@ impl ReportCollector for Checkpointer {
 
     async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<(Snapshot, ()), CollectError> {
         let dialect = Dialect::of(ctx.server.version_num);
-        let row = ctx.client.query_one(&dialect.sql(), &[]).await?;
+        let row = ctx.query_one(&dialect.sql(), &[]).await?;
         let values = dialect
             .columns()
             .enumerate()

@@ -121,13 +121,13 @@ async fn measure_sizes(
 ) -> Result<HashMap<u32, Option<f64>>, CollectError> {
     let oids: Vec<u32> = measure.iter().map(|(oid, _)| *oid).collect();
     let mut sizes = HashMap::new();
-    let batch = match ctx.client.query(SIZES_SQL, &[&oids]).await {
+    let batch = match ctx.query(SIZES_SQL, &[&oids]).await {
         Ok(rows) => rows,
         Err(batch) if batch.as_db_error().is_some() => {
             debug!(error = %batch, "database sizes: measuring one database at a time");
             let mut rows = Vec::new();
             for (oid, datname) in measure {
-                match ctx.client.query(SIZES_SQL, &[&vec![*oid]]).await {
+                match ctx.query(SIZES_SQL, &[&vec![*oid]]).await {
                     Ok(one) => rows.extend(one),
                     Err(e) if e.as_db_error().is_some() => {
                         unmeasured.insert(datname.clone(), super::describe_pg_error(&e));
@@ -168,7 +168,7 @@ impl ReportCollector for DatabaseSizes {
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, DatabaseSizesReport), CollectError> {
         let watched: &DatabasesConfig = &ctx.target.databases;
-        let rows = ctx.client.query(LIST_SQL, &[]).await?;
+        let rows = ctx.query(LIST_SQL, &[]).await?;
         let mut now = 0.0;
         let mut measure: Vec<(u32, String)> = Vec::new();
         let mut unmeasured = BTreeMap::new();

@@ -167,7 +167,7 @@ impl ReportCollector for Io {
 
     async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<(Snapshot, ()), CollectError> {
         let sql = Dialect::of(ctx.server.version_num).sql();
-        let rows = ctx.client.query(&sql, &[]).await?;
+        let rows = ctx.query(&sql, &[]).await?;
         let rows = rows
             .iter()
             .map(|r| {

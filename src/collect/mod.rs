@@ -29,6 +29,7 @@ pub mod activity;
 pub mod archiver;
 pub mod imports;
 pub mod pgbouncer;
+pub mod prepared;
 pub mod registry;
 pub mod replication;
 pub mod session;
@@ -153,6 +154,9 @@ pub struct PollContext<'a> {
     /// The session to query: the target's main connection for cluster-scope collectors; for
     /// database-scope ones, the connection to [`PollContext::database`].
     pub client: &'a tokio_postgres::Client,
+    /// The statements prepared on `client` so far ([`prepared`]): the hot collectors' queries
+    /// go through [`PollContext::query`] and its siblings, which prepare each once per session.
+    pub prepared: &'a prepared::Prepared,
     /// The target's configuration.
     pub target: &'a TargetConfig,
     /// The connected server.
@@ -165,6 +169,45 @@ pub struct PollContext<'a> {
     /// The most tables this database may export this time: its share of
     /// `max_tables_total`, never more than `max_tables`; `None`: `max_tables`.
     pub max_tables: Option<usize>,
+}
+
+impl PollContext<'_> {
+    /// Run `sql` on the session as a statement prepared once per session.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: prepared::Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        self.prepared.query(self.client, sql, params).await
+    }
+
+    /// [`PollContext::query`] for a query that returns exactly one row.
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: prepared::Params<'_>,
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        self.prepared.query_one(self.client, sql, params).await
+    }
+
+    /// [`PollContext::query`], streaming the rows.
+    pub async fn query_raw(
+        &self,
+        sql: &str,
+        params: prepared::Params<'_>,
+    ) -> Result<tokio_postgres::RowStream, tokio_postgres::Error> {
+        self.prepared.query_raw(self.client, sql, params).await
+    }
+
+    /// [`query_rows`] with a statement prepared once per session.
+    pub async fn query_rows<T>(
+        &self,
+        sql: &str,
+        params: prepared::Params<'_>,
+        map: impl FnMut(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.query(sql, params).await?.iter().map(map).collect()
+    }
 }
 
 /// Typed results of one poll of a source, for the alert rules and the API.

@@ -228,7 +228,7 @@ impl Server {
 /// The cited settings and those pending a restart.
 async fn read_settings(ctx: &PollContext<'_>) -> Result<Vec<SettingRow>, CollectError> {
     let names: Vec<&str> = SETTINGS.to_vec();
-    let rows = ctx.client.query(SETTINGS_SQL, &[&names]).await?;
+    let rows = ctx.query(SETTINGS_SQL, &[&names]).await?;
     let settings = rows
         .iter()
         .map(|r| {
@@ -300,7 +300,7 @@ impl ReportCollector for Server {
         &mut self,
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, ServerReport), CollectError> {
-        let row = ctx.client.query_one(STATUS_SQL, &[]).await?;
+        let row = ctx.query_one(STATUS_SQL, &[]).await?;
         let status = Status {
             in_recovery: row.try_get(0)?,
             start_time: row.try_get(1)?,

@@ -193,10 +193,7 @@ impl ReportCollector for Slots {
         &mut self,
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, SlotsReport), CollectError> {
-        let rows = ctx
-            .client
-            .query(&slots_sql(ctx.server.version_num), &[])
-            .await?;
+        let rows = ctx.query(&slots_sql(ctx.server.version_num), &[]).await?;
         let slots = rows
             .iter()
             .map(|row| {

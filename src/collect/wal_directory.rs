@@ -49,7 +49,7 @@ impl ReportCollector for WalDirectory {
     type Report = ();
 
     async fn poll(&mut self, ctx: &PollContext<'_>) -> Result<(Snapshot, ()), CollectError> {
-        let row = ctx.client.query_one(WAL_DIRECTORY_SQL, &[]).await?;
+        let row = ctx.query_one(WAL_DIRECTORY_SQL, &[]).await?;
         Ok((summarise(row.try_get(0)?, row.try_get(1)?), ()))
     }
 

@@ -206,8 +206,8 @@ impl ReportCollector for Wraparound {
     ) -> Result<(Snapshot, WraparoundReport), CollectError> {
         let mut own = ctx.own_backends.clone();
         own.push(ctx.server.backend_pid);
-        let ages = ctx.client.query(AGES_SQL, &[]).await?;
-        let holders = ctx.client.query(HOLDERS_SQL, &[&own]).await?;
+        let ages = ctx.query(AGES_SQL, &[]).await?;
+        let holders = ctx.query(HOLDERS_SQL, &[&own]).await?;
         let mut report = WraparoundReport::default();
         for row in ages {
             report.databases.insert(

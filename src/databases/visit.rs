@@ -44,6 +44,7 @@ impl State {
         };
         let ctx = PollContext {
             client: &session.client,
+            prepared: &session.prepared,
             target: &w.config,
             server: &session.server,
             database: datname,

@@ -34,6 +34,7 @@ mod package;
 mod pgbouncer;
 mod pgbouncer_privileges;
 mod pgbouncer_tls;
+mod prepared;
 mod privileges;
 mod registry;
 mod reload;

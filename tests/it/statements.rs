@@ -305,6 +305,7 @@ async fn a_role_without_pg_read_all_stats_is_told_the_grant() {
 /// A collector driven by hand, to look at its observations and run the rule on them.
 struct Harness {
     client: tokio_postgres::Client,
+    prepared: pgvigil::collect::prepared::Prepared,
     target: TargetConfig,
     server: ServerInfo,
     collector: Statements,
@@ -324,6 +325,7 @@ impl Harness {
         let target = TargetConfig::new("main", connection);
         Harness {
             client,
+            prepared: Default::default(),
             server: ServerInfo {
                 version_num: row.get(0),
                 version: row.get(1),
@@ -337,6 +339,7 @@ impl Harness {
     async fn poll(&mut self) -> (Snapshot, Observations) {
         let ctx = PollContext {
             client: &self.client,
+            prepared: &self.prepared,
             target: &self.target,
             server: &self.server,
             database: self.target.connection.dbname(),

@@ -380,6 +380,8 @@ pub fn pgvigil_bin() -> &'static str {
 /// database events exactly between polls and evaluate alert rules on what the collectors saw.
 pub struct Poller {
     pub client: tokio_postgres::Client,
+    /// The session's prepared statements, kept across polls as the daemon keeps them.
+    pub prepared: pgvigil::collect::prepared::Prepared,
     pub target: pgvigil::config::TargetConfig,
     server: pgvigil::collect::ServerInfo,
     collectors: Vec<Box<dyn pgvigil::collect::Collector<pgvigil::collect::Postgres>>>,
@@ -420,6 +422,7 @@ impl Poller {
         Poller {
             collectors,
             client,
+            prepared: Default::default(),
             target,
             server,
         }
@@ -429,6 +432,7 @@ impl Poller {
     pub async fn poll(&mut self) -> pgvigil::collect::Observations {
         let ctx = pgvigil::collect::PollContext {
             client: &self.client,
+            prepared: &self.prepared,
             target: &self.target,
             server: &self.server,
             database: self.target.connection.dbname(),

@@ -165,7 +165,6 @@ impl ReportCollector for DatabaseStats {
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, DatabaseStatsReport), CollectError> {
         let rows = ctx
-            .client
             .query(&sql::stats_sql(ctx.server.version_num), &[])
             .await?;
         let rows = rows

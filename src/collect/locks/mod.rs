@@ -485,16 +485,17 @@ impl ReportCollector for Locks {
     ) -> Result<(Snapshot, LocksReport), CollectError> {
         let version = ctx.server.version_num;
         let own = &ctx.own_backends;
-        let counts = query_rows(ctx.client, &sql::counts_sql(version), &[own], |r| {
-            Ok(LockCount {
-                datname: r.try_get(0)?,
-                mode: r.try_get(1)?,
-                granted: r.try_get(2)?,
-                count: r.try_get(3)?,
-                max_wait_seconds: r.try_get(4)?,
+        let counts = ctx
+            .query_rows(&sql::counts_sql(version), &[own], |r| {
+                Ok(LockCount {
+                    datname: r.try_get(0)?,
+                    mode: r.try_get(1)?,
+                    granted: r.try_get(2)?,
+                    count: r.try_get(3)?,
+                    max_wait_seconds: r.try_get(4)?,
+                })
             })
-        })
-        .await?;
+            .await?;
         let examined = if counts.iter().any(|c| !c.granted) {
             examine(ctx).await?
         } else {

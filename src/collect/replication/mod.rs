@@ -380,7 +380,7 @@ impl ReportCollector for Replication {
         &mut self,
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, ReplicationReport), CollectError> {
-        let rows = ctx.client.query(sql::REPLICATION_SQL, &[]).await?;
+        let rows = ctx.query(sql::REPLICATION_SQL, &[]).await?;
         let first = rows.first().ok_or_else(|| {
             CollectError::Unavailable("the replication query returned no row".into())
         })?;

@@ -459,17 +459,12 @@ fn push_counters(snap: &mut Snapshot, labels: &Labels, counters: &Counters) {
 /// The counters query, each row mapped as it streams in, into room for `expected` rows (the
 /// entries of the last poll: the view's size changes little between polls).
 async fn read_rows(
-    client: &tokio_postgres::Client,
+    ctx: &PollContext<'_>,
     sql: &str,
     expected: usize,
 ) -> Result<Vec<StatementRow>, tokio_postgres::Error> {
     use futures_util::TryStreamExt as _;
-    let stream = client
-        .query_raw(
-            sql,
-            std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
-        )
-        .await?;
+    let stream = ctx.query_raw(sql, &[]).await?;
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::with_capacity(expected);
     while let Some(row) = stream.try_next().await? {
@@ -478,8 +473,8 @@ async fn read_rows(
     Ok(rows)
 }
 
-async fn detect(client: &tokio_postgres::Client) -> Result<Detected, CollectError> {
-    let row = client.query_one(sql::DETECT_SQL, &[]).await?;
+async fn detect(ctx: &PollContext<'_>) -> Result<Detected, CollectError> {
+    let row = ctx.query_one(sql::DETECT_SQL, &[]).await?;
     let extversion: Option<String> = row.try_get(0)?;
     Ok(Detected {
         dialect: extversion.as_deref().and_then(Dialect::from_extversion),
@@ -526,7 +521,7 @@ impl ReportCollector for Statements {
         &mut self,
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, StatementsReport), CollectError> {
-        let detected = detect(ctx.client).await?;
+        let detected = detect(ctx).await?;
         let (dialect, schema) = match (&detected.dialect, &detected.schema) {
             _ if detected.extversion.is_none() => {
                 return Err(self.unavailable(Unavailable::NotInstalled, &detected, None));
@@ -545,7 +540,7 @@ impl ReportCollector for Statements {
         };
 
         let info = match dialect.info_sql(&schema) {
-            Some(sql) => match ctx.client.query_one(&sql, &[]).await {
+            Some(sql) => match ctx.query_one(&sql, &[]).await {
                 Ok(row) => Some((
                     row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0),
                     row.try_get::<_, Option<f64>>(1)?,
@@ -557,7 +552,7 @@ impl ReportCollector for Statements {
         // Each row is mapped as it arrives: the 8,000 raw rows of a busy server are never all
         // held at once (a few MB per poll otherwise), only their ~100-byte mapped form.
         let expected = self.deltas.len() + self.deltas.len() / 8;
-        let rows = match read_rows(ctx.client, &dialect.counters_sql(&schema), expected).await {
+        let rows = match read_rows(ctx, &dialect.counters_sql(&schema), expected).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.query_failed(e, &detected)),
         };

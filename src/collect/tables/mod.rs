@@ -154,14 +154,14 @@ impl Tables {
     }
 
     /// Step 1: the counters and sort key of every selected table.
-    async fn visit(&self, client: &tokio_postgres::Client) -> Result<Vec<Visit>, CollectError> {
+    async fn visit(&self, ctx: &PollContext<'_>) -> Result<Vec<Visit>, CollectError> {
         let rows = if self.config.include.is_empty() && self.config.exclude.is_empty() {
-            client.query(COUNTERS_SQL, &[]).await?
+            ctx.query(COUNTERS_SQL, &[]).await?
         } else {
             let sql = format!("{COUNTERS_SQL}{FILTER_SQL}");
             let include = queries::like_patterns(&self.config.include);
             let exclude = queries::like_patterns(&self.config.exclude);
-            client.query(&sql, &[&include, &exclude]).await?
+            ctx.query(&sql, &[&include, &exclude]).await?
         };
         let visit = |row: &tokio_postgres::Row| -> Result<Visit, tokio_postgres::Error> {
             Ok(Visit {
@@ -298,11 +298,11 @@ impl ReportCollector for Tables {
         ctx: &PollContext<'_>,
     ) -> Result<(Snapshot, TablesReport), CollectError> {
         let client = ctx.client;
-        let datname: String = client
+        let datname: String = ctx
             .query_one("SELECT current_database()::text", &[])
             .await?
             .try_get(0)?;
-        let visits = self.visit(client).await?;
+        let visits = self.visit(ctx).await?;
         let now = Instant::now();
         let mut report = TablesReport {
             datname,
@@ -312,7 +312,7 @@ impl ReportCollector for Tables {
             share.min(self.config.max_tables)
         });
         let plan = self.plan(visits, now, max_tables);
-        let detail = queries::details(client, &plan.oids()).await?;
+        let detail = queries::details(ctx, &plan.oids()).await?;
         let to_confirm = self.changes(&plan, &detail, &mut report);
         report.omitted = plan.omitted;
         let mut snap = Snapshot::default();

@@ -102,13 +102,13 @@ pub struct Detail {
 
 /// Run [`DETAIL_SQL`] for `oids`; a table dropped since step 1 has no entry.
 pub async fn details(
-    client: &tokio_postgres::Client,
+    ctx: &crate::collect::PollContext<'_>,
     oids: &[u32],
 ) -> Result<HashMap<u32, Detail>, tokio_postgres::Error> {
     if oids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = client.query(DETAIL_SQL, &[&oids]).await?;
+    let rows = ctx.query(DETAIL_SQL, &[&oids]).await?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
         let detail = Detail {
