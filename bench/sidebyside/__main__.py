@@ -152,16 +152,19 @@ def run(args, sizes, cleanup):
 def run_fleet(args, sizes, cleanup, results, env, started):
     """Step 3 (the fleet cluster and one daemon per size) and step 4, the results."""
     if sizes["fleet_sizes"]:
-        log(f"fleet cluster: {max(sizes['fleet_sizes'])} databases")
-        fc, names = fleet.setup_cluster(find_bindir(), free_port(), max(sizes["fleet_sizes"]),
-                                        sizes["fleet_tables"], sizes["fleet_pgss_max"])
-        cleanup.append(fc.stop)
+        log(f"fleet clusters: {max(sizes['fleet_sizes'])} databases, "
+            f"{fleet.PER_CLUSTER} per cluster")
+        clusters, names = fleet.setup_clusters(find_bindir(), free_port,
+                                               max(sizes["fleet_sizes"]), sizes["fleet_tables"],
+                                               sizes["fleet_pgss_max"])
+        cleanup.extend(c.stop for c in clusters)
+        fc = clusters[0]
         results["fleet"], results["fleet_failed"] = [], []
         for n in sizes["fleet_sizes"]:
             log(f"fleet: {n} targets")
             try:
                 results["fleet"].append(fleet.run_size(
-                    fc, names, n, args.pgvigil, free_port(), args.out, sizes["fleet_interval"],
+                    names, n, args.pgvigil, free_port(), args.out, sizes["fleet_interval"],
                     sizes["fleet_window_intervals"]))
             except Exception as e:  # the next size may still work; a signal is not caught
                 log(f"fleet: {n} targets failed: {e}")
@@ -174,7 +177,8 @@ def run_fleet(args, sizes, cleanup, results, env, started):
             results["wide"] = wide.run(fc, wide_names, args.pgvigil, free_port(), args.out,
                                        sizes["fleet_interval"], sizes["wide_imports"],
                                        sizes["wide_writers"])
-        fc.stop()
+        for c in clusters:
+            c.stop()
 
     env["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["duration_seconds"] = time.monotonic() - started

@@ -1,8 +1,9 @@
 """The fleet case: one pgvigil watching many targets at its default collectors.
 
-A cluster of its own (`max_connections` raised, `pg_stat_statements.max` = `pgss_max`) holds
-one template database (pg_stat_statements, `tables` small tables) and N copies of it; each copy
-is a `[[targets]]` entry of one daemon. For each fleet size in turn (`run_size`):
+Clusters of their own (`max_connections` raised, `pg_stat_statements.max` = `pgss_max`), 100
+target databases on each (`PER_CLUSTER`, on why), hold one template database
+(pg_stat_statements, `tables` small tables) and copies of it; each copy is a `[[targets]]` entry
+of one daemon. For each fleet size in turn (`run_size`):
 1. start pgvigil, wait until every target has polled twice;
 2. a window of `window_intervals` poll intervals: `/api/v1/targets` every `sample_every`
    seconds (each target's staleness, now - last_success, against 1.5 x its interval) and one
@@ -27,35 +28,51 @@ from .phases import quantile
 from .subjects import CpuSample, Pgvigil, proc_mem, threads_cpu
 
 
-def setup_cluster(bindir, port, max_targets, tables, pgss_max):
-    cluster = Cluster(bindir, port, {
-        # Each target holds its main session and, by default, one per-database session
-        # ([targets] max_connections = 2).
-        "max_connections": str(2 * max_targets + 60),
-        "pg_stat_statements.max": str(pgss_max),
-        "shared_buffers": "'128MB'",
-    }, "fleet")
-    cluster.start()
-    cluster.create_roles(["bench_fleet"])
-    cluster.create_database("fleet_tpl")
-    if tables:
-        cluster.fill_tables("fleet_tpl", tables)
-    names = [f"fleet_{i:04d}" for i in range(1, max_targets + 1)]
-    for start in range(0, len(names), 50):
-        cluster.psql("postgres", "".join(
-            f"CREATE DATABASE {n} TEMPLATE fleet_tpl STRATEGY FILE_COPY;\n"
-            for n in names[start:start + 50]))
-    return cluster, names
+# Targets per cluster. On one cluster every target's cluster-scope collectors read every
+# database's row of pg_stat_database and every session of pg_stat_activity, so the server's work
+# per interval grows with the square of the fleet: at 500 targets on one 2-core cluster
+# (1,000 pgvigil sessions) its queries went unanswered for 11 s. A real fleet's targets are
+# servers of their own; 100 per cluster keeps each target's view of its server that of a
+# small one (100 databases, ~200 sessions), and the 1- and 100-target sizes on one cluster.
+PER_CLUSTER = 100
+
+
+def setup_clusters(bindir, ports, max_targets, tables, pgss_max, per_cluster=PER_CLUSTER):
+    """The fleet's clusters, `per_cluster` target databases on each: `(clusters, names)`,
+    `names[i]` being `(cluster, database)` of target i + 1. `ports()` gives a free port."""
+    clusters, names = [], []
+    for first in range(1, max_targets + 1, per_cluster):
+        count = min(per_cluster, max_targets - first + 1)
+        cluster = Cluster(bindir, ports(), {
+            # Each target holds its main session and, by default, one per-database session
+            # ([targets] max_connections = 2).
+            "max_connections": str(2 * count + 60),
+            "pg_stat_statements.max": str(pgss_max),
+            "shared_buffers": "'128MB'",
+        }, f"fleet{len(clusters)}")
+        clusters.append(cluster)
+        cluster.start()
+        cluster.create_roles(["bench_fleet"])
+        cluster.create_database("fleet_tpl")
+        if tables:
+            cluster.fill_tables("fleet_tpl", tables)
+        dbs = [f"fleet_{i:04d}" for i in range(first, first + count)]
+        for start in range(0, len(dbs), 50):
+            cluster.psql("postgres", "".join(
+                f"CREATE DATABASE {n} TEMPLATE fleet_tpl STRATEGY FILE_COPY;\n"
+                for n in dbs[start:start + 50]))
+        names += [(cluster, n) for n in dbs]
+    return clusters, names
 
 
 def parse_rfc3339(value):
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def run_size(cluster, names, n, binary, port, workdir, interval, window_intervals,
-             sample_every=2.0):
-    targets = [(f"f{i:04d}", names[i - 1]) for i in range(1, n + 1)]
-    daemon = Pgvigil(f"fleet-{n}", binary, port, "bench_fleet", cluster, names[0], workdir,
+def run_size(names, n, binary, port, workdir, interval, window_intervals, sample_every=2.0):
+    targets = [(f"f{i:04d}", db, cluster) for i, (cluster, db) in enumerate(names[:n], 1)]
+    cluster, db = names[0]
+    daemon = Pgvigil(f"fleet-{n}", binary, port, "bench_fleet", cluster, db, workdir,
                      interval, targets=targets)
     daemon.start()
     try:
@@ -104,7 +121,7 @@ def run_size(cluster, names, n, binary, port, workdir, interval, window_interval
         daemon.stop()
     polls = polls1 - polls0
     # A target never seen with a last success counts as late, with no staleness (JSON has no inf).
-    ages = [staleness.get(name, float("inf")) for name, _ in targets]
+    ages = [staleness.get(name, float("inf")) for name, _, _ in targets]
     limit = 1.5 * interval
     finite = [a for a in ages if a != float("inf")]
     return {

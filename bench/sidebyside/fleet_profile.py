@@ -3,7 +3,7 @@
 Instruction counts (Ir), so repeatable on a shared machine whatever its load; to a few percent
 only, since what moved in the view between two polls (entries evicted from the full view, texts
 fetched for new ones) differs from run to run; the per-row costs do not. Steps:
-1. The fleet cluster of fleet.py (`setup_cluster`: `pg_stat_statements.max` = 1000, 10 small
+1. The fleet cluster of fleet.py (`setup_clusters`: `pg_stat_statements.max` = 1000, 10 small
    tables per database), and `--fill` distinct statements in the template database so the
    view holds its 1,000 entries as it does at 100 fleet targets (each target reads them all).
 2. One pgvigil at default collectors watching `--targets` databases, under callgrind; once
@@ -29,7 +29,7 @@ import time
 
 from .__main__ import free_port, log
 from .cluster import find_bindir, wait_until
-from .fleet import setup_cluster
+from .fleet import setup_clusters
 from .profile import dump, fmt_table, parse_callgrind, short_name, summarise
 from .subjects import Pgvigil, sample_values
 
@@ -37,8 +37,8 @@ STATEMENTS_POLL = "<pgvigil::collect::statements::Statements as pgvigil::collect
 
 
 def profile_fleet(args, cluster, names):
-    targets = [(f"f{i:04d}", names[i - 1]) for i in range(1, args.targets + 1)]
-    d = Pgvigil("fleet-profile", args.pgvigil, free_port(), "bench_fleet", cluster, names[0],
+    targets = [(f"f{i:04d}", db, c) for i, (c, db) in enumerate(names[:args.targets], 1)]
+    d = Pgvigil("fleet-profile", args.pgvigil, free_port(), "bench_fleet", cluster, names[0][1],
                 args.out, args.interval, targets=targets,
                 extra='connect_timeout = "60s"\nstatement_timeout = "60s"\n')
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={args.out}/callgrind.%p.boot",
@@ -114,14 +114,17 @@ def main():
     # Stopped by SIGTERM: still stop the daemon and the cluster (the `finally`s below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     os.makedirs(args.out, exist_ok=True)
-    cluster, names = setup_cluster(find_bindir(), free_port(), args.targets, 10, 1000)
+    # Up to 100 targets are one cluster (fleet.PER_CLUSTER); the fill and the profile use it.
+    clusters, names = setup_clusters(find_bindir(), free_port, args.targets, 10, 1000)
+    cluster = clusters[0]
     try:
         if args.fill:
             cluster.fill_statements("fleet_tpl", args.fill)
         log(f"{cluster.statement_count('fleet_tpl')} statements in the view")
         path, window, _, runs = profile_fleet(args, cluster, names)
     finally:
-        cluster.stop()
+        for c in clusters:
+            c.stop()
     # Target poll intervals in the window (zeroed to dumped, wall clock): the unit.
     summary = summarise(path, args.targets * window / args.interval, n=200)
     calls = parse_callgrind(path)[2]

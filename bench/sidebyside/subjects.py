@@ -211,8 +211,10 @@ class Pgvigil(Subject):
         self.poll_interval = poll_interval
         self.config = os.path.join(workdir, f"{name}.toml")
         lines = [f'[server]\nlisten = "127.0.0.1:{port}"\n', '[logging]\nlevel = "warn"\n']
-        for target, tdb in (targets or [(db, db)]):
-            lines.append(f'[[targets]]\nname = "{target}"\ndsn = "{cluster.dsn(tdb, role)}"\n'
+        # A target is (name, database) on `cluster`, or (name, database, its own cluster).
+        for target, tdb, *on in (targets or [(db, db)]):
+            tcluster = on[0] if on else cluster
+            lines.append(f'[[targets]]\nname = "{target}"\ndsn = "{tcluster.dsn(tdb, role)}"\n'
                          f'poll_interval = "{poll_interval}s"\n{extra}')
             if top_k is not None:
                 lines.append(f"[targets.statements]\ntop_k = {top_k}\n")
