@@ -21,6 +21,7 @@
 //! knows (26000), the query is prepared again and retried once at once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 
 use tokio_postgres::error::SqlState;
@@ -80,6 +81,26 @@ impl Prepared {
         self.lock().remove(sql);
     }
 
+    /// Run `run` on the statement for `sql`; on an error, evict it and, if it was stale,
+    /// run `run` once more on the statement prepared afresh.
+    async fn run<T, F, Fut>(&self, client: &Client, sql: &str, run: F) -> Result<T, Error>
+    where
+        F: Fn(Statement) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let statement = self.statement(client, sql).await?;
+        match run(statement).await {
+            Err(e) => {
+                self.evict(sql);
+                if !is_stale(&e) {
+                    return Err(e);
+                }
+                run(self.statement(client, sql).await?).await
+            }
+            ok => ok,
+        }
+    }
+
     /// Run `sql` with `params` and collect its rows.
     pub async fn query(
         &self,
@@ -87,18 +108,12 @@ impl Prepared {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Vec<Row>, Error> {
-        let statement = self.statement(client, sql).await?;
-        match client.query(&statement, params).await {
-            Err(e) => {
-                self.evict(sql);
-                if !is_stale(&e) {
-                    return Err(e);
-                }
-                let statement = self.statement(client, sql).await?;
-                client.query(&statement, params).await
-            }
-            ok => ok,
-        }
+        self.run(
+            client,
+            sql,
+            |s| async move { client.query(&s, params).await },
+        )
+        .await
     }
 
     /// Run `sql`, which returns exactly one row.
@@ -108,18 +123,10 @@ impl Prepared {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Row, Error> {
-        let statement = self.statement(client, sql).await?;
-        match client.query_one(&statement, params).await {
-            Err(e) => {
-                self.evict(sql);
-                if !is_stale(&e) {
-                    return Err(e);
-                }
-                let statement = self.statement(client, sql).await?;
-                client.query_one(&statement, params).await
-            }
-            ok => ok,
-        }
+        self.run(client, sql, |s| async move {
+            client.query_one(&s, params).await
+        })
+        .await
     }
 
     /// Run `sql` and stream its rows. An error while streaming does not evict the statement
@@ -130,18 +137,10 @@ impl Prepared {
         sql: &str,
         params: Params<'_>,
     ) -> Result<RowStream, Error> {
-        let statement = self.statement(client, sql).await?;
-        match client.query_raw(&statement, params.iter().copied()).await {
-            Err(e) => {
-                self.evict(sql);
-                if !is_stale(&e) {
-                    return Err(e);
-                }
-                let statement = self.statement(client, sql).await?;
-                client.query_raw(&statement, params.iter().copied()).await
-            }
-            ok => ok,
-        }
+        self.run(client, sql, |s| async move {
+            client.query_raw(&s, params.iter().copied()).await
+        })
+        .await
     }
 }
 
