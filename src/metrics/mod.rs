@@ -32,8 +32,9 @@
 //!   snapshot series in both text formats; `scrape` (private) assembles, caches and
 //!   compresses the `/metrics` body ([`Metrics::scrape`]) and `stream` (private) writes the
 //!   plain one as it is read ([`Streamed`]); `parts` (private) keeps each
-//!   snapshot's gzip pieces, reused across polls where the series did not change, and `gzip`
-//!   (private) splices such pieces into one gzip member.
+//!   snapshot's gzip pieces, reused across polls where the series did not change, `prebuild`
+//!   (private) builds them as snapshots are published, and `gzip` (private) splices such
+//!   pieces into one gzip member.
 //!
 //! [`ALL`] is every catalogue in README order: the README's metrics reference and the
 //! dashboard/rule checks are tested against it, and every collector in the registry
@@ -46,6 +47,7 @@ mod gzip;
 pub mod imports;
 mod parts;
 pub mod pgbouncer;
+mod prebuild;
 pub mod process;
 mod registry;
 pub mod replication;

@@ -2,8 +2,9 @@
 //!
 //! # What is built, and when
 //!
-//! The first gzip scrape that finds a snapshot without pieces builds them ([`Parts::build`]);
-//! later scrapes of the same snapshot, whatever their format, splice them (module `gzip`).
+//! Once gzip is scraped, a snapshot's pieces are built right after it is published (module
+//! `prebuild`), or by a scrape that finds them not built yet ([`Parts::build`]); every scrape
+//! of the snapshot, whatever its format, splices them (module `gzip`).
 //! Per family of the snapshot:
 //!
 //! * fewer than [`BLOCKS_FROM`] series: its sample text, compressed with the text around it

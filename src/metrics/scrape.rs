@@ -21,11 +21,12 @@
 //!   (gzip 1, zstd 1): it divides the bytes on the wire by about ten and, for a large body,
 //!   costs more CPU than encoding it.
 //! * gzip, what Prometheus asks for, is not compressed whole: each published snapshot keeps
-//!   its series as pieces compressed apart (module `parts`), built at the first gzip scrape
-//!   that sees the snapshot and reused, block by block, from the snapshot before it where its
-//!   series did not change; a scrape compresses only the process metrics and the families'
-//!   headers and splices the pieces into one gzip member (module `gzip`). The classic and
-//!   OpenMetrics bodies of one generation share the pieces.
+//!   its series as pieces compressed apart (module `parts`), reused, block by block, from the
+//!   snapshot before it where its series did not change. Once gzip has been scraped they are
+//!   built as each snapshot is published, off the scrape path (module `prebuild`); a scrape
+//!   builds only what is not ready yet, compresses the process metrics, the families' headers
+//!   and the short families, and splices the pieces into one gzip member (module `gzip`). The
+//!   classic and OpenMetrics bodies of one generation share the pieces.
 //! * zstd is compressed whole from the streamed text, chunk by chunk, so its plain text is
 //!   never held whole either; the compressed body (a tenth of the plain one) is cached like
 //!   gzip's. Streaming it per client instead would cost a compressor (~1 MB of state at level
@@ -131,6 +132,9 @@ impl Metrics {
 
     /// The compressed body in `format` and `encoding`, from the cache or made now.
     fn cached(&self, format: Format, encoding: Encoding) -> Bytes {
+        if encoding == Encoding::Gzip {
+            self.store.gzip_scraped();
+        }
         let slot = match format {
             Format::OpenMetrics => &self.cache.openmetrics,
             Format::Classic => &self.cache.classic,
@@ -186,8 +190,9 @@ fn compress_zstd(body: Streamed) -> Bytes {
 }
 
 /// The gzip body: the process metrics and the families' headers compressed at every scrape,
-/// the snapshots' series spliced in from their pieces (module `parts`), which are built for a
-/// snapshot at the first gzip scrape that sees it and reused for every later one.
+/// the snapshots' series spliced in from their pieces (module `parts`), built here for a
+/// snapshot whose pieces the builder (module `prebuild`) has not made yet, and reused for
+/// every later scrape.
 fn assemble_gzip(format: Format, process: &str, published: &[(String, Arc<Published>)]) -> Bytes {
     let mut deflater = Deflater::default();
     let parts: Vec<(&str, &Parts)> = published

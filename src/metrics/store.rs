@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::gzip::Deflater;
 use super::parts::Parts;
+use super::prebuild::Prebuild;
 pub use super::snapshot::{Labels, Series, Snapshot};
 
 /// What a snapshot is of: a collector, and for database-scope collectors the database (`""`
@@ -43,6 +44,12 @@ impl Published {
             Parts::build(target, self.snapshot.clone(), previous, deflater).0
         })
     }
+
+    /// Whether the pieces were built (for tests).
+    #[cfg(test)]
+    pub(super) fn has_parts(&self) -> bool {
+        self.parts.get().is_some()
+    }
 }
 
 /// The latest snapshot of every (source, collector, database) triple.
@@ -52,6 +59,8 @@ pub struct SnapshotStore {
     inner: RwLock<BTreeMap<String, BTreeMap<Key, Arc<Published>>>>,
     /// Moves on every change to the store and to the process metrics (see [`Self::touch`]).
     generation: AtomicU64,
+    /// Builds the gzip pieces of what is published, while gzip is scraped (module `prebuild`).
+    prebuild: Prebuild,
 }
 
 impl SnapshotStore {
@@ -94,8 +103,21 @@ impl SnapshotStore {
         }
         drop(inner);
         self.touch();
+        self.prebuild.published(target, &published);
         // Freed outside the lock: a full-fidelity snapshot is 100k+ series.
         drop(previous);
+    }
+
+    /// A gzip scrape is being served: from now on, pieces are built as snapshots are
+    /// published (module `prebuild`).
+    pub(super) fn gzip_scraped(&self) {
+        self.prebuild.gzip_scraped();
+    }
+
+    /// The eager builder (for tests).
+    #[cfg(test)]
+    pub(super) fn prebuild(&self) -> &Prebuild {
+        &self.prebuild
     }
 
     /// Drop what a collector last published, for every database (it failed; stale values
