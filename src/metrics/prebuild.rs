@@ -15,65 +15,43 @@
 //! * The first gzip scrape starts one thread, `pgvigil-pieces`, with one compressor; until
 //!   then nothing is built eagerly (a daemon no one scrapes with gzip, or scraped only as
 //!   plain text, pays nothing).
-//! * While a gzip scrape happened within [`EAGER_FOR`], every publish queues the new snapshot
-//!   (a weak reference and its target's name) to that thread, which builds its pieces in
-//!   order. A snapshot replaced before its turn has been freed, or handed its seed on to its
-//!   successor, and is skipped.
+//! * From then on a publish queues the new snapshot (a weak reference and its target's name)
+//!   to that thread if a gzip scrape spliced the snapshot it replaces, or it replaces none
+//!   (module `store`). So when Prometheus scrapes less often than a collector publishes (a
+//!   60 s scrape of 15 s polls), or stops scraping, only about one snapshot per scrape is
+//!   built, as before, not every one: the others would be compressed for no reader.
+//! * The thread builds the queued snapshots' pieces in order. A snapshot replaced before its
+//!   turn has been freed, or handed its seed on to its successor, and is skipped.
 //! * A scrape that comes first builds the pieces itself or waits for the thread to finish
 //!   them (they are a `OnceLock`), so a body never lacks a snapshot and nothing is built
 //!   twice.
 //! * The queue is unbounded but holds one small entry per publish; the thread works through
 //!   it faster than polls fill it (building costs about a tenth of a poll's CPU).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
 
 use super::gzip::Deflater;
 use super::store::Published;
 
-/// Pieces are built eagerly for this long after the last gzip scrape (four scrapes at
-/// Prometheus' slowest common interval).
-pub(super) const EAGER_FOR: Duration = Duration::from_secs(5 * 60);
-
 /// One snapshot to build pieces for.
 type Job = (String, Weak<Published>);
 
-/// The eager builder of one store.
-#[derive(Debug)]
+/// The eager builder of one store: started at the first gzip scrape.
+#[derive(Debug, Default)]
 pub(super) struct Prebuild {
-    /// Started at the first gzip scrape.
     queue: OnceLock<Mutex<Sender<Job>>>,
-    /// When the store was made; `last_gzip` counts from it.
-    epoch: Instant,
-    /// Milliseconds from `epoch` to just after the last gzip scrape began (0: never).
-    last_gzip: AtomicU64,
-}
-
-impl Default for Prebuild {
-    fn default() -> Self {
-        Prebuild {
-            queue: OnceLock::new(),
-            epoch: Instant::now(),
-            last_gzip: AtomicU64::new(0),
-        }
-    }
 }
 
 impl Prebuild {
-    /// A gzip scrape is being served: build pieces eagerly from now on (for [`EAGER_FOR`]).
+    /// A gzip scrape is being served: start the builder if it is not running.
     pub(super) fn gzip_scraped(&self) {
-        let now = self.millis() + 1;
-        self.last_gzip.store(now, Ordering::Relaxed);
         self.queue.get_or_init(|| Mutex::new(start()));
     }
 
-    /// Queue `published` (just published under `target`) if gzip is being scraped.
+    /// Queue `published` (just published under `target`) once the builder runs.
     pub(super) fn published(&self, target: &str, published: &Arc<Published>) {
-        let last = self.last_gzip.load(Ordering::Relaxed);
-        let recent = last != 0 && self.millis().saturating_sub(last) < EAGER_FOR.as_millis() as u64;
-        let Some(queue) = self.queue.get().filter(|_| recent) else {
+        let Some(queue) = self.queue.get() else {
             return;
         };
         let job = (target.to_owned(), Arc::downgrade(published));
@@ -85,10 +63,6 @@ impl Prebuild {
     #[cfg(test)]
     pub(super) fn started(&self) -> bool {
         self.queue.get().is_some()
-    }
-
-    fn millis(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -122,7 +96,7 @@ mod tests {
     use crate::metrics::{Encoding, Format, Metrics};
 
     #[test]
-    fn once_gzip_is_scraped_pieces_are_built_as_snapshots_are_published() {
+    fn once_gzip_is_scraped_pieces_are_built_as_snapshots_are_published_if_scrapes_keep_up() {
         let metrics = Metrics::new();
         let store = metrics.store();
         store.publish("a", "statements", statements(3000, 0));
@@ -163,5 +137,27 @@ mod tests {
             ),
             "the eagerly built pieces hold the new value"
         );
+
+        // Two publishes of "a" between scrapes: the second replaces a snapshot no scrape
+        // served, so it is left to the next scrape. "b"'s next one, queued after it, is built;
+        // the queue is worked in order, so "a"'s would have been built first.
+        store.publish("a", "statements", statements(3000, 7));
+        store.publish("a", "statements", statements(3000, 8));
+        store.publish("b", "statements", statements(10, 1));
+        let published = store.all();
+        let (a, b) = (&published[0].1, &published[1].1);
+        wait_until("b's pieces built", Duration::from_secs(60), || {
+            b.has_parts().then_some(())
+        });
+        assert!(
+            !a.has_parts(),
+            "a snapshot after an unserved one waits for a scrape"
+        );
+        let plain = metrics
+            .scrape(Format::Classic, Encoding::Identity)
+            .into_bytes();
+        let gz = metrics.scrape(Format::Classic, Encoding::Gzip).into_bytes();
+        assert_eq!(gunzip(&gz).as_bytes(), &plain[..]);
+        assert!(a.has_parts());
     }
 }

@@ -197,7 +197,10 @@ fn assemble_gzip(format: Format, process: &str, published: &[(String, Arc<Publis
     let mut deflater = Deflater::default();
     let parts: Vec<(&str, &Parts)> = published
         .iter()
-        .map(|(target, p)| (target.as_str(), p.parts(target, &mut deflater)))
+        .map(|(target, p)| {
+            p.served();
+            (target.as_str(), p.parts(target, &mut deflater))
+        })
         .collect();
     let families = group(parts.iter().flat_map(|(target, parts)| {
         parts

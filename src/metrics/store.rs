@@ -10,7 +10,7 @@
 //! `/metrics` body cache (module `scrape`) compares against.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::gzip::Deflater;
@@ -32,6 +32,9 @@ pub(super) struct Published {
     /// (and so freed) when this one's pieces are built. Only a snapshot whose pieces were
     /// built is kept here, so no chain of old snapshots builds up.
     seed: Mutex<Option<Arc<Published>>>,
+    /// Whether a gzip scrape spliced this snapshot's pieces: if not, its successor's are not
+    /// built eagerly (scrapes come less often than this collector publishes).
+    served: AtomicBool,
 }
 
 impl Published {
@@ -43,6 +46,11 @@ impl Published {
             let previous = seed.as_ref().and_then(|s| s.parts.get());
             Parts::build(target, self.snapshot.clone(), previous, deflater).0
         })
+    }
+
+    /// Record that a gzip scrape spliced this snapshot's pieces.
+    pub(super) fn served(&self) {
+        self.served.store(true, Ordering::Relaxed);
     }
 
     /// Whether the pieces were built (for tests).
@@ -82,6 +90,7 @@ impl SnapshotStore {
             snapshot: Arc::new(snapshot),
             parts: OnceLock::new(),
             seed: Mutex::new(None),
+            served: AtomicBool::new(false),
         });
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let previous = inner
@@ -103,7 +112,15 @@ impl SnapshotStore {
         }
         drop(inner);
         self.touch();
-        self.prebuild.published(target, &published);
+        // Built now if a scrape used the snapshot this one replaces (or there was none):
+        // when scrapes come less often than this collector publishes, building every
+        // snapshot would compress several for each one served.
+        if previous
+            .as_ref()
+            .is_none_or(|p| p.served.load(Ordering::Relaxed))
+        {
+            self.prebuild.published(target, &published);
+        }
         // Freed outside the lock: a full-fidelity snapshot is 100k+ series.
         drop(previous);
     }
