@@ -211,6 +211,15 @@ impl Baselines {
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }
+
+    /// Heap bytes held (see the module docs).
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.by_key.heap_bytes()
+            + self.warming.slots.capacity() * size_of::<Samples>()
+            + self.warming.free.capacity() * size_of::<u32>()
+    }
 }
 
 #[cfg(test)]

@@ -307,6 +307,12 @@ impl DeltaTracker {
         self.primed = true;
         events
     }
+
+    /// Heap bytes held (see the module docs).
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        self.last.heap_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -190,6 +190,14 @@ impl TopK {
     pub fn scored(&self) -> usize {
         self.scores.len()
     }
+
+    /// Heap bytes held (see the module docs); the per-database totals as their entries.
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        self.scores.heap_bytes()
+            + self.members.heap_bytes()
+            + self.databases.capacity() * std::mem::size_of::<(u32, Counters)>()
+    }
 }
 
 #[cfg(test)]
