@@ -289,4 +289,115 @@ mod tests {
         }
         assert!(b.is_empty());
     }
+
+    /// The layout before the warm-up pool, kept as the reference the pool must agree with:
+    /// one map entry per statement with its 8 samples inline.
+    #[derive(Default)]
+    struct Reference {
+        by_key: std::collections::HashMap<Key, (f64, u32, [f64; WARMUP], f64)>,
+        polls_since_prune: u32,
+    }
+
+    impl Reference {
+        fn median(warmup: &[f64; WARMUP], n: usize) -> f64 {
+            let mut sorted = *warmup;
+            let s = &mut sorted[..n];
+            s.sort_by(f64::total_cmp);
+            if n % 2 == 1 {
+                s[n / 2]
+            } else {
+                (s[n / 2 - 1] + s[n / 2]) / 2.0
+            }
+        }
+
+        fn observe(&mut self, b: &Baselines, key: Key, mean: f64, now: f64) -> (Option<f64>, u32) {
+            let mean = mean.max(FLOOR_SECONDS);
+            let e = self
+                .by_key
+                .entry(key)
+                .or_insert((0.0, 0, [0.0; WARMUP], now));
+            let (log_mean, samples, warmup, last) = e;
+            let n = *samples as usize;
+            let before = (*samples >= b.min_samples).then(|| {
+                if n < WARMUP {
+                    Self::median(warmup, n)
+                } else {
+                    log_mean.exp()
+                }
+            });
+            let samples_before = *samples;
+            if n < WARMUP {
+                warmup[n] = mean;
+                *samples += 1;
+                if n + 1 == WARMUP {
+                    *log_mean = Self::median(warmup, WARMUP).ln();
+                }
+            } else {
+                let dt = (now - *last).max(0.0);
+                let by_time = 1.0 - (-dt / b.window.as_secs_f64().max(1e-3)).exp();
+                *samples = samples.saturating_add(1);
+                let weight = by_time.max(1.0 / f64::from(*samples));
+                *log_mean += weight * (mean.ln() - *log_mean).clamp(-MAX_STEP, MAX_STEP);
+            }
+            *last = now;
+            (before, samples_before)
+        }
+
+        fn prune(&mut self, window: f64, now: f64) {
+            self.polls_since_prune += 1;
+            if self.polls_since_prune >= 100 {
+                self.polls_since_prune = 0;
+                self.by_key.retain(|_, e| now - e.3 <= window);
+            }
+        }
+    }
+
+    #[test]
+    fn the_warmup_pool_gives_exactly_the_inline_samples_results() {
+        // Statements that come and go: some stop while warming up and are pruned (their pool
+        // slots freed and the pool compacted), others run for good; means of any magnitude.
+        let mut b = Baselines::new(Duration::from_secs(120), 3);
+        let mut reference = Reference::default();
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for poll in 0..3000u64 {
+            let now = poll as f64 * 15.0;
+            // A window of 200 statements sliding along; each is called in about half the polls.
+            let first = poll / 10;
+            // ... and one-offs, seen in one poll or three, that stop while warming up.
+            let once = (0..5).map(|i| 1_000_000 + poll * 5 + i);
+            let thrice = 2_000_000 + poll / 3;
+            let called: Vec<u64> = (first..first + 200).filter(|_| next() % 2 == 1).collect();
+            for q in called.into_iter().chain(once).chain([thrice]) {
+                let key = Key {
+                    queryid: q as i64,
+                    ..KEY
+                };
+                let mean = (next() % 1_000_000) as f64 * 1e-7;
+                let got = b.observe(key, mean, now);
+                assert_eq!(
+                    got,
+                    reference.observe(&b, key, mean, now),
+                    "{key:?} at {poll}"
+                );
+            }
+            b.prune(now);
+            reference.prune(120.0, now);
+            assert_eq!(b.len(), reference.by_key.len(), "at poll {poll}");
+        }
+        // The pool holds the statements warming up, and was compacted when most had gone.
+        let warming = reference.by_key.values().filter(|e| e.1 < WARMUP as u32);
+        let in_use = b.warming.slots.len() - b.warming.free.len();
+        assert_eq!(in_use, warming.count());
+        assert!(
+            b.warming.slots.len() <= 2 * in_use,
+            "{in_use} of {}",
+            b.warming.slots.len()
+        );
+    }
 }
