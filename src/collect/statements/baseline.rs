@@ -20,14 +20,14 @@
 //!
 //! # Memory per entry
 //!
-//! A warmed-up baseline is 56 bytes in a `DenseMap` (`dense.rs`): the key (24), the log mean, the time of
-//! the last sample, the sample count and a warm-up slot number (24), and ~8 of the map's table.
-//! The warm-up samples are needed only until the [`WARMUP`]th, so they are held apart, in a
-//! pool of `WARMUP - 1` f64 (56 bytes; the last sample is used as it arrives, never stored),
-//! while a statement warms up; the pool is freed when no statement is warming up. They stay
-//! f64: the median is compared with later means exactly as before. Each baseline used to carry
-//! its 8 × f64 array for its whole life, 112 bytes per bucket of a `HashMap` twice the entries'
-//! size: ~231 bytes per entry at 1,000 entries.
+//! A warmed-up baseline is ~56 bytes in a `DenseMap` (`dense.rs`): the key (24), the log mean,
+//! the time of the last sample, the sample count and a warm-up slot number (24), and ~8 of the
+//! map's table. The warm-up samples are needed only until the [`WARMUP`]th, so they are held
+//! apart while a statement warms up, in a pool of `WARMUP - 1` f64 each (56 bytes; the last
+//! sample is used as it arrives, never stored), freed when no statement is warming up and
+//! compacted when pruning leaves most of it unused. They stay f64: the median is exactly what
+//! it was. Each baseline used to carry its 8 × f64 array for its whole life, in 112-byte
+//! buckets of a `HashMap` with twice as many buckets as entries: ~231 bytes per entry at 1,000.
 
 use std::time::Duration;
 

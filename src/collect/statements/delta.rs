@@ -21,13 +21,12 @@
 //!
 //! # Memory per entry
 //!
-//! 152 bytes per entry of the view, held in a `DenseMap` (`dense.rs`) sized to the poll's rows: the key
-//! (24), the 13 counters (104: each is needed to tell a reset from growth and to compute its
-//! own delta, and f64 holds them exactly as PostgreSQL's bigint and double columns arrive),
-//! `stats_since` (8, NaN for none rather than an `Option`'s 16) and the poll that last saw
-//! the entry (4, a `u32`, plus 4 of padding), and ~8 of the map's table. A `HashMap` held
-//! 152 bytes per bucket, ~313 per entry at 1,000 entries (2,048 buckets of a 24-byte key and a
-//! 128-byte value).
+//! ~152 bytes per entry of the view, in a `DenseMap` (`dense.rs`) sized to the poll's rows: the
+//! key (24), the 13 counters (104: each is needed to tell a reset from growth and to compute
+//! its own delta, kept as the f64 the rows carry), `stats_since` (8, NaN for none rather than
+//! an `Option`'s 16), the poll that last saw the entry (4, a `u32`, and 4 of padding), and ~8
+//! of the map's table. The `HashMap` this replaced held ~313 per entry at 1,000 entries: 2,048
+//! buckets of a 24-byte key and a 128-byte value.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

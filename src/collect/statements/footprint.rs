@@ -12,7 +12,7 @@
 //!
 //! | structure | bytes |
 //! |---|---|
-//! | delta | 24 key, 120 value (13 counters, `stats_since`, `u32` generation, padding), ~8 table: ~152 |
+//! | delta | 24 key, 120 value (13 counters, `stats_since`, generation, padding), ~8 table: ~152 |
 //! | baseline | 24 key, 24 value, ~8 table: ~56 |
 //! | top-K | 24 key, 8 score, ~8 table: ~40; and 100 members of ~136 shared by all: ~14 at 1,000 |
 //!
@@ -185,9 +185,9 @@ fn churn_in_the_view_does_not_grow_the_state() {
     let per_baseline = state.baselines.heap_bytes() / state.baselines.len();
     let per_score = state.topk.heap_bytes() / state.topk.scored();
     eprintln!(
-        "churn: delta {settled} -> {delta}; {} baselines of {per_baseline} bytes, {} scores of {per_score}",
+        "churn: delta {settled} -> {delta}; {} baselines of {per_baseline}, {} scores of {per_score}",
         state.baselines.len(),
-        state.topk.scored()
+        state.topk.scored(),
     );
     assert!(per_baseline <= 72, "{per_baseline} bytes per baseline");
     assert!(per_score <= 60, "{per_score} bytes per score");

@@ -30,10 +30,10 @@
 //!
 //! # Memory per entry
 //!
-//! Every statement with a score costs 40 bytes in a `DenseMap` (`dense.rs`): its key (24), its score (8)
-//! and ~8 of the map's table; each of the K members 136 more (key, the 13 exported counters
-//! and table), ~14 bytes per statement at the default K = 100 and 1,000 statements. In
-//! `HashMap`s, whose buckets are twice the entries, it was ~84 bytes per statement.
+//! Every statement with a score costs ~40 bytes in a `DenseMap` (`dense.rs`): its key (24),
+//! its score (8) and ~8 of the map's table; each of the K members ~136 more (key, the 13
+//! exported counters and table), ~14 bytes per statement at the default K = 100 and 1,000
+//! statements. In `HashMap`s with twice as many buckets as entries it was ~84.
 
 use std::collections::HashMap;
 use std::time::Duration;
