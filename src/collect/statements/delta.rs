@@ -456,4 +456,40 @@ mod tests {
         let (d, _) = deltas(&mut t, &[row(1, 100.0, 9.0)], 2, None);
         assert!(d.is_empty());
     }
+
+    #[test]
+    fn poll_numbers_past_u32_still_forget_exactly_the_vanished_entries() {
+        let mut t = DeltaTracker::default();
+        let wrap = u64::from(u32::MAX);
+        deltas(&mut t, &[row(1, 1.0, 0.1), row(2, 1.0, 0.1)], wrap, None);
+        // The stored generation wraps to 0 here; entry 2 vanished and must go.
+        let (d, _) = deltas(&mut t, &[row(1, 2.0, 0.2)], wrap + 1, None);
+        assert_eq!(d, [(1, 1.0, 0.1)]);
+        assert_eq!(t.len(), 1);
+        let (d, _) = deltas(
+            &mut t,
+            &[row(1, 3.0, 0.3), row(3, 1.0, 0.1)],
+            wrap + 2,
+            None,
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn stats_since_appearing_or_going_is_a_reset_as_before() {
+        let mut t = DeltaTracker::default();
+        deltas(&mut t, &[row(1, 10.0, 1.0)], 1, None);
+        let mut r = row(1, 20.0, 2.0);
+        r.stats_since = Some(100.0);
+        let (d, e) = deltas(&mut t, &[r.clone()], 2, None);
+        assert_eq!((d, e.entries_reset), (vec![(1, 20.0, 2.0)], 1));
+        r.counters[Counter::Calls] = 25.0;
+        let (d, e) = deltas(&mut t, &[r.clone()], 3, None);
+        assert_eq!((d, e.entries_reset), (vec![(1, 5.0, 0.0)], 0));
+        r.stats_since = None;
+        r.counters[Counter::Calls] = 30.0;
+        let (d, e) = deltas(&mut t, &[r], 4, None);
+        assert_eq!((d, e.entries_reset), (vec![(1, 30.0, 2.0)], 1));
+    }
 }
