@@ -18,11 +18,21 @@
 //!
 //! Entries that disappear are forgotten; their last interval is lost, which undercounts but
 //! never goes negative.
+//!
+//! # Memory per entry
+//!
+//! ~152 bytes per entry of the view, in a `DenseMap` (`dense.rs`) sized to the poll's rows: the
+//! key (24), the 13 counters (104: each is needed to tell a reset from growth and to compute
+//! its own delta, kept as the f64 the rows carry), `stats_since` (8, NaN for none rather than
+//! an `Option`'s 16), the poll that last saw the entry (4, a `u32`, and 4 of padding), and ~8
+//! of the map's table. The `HashMap` this replaced held ~313 per entry at 1,000 entries: 2,048
+//! buckets of a 24-byte key and a 128-byte value.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Index, IndexMut};
 
+use super::dense::DenseMap;
 use super::sql::StatementRow;
 
 /// One cumulative counter of a statement.
@@ -188,7 +198,7 @@ impl Hasher for KeyHasher {
 /// The previous poll's counters of every entry.
 #[derive(Debug, Default)]
 pub struct DeltaTracker {
-    last: KeyMap<Last>,
+    last: DenseMap<Last>,
     info: Option<(f64, Option<f64>)>,
     primed: bool,
 }
@@ -196,9 +206,23 @@ pub struct DeltaTracker {
 #[derive(Debug, Clone, Copy)]
 struct Last {
     counters: Counters,
-    stats_since: Option<f64>,
-    /// The poll that last saw it, to forget entries that disappeared.
-    generation: u64,
+    /// `stats_since`, NaN for none (see [`since_bits`]).
+    stats_since: f64,
+    /// The poll that last saw it, to forget entries that disappeared. The poll's `u64` number
+    /// truncated: every entry is either seen by a poll or forgotten at its end, so the stored
+    /// value is only ever compared with the current poll's, and equal values stay equal.
+    generation: u32,
+}
+
+/// `stats_since` as stored: NaN for none. PostgreSQL's epochs are never NaN (`'infinity'`
+/// becomes an infinity), so none and some stay apart.
+fn since_bits(stats_since: Option<f64>) -> f64 {
+    stats_since.unwrap_or(f64::NAN)
+}
+
+/// `stats_since` as read back.
+fn since_value(stored: f64) -> Option<f64> {
+    (!stored.is_nan()).then_some(stored)
 }
 
 impl DeltaTracker {
@@ -239,6 +263,9 @@ impl DeltaTracker {
         }
         self.info = info;
         let primed = self.primed;
+        let generation = generation as u32;
+        self.last
+            .reserve_total(rows.iter().filter(|r| r.queryid.is_some()).count());
         for row in rows {
             let Some(queryid) = row.queryid else {
                 continue;
@@ -251,12 +278,12 @@ impl DeltaTracker {
             };
             let now = Last {
                 counters: row.counters,
-                stats_since: row.stats_since,
+                stats_since: since_bits(row.stats_since),
                 generation,
             };
             let delta = match self.last.insert(key, now) {
                 Some(before) if !events.reset => {
-                    match (before.stats_since == row.stats_since)
+                    match (since_value(before.stats_since) == row.stats_since)
                         .then(|| row.counters.since(&before.counters))
                         .flatten()
                     {
@@ -278,6 +305,12 @@ impl DeltaTracker {
         self.last.retain(|_, last| last.generation == generation);
         self.primed = true;
         events
+    }
+
+    /// Heap bytes held (see the module docs).
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        self.last.heap_bytes()
     }
 }
 
@@ -422,5 +455,41 @@ mod tests {
         t.forget();
         let (d, _) = deltas(&mut t, &[row(1, 100.0, 9.0)], 2, None);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn poll_numbers_past_u32_still_forget_exactly_the_vanished_entries() {
+        let mut t = DeltaTracker::default();
+        let wrap = u64::from(u32::MAX);
+        deltas(&mut t, &[row(1, 1.0, 0.1), row(2, 1.0, 0.1)], wrap, None);
+        // The stored generation wraps to 0 here; entry 2 vanished and must go.
+        let (d, _) = deltas(&mut t, &[row(1, 2.0, 0.2)], wrap + 1, None);
+        assert_eq!(d, [(1, 1.0, 0.1)]);
+        assert_eq!(t.len(), 1);
+        let (d, _) = deltas(
+            &mut t,
+            &[row(1, 3.0, 0.3), row(3, 1.0, 0.1)],
+            wrap + 2,
+            None,
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn stats_since_appearing_or_going_is_a_reset_as_before() {
+        let mut t = DeltaTracker::default();
+        deltas(&mut t, &[row(1, 10.0, 1.0)], 1, None);
+        let mut r = row(1, 20.0, 2.0);
+        r.stats_since = Some(100.0);
+        let (d, e) = deltas(&mut t, &[r.clone()], 2, None);
+        assert_eq!((d, e.entries_reset), (vec![(1, 20.0, 2.0)], 1));
+        r.counters[Counter::Calls] = 25.0;
+        let (d, e) = deltas(&mut t, &[r.clone()], 3, None);
+        assert_eq!((d, e.entries_reset), (vec![(1, 5.0, 0.0)], 0));
+        r.stats_since = None;
+        r.counters[Counter::Calls] = 30.0;
+        let (d, e) = deltas(&mut t, &[r], 4, None);
+        assert_eq!((d, e.entries_reset), (vec![(1, 30.0, 2.0)], 1));
     }
 }
