@@ -39,8 +39,9 @@ impl Deflated {
     }
 }
 
-/// A raw-deflate compressor at the fast level, reused from piece to piece.
-pub(super) struct Deflater(Compress);
+/// A raw-deflate compressor at the fast level, reused from piece to piece, and the buffer
+/// pieces are compressed into before they are copied out at their exact size.
+pub(super) struct Deflater(Compress, Vec<u8>);
 
 impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,18 +51,21 @@ impl std::fmt::Debug for Deflater {
 
 impl Default for Deflater {
     fn default() -> Self {
-        Deflater(Compress::new(Compression::fast(), false))
+        Deflater(Compress::new(Compression::fast(), false), Vec::new())
     }
 }
 
 impl Deflater {
     /// Compress `text` as a piece of its own.
     pub(super) fn deflate(&mut self, text: &[u8]) -> Deflated {
-        let mut bytes = Vec::with_capacity(text.len() / 8 + 64);
-        self.raw_into(text, &mut bytes);
         // Compressing reserves a quarter of the text ahead; a piece keeps about a tenth, and
-        // pieces live as long as their snapshot (two snapshots' worth at a time).
-        bytes.shrink_to_fit();
+        // pieces live as long as their snapshot (two snapshots' worth at a time), so it is
+        // compressed into the reused buffer and copied out at its size.
+        let mut scratch = std::mem::take(&mut self.1);
+        scratch.clear();
+        self.raw_into(text, &mut scratch);
+        let bytes = scratch.as_slice().to_vec();
+        self.1 = scratch;
         let mut crc = crc32fast::Hasher::new();
         crc.update(text);
         Deflated { bytes, crc }
