@@ -102,13 +102,18 @@ impl WarmupPool {
             }
             None => n,
         };
-        let s = &mut sorted[..n];
-        s.sort_by(f64::total_cmp);
-        if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            (s[n / 2 - 1] + s[n / 2]) / 2.0
-        }
+        median(&mut sorted[..n])
+    }
+}
+
+/// The median of `s` (sorted in place): the middle sample, or the mean of the middle two.
+fn median(s: &mut [f64]) -> f64 {
+    let n = s.len();
+    s.sort_by(f64::total_cmp);
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
     }
 }
 
@@ -299,15 +304,10 @@ mod tests {
     }
 
     impl Reference {
+        /// The old inline array's median; the arithmetic is the shared `median`.
         fn median(warmup: &[f64; WARMUP], n: usize) -> f64 {
             let mut sorted = *warmup;
-            let s = &mut sorted[..n];
-            s.sort_by(f64::total_cmp);
-            if n % 2 == 1 {
-                s[n / 2]
-            } else {
-                (s[n / 2 - 1] + s[n / 2]) / 2.0
-            }
+            super::median(&mut sorted[..n])
         }
 
         fn observe(&mut self, b: &Baselines, key: Key, mean: f64, now: f64) -> (Option<f64>, u32) {
