@@ -41,7 +41,10 @@ impl Deflated {
 
 /// A raw-deflate compressor at the fast level, reused from piece to piece, and the buffer
 /// pieces are compressed into before they are copied out at their exact size.
-pub(super) struct Deflater(Compress, Vec<u8>);
+pub(super) struct Deflater {
+    compress: Compress,
+    scratch: Vec<u8>,
+}
 
 impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,7 +54,10 @@ impl std::fmt::Debug for Deflater {
 
 impl Default for Deflater {
     fn default() -> Self {
-        Deflater(Compress::new(Compression::fast(), false), Vec::new())
+        Deflater {
+            compress: Compress::new(Compression::fast(), false),
+            scratch: Vec::new(),
+        }
     }
 }
 
@@ -61,33 +67,31 @@ impl Deflater {
         // Compressing reserves a quarter of the text ahead; a piece keeps about a tenth, and
         // pieces live as long as their snapshot (two snapshots' worth at a time), so it is
         // compressed into the reused buffer and copied out at its size.
-        let mut scratch = std::mem::take(&mut self.1);
-        scratch.clear();
-        self.raw_into(text, &mut scratch);
-        let bytes = scratch.as_slice().to_vec();
-        self.1 = scratch;
+        self.scratch.clear();
+        raw_into(&mut self.compress, text, &mut self.scratch);
+        let bytes = self.scratch.clone();
         let mut crc = crc32fast::Hasher::new();
         crc.update(text);
         Deflated { bytes, crc }
     }
+}
 
-    /// Append `text`, compressed from a fresh state and sync-flushed, to `out`.
-    fn raw_into(&mut self, text: &[u8], out: &mut Vec<u8>) {
-        self.0.reset();
-        let mut input = text;
-        loop {
-            out.reserve(input.len() / 4 + 64);
-            let before = self.0.total_in();
-            self.0
-                .compress_vec(input, out, FlushCompress::Sync)
-                .expect("raw deflate into memory cannot fail");
-            let consumed = usize::try_from(self.0.total_in() - before)
-                .expect("consumed at most the input's length");
-            input = &input[consumed..];
-            // The flush is complete once the compressor stops short of the space it had.
-            if input.is_empty() && out.len() < out.capacity() {
-                return;
-            }
+/// Append `text`, compressed by `compress` from a fresh state and sync-flushed, to `out`.
+fn raw_into(compress: &mut Compress, text: &[u8], out: &mut Vec<u8>) {
+    compress.reset();
+    let mut input = text;
+    loop {
+        out.reserve(input.len() / 4 + 64);
+        let before = compress.total_in();
+        compress
+            .compress_vec(input, out, FlushCompress::Sync)
+            .expect("raw deflate into memory cannot fail");
+        let consumed = usize::try_from(compress.total_in() - before)
+            .expect("consumed at most the input's length");
+        input = &input[consumed..];
+        // The flush is complete once the compressor stops short of the space it had.
+        if input.is_empty() && out.len() < out.capacity() {
+            return;
         }
     }
 }
@@ -159,7 +163,7 @@ impl GzipWriter {
             self.out.extend_from_slice(&(!len).to_le_bytes());
             self.out.extend_from_slice(&self.pending);
         } else {
-            self.deflater.raw_into(&self.pending, &mut self.out);
+            raw_into(&mut self.deflater.compress, &self.pending, &mut self.out);
         }
         self.pending.clear();
     }
