@@ -231,8 +231,9 @@ impl Supervisor {
         let Some(running) = self.running.remove(name) else {
             return;
         };
+        let kind = running.config.kind();
         stop(running).await;
-        self.hub.forget(name);
+        self.hub.forget(name, kind);
         info!(target = %name, "source removed");
     }
 
