@@ -23,9 +23,12 @@ const EXIT_CONFIG: u8 = 2;
 /// thread from keeping a pool of its own. Measured in BENCHMARKS.md ("Memory: glibc malloc
 /// settings"). An operator's `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
 /// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` malloc setting wins: those parameters are left alone.
+///
+/// Returns whether pgvigil manages malloc (no `GLIBC_TUNABLES` malloc setting), and so may
+/// also trim it ([`start_trimming`]).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn tune_malloc() {
+fn tune_malloc() -> bool {
     const SETTINGS: [(libc::c_int, libc::c_int, &str); 3] = [
         (libc::M_MMAP_THRESHOLD, 128 * 1024, "MALLOC_MMAP_THRESHOLD_"),
         (libc::M_TRIM_THRESHOLD, 128 * 1024, "MALLOC_TRIM_THRESHOLD_"),
@@ -33,7 +36,7 @@ fn tune_malloc() {
     ];
     let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
     if tunables.contains("glibc.malloc.") {
-        return;
+        return false;
     }
     for (param, value, var) in SETTINGS {
         if std::env::var_os(var).is_none() {
@@ -42,10 +45,52 @@ fn tune_malloc() {
             unsafe { libc::mallopt(param, value) };
         }
     }
+    true
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() {}
+fn tune_malloc() -> bool {
+    false
+}
+
+/// How often the daemon hands glibc's free pages back to the kernel.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Every [`TRIM_EVERY`], `malloc_trim(0)` from a thread of its own (`pgvigil-trim`).
+///
+/// The trim threshold only gives back the free *top* of a heap. Freed memory in the middle
+/// (the buffers of one poll, interleaved with snapshots that live on) stays resident until
+/// something reuses it, and with hundreds of targets polling at different moments the free
+/// holes add up to a good part of the resident memory. `malloc_trim` releases every whole
+/// free page of every arena (`madvise(MADV_DONTNEED)`), walking the free chunks while it
+/// holds each arena's lock; pages it gave back and that are used again cost a page fault.
+/// Measured in BENCHMARKS.md (part 10).
+/// Skipped when the operator set `MALLOC_TRIM_THRESHOLD_` (or malloc `GLIBC_TUNABLES`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn start_trimming() {
+    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() {
+        return;
+    }
+    let trim = || {
+        loop {
+            std::thread::sleep(TRIM_EVERY);
+            // SAFETY: malloc_trim takes each arena's lock itself and only returns free pages
+            // to the kernel; no pointer is passed.
+            unsafe { libc::malloc_trim(0) };
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("pgvigil-trim".into())
+        .spawn(trim)
+    {
+        eprintln!("pgvigil: cannot start the malloc trim thread ({e}); memory is not trimmed");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn start_trimming() {}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,7 +153,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
+    let malloc_tuned = tune_malloc();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file, cli.web_config_file),
@@ -127,6 +172,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            if malloc_tuned {
+                start_trimming();
+            }
             match run(config, source) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -290,3 +290,72 @@ fn version_flag_prints_the_version() {
         format!("pgvigil {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn the_daemon_trims_malloc_unless_the_operator_set_a_trim_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for operator_threshold in [false, true] {
+        let port = free_port();
+        let config = dir.path().join(format!("trim-{operator_threshold}.toml"));
+        // A target that is down: the daemon runs and serves /metrics all the same.
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[[targets]]\nname = \"down\"\n\
+                 dsn = \"host=127.0.0.1 port={} user=u dbname=d sslmode=disable\"\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(pgvigil_bin());
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("MALLOC_TRIM_THRESHOLD_")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if operator_threshold {
+            command.env("MALLOC_TRIM_THRESHOLD_", "131072");
+        }
+        let mut child = command.spawn().unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_until(
+            "the daemon answers /metrics",
+            crate::support::CEILING,
+            || {
+                runtime
+                    .block_on(async {
+                        match tokio::net::TcpStream::connect(addr).await {
+                            Ok(_) => Some(http_get(addr, "/metrics", None).await.0),
+                            Err(_) => None,
+                        }
+                    })
+                    .filter(|status| *status == 200)
+            },
+        );
+        // The trim thread is started before the daemon listens.
+        let names = thread_names(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            names.iter().any(|n| n == "pgvigil-trim"),
+            !operator_threshold,
+            "operator threshold {operator_threshold}: threads {names:?}"
+        );
+    }
+}
