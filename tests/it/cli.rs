@@ -334,20 +334,7 @@ fn the_daemon_trims_malloc_unless_the_operator_set_a_trim_threshold() {
         }
         let mut child = command.spawn().unwrap();
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_until(
-            "the daemon answers /metrics",
-            crate::support::CEILING,
-            || {
-                runtime
-                    .block_on(async {
-                        match tokio::net::TcpStream::connect(addr).await {
-                            Ok(_) => Some(http_get(addr, "/metrics", None).await.0),
-                            Err(_) => None,
-                        }
-                    })
-                    .filter(|status| *status == 200)
-            },
-        );
+        crate::support::wait_for_200(&runtime, addr, "/metrics", "the daemon answers /metrics");
         // The trim thread is started before the daemon listens.
         let names = thread_names(child.id());
         child.kill().unwrap();

@@ -184,6 +184,21 @@ impl Drop for Daemon {
     }
 }
 
+/// Wait until a server started as a child process answers `path` with 200 (it may not be
+/// listening yet), from a synchronous test: `what` names the wait.
+pub fn wait_for_200(runtime: &tokio::runtime::Runtime, addr: SocketAddr, path: &str, what: &str) {
+    pgvigil_testkit::wait_until(what, CEILING, || {
+        runtime
+            .block_on(async {
+                match TcpStream::connect(addr).await {
+                    Ok(_) => Some(http_get(addr, path, None).await.0),
+                    Err(_) => None,
+                }
+            })
+            .filter(|status| *status == 200)
+    });
+}
+
 /// A minimal HTTP/1.1 GET (Connection: close) — enough for our own server.
 pub async fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String) {
     http_request(addr, "GET", path, accept).await

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pgvigil_testkit::{find_program, free_port, wait_until};
+use pgvigil_testkit::{find_program, free_port};
 
 use crate::support::http_get;
 
@@ -61,16 +61,7 @@ impl Prometheus {
             log,
         };
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        wait_until("Prometheus to be ready", crate::support::CEILING, || {
-            runtime
-                .block_on(async {
-                    match tokio::net::TcpStream::connect(addr).await {
-                        Ok(_) => Some(http_get(addr, "/-/ready", None).await.0),
-                        Err(_) => None,
-                    }
-                })
-                .filter(|status| *status == 200)
-        });
+        crate::support::wait_for_200(&runtime, addr, "/-/ready", "Prometheus to be ready");
         prometheus
     }
 
