@@ -24,8 +24,8 @@ const EXIT_CONFIG: u8 = 2;
 /// settings"). An operator's `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
 /// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` malloc setting wins: those parameters are left alone.
 ///
-/// Returns whether pgvigil manages malloc (no `GLIBC_TUNABLES` malloc setting), and so may
-/// also trim it ([`start_trimming`]).
+/// Returns whether pgvigil set the trim threshold (the operator set none), and so also trims
+/// the heap itself ([`start_trimming`]).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_malloc() -> bool {
@@ -38,14 +38,16 @@ fn tune_malloc() -> bool {
     if tunables.contains("glibc.malloc.") {
         return false;
     }
+    let mut trims = false;
     for (param, value, var) in SETTINGS {
         if std::env::var_os(var).is_none() {
             // SAFETY: mallopt only sets an allocator parameter (it takes glibc's own lock and
             // returns 0 for a value it rejects, which leaves the default); no pointer is passed.
             unsafe { libc::mallopt(param, value) };
+            trims |= param == libc::M_TRIM_THRESHOLD;
         }
     }
-    true
+    trims
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -65,14 +67,11 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// holes add up to a good part of the resident memory. `malloc_trim` releases every whole
 /// free page of every arena (`madvise(MADV_DONTNEED)`), walking the free chunks while it
 /// holds each arena's lock; pages it gave back and that are used again cost a page fault.
-/// Measured in BENCHMARKS.md (part 10).
-/// Skipped when the operator set `MALLOC_TRIM_THRESHOLD_` (or malloc `GLIBC_TUNABLES`).
+/// Measured in BENCHMARKS.md (part 10). Started only when [`tune_malloc`] set the trim
+/// threshold: an operator's `MALLOC_TRIM_THRESHOLD_` (or malloc `GLIBC_TUNABLES`) wins here too.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn start_trimming() {
-    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() {
-        return;
-    }
     let trim = || {
         loop {
             std::thread::sleep(TRIM_EVERY);
@@ -153,7 +152,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let malloc_tuned = tune_malloc();
+    let trims = tune_malloc();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file, cli.web_config_file),
@@ -172,7 +171,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            if malloc_tuned {
+            if trims {
                 start_trimming();
             }
             match run(config, source) {
