@@ -66,7 +66,9 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// something reuses it, and with hundreds of targets polling at different moments the free
 /// holes add up to a good part of the resident memory. `malloc_trim` releases every whole
 /// free page of every arena (`madvise(MADV_DONTNEED)`), walking the free chunks while it
-/// holds each arena's lock; pages it gave back and that are used again cost a page fault.
+/// holds each arena's lock (7–19 ms per call at 500 targets, so a thread allocating from
+/// that arena meanwhile waits up to that long); pages given back and used again cost a page
+/// fault.
 /// Measured in BENCHMARKS.md (part 10). Started only when [`tune_malloc`] set the trim
 /// threshold: an operator's `MALLOC_TRIM_THRESHOLD_` (or malloc `GLIBC_TUNABLES`) wins here too.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
