@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::alert::ConfiguredRule;
 use crate::alert::engine::AlertHub;
-use crate::collect::{DatabasesReport, Observations, registry};
+use crate::collect::{DatabasesReport, Observations};
 use crate::connect_gate::ConnectGate;
 use crate::metrics::Metrics;
 use crate::page::history::History;
@@ -117,13 +117,8 @@ impl Hub {
 
     /// Remove everything about a source that is no longer watched. Call it once its task has
     /// stopped, so nothing publishes after it.
-    pub(crate) fn forget(&self, name: &str, kind: SourceKind) {
-        let collectors: Vec<&str> = match kind {
-            SourceKind::Postgres => registry::POSTGRES.iter().map(|s| s.name).collect(),
-            SourceKind::Pgbouncer => registry::PGBOUNCER.iter().map(|s| s.name).collect(),
-        };
-        self.metrics
-            .forget(name, collectors.into_iter().chain(["databases"]));
+    pub(crate) fn forget(&self, name: &str) {
+        self.metrics.forget(name);
         self.status.remove(name);
         self.remove_observations(name);
         self.alerts.forget(name);
@@ -216,9 +211,10 @@ mod tests {
             snap.set(&MAX_CONNECTIONS, 100.0);
             hub.metrics.store().publish(name, "activity", snap);
             hub.metrics.poll_finished(name, "activity", 0.01, true);
+            hub.metrics.publish_polls(name);
             hub.observe_poll(name, Observations::default(), 0.01, Duration::from_secs(1));
         }
-        hub.forget("gone", SourceKind::Postgres);
+        hub.forget("gone");
         let text = hub.metrics.encode_classic();
         assert!(!text.contains("target=\"gone\""), "{text}");
         assert!(text.contains("target=\"kept\""), "{text}");

@@ -231,9 +231,8 @@ impl Supervisor {
         let Some(running) = self.running.remove(name) else {
             return;
         };
-        let kind = running.config.kind();
         stop(running).await;
-        self.hub.forget(name, kind);
+        self.hub.forget(name);
         info!(target = %name, "source removed");
     }
 

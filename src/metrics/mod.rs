@@ -47,6 +47,7 @@ mod gzip;
 pub mod imports;
 mod parts;
 pub mod pgbouncer;
+mod polls;
 mod prebuild;
 pub mod process;
 mod registry;
@@ -88,7 +89,7 @@ pub use registry::Metrics;
 pub use replication::*;
 pub use scrape::{Encoding, Scraped};
 pub use statements::*;
-pub use store::{Labels, Series, Snapshot, SnapshotStore};
+pub use store::{HistogramLines, Labels, Series, Snapshot, SnapshotStore};
 pub use stream::Streamed;
 pub use tables::*;
 pub use text::Format;
@@ -371,7 +372,7 @@ mod tests {
             text.contains("pgvigil_test_unlisted{target=\"main\",x=\"y\"} 3"),
             "{text}"
         );
-        metrics.forget("main", ["probe"]);
+        metrics.forget("main");
         assert!(!metrics.encode_classic().contains("pgvigil_test_unlisted"));
     }
 
@@ -390,12 +391,49 @@ mod tests {
             metrics.connect_attempt(target, "main", true);
             metrics.connect_attempt(target, "main", false);
             metrics.poll_finished(target, "activity", 0.01, false);
+            metrics.publish_polls(target);
             metrics.alert_observations_dropped(target);
         }
-        metrics.forget("gone", ["activity"]);
+        assert!(
+            metrics
+                .encode_classic()
+                .contains("pgvigil_poll_errors_total{target=\"gone\",collector=\"activity\"} 1")
+        );
+        metrics.forget("gone");
         let text = metrics.encode_classic();
         assert!(!text.contains("target=\"gone\""), "{text}");
         assert!(text.contains("pgvigil_up{target=\"kept\"} 1"), "{text}");
+        assert!(
+            text.contains("pgvigil_poll_errors_total{target=\"kept\",collector=\"activity\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn poll_series_show_when_the_poll_ends_and_outlive_a_reconnect() {
+        let metrics = Metrics::new();
+        let count = "pgvigil_poll_duration_seconds_count{target=\"main\",collector=\"tables\"}";
+        metrics.poll_finished("main", "tables", 0.01, true);
+        assert!(
+            !metrics.encode_classic().contains(count),
+            "not before the poll ends"
+        );
+        metrics.publish_polls("main");
+        assert!(metrics.encode_classic().contains(&format!("{count} 1\n")));
+        metrics.poll_finished("main", "tables", 0.02, true);
+        metrics.publish_polls("main");
+        // A reconnect drops what was collected, not pgvigil's own series.
+        let mut snap = Snapshot::default();
+        snap.set(&MAX_CONNECTIONS, 100.0);
+        metrics.store().publish("main", "activity", snap);
+        metrics.store().clear_target("main");
+        let text = metrics.encode_classic();
+        assert!(text.contains(&format!("{count} 2\n")), "{text}");
+        assert!(!text.contains("pgvigil_connections_max"), "{text}");
+        // A dropped collector's series go with the next publish.
+        metrics.forget_collector("main", "tables");
+        metrics.publish_polls("main");
+        assert!(!metrics.encode_classic().contains("collector=\"tables\""));
     }
 
     #[test]
@@ -403,6 +441,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.set_up("main", true);
         metrics.poll_finished("main", "activity", 0.002, false);
+        metrics.publish_polls("main");
         metrics.connect_attempt("main", "main", true);
         let text = metrics.encode_classic();
         for def in [&UP, &POLL_ERRORS, &CONNECT_ATTEMPTS, &BUILD_INFO] {

@@ -1,8 +1,8 @@
 //! [`Metrics`]: the prometheus-client registry, the process families that describe pgvigil
 //! itself, and the snapshot store attached as a custom collector.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,25 +11,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::polls::{OWN, Polls};
 use super::scrape::BodyCache;
 use super::store::SnapshotStore;
 use super::*;
 
-/// Buckets for poll durations: a healthy poll takes milliseconds, a stuck one hits the
-/// statement timeout (seconds).
-const POLL_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     target: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CollectorLabels {
-    target: String,
-    collector: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,8 +58,6 @@ struct AlertLabels {
 const CONNECT_WAIT_BUCKETS: [f64; 11] =
     [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-type PollHistograms = Family<CollectorLabels, Histogram, fn() -> Histogram>;
-
 /// The process metrics plus the store of snapshot metrics, and the registry that encodes both.
 #[derive(Debug)]
 pub struct Metrics {
@@ -78,9 +65,8 @@ pub struct Metrics {
     pub(super) store: Arc<SnapshotStore>,
     pub(super) cache: BodyCache,
     up: Family<TargetLabels, Gauge>,
-    poll_duration: PollHistograms,
-    poll_errors: Family<CollectorLabels, Counter>,
-    last_success: Family<CollectorLabels, Gauge<f64, AtomicU64>>,
+    /// `pgvigil_poll_*`, published per target as a snapshot (module `polls`).
+    polls: Mutex<Polls>,
     connect_attempts: Family<AttemptLabels, Counter>,
     session_losses: Family<LossLabels, Counter>,
     connect_waiting: Gauge,
@@ -116,13 +102,6 @@ impl Metrics {
         register(&mut registry, &BUILD_INFO, build_info);
         let up = Family::default();
         register(&mut registry, &UP, up.clone());
-        let poll_duration: PollHistograms =
-            Family::new_with_constructor(|| Histogram::new(POLL_BUCKETS));
-        register(&mut registry, &POLL_DURATION, poll_duration.clone());
-        let poll_errors = Family::default();
-        register(&mut registry, &POLL_ERRORS, poll_errors.clone());
-        let last_success = Family::default();
-        register(&mut registry, &LAST_SUCCESS, last_success.clone());
         let connect_attempts = Family::default();
         register(&mut registry, &CONNECT_ATTEMPTS, connect_attempts.clone());
         let session_losses = Family::default();
@@ -167,9 +146,7 @@ impl Metrics {
             store,
             cache: BodyCache::default(),
             up,
-            poll_duration,
-            poll_errors,
-            last_success,
+            polls: Mutex::default(),
             connect_attempts,
             session_losses,
             connect_waiting,
@@ -199,10 +176,13 @@ impl Metrics {
         self.store.touch();
     }
 
-    /// Remove every series about `target` (it is no longer watched): its snapshots, and its
-    /// process series for each of `collectors` (the collector names its kind of source has).
-    pub fn forget<'c>(&self, target: &str, collectors: impl IntoIterator<Item = &'c str>) {
-        self.store.clear_target(target);
+    /// Remove every series about `target` (it is no longer watched): its snapshots and its
+    /// process series.
+    pub fn forget(&self, target: &str) {
+        let mut polls = self.polls();
+        polls.forget(target);
+        self.store.remove_target(target);
+        drop(polls);
         let labels = TargetLabels {
             target: target.to_owned(),
         };
@@ -225,15 +205,6 @@ impl Metrics {
                     reason,
                 });
             }
-        }
-        for collector in collectors {
-            let labels = CollectorLabels {
-                target: target.to_owned(),
-                collector: collector.to_owned(),
-            };
-            self.poll_duration.remove(&labels);
-            self.poll_errors.remove(&labels);
-            self.last_success.remove(&labels);
         }
         // After the change: a scrape that saw the old generation encodes again.
         self.store.touch();
@@ -299,24 +270,34 @@ impl Metrics {
             .inc();
     }
 
-    /// Record the outcome of one collector poll.
+    /// Record the outcome of one collector run; it is exported once the target's poll ends
+    /// ([`Metrics::publish_polls`]).
     pub fn poll_finished(&self, target: &str, collector: &str, seconds: f64, ok: bool) {
-        let labels = CollectorLabels {
-            target: target.to_owned(),
-            collector: collector.to_owned(),
-        };
-        self.poll_duration.get_or_create(&labels).observe(seconds);
-        if ok {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or_default();
-            self.last_success.get_or_create(&labels).set(now);
-        } else {
-            self.poll_errors.get_or_create(&labels).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.polls().record(target, collector, seconds, ok, now);
+    }
+
+    /// A poll of `target` ended (or failed): publish its `pgvigil_poll_*` series if a run
+    /// was recorded (or a collector dropped) since they were last published.
+    pub fn publish_polls(&self, target: &str) {
+        let mut polls = self.polls();
+        if let Some(snapshot) = polls.take(target) {
+            // Under the lock, so two publishes of one target cannot swap.
+            self.store.publish(target, OWN, snapshot);
         }
-        // After the change: a scrape that saw the old generation encodes again.
-        self.store.touch();
+    }
+
+    /// A collector no longer runs on `target`: its `pgvigil_poll_*` series go with the
+    /// target's next [`Metrics::publish_polls`].
+    pub fn forget_collector(&self, target: &str, collector: &str) {
+        self.polls().forget_collector(target, collector);
+    }
+
+    fn polls(&self) -> std::sync::MutexGuard<'_, Polls> {
+        self.polls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Count one alert notification outcome (`result`: sent, failed, dropped).

@@ -90,6 +90,59 @@ impl PartialEq<Vec<&str>> for Labels {
     }
 }
 
+/// The label sets of one histogram's exposition lines, built once and shared by every
+/// snapshot that pushes a histogram of these label values ([`Snapshot::push_histogram`]).
+///
+/// A histogram is held as one series per line it is exposed as, in the order
+/// `prometheus-client` writes them: `_sum`, `_count`, then one `_bucket` per upper bound,
+/// cumulative, `+Inf` last. Each line's label set is the histogram's label values followed
+/// by which line it is: [`HistogramLines::SUM`], [`HistogramLines::COUNT`], or the bucket's
+/// `le` as the text formats spell it. So every line stands on its own: the text encoder
+/// writes any run of them, and the gzip pieces compare and reuse them like any series.
+#[derive(Debug, Clone)]
+pub struct HistogramLines {
+    sum: Labels,
+    count: Labels,
+    buckets: Vec<Labels>,
+}
+
+impl HistogramLines {
+    /// The last label value of a `_sum` line.
+    pub const SUM: &'static str = "sum";
+    /// The last label value of a `_count` line.
+    pub const COUNT: &'static str = "count";
+
+    /// The lines of a histogram with these label values (after `target`) and bucket upper
+    /// bounds (ascending; `+Inf` is added).
+    pub fn new(values: &[&str], bounds: &[f64]) -> Self {
+        let with = |last: &str| {
+            Labels::new(
+                values
+                    .iter()
+                    .copied()
+                    .chain([last])
+                    .map(str::to_owned)
+                    .collect(),
+            )
+        };
+        let mut le = dtoa::Buffer::new();
+        HistogramLines {
+            sum: with(Self::SUM),
+            count: with(Self::COUNT),
+            buckets: bounds
+                .iter()
+                .map(|b| with(le.format(*b)))
+                .chain([with("+Inf")])
+                .collect(),
+        }
+    }
+
+    /// How many buckets a histogram of these lines has, `+Inf` included.
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 /// One series: label values (in the order of the metric's `labels`, after `target`) and a value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -128,12 +181,56 @@ impl Snapshot {
             "wrong label count for {}",
             def.name
         );
-        debug_assert!(def.kind != Kind::Histogram, "snapshots hold no histograms");
+        debug_assert!(
+            def.kind != Kind::Histogram,
+            "{}: a histogram is pushed whole (push_histogram)",
+            def.name
+        );
         let index = self.index_of(def);
         self.families[index].1.push(Series {
             labels: labels.clone(),
             value,
         });
+    }
+
+    /// Add one histogram: `sum`, and per bucket of `lines` (in its order, `+Inf` last) the
+    /// observations in it (not cumulated). It becomes one series per exposition line (see
+    /// [`HistogramLines`]).
+    pub fn push_histogram(
+        &mut self,
+        def: &'static MetricDef,
+        lines: &HistogramLines,
+        sum: f64,
+        buckets: &[u64],
+    ) {
+        debug_assert_eq!(def.kind, Kind::Histogram, "{} is not a histogram", def.name);
+        debug_assert_eq!(
+            lines.sum.len(),
+            def.labels.len(),
+            "wrong label count for {}",
+            def.name
+        );
+        debug_assert_eq!(buckets.len(), lines.buckets.len(), "{}", def.name);
+        let index = self.index_of(def);
+        let family = &mut self.families[index].1;
+        family.reserve(lines.buckets.len() + 2);
+        let count: u64 = buckets.iter().sum();
+        family.push(Series {
+            labels: lines.sum.clone(),
+            value: sum,
+        });
+        family.push(Series {
+            labels: lines.count.clone(),
+            value: count as f64,
+        });
+        let mut cumulative = 0;
+        for (labels, n) in lines.buckets.iter().zip(buckets) {
+            cumulative += n;
+            family.push(Series {
+                labels: labels.clone(),
+                value: cumulative as f64,
+            });
+        }
     }
 
     /// Add a sample with no labels besides `target`.

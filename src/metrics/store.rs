@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::gzip::Deflater;
 use super::parts::Parts;
+use super::polls::OWN;
 use super::prebuild::Prebuild;
-pub use super::snapshot::{Labels, Series, Snapshot};
+pub use super::snapshot::{HistogramLines, Labels, Series, Snapshot};
 
 /// What a snapshot is of: a collector, and for database-scope collectors the database (`""`
 /// for a source-wide snapshot).
@@ -168,8 +169,19 @@ impl SnapshotStore {
         self.touch();
     }
 
-    /// Drop everything published for a source (it is down, or no longer watched).
+    /// Drop everything collected from a source (it reconnects elsewhere): pgvigil's own
+    /// series about it (published under [`OWN`]) stay.
     pub fn clear_target(&self, target: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(by_collector) = inner.get_mut(target) {
+            by_collector.retain(|(c, _), _| *c == OWN);
+        }
+        drop(inner);
+        self.touch();
+    }
+
+    /// Drop everything published for a source, its own series too (it is no longer watched).
+    pub(super) fn remove_target(&self, target: &str) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.remove(target);
         drop(inner);

@@ -7,11 +7,15 @@
 //! once per published snapshot ([`samples`]) and each scrape only writes the headers
 //! ([`header`]) around them.
 //!
+//! A histogram's series are its lines (see [`super::HistogramLines`]): the last label value
+//! of each says which (`sum`, `count`, or a bucket's `le`), and is written as the line's
+//! suffix, and for a bucket as its leading `le` label, as `prometheus-client` writes them.
+//!
 //! Label values are escaped as both formats want (`\\`, `\"`, `\n`); values are written as
 //! `prometheus-client` writes them (shortest round-trip decimal), with `+Inf`, `-Inf` and
 //! `NaN` spelled as the formats spell them.
 
-use super::{MetricDef, Series};
+use super::{HistogramLines, Kind, MetricDef, Series};
 
 /// The two text formats `/metrics` serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub(crate) fn header(out: &mut String, def: &MetricDef, format: Format) {
 
 /// Write the sample lines of one metric's series for one target.
 pub(crate) fn samples(out: &mut String, target: &str, def: &MetricDef, series: &[Series]) {
+    if def.kind == Kind::Histogram {
+        return histogram_lines(out, target, def, series);
+    }
     let names = def.labels.get(1..).unwrap_or_default();
     let mut value = dtoa::Buffer::new();
     for s in series {
@@ -60,6 +67,54 @@ pub(crate) fn samples(out: &mut String, target: &str, def: &MetricDef, series: &
         }
         out.push_str("} ");
         push_value(out, &mut value, s.value);
+        out.push('\n');
+    }
+}
+
+/// Write a histogram's lines (any run of them): sums as floats, counts as integers.
+fn histogram_lines(out: &mut String, target: &str, def: &MetricDef, series: &[Series]) {
+    let names = def.labels.get(1..).unwrap_or_default();
+    let mut value = dtoa::Buffer::new();
+    let mut count = itoa::Buffer::new();
+    for s in series {
+        let Some((line, values)) = s.labels.split_last() else {
+            debug_assert!(false, "{}: a histogram line names its part", def.name);
+            continue;
+        };
+        out.push_str(def.name);
+        let sum = match line.as_str() {
+            HistogramLines::SUM => {
+                out.push_str("_sum{");
+                true
+            }
+            HistogramLines::COUNT => {
+                out.push_str("_count{");
+                false
+            }
+            le => {
+                out.push_str("_bucket{le=\"");
+                out.push_str(le);
+                out.push_str("\",");
+                false
+            }
+        };
+        out.push_str("target=\"");
+        escape_into(out, target);
+        out.push('"');
+        for (name, v) in names.iter().zip(values) {
+            out.push(',');
+            out.push_str(name);
+            out.push_str("=\"");
+            escape_into(out, v);
+            out.push('"');
+        }
+        out.push_str("} ");
+        if sum {
+            push_value(out, &mut value, s.value);
+        } else {
+            // Counts are whole numbers held as f64 (exact below 2^53).
+            out.push_str(count.format(s.value as u64));
+        }
         out.push('\n');
     }
 }
@@ -187,6 +242,54 @@ mod tests {
             classic,
             crate::exposition::openmetrics_to_classic(&expected)
         );
+    }
+
+    #[test]
+    fn histograms_match_prometheus_client_byte_for_byte() {
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::histogram::Histogram;
+
+        use crate::metrics::{HistogramLines, POLL_DURATION, Snapshot};
+
+        const BOUNDS: [f64; 5] = [0.001, 0.25, 1.0, 2.5, 10.0];
+        let observed = [0.0005, 0.001, 0.2, 0.7, 3.0, 11.0, 0.3];
+        for (target, collector) in [("main", "statements"), ("t\"1\\\n", "a\"b")] {
+            let family: Family<Vec<(String, String)>, Histogram, _> =
+                Family::new_with_constructor(|| Histogram::new(BOUNDS));
+            let key = vec![
+                ("target".to_owned(), target.to_owned()),
+                ("collector".to_owned(), collector.to_owned()),
+            ];
+            let mut buckets = [0u64; BOUNDS.len() + 1];
+            for v in observed {
+                family.get_or_create(&key).observe(v);
+                buckets[BOUNDS.iter().position(|b| v <= *b).unwrap_or(BOUNDS.len())] += 1;
+            }
+            let mut registry = Registry::default();
+            registry.register(
+                POLL_DURATION.name,
+                POLL_DURATION.help.trim_end_matches('.'),
+                family,
+            );
+            let mut expected = String::new();
+            prometheus_client::encoding::text::encode_registry(&mut expected, &registry).unwrap();
+
+            let lines = HistogramLines::new(&[collector], &BOUNDS);
+            let mut snap = Snapshot::default();
+            snap.push_histogram(&POLL_DURATION, &lines, observed.iter().sum(), &buckets);
+            let mut ours = String::new();
+            header(&mut ours, &POLL_DURATION, Format::OpenMetrics);
+            samples(&mut ours, target, &POLL_DURATION, snap.get(&POLL_DURATION));
+            assert_eq!(ours, expected);
+
+            // Any run of the lines is written the same (the gzip pieces cut where they like).
+            let series = snap.get(&POLL_DURATION);
+            let mut split = String::new();
+            header(&mut split, &POLL_DURATION, Format::Classic);
+            samples(&mut split, target, &POLL_DURATION, &series[..3]);
+            samples(&mut split, target, &POLL_DURATION, &series[3..]);
+            assert_eq!(split, crate::exposition::openmetrics_to_classic(&expected));
+        }
     }
 
     #[test]

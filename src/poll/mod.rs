@@ -192,6 +192,7 @@ impl<D: Driver> LoopState<D> {
         let name = &self.recorder.name;
         for collector in dropped {
             self.recorder.hub.metrics.store().retract(name, collector);
+            self.recorder.hub.metrics.forget_collector(name, collector);
             self.recorder.hub.status.update(name, |s| {
                 s.collectors.remove(collector);
             });
@@ -304,6 +305,7 @@ impl<D: Driver> LoopState<D> {
         let error = error.to_string();
         self.last = Observations::default();
         hub.metrics.set_up(name, false);
+        hub.metrics.publish_polls(name);
         // What this loop published; a target's database sessions retract their own.
         for c in &self.schedule.collectors {
             hub.metrics.store().retract(name, c.spec.name);

@@ -259,6 +259,7 @@ impl Recorder {
     fn finish(&self, observations: Observations, took: Duration) {
         let name = &self.name;
         self.hub.metrics.set_up(name, true);
+        self.hub.metrics.publish_polls(name);
         self.hub.status.update(name, |s| {
             s.state = TargetState::Up;
             s.last_poll = Some(now_rfc3339());
@@ -324,7 +325,9 @@ mod tests {
         r.hub.status.targets()[0].collectors[collector].clone()
     }
 
+    /// The collector's error count once the poll ends.
     fn errors(r: &Recorder, collector: &str) -> usize {
+        r.hub.metrics.publish_polls("t");
         let text = r.hub.metrics.encode_classic();
         let series =
             format!("pgvigil_poll_errors_total{{target=\"t\",collector=\"{collector}\"}} 1");
