@@ -31,6 +31,8 @@ pub(super) struct Recorder {
     /// Each failing collector's last error (or "not applicable: <reason>"), so one repeated
     /// every poll is logged once. A std mutex: never held across an await.
     last_errors: Mutex<HashMap<&'static str, String>>,
+    /// When the `pgvigil_poll_*` series were last published (see [`Recorder::finish`]).
+    polls_published: Mutex<Option<Instant>>,
 }
 
 impl Recorder {
@@ -42,6 +44,7 @@ impl Recorder {
             poll_interval: settings.poll_interval,
             hub,
             last_errors: Mutex::default(),
+            polls_published: Mutex::default(),
         }
     }
 
@@ -259,7 +262,9 @@ impl Recorder {
     fn finish(&self, observations: Observations, took: Duration) {
         let name = &self.name;
         self.hub.metrics.set_up(name, true);
-        self.hub.metrics.publish_polls(name);
+        if self.polls_due() {
+            self.hub.metrics.publish_polls(name);
+        }
         self.hub.status.update(name, |s| {
             s.state = TargetState::Up;
             s.last_poll = Some(now_rfc3339());
@@ -273,6 +278,25 @@ impl Recorder {
         });
         self.hub
             .observe_poll(name, observations, took.as_secs_f64(), self.poll_interval);
+    }
+}
+
+impl Recorder {
+    /// Whether a poll that ends now publishes the `pgvigil_poll_*` series: once per poll
+    /// interval. A collector on a shorter interval (`locks`, every 5 s) ends polls in
+    /// between, and a snapshot published at each of them would be rebuilt three times per
+    /// interval, the last time on the scrape path (a snapshot is prebuilt only if a scrape
+    /// used the one it replaces): 236 ms against 169 ms for a 500-target scrape. Their runs
+    /// show with the next full poll, at most one interval later.
+    fn polls_due(&self) -> bool {
+        let mut last = self.polls_published.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        // A tenth of slack: a full poll that starts a little early still publishes.
+        let due = last.is_none_or(|at| now.duration_since(at) >= self.poll_interval * 9 / 10);
+        if due {
+            *last = Some(now);
+        }
+        due
     }
 }
 
