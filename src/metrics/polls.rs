@@ -1,24 +1,29 @@
 //! `pgvigil_poll_*`: how each collector's polls of each target go, published as one snapshot
-//! per target at the end of each of its polls.
+//! per target once per poll interval.
 //!
 //! # Why not `prometheus-client` families
 //!
-//! These are the largest process families by far: a duration histogram (14 lines), an error
-//! counter and a last-success gauge per target and collector, 7,500 histograms and 120,000
-//! lines at 500 targets of 15 collectors. Held as `prometheus-client` families they were
-//! encoded and compressed again at every scrape, ~40% of a 500-target gzip scrape. Published
-//! as a snapshot of the target (under [`OWN`]), they are encoded and compressed once per
-//! poll, right after it, off the scrape path, like every other snapshot (modules `parts`,
-//! `prebuild`).
+//! These are the largest process families by far: a duration histogram (13 lines), an error
+//! counter and a last-success gauge per target and collector, 8,500 histograms and 127,500
+//! lines (12 MB of text) at 500 targets of 17 collectors. Held as `prometheus-client`
+//! families they were encoded and compressed again at every scrape: a third of a 500-target
+//! gzip scrape went to encoding them alone. Published as a snapshot of the target (under
+//! [`OWN`]), they are encoded and compressed once per publish, off the scrape path, like every
+//! other snapshot (modules `parts`, `prebuild`).
 //!
 //! # When the series move
 //!
 //! [`Polls::record`] counts a collector's run; [`Polls::take`] gives the target's series as a
-//! snapshot if anything was recorded since the last one, which the target's poll loop
-//! publishes when a poll ends (or fails: [`super::Metrics::publish_polls`]). A database visit
-//! does not publish: its runs show at the end of the target's next poll, at most one poll
-//! interval later, so a target still makes one snapshot of these per poll. A scrape never
-//! publishes them (that would build every target's pieces on the scrape path again).
+//! snapshot if anything was recorded since the last one. The target's poll loop publishes it
+//! ([`super::Metrics::publish_polls`]) when a poll fails, and when a poll ends at least nine
+//! tenths of a poll interval after the last publish: a collector on a shorter interval
+//! (`locks`, every 5 s) ends polls in between, and a snapshot published at each of them would
+//! be rebuilt several times per interval, the last time on the scrape path (a snapshot is
+//! prebuilt only if a scrape used the one it replaces). A database visit does not publish.
+//! So the series are at most one poll interval behind the runs they count (a 5-second
+//! collector's last success can look up to one interval older than it is), and a target makes
+//! one snapshot of them per interval. A scrape never publishes them (that would build every
+//! target's pieces on the scrape path again).
 //!
 //! # Semantics, as before
 //!

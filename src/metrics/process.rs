@@ -11,7 +11,7 @@ super::catalogue! {
     UP, Gauge, "pgvigil_up", ["target"],
         "1 if pgvigil's last connection attempt or poll of the target succeeded, 0 otherwise.";
     POLL_DURATION, Histogram, "pgvigil_poll_duration_seconds", ["target", "collector"],
-        "Time one collector took to poll its target.";
+        "Time one collector took to poll its target (updated once per poll interval, like the two families after it).";
     POLL_ERRORS, Counter, "pgvigil_poll_errors_total", ["target", "collector"],
         "Polls of a collector that failed.";
     LAST_SUCCESS, Gauge, "pgvigil_last_successful_poll_timestamp_seconds", ["target", "collector"],
