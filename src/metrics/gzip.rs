@@ -37,6 +37,11 @@ impl Deflated {
     pub(super) fn compressed_len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// The CRC-32 and length of its text.
+    pub(super) fn crc(&self) -> &crc32fast::Hasher {
+        &self.crc
+    }
 }
 
 /// A raw-deflate compressor at the fast level, reused from piece to piece, and the buffer
@@ -132,10 +137,23 @@ impl GzipWriter {
     }
 
     /// Append a piece compressed apart.
+    #[cfg(test)]
     pub(super) fn piece(&mut self, piece: &Deflated) {
+        self.pieces([piece], &piece.crc);
+    }
+
+    /// Append pieces compressed apart that follow one another, `crc` being the CRCs of their
+    /// texts combined in order (made once with the pieces, not at every body).
+    pub(super) fn pieces<'a>(
+        &mut self,
+        pieces: impl IntoIterator<Item = &'a Deflated>,
+        crc: &crc32fast::Hasher,
+    ) {
         self.flush_pending();
-        self.out.extend_from_slice(&piece.bytes);
-        self.crc.combine(&piece.crc);
+        for piece in pieces {
+            self.out.extend_from_slice(&piece.bytes);
+        }
+        self.crc.combine(crc);
     }
 
     /// Close the stream: the final block and the trailer.

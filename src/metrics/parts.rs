@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::gzip::{Deflated, Deflater};
+use super::gzip::{Deflated, Deflater, GzipWriter};
 use super::text;
 use super::{MetricDef, Series, Snapshot};
 
@@ -61,7 +61,34 @@ pub(super) enum Part {
     /// Sample lines, to be compressed with the text around them.
     Text(String),
     /// Blocks of series, each compressed apart.
-    Blocks(Vec<Block>),
+    Blocks(Blocks),
+}
+
+/// A family's blocks, with what splicing them needs made beforehand: the CRC-32 of their text
+/// combined in order, and their compressed length. A scrape then touches each block once, to
+/// copy it: at 500 targets a gzip body splices ~25,000 blocks, and combining their CRCs one
+/// by one was 5% of the scrape.
+#[derive(Debug)]
+pub(super) struct Blocks {
+    list: Vec<Block>,
+    crc: crc32fast::Hasher,
+    compressed: usize,
+}
+
+impl Blocks {
+    fn new(list: Vec<Block>) -> Self {
+        let mut crc = crc32fast::Hasher::new();
+        let mut compressed = 0;
+        for block in &list {
+            crc.combine(block.deflated.crc());
+            compressed += block.deflated.compressed_len();
+        }
+        Blocks {
+            list,
+            crc,
+            compressed,
+        }
+    }
 }
 
 impl Part {
@@ -69,7 +96,7 @@ impl Part {
     pub(super) fn is_empty(&self) -> bool {
         match self {
             Part::Text(t) => t.is_empty(),
-            Part::Blocks(b) => b.is_empty(),
+            Part::Blocks(b) => b.list.is_empty(),
         }
     }
 
@@ -77,7 +104,16 @@ impl Part {
     pub(super) fn compressed_len(&self) -> usize {
         match self {
             Part::Text(_) => 0,
-            Part::Blocks(b) => b.iter().map(|b| b.deflated.compressed_len()).sum(),
+            Part::Blocks(b) => b.compressed,
+        }
+    }
+
+    /// Append the family's share to a gzip body: text to be compressed with the text around
+    /// it, blocks spliced as they are.
+    pub(super) fn write_to(&self, w: &mut GzipWriter) {
+        match self {
+            Part::Text(t) => w.text(t),
+            Part::Blocks(b) => w.pieces(b.list.iter().map(|b| &*b.deflated), &b.crc),
         }
     }
 }
@@ -148,7 +184,7 @@ impl Parts {
                     }
                 })
                 .collect();
-            families.push(Part::Blocks(blocks));
+            families.push(Part::Blocks(Blocks::new(blocks)));
         }
         (Parts { snapshot, families }, built)
     }
@@ -172,7 +208,7 @@ impl Parts {
         let Part::Blocks(blocks) = part else {
             return None;
         };
-        Some((series, blocks.iter().map(|b| (b.first, b)).collect()))
+        Some((series, blocks.list.iter().map(|b| (b.first, b)).collect()))
     }
 }
 
@@ -263,10 +299,7 @@ mod tests {
         let mut w = GzipWriter::new(0);
         for ((def, series), (_, part)) in parts.snapshot.families().zip(parts.families()) {
             text::samples(&mut plain, target, def, series);
-            match part {
-                Part::Text(t) => w.text(t),
-                Part::Blocks(blocks) => blocks.iter().for_each(|b| w.piece(&b.deflated)),
-            }
+            part.write_to(&mut w);
         }
         let mut out = String::new();
         flate2::read::GzDecoder::new(&w.finish()[..])

@@ -37,14 +37,14 @@
 //! not kept between generations: a poll replaces a target's snapshots at every interval, so
 //! text kept per snapshot would be encoded as often as the body is, for as much memory again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use super::gzip::{Deflater, GzipWriter};
-use super::parts::{Part, Parts};
+use super::parts::Parts;
 use super::store::Published;
 use super::stream::Streamed;
 use super::text::{self, Format};
@@ -220,10 +220,7 @@ fn assemble_gzip(format: Format, process: &str, published: &[(String, Arc<Publis
         text::header(&mut header, def, format);
         w.text(&header);
         for (_, part) in by_target {
-            match part {
-                Part::Text(t) => w.text(t),
-                Part::Blocks(blocks) => blocks.iter().for_each(|b| w.piece(&b.deflated)),
-            }
+            part.write_to(&mut w);
         }
     }
     if format == Format::OpenMetrics {
@@ -234,22 +231,31 @@ fn assemble_gzip(format: Format, process: &str, published: &[(String, Arc<Publis
 
 /// Group every target's share of every metric by metric: families in catalogue order
 /// ([`super::ALL`]), within a family the targets in the order given (by name).
+///
+/// Every target's snapshots list their families in the same order, so each item is first
+/// tried against the family after the one the item before it went to (one comparison of
+/// names); only a miss looks the name up. At 500 targets a gzip body groups ~30,000 shares,
+/// and hashing each one's name into ordered maps was a tenth of the scrape.
 pub(super) fn group<'a, T>(
     items: impl Iterator<Item = (&'a str, &'static MetricDef, T)>,
 ) -> Vec<(&'static MetricDef, Vec<(&'a str, T)>)> {
-    let mut positions: HashMap<&'static str, usize> = HashMap::new();
-    let mut families: BTreeMap<(usize, &'static str), Family<'a, T>> = BTreeMap::new();
+    let mut families: Vec<Family<'a, T>> = Vec::new();
+    let mut by_name: HashMap<&'static str, usize> = HashMap::new();
+    let mut next = 0;
     for (target, def, item) in items {
-        let position = *positions
-            .entry(def.name)
-            .or_insert_with(|| super::position(def));
-        families
-            .entry((position, def.name))
-            .or_insert_with(|| (def, Vec::new()))
-            .1
-            .push((target, item));
+        let at = match families.get(next) {
+            Some((d, _)) if d.name == def.name => next,
+            _ => *by_name.entry(def.name).or_insert_with(|| {
+                families.push((def, Vec::new()));
+                families.len() - 1
+            }),
+        };
+        families[at].1.push((target, item));
+        next = at + 1;
     }
-    families.into_values().collect()
+    // By position, then name: metrics not in the catalogue all share the last position.
+    families.sort_by_cached_key(|(def, _)| (super::position(def), def.name));
+    families
 }
 
 /// One family's share of the body, by target.
@@ -261,6 +267,55 @@ pub(super) mod tests {
 
     use super::*;
     use crate::metrics::{Labels, MAX_CONNECTIONS, STATEMENT_CALLS, STATEMENT_ROWS, Snapshot};
+
+    #[test]
+    fn shares_are_grouped_by_family_in_catalogue_order_whatever_order_targets_list_them() {
+        use crate::metrics::{MAX_CONNECTIONS as M, MetricDef, STATEMENT_CALLS as C};
+        use crate::metrics::{STATEMENT_ROWS as R, UP};
+        const UNKNOWN_B: MetricDef = MetricDef { name: "zz_b", ..UP };
+        const UNKNOWN_A: MetricDef = MetricDef { name: "zz_a", ..UP };
+        // Targets that agree on the order (the common case), one that lists families in
+        // another order, one missing some, unknown metrics, and a def copied (another address).
+        let copy = C;
+        let items: Vec<(&str, &'static MetricDef, usize)> = vec![
+            ("a", &C, 0),
+            ("a", &R, 1),
+            ("a", &M, 2),
+            ("b", &C, 3),
+            ("b", &R, 4),
+            ("b", &M, 5),
+            ("c", &M, 6),
+            ("c", &UNKNOWN_B, 7),
+            ("c", &C, 8),
+            ("d", &R, 9),
+            ("d", &UNKNOWN_A, 10),
+            ("e", Box::leak(Box::new(copy)), 11),
+            ("e", &UP, 12),
+        ];
+        let grouped = group(items.iter().copied());
+        // What a reference grouping gives: ordered by (position, name), shares in input order.
+        let mut expected: Vec<(&str, Vec<(&str, usize)>)> = Vec::new();
+        let mut names: Vec<&MetricDef> = items.iter().map(|(_, d, _)| *d).collect();
+        names.sort_by_key(|d| (crate::metrics::position(d), d.name));
+        names.dedup_by_key(|d| d.name);
+        for def in names {
+            let shares = items
+                .iter()
+                .filter(|(_, d, _)| d.name == def.name)
+                .map(|(t, _, i)| (*t, *i))
+                .collect();
+            expected.push((def.name, shares));
+        }
+        let got: Vec<(&str, Vec<(&str, usize)>)> =
+            grouped.into_iter().map(|(d, v)| (d.name, v)).collect();
+        assert_eq!(got, expected);
+        assert_eq!(got.iter().filter(|(n, _)| n.starts_with("zz_")).count(), 2);
+        assert_eq!(
+            got.last().unwrap().0,
+            "zz_b",
+            "unknown metrics last, by name"
+        );
+    }
 
     pub(crate) fn gunzip(body: &[u8]) -> String {
         let mut out = String::new();
