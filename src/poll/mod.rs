@@ -6,8 +6,8 @@
 //! of it; [`run`] does the rest. Step by step:
 //!
 //! 0. The first poll waits a moment fixed by the source's name (`jitter::first_poll_delay`:
-//!    within a quarter of `poll_interval` and 20 ms per source of the configuration), so a
-//!    fleet does not start in one burst.
+//!    within `poll_interval` and 30 ms per source of the configuration), so a fleet does not
+//!    start in one burst, nor poll in waves after it.
 //! 1. Connect: first wait in the process-wide line for a permit (`[server]
 //!    max_concurrent_connects`, [`crate::connect_gate`]; waiting is not being down), then the
 //!    whole attempt, handshake and session setup included, bounded by `connect_timeout`. On
