@@ -170,7 +170,7 @@ impl SnapshotStore {
     }
 
     /// Drop everything collected from a source (it reconnects elsewhere): pgvigil's own
-    /// series about it (published under [`OWN`]) stay.
+    /// series about it (published under `polls::OWN`) stay.
     pub fn clear_target(&self, target: &str) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if let Some(by_collector) = inner.get_mut(target) {
