@@ -55,16 +55,8 @@ pub(crate) fn samples(out: &mut String, target: &str, def: &MetricDef, series: &
     let mut value = dtoa::Buffer::new();
     for s in series {
         out.push_str(def.name);
-        out.push_str("{target=\"");
-        escape_into(out, target);
-        out.push('"');
-        for (name, v) in names.iter().zip(s.labels.iter()) {
-            out.push(',');
-            out.push_str(name);
-            out.push_str("=\"");
-            escape_into(out, v);
-            out.push('"');
-        }
+        out.push('{');
+        push_labels(out, target, names, &s.labels);
         out.push_str("} ");
         push_value(out, &mut value, s.value);
         out.push('\n');
@@ -98,16 +90,7 @@ fn histogram_lines(out: &mut String, target: &str, def: &MetricDef, series: &[Se
                 false
             }
         };
-        out.push_str("target=\"");
-        escape_into(out, target);
-        out.push('"');
-        for (name, v) in names.iter().zip(values) {
-            out.push(',');
-            out.push_str(name);
-            out.push_str("=\"");
-            escape_into(out, v);
-            out.push('"');
-        }
+        push_labels(out, target, names, values);
         out.push_str("} ");
         if sum {
             push_value(out, &mut value, s.value);
@@ -116,6 +99,21 @@ fn histogram_lines(out: &mut String, target: &str, def: &MetricDef, series: &[Se
             out.push_str(count.format(s.value as u64));
         }
         out.push('\n');
+    }
+}
+
+/// `target="…"` and each further label as `,name="value"`, values escaped.
+#[inline]
+fn push_labels(out: &mut String, target: &str, names: &[&str], values: &[String]) {
+    out.push_str("target=\"");
+    escape_into(out, target);
+    out.push('"');
+    for (name, v) in names.iter().zip(values) {
+        out.push(',');
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_into(out, v);
+        out.push('"');
     }
 }
 
