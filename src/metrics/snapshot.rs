@@ -136,11 +136,6 @@ impl HistogramLines {
                 .collect(),
         }
     }
-
-    /// How many buckets a histogram of these lines has, `+Inf` included.
-    pub fn buckets(&self) -> usize {
-        self.buckets.len()
-    }
 }
 
 /// One series: label values (in the order of the metric's `labels`, after `target`) and a value.
